@@ -1,0 +1,81 @@
+//! Cost of one full decision natively (SHA-256 included) and the memory of a
+//! 1M-key table. Run with `cargo bench --bench decision`.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use keygate::config::FilterConfig;
+use keygate::decision::{Policy, Request};
+use keygate::feed::{encode_snapshot, FeedEntry};
+use keygate::ids::{KeyId, OrgId};
+use keygate::key::{self, Environment};
+use keygate::table::{decode, KeyTable, Update};
+use std::time::Instant;
+
+const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
+  {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
+  {"path_prefix":"/api/v1/memory","methods":["GET"],"any_of":["memory:read"]},
+  {"path_prefix":"/api/v1/memory","any_of":["memory:write"]}]}"#;
+
+/// A table of `n` synthetic keys plus one real key, which is returned.
+fn table_with(n: u64) -> (KeyTable, String) {
+    let real = key::generate("rk", Environment::Live).unwrap();
+    let mut entries: Vec<FeedEntry> = (0..n)
+        .map(|i| {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            hash[8..16].copy_from_slice(&i.to_le_bytes());
+            entry(hash, i)
+        })
+        .collect();
+    entries.push(entry(key::hash(&real), n));
+    let bytes = encode_snapshot(1, &entries);
+    let started = Instant::now();
+    let Update::Snapshot(table) = decode(&bytes).unwrap() else {
+        unreachable!()
+    };
+    println!(
+        "table {n} keys: snapshot {:.1} MB, decoded in {:.0} ms, {:.1} MB in memory ({:.0} B/key)",
+        bytes.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64() * 1e3,
+        table.memory_bytes() as f64 / 1e6,
+        table.memory_bytes() as f64 / table.len() as f64
+    );
+    (table, real)
+}
+
+fn entry(hash: [u8; 32], i: u64) -> FeedEntry {
+    FeedEntry {
+        hash,
+        key_id: KeyId(i),
+        org_id: OrgId(i / 4),
+        expires_at: 0,
+        scopes: ["memory:read memory:write", "memory:read", "users:read"][(i % 3) as usize].into(),
+        tier: ["free", "pro"][(i % 2) as usize].into(),
+        environment: Environment::Live,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = Policy::from(&FilterConfig::from_json(CONFIG.as_bytes()).unwrap());
+    for n in [10_000u64, 1_000_000] {
+        let (table, real) = table_with(n);
+        let bearer = format!("Bearer {real}");
+        let headers = [
+            (":authority", "api.example.com"),
+            ("user-agent", "bench/1.0"),
+            ("accept", "*/*"),
+            ("authorization", bearer.as_str()),
+        ];
+        let request = Request {
+            method: "GET",
+            path: "/api/v1/memory/42?x=1",
+            headers: &headers,
+        };
+        c.bench_function(&format!("decide_allow_{n}_keys"), |b| {
+            b.iter(|| black_box(policy.decide(Some(&table), black_box(&request), 1_800_000_000)))
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

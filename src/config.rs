@@ -1,0 +1,261 @@
+//! The filter's JSON configuration (the wasm plugin `configuration`).
+//!
+//! Serde types with defaults; unknown fields are refused. Every error names
+//! the field (`feed.token`, `rules[2].any_of[0]`, …) so a typo is easy to find.
+
+use crate::key::{validate_prefix, DEFAULT_PREFIX};
+use crate::rules::Rule;
+use crate::scopes;
+use serde::Deserialize;
+use std::fmt;
+
+/// The whole filter configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// First part of every key (`rk` in `rk_live_…`).
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Keep the credential on requests to the upstream (default: strip it).
+    #[serde(default)]
+    pub forward_key: bool,
+    /// Where and how to fetch the key table.
+    pub feed: FeedConfig,
+    /// Ordered route rules; a path no rule matches needs any valid key.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// The key table feed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Envoy cluster of the control plane.
+    pub cluster: String,
+    /// `:authority` sent to the control plane.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// Path of the feed endpoint.
+    #[serde(default = "default_feed_path")]
+    pub path: String,
+    /// Bearer token shared with the control plane.
+    pub token: String,
+    /// Long-poll: seconds the control plane may hold an unchanged request.
+    #[serde(default = "default_wait")]
+    pub wait_seconds: u32,
+    /// Pause after a failed fetch.
+    #[serde(default = "default_retry")]
+    pub retry_ms: u32,
+    /// How often each worker checks for a new table version in shared memory.
+    #[serde(default = "default_sync")]
+    pub sync_interval_ms: u32,
+    /// How long the last good table keeps serving without reaching the control plane.
+    #[serde(default = "default_staleness")]
+    pub max_staleness_seconds: u32,
+}
+
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.into()
+}
+fn default_authority() -> String {
+    "keygate-control-plane".into()
+}
+fn default_feed_path() -> String {
+    "/v1/key-table".into()
+}
+fn default_wait() -> u32 {
+    20
+}
+fn default_retry() -> u32 {
+    1000
+}
+fn default_sync() -> u32 {
+    50
+}
+fn default_staleness() -> u32 {
+    300
+}
+
+/// A configuration error: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() || self.field == "." {
+            write!(f, "invalid keygate configuration: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid keygate configuration at {}: {}",
+                self.field, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl FilterConfig {
+    /// Parses and validates the JSON configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let mut config: FilterConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
+        config.validate()?;
+        for rule in &mut config.rules {
+            rule.methods
+                .iter_mut()
+                .for_each(|m| m.make_ascii_uppercase());
+        }
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_prefix(&self.key_prefix).map_err(|e| error("key_prefix", e.to_string()))?;
+        self.feed.validate()?;
+        for (i, rule) in self.rules.iter().enumerate() {
+            validate_rule(i, rule)?;
+        }
+        Ok(())
+    }
+}
+
+impl FeedConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let non_empty = [
+            ("feed.cluster", &self.cluster),
+            ("feed.authority", &self.authority),
+            ("feed.token", &self.token),
+        ];
+        for (field, value) in non_empty {
+            if value.trim().is_empty() {
+                return Err(error(field, "must not be empty"));
+            }
+        }
+        if !self.path.starts_with('/') {
+            return Err(error("feed.path", "must start with /"));
+        }
+        if self.wait_seconds > 60 {
+            return Err(error("feed.wait_seconds", "must be at most 60"));
+        }
+        if !(10..=10_000).contains(&self.sync_interval_ms) {
+            return Err(error(
+                "feed.sync_interval_ms",
+                "must be between 10 and 10000",
+            ));
+        }
+        if self.retry_ms < 10 {
+            return Err(error("feed.retry_ms", "must be at least 10"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_rule(i: usize, rule: &Rule) -> Result<(), ConfigError> {
+    let at = |field: &str| format!("rules[{i}].{field}");
+    if !rule.path_prefix.starts_with('/') {
+        return Err(error(at("path_prefix"), "must start with /"));
+    }
+    if rule.public && !rule.any_of.is_empty() {
+        return Err(error(at("any_of"), "a public rule needs no scopes"));
+    }
+    for (j, scope) in rule.any_of.iter().enumerate() {
+        if !scopes::is_valid_name(scope) {
+            return Err(error(
+                at(&format!("any_of[{j}]")),
+                format!("{scope:?} is not a scope like resource:action"),
+            ));
+        }
+    }
+    for (j, method) in rule.methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(|c| c.is_ascii_alphabetic()) {
+            return Err(error(
+                at(&format!("methods[{j}]")),
+                format!("{method:?} is not an HTTP method"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"feed":{"cluster":"cp","token":"t"}}"#;
+
+    #[test]
+    fn defaults() {
+        let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.key_prefix, "rk");
+        assert!(!c.forward_key);
+        assert_eq!(c.feed.path, "/v1/key-table");
+        assert_eq!(c.feed.wait_seconds, 20);
+        assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn methods_are_uppercased() {
+        let json = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"methods":["get"],"path_prefix":"/a"}]}"#;
+        let c = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert_eq!(c.rules[0].methods, ["GET"]);
+    }
+
+    fn field_of(json: &str) -> String {
+        FilterConfig::from_json(json.as_bytes()).unwrap_err().field
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"feed":{"cluster":"cp"}}"#), "feed");
+        assert_eq!(
+            field_of(r#"{"feed":{"cluster":"cp","token":""}}"#),
+            "feed.token"
+        );
+        assert_eq!(
+            field_of(r#"{"feed":{"cluster":"cp","token":"t","wait_seconds":"x"}}"#),
+            "feed.wait_seconds"
+        );
+        assert_eq!(
+            field_of(r#"{"feed":{"cluster":"cp","token":"t"},"key_prefix":"R_K"}"#),
+            "key_prefix"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a"},{"path_prefix":"b"}]}"#
+            ),
+            "rules[1].path_prefix"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a","any_of":["nope"]}]}"#
+            ),
+            "rules[0].any_of[0]"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a","publik":true}]}"#
+            ),
+            "rules[0].publik"
+        );
+        assert!(FilterConfig::from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn error_message_mentions_field() {
+        let e = FilterConfig::from_json(br#"{"feed":{"cluster":"cp","token":"t","path":"x"}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("feed.path"), "{e}");
+    }
+}

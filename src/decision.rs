@@ -1,0 +1,359 @@
+//! The decision (SPEC §2–§5): allow with the identity headers to set, or deny
+//! with the exact JSON body of SPEC §4.
+//!
+//! [`Policy::decide`] is the whole authentication of one request. It reads
+//! the request (method, `:path`, headers), the key table and the clock, and
+//! returns what the adapter must do; it never touches a host.
+
+use crate::config::FilterConfig;
+use crate::credential::{self, Extracted};
+use crate::ids::IdText;
+use crate::key::{self, Environment};
+use crate::rules::{self, Rule};
+use crate::scopes;
+use crate::table::{KeyRecord, KeyTable};
+use std::borrow::Cow;
+
+/// Header naming the caller's organisation.
+pub const X_ORG_ID: &str = "x-org-id";
+/// Headers the filter owns: removed from every request, set on success.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    X_ORG_ID,
+    "x-key-id",
+    "x-key-scopes",
+    "x-key-environment",
+    "x-rate-tier",
+];
+/// `WWW-Authenticate` value sent with every 401.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"keygate\"";
+
+/// Why a request was refused (a stat label each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    MissingKey,
+    InvalidKey,
+    Expired,
+    MissingScope,
+    WrongOrg,
+    NotReady,
+}
+
+impl DenyReason {
+    /// Every reason, for registering stats.
+    pub const ALL: [DenyReason; 6] = [
+        DenyReason::MissingKey,
+        DenyReason::InvalidKey,
+        DenyReason::Expired,
+        DenyReason::MissingScope,
+        DenyReason::WrongOrg,
+        DenyReason::NotReady,
+    ];
+
+    /// Short name for stats and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::MissingKey => "missing_key",
+            DenyReason::InvalidKey => "invalid_key",
+            DenyReason::Expired => "expired",
+            DenyReason::MissingScope => "missing_scope",
+            DenyReason::WrongOrg => "wrong_org",
+            DenyReason::NotReady => "not_ready",
+        }
+    }
+}
+
+/// A refusal: status, JSON body and whether to add `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub status: u16,
+    pub reason: DenyReason,
+    pub body: Cow<'static, str>,
+}
+
+impl Deny {
+    fn fixed(status: u16, reason: DenyReason, body: &'static str) -> Deny {
+        Deny {
+            status,
+            reason,
+            body: Cow::Borrowed(body),
+        }
+    }
+
+    fn forbidden(reason: DenyReason, message: String) -> Deny {
+        let body = serde_json::json!({"error": {"type": "forbidden", "message": message}});
+        Deny {
+            status: 403,
+            reason,
+            body: Cow::Owned(body.to_string()),
+        }
+    }
+
+    /// No key in the request.
+    pub fn missing_key() -> Deny {
+        Deny::fixed(
+            401,
+            DenyReason::MissingKey,
+            r#"{"error":{"type":"unauthorized","message":"Missing or invalid API key"}}"#,
+        )
+    }
+
+    /// Unknown, revoked, malformed, bad checksum or conflicting keys.
+    pub fn invalid_key() -> Deny {
+        Deny::fixed(
+            401,
+            DenyReason::InvalidKey,
+            r#"{"error":{"type":"unauthorized","message":"Invalid API key"}}"#,
+        )
+    }
+
+    /// The key's expiry has passed.
+    pub fn expired() -> Deny {
+        Deny::fixed(
+            401,
+            DenyReason::Expired,
+            r#"{"error":{"type":"unauthorized","message":"API key has expired"}}"#,
+        )
+    }
+
+    /// The key lacks the rule's scope (named: the rule's first).
+    pub fn missing_scope(scope: &str) -> Deny {
+        Deny::forbidden(
+            DenyReason::MissingScope,
+            format!("API key lacks required scope: {scope}"),
+        )
+    }
+
+    /// The client's `X-Org-Id` names another organisation.
+    pub fn wrong_org(org: &str) -> Deny {
+        Deny::forbidden(
+            DenyReason::WrongOrg,
+            format!("API key does not belong to organization {org}"),
+        )
+    }
+
+    /// No key table yet (or too stale to trust).
+    pub fn not_ready() -> Deny {
+        Deny::fixed(
+            503,
+            DenyReason::NotReady,
+            r#"{"error":{"type":"unavailable","message":"Authentication is not ready"}}"#,
+        )
+    }
+
+    /// True when the answer must carry `WWW-Authenticate`.
+    pub fn needs_www_authenticate(&self) -> bool {
+        self.status == 401
+    }
+}
+
+/// Who is calling, as the upstream will be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'t> {
+    pub record: KeyRecord<'t>,
+    /// SHA-256 of the key (to watch open streams for revocation).
+    pub hash: [u8; 32],
+}
+
+/// Values of the identity headers, rendered without allocation.
+pub struct IdentityHeaders<'t> {
+    org: IdText,
+    key: IdText,
+    scopes: &'t str,
+    environment: Environment,
+    tier: &'t str,
+}
+
+impl<'t> IdentityHeaders<'t> {
+    /// `(name, value)` pairs in the order of [`IDENTITY_HEADERS`].
+    pub fn pairs(&self) -> [(&'static str, &str); 5] {
+        let [org, key, scopes, env, tier] = IDENTITY_HEADERS;
+        [
+            (org, self.org.as_str()),
+            (key, self.key.as_str()),
+            (scopes, self.scopes),
+            (env, self.environment.as_str()),
+            (tier, self.tier),
+        ]
+    }
+}
+
+impl<'t> Identity<'t> {
+    /// The headers the upstream sees.
+    pub fn headers(&self) -> IdentityHeaders<'t> {
+        IdentityHeaders {
+            org: self.record.org_id.text(),
+            key: self.record.key_id.text(),
+            scopes: self.record.scopes,
+            environment: self.record.environment,
+            tier: self.record.tier,
+        }
+    }
+}
+
+/// An accepted request and how to rewrite it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow<'t> {
+    /// The caller, or `None` on public routes and CORS preflights.
+    pub identity: Option<Identity<'t>>,
+    /// Remove `Authorization` (it carried the key).
+    pub strip_authorization: bool,
+    /// Remove `X-API-Key`.
+    pub strip_api_key: bool,
+    /// New `:path` without `api_key`, when the key came in the query.
+    pub new_path: Option<String>,
+}
+
+impl Allow<'_> {
+    /// Every header to remove before the identity headers are set.
+    pub fn headers_to_remove(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let auth = self
+            .strip_authorization
+            .then_some(credential::AUTHORIZATION);
+        let api_key = self.strip_api_key.then_some(credential::X_API_KEY);
+        IDENTITY_HEADERS.into_iter().chain(auth).chain(api_key)
+    }
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'t> {
+    Allow(Allow<'t>),
+    Deny(Deny),
+}
+
+/// The request as the decision sees it.
+pub struct Request<'a, H, V> {
+    pub method: &'a str,
+    /// `:path`, query included.
+    pub path: &'a str,
+    pub headers: &'a [(H, V)],
+}
+
+impl<H: AsRef<str>, V: AsRef<str>> Request<'_, H, V> {
+    fn header_values<'s>(&'s self, name: &'static str) -> impl Iterator<Item = &'s str> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    fn is_cors_preflight(&self) -> bool {
+        self.method == "OPTIONS"
+            && self
+                .header_values("access-control-request-method")
+                .next()
+                .is_some()
+    }
+}
+
+/// The configured rules and key settings that decisions use.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub key_prefix: String,
+    pub forward_key: bool,
+    pub rules: Vec<Rule>,
+}
+
+impl From<&FilterConfig> for Policy {
+    fn from(c: &FilterConfig) -> Policy {
+        Policy {
+            key_prefix: c.key_prefix.clone(),
+            forward_key: c.forward_key,
+            rules: c.rules.clone(),
+        }
+    }
+}
+
+impl Policy {
+    /// Decides one request. `table` is `None` before the first table (or when
+    /// it is too stale); `now` is unix seconds.
+    pub fn decide<'t, H, V>(
+        &self,
+        table: Option<&'t KeyTable>,
+        request: &Request<'_, H, V>,
+        now: u64,
+    ) -> Decision<'t>
+    where
+        H: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let rule = rules::find(&self.rules, request.method, request.path);
+        let forward = rule.and_then(|r| r.forward_key).unwrap_or(self.forward_key);
+        let extracted = credential::extract(request.headers, request.path);
+        if request.is_cors_preflight() || rule.is_some_and(|r| r.public) {
+            return Decision::Allow(self.allow(None, &extracted, request.path, forward));
+        }
+        let Some(table) = table else {
+            return Decision::Deny(Deny::not_ready());
+        };
+        match self.check(table, &extracted, request, rule, now) {
+            Ok(identity) => {
+                Decision::Allow(self.allow(Some(identity), &extracted, request.path, forward))
+            }
+            Err(deny) => Decision::Deny(deny),
+        }
+    }
+
+    fn check<'t, H, V>(
+        &self,
+        table: &'t KeyTable,
+        extracted: &Extracted<'_>,
+        request: &Request<'_, H, V>,
+        rule: Option<&Rule>,
+        now: u64,
+    ) -> Result<Identity<'t>, Deny>
+    where
+        H: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let credential = match extracted {
+            Extracted::Missing => return Err(Deny::missing_key()),
+            Extracted::Conflict => return Err(Deny::invalid_key()),
+            Extracted::Key(c) => c,
+        };
+        key::parse(&credential.key, &self.key_prefix).map_err(|_| Deny::invalid_key())?;
+        let hash = key::hash(&credential.key);
+        let record = table.get(&hash).ok_or_else(Deny::invalid_key)?;
+        if record.is_expired(now) {
+            return Err(Deny::expired());
+        }
+        let org = record.org_id.text();
+        if let Some(other) = request
+            .header_values(X_ORG_ID)
+            .find(|v| v.trim() != org.as_str())
+        {
+            return Err(Deny::wrong_org(other.trim()));
+        }
+        if let Some(rule) = rule {
+            if !scopes::holds_any(record.scopes, &rule.any_of) {
+                let first = rule.any_of.first().map_or("", String::as_str);
+                return Err(Deny::missing_scope(first));
+            }
+        }
+        Ok(Identity { record, hash })
+    }
+
+    fn allow<'t>(
+        &self,
+        identity: Option<Identity<'t>>,
+        extracted: &Extracted<'_>,
+        path: &str,
+        forward: bool,
+    ) -> Allow<'t> {
+        let sources = match extracted {
+            Extracted::Key(c) if !forward => c.sources,
+            _ => Default::default(),
+        };
+        let strip_all = matches!(extracted, Extracted::Conflict) && !forward;
+        Allow {
+            identity,
+            strip_authorization: sources.bearer || strip_all,
+            strip_api_key: sources.header || strip_all,
+            new_path: if sources.query || strip_all {
+                credential::strip_query_key(path)
+            } else {
+                None
+            },
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The key table feed codec (`KGT1`, see docs/feed-protocol.md).
+//!
+//! The control plane encodes snapshots and deltas; the filter decodes them
+//! into a [`KeyTable`](crate::table::KeyTable). Decoding is bounds-checked:
+//! any byte string gives an update or an error, never a panic.
+
+use crate::ids::{KeyId, OrgId};
+use crate::key::Environment;
+use std::collections::HashMap;
+use std::fmt;
+
+/// First bytes of every body.
+pub const MAGIC: &[u8; 4] = b"KGT1";
+/// Content type of a feed body.
+pub const CONTENT_TYPE: &str = "application/x-keygate-table";
+const KIND_SNAPSHOT: u8 = 1;
+const KIND_DELTA: u8 = 2;
+const OP_UPSERT: u8 = 1;
+const OP_REMOVE: u8 = 2;
+
+/// One key as the feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// SHA-256 of the full key.
+    pub hash: [u8; 32],
+    pub key_id: KeyId,
+    pub org_id: OrgId,
+    /// Unix seconds; 0 = never expires.
+    pub expires_at: u64,
+    /// Space-separated scopes.
+    pub scopes: String,
+    pub tier: String,
+    pub environment: Environment,
+}
+
+/// One change in a delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedOp {
+    Upsert(FeedEntry),
+    Remove([u8; 32]),
+}
+
+/// Why a body was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedError {
+    /// The body ended early or has bytes past its end.
+    Truncated,
+    /// Not a `KGT1` body.
+    Magic,
+    /// Unknown body kind or op tag.
+    Tag(u8),
+    /// A string is not UTF-8.
+    Utf8,
+    /// A dictionary index is out of range, or too many distinct values.
+    Dictionary,
+    /// A delta's base is not the table's version.
+    BaseMismatch { base: u64, have: u64 },
+    /// A snapshot holds an op other than upsert.
+    RemoveInSnapshot,
+}
+
+impl fmt::Display for FeedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedError::Truncated => f.write_str("truncated or oversized body"),
+            FeedError::Magic => f.write_str("not a KGT1 body"),
+            FeedError::Tag(t) => write!(f, "unknown tag {t}"),
+            FeedError::Utf8 => f.write_str("string is not UTF-8"),
+            FeedError::Dictionary => f.write_str("bad dictionary index"),
+            FeedError::BaseMismatch { base, have } => {
+                write!(f, "delta from version {base} but the table is at {have}")
+            }
+            FeedError::RemoveInSnapshot => f.write_str("remove op in a snapshot"),
+        }
+    }
+}
+
+impl std::error::Error for FeedError {}
+
+/// Encodes the whole table at `version`.
+pub fn encode_snapshot(version: u64, entries: &[FeedEntry]) -> Vec<u8> {
+    let ops = entries.iter().map(OpRef::Upsert);
+    encode(KIND_SNAPSHOT, 0, version, ops, entries.len())
+}
+
+/// Encodes the changes that move a table from `base` to `version`.
+pub fn encode_delta(base: u64, version: u64, ops: &[FeedOp]) -> Vec<u8> {
+    let refs = ops.iter().map(|op| match op {
+        FeedOp::Upsert(e) => OpRef::Upsert(e),
+        FeedOp::Remove(h) => OpRef::Remove(h),
+    });
+    encode(KIND_DELTA, base, version, refs, ops.len())
+}
+
+enum OpRef<'a> {
+    Upsert(&'a FeedEntry),
+    Remove(&'a [u8; 32]),
+}
+
+fn encode<'a>(
+    kind: u8,
+    base: u64,
+    version: u64,
+    ops: impl Iterator<Item = OpRef<'a>> + Clone,
+    count: usize,
+) -> Vec<u8> {
+    let mut dict: HashMap<&str, u32> = HashMap::new();
+    let mut strings: Vec<&str> = Vec::new();
+    let mut intern = |s: &'a str| -> u32 {
+        *dict.entry(s).or_insert_with(|| {
+            strings.push(s);
+            u32::try_from(strings.len() - 1).unwrap_or(u32::MAX)
+        })
+    };
+    let mut body = Vec::with_capacity(count * 66);
+    for op in ops {
+        match op {
+            OpRef::Upsert(e) => {
+                body.push(OP_UPSERT);
+                body.extend_from_slice(&e.hash);
+                body.extend_from_slice(&e.key_id.0.to_le_bytes());
+                body.extend_from_slice(&e.org_id.0.to_le_bytes());
+                body.extend_from_slice(&e.expires_at.to_le_bytes());
+                body.extend_from_slice(&intern(&e.scopes).to_le_bytes());
+                body.extend_from_slice(&intern(&e.tier).to_le_bytes());
+                body.push(match e.environment {
+                    Environment::Live => 0,
+                    Environment::Test => 1,
+                });
+            }
+            OpRef::Remove(hash) => {
+                body.push(OP_REMOVE);
+                body.extend_from_slice(hash);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(MAGIC);
+    out.push(kind);
+    out.extend_from_slice(&base.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&len_u32(strings.len()).to_le_bytes());
+    for s in &strings {
+        let bytes = s
+            .get(..s.len().min(usize::from(u16::MAX)))
+            .unwrap_or("")
+            .as_bytes();
+        out.extend_from_slice(&len_u16(bytes.len()).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out.extend_from_slice(&len_u32(count).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn len_u16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// A decoded upsert whose strings are indices into the body's dictionary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawEntry {
+    pub hash: [u8; 32],
+    pub key_id: u64,
+    pub org_id: u64,
+    pub expires_at: u64,
+    pub scopes: u32,
+    pub tier: u32,
+    pub environment: Environment,
+}
+
+/// A decoded op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawOp {
+    Upsert(RawEntry),
+    Remove([u8; 32]),
+}
+
+/// The fixed part of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub snapshot: bool,
+    pub base: u64,
+    pub version: u64,
+}
+
+/// A bounds-checked reader over a body.
+pub struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FeedError> {
+        let (head, tail) = self.rest.split_at_checked(n).ok_or(FeedError::Truncated)?;
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FeedError> {
+        self.take(N)?.try_into().map_err(|_| FeedError::Truncated)
+    }
+
+    fn u8(&mut self) -> Result<u8, FeedError> {
+        Ok(u8::from_le_bytes(self.array()?))
+    }
+
+    fn u16(&mut self) -> Result<u16, FeedError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, FeedError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, FeedError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// Reads magic, kind, base and version.
+    pub fn header(bytes: &'a [u8]) -> Result<(Header, Self), FeedError> {
+        let mut r = Reader { rest: bytes };
+        if r.take(4).map_err(|_| FeedError::Magic)? != MAGIC {
+            return Err(FeedError::Magic);
+        }
+        let snapshot = match r.u8()? {
+            KIND_SNAPSHOT => true,
+            KIND_DELTA => false,
+            other => return Err(FeedError::Tag(other)),
+        };
+        let header = Header {
+            snapshot,
+            base: r.u64()?,
+            version: r.u64()?,
+        };
+        Ok((header, r))
+    }
+
+    /// Reads the dictionary of strings.
+    pub fn dictionary(&mut self) -> Result<Vec<&'a str>, FeedError> {
+        let n = self.u32()?;
+        // Each string takes at least two bytes: never trust the count alone.
+        let mut out = Vec::with_capacity((n as usize).min(self.rest.len() / 2));
+        for _ in 0..n {
+            let len = self.u16()?;
+            let bytes = self.take(usize::from(len))?;
+            out.push(std::str::from_utf8(bytes).map_err(|_| FeedError::Utf8)?);
+        }
+        Ok(out)
+    }
+
+    /// Reads the op count; the ops follow.
+    pub fn op_count(&mut self) -> Result<u32, FeedError> {
+        self.u32()
+    }
+
+    /// Reads one op.
+    pub fn op(&mut self) -> Result<RawOp, FeedError> {
+        let tag = self.u8()?;
+        let hash = self.array()?;
+        match tag {
+            OP_REMOVE => Ok(RawOp::Remove(hash)),
+            OP_UPSERT => Ok(RawOp::Upsert(RawEntry {
+                hash,
+                key_id: self.u64()?,
+                org_id: self.u64()?,
+                expires_at: self.u64()?,
+                scopes: self.u32()?,
+                tier: self.u32()?,
+                environment: match self.u8()? {
+                    0 => Environment::Live,
+                    1 => Environment::Test,
+                    other => return Err(FeedError::Tag(other)),
+                },
+            })),
+            other => Err(FeedError::Tag(other)),
+        }
+    }
+
+    /// Fails unless every byte was read.
+    pub fn finish(&self) -> Result<(), FeedError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(FeedError::Truncated)
+        }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+}

@@ -1,0 +1,18 @@
+//! keygate core: every authentication decision of the product, in pure Rust.
+//!
+//! No host calls live here, so the filter (`wasm/`) and the control plane
+//! (`control-plane/`) share one tested implementation of the key format,
+//! credential extraction, the key table and its feed codec, route rules and
+//! scopes, and the decision with its exact error bodies.
+
+pub mod config;
+pub mod credential;
+pub mod decision;
+pub mod feed;
+pub mod ids;
+pub mod key;
+pub mod rules;
+pub mod scopes;
+pub mod table;
+
+mod base62;
