@@ -80,11 +80,14 @@ impl Deny {
     }
 
     fn forbidden(reason: DenyReason, message: String) -> Deny {
-        let body = serde_json::json!({"error": {"type": "forbidden", "message": message}});
+        // serde_json escapes the message (it may echo a client's header).
+        let message = serde_json::Value::String(message);
         Deny {
             status: 403,
             reason,
-            body: Cow::Owned(body.to_string()),
+            body: Cow::Owned(format!(
+                r#"{{"error":{{"type":"forbidden","message":{message}}}}}"#
+            )),
         }
     }
 
@@ -357,3 +360,7 @@ impl Policy {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

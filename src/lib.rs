@@ -16,3 +16,6 @@ pub mod scopes;
 pub mod table;
 
 mod base62;
+
+#[cfg(test)]
+mod property_tests;

@@ -320,3 +320,142 @@ impl KeyTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::{encode_delta, encode_snapshot, FeedEntry, FeedOp};
+
+    fn entry(n: u8, scopes: &str, tier: &str) -> FeedEntry {
+        FeedEntry {
+            hash: [n; 32],
+            key_id: KeyId(u64::from(n)),
+            org_id: OrgId(7),
+            expires_at: 0,
+            scopes: scopes.into(),
+            tier: tier.into(),
+            environment: Environment::Test,
+        }
+    }
+
+    fn snapshot(version: u64, entries: &[FeedEntry]) -> KeyTable {
+        match decode(&encode_snapshot(version, entries)).unwrap() {
+            Update::Snapshot(t) => t,
+            Update::Delta(_) => panic!("not a snapshot"),
+        }
+    }
+
+    fn delta(base: u64, version: u64, ops: &[FeedOp]) -> Delta {
+        match decode(&encode_delta(base, version, ops)).unwrap() {
+            Update::Delta(d) => d,
+            Update::Snapshot(_) => panic!("not a delta"),
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let t = snapshot(
+            5,
+            &[
+                entry(1, "memory:read", "free"),
+                entry(2, "users:read", "pro"),
+            ],
+        );
+        assert_eq!((t.version(), t.len()), (5, 2));
+        let r = t.get(&[2; 32]).unwrap();
+        assert_eq!(
+            (r.key_id, r.org_id, r.scopes, r.tier),
+            (KeyId(2), OrgId(7), "users:read", "pro")
+        );
+        assert_eq!(r.environment, Environment::Test);
+        assert!(t.get(&[3; 32]).is_none());
+    }
+
+    #[test]
+    fn delta_adds_replaces_and_removes() {
+        let mut t = snapshot(
+            5,
+            &[
+                entry(1, "a:b", "free"),
+                entry(2, "a:b", "free"),
+                entry(3, "a:b", "free"),
+            ],
+        );
+        let d = delta(
+            5,
+            6,
+            &[
+                FeedOp::Remove([1; 32]),
+                FeedOp::Upsert(entry(3, "c:d", "pro")),
+                FeedOp::Upsert(entry(4, "e:f", "free")),
+                FeedOp::Remove([9; 32]),
+            ],
+        );
+        t.apply(&d).unwrap();
+        assert_eq!((t.version(), t.len()), (6, 3));
+        assert!(t.get(&[1; 32]).is_none());
+        assert_eq!(t.get(&[2; 32]).unwrap().scopes, "a:b");
+        assert_eq!(t.get(&[3; 32]).unwrap().scopes, "c:d");
+        assert_eq!(t.get(&[3; 32]).unwrap().tier, "pro");
+        assert_eq!(t.get(&[4; 32]).unwrap().key_id, KeyId(4));
+    }
+
+    #[test]
+    fn removing_everything_in_any_order_keeps_index_consistent() {
+        let entries: Vec<_> = (0..50).map(|n| entry(n, "a:b", "free")).collect();
+        let mut t = snapshot(1, &entries);
+        for (step, n) in [7u8, 49, 0, 25, 26, 1].iter().enumerate() {
+            let v = t.version();
+            t.apply(&delta(v, v + 1, &[FeedOp::Remove([*n; 32])]))
+                .unwrap();
+            assert!(t.get(&[*n; 32]).is_none());
+            assert_eq!(t.len(), 50 - step - 1);
+        }
+        for n in (0..50u8).filter(|n| ![7, 49, 0, 25, 26, 1].contains(n)) {
+            assert_eq!(t.get(&[n; 32]).unwrap().key_id, KeyId(u64::from(n)));
+        }
+    }
+
+    #[test]
+    fn delta_with_wrong_base_is_refused_whole() {
+        let mut t = snapshot(5, &[entry(1, "a:b", "free")]);
+        let err = t
+            .apply(&delta(4, 6, &[FeedOp::Remove([1; 32])]))
+            .unwrap_err();
+        assert_eq!(err, FeedError::BaseMismatch { base: 4, have: 5 });
+        assert_eq!((t.version(), t.len()), (5, 1));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let good = encode_snapshot(3, &[entry(1, "a:b", "free")]);
+        assert!(matches!(decode(b""), Err(FeedError::Magic)));
+        assert!(matches!(
+            decode(b"KGT2xxxxxxxxxxxxxxxxxx"),
+            Err(FeedError::Magic)
+        ));
+        for cut in 0..good.len() {
+            assert!(
+                decode(&good[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(decode(&long).is_err());
+        let mut remove_in_snapshot = encode_delta(0, 1, &[FeedOp::Remove([1; 32])]);
+        remove_in_snapshot[4] = 1;
+        assert!(matches!(
+            decode(&remove_in_snapshot),
+            Err(FeedError::RemoveInSnapshot)
+        ));
+    }
+
+    #[test]
+    fn memory_is_small_per_key() {
+        let entries: Vec<_> = (0..=255).map(|n| entry(n, "a:b", "free")).collect();
+        let t = snapshot(1, &entries);
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
+        assert!(t.memory_bytes() < 256 * 120, "{}", t.memory_bytes());
+    }
+}

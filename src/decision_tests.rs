@@ -1,0 +1,359 @@
+//! Every row of SPEC §2–§5, decided natively against a real table.
+
+use super::*;
+use crate::feed::{encode_snapshot, FeedEntry};
+use crate::ids::{KeyId, OrgId};
+use crate::key::generate;
+use crate::table::{decode, Update};
+
+const NOW: u64 = 1_800_000_000;
+const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
+  {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
+  {"path_prefix":"/api/v1/auth/me","forward_key":true},
+  {"path_prefix":"/api/v1/memory","methods":["GET","HEAD"],"any_of":["memory:read"]},
+  {"path_prefix":"/api/v1/memory","any_of":["memory:write","memory:admin"]}]}"#;
+
+struct World {
+    policy: Policy,
+    table: KeyTable,
+    reader: String,
+    writer: String,
+    expired: String,
+    unknown: String,
+}
+
+fn entry(key: &str, id: u64, scopes: &str, expires_at: u64) -> FeedEntry {
+    FeedEntry {
+        hash: key::hash(key),
+        key_id: KeyId(id),
+        org_id: OrgId(0xabc),
+        expires_at,
+        scopes: scopes.into(),
+        tier: "free".into(),
+        environment: Environment::Live,
+    }
+}
+
+fn world() -> World {
+    let config = FilterConfig::from_json(CONFIG.as_bytes()).unwrap();
+    let [reader, writer, expired, unknown] =
+        [0; 4].map(|_| generate("rk", Environment::Live).unwrap());
+    let entries = [
+        entry(&reader, 1, "memory:read users:read", 0),
+        entry(&writer, 2, "memory:*", NOW + 60),
+        entry(&expired, 3, "memory:read", NOW - 1),
+    ];
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(9, &entries)) else {
+        panic!("snapshot")
+    };
+    World {
+        policy: Policy::from(&config),
+        table,
+        reader,
+        writer,
+        expired,
+        unknown,
+    }
+}
+
+impl World {
+    fn decide<'t>(&'t self, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision<'t> {
+        let request = Request {
+            method,
+            path,
+            headers,
+        };
+        self.policy.decide(Some(&self.table), &request, NOW)
+    }
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+fn denied(d: Decision<'_>) -> Deny {
+    match d {
+        Decision::Deny(deny) => deny,
+        Decision::Allow(a) => panic!("allowed: {a:?}"),
+    }
+}
+
+fn allowed(d: Decision<'_>) -> Allow<'_> {
+    match d {
+        Decision::Allow(a) => a,
+        Decision::Deny(deny) => panic!("denied: {deny:?}"),
+    }
+}
+
+fn header_value(a: &Allow<'_>, name: &str) -> String {
+    let headers = a.identity.unwrap().headers();
+    headers
+        .pairs()
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+        .to_string()
+}
+
+#[test]
+fn the_three_sources_are_first_class() {
+    let w = world();
+    let auth = bearer(&w.reader);
+    for (headers, path) in [
+        (vec![("authorization", auth.as_str())], "/x".to_string()),
+        (vec![("x-api-key", w.reader.as_str())], "/x".to_string()),
+        (vec![], format!("/x?api_key={}", w.reader)),
+    ] {
+        let a = allowed(w.decide("GET", &path, &headers));
+        assert_eq!(header_value(&a, "x-key-id"), "key_0000000000000001");
+    }
+}
+
+#[test]
+fn upstream_sees_the_identity_and_never_the_key() {
+    let w = world();
+    let auth = bearer(&w.reader);
+    let a = allowed(w.decide("GET", "/api/v1/memory/1", &[("authorization", &auth)]));
+    assert_eq!(header_value(&a, "x-org-id"), "org_0000000000000abc");
+    assert_eq!(header_value(&a, "x-key-scopes"), "memory:read users:read");
+    assert_eq!(header_value(&a, "x-key-environment"), "live");
+    assert_eq!(header_value(&a, "x-rate-tier"), "free");
+    let removed: Vec<_> = a.headers_to_remove().collect();
+    for h in IDENTITY_HEADERS.iter().chain(&["authorization"]) {
+        assert!(removed.contains(h), "{h} not removed");
+    }
+    assert!(!removed.contains(&"x-api-key"));
+    assert_eq!(a.new_path, None);
+}
+
+#[test]
+fn query_key_is_stripped_other_parameters_kept() {
+    let w = world();
+    let path = format!("/stream/chat?room=1&api_key={}&b=2", w.reader);
+    let a = allowed(w.decide("GET", &path, &[]));
+    assert_eq!(a.new_path.as_deref(), Some("/stream/chat?room=1&b=2"));
+}
+
+#[test]
+fn forward_key_keeps_the_credential() {
+    let w = world();
+    let a = allowed(w.decide("GET", "/api/v1/auth/me", &[("x-api-key", &w.reader)]));
+    assert!(a.identity.is_some());
+    assert!(!a.headers_to_remove().any(|h| h == "x-api-key"));
+}
+
+#[test]
+fn provider_key_passes_untouched() {
+    let w = world();
+    let a = allowed(w.decide(
+        "GET",
+        "/x",
+        &[("x-api-key", &w.reader), ("x-provider-key", "sk-123")],
+    ));
+    assert!(!a.headers_to_remove().any(|h| h == "x-provider-key"));
+}
+
+#[test]
+fn missing_key() {
+    let w = world();
+    let d = denied(w.decide("GET", "/x", &[]));
+    assert_eq!(d.status, 401);
+    assert!(d.needs_www_authenticate());
+    assert_eq!(
+        d.body,
+        r#"{"error":{"type":"unauthorized","message":"Missing or invalid API key"}}"#
+    );
+}
+
+#[test]
+fn invalid_keys() {
+    let w = world();
+    let mut typo = w.reader.clone().into_bytes();
+    typo[15] = if typo[15] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    let test_prefix = w.reader.replace("rk_live_", "xx_live_");
+    let auth = bearer(&w.reader);
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![("x-api-key", &w.unknown)],
+        vec![("x-api-key", &typo)],
+        vec![("x-api-key", "rk_live_short")],
+        vec![("x-api-key", &test_prefix)],
+        vec![("authorization", &auth), ("x-api-key", &w.writer)],
+    ];
+    for headers in cases {
+        let d = denied(w.decide("GET", "/x", &headers));
+        assert_eq!(
+            (d.status, d.reason),
+            (401, DenyReason::InvalidKey),
+            "{headers:?}"
+        );
+        assert_eq!(
+            d.body,
+            r#"{"error":{"type":"unauthorized","message":"Invalid API key"}}"#
+        );
+    }
+    let conflict_query = format!("/x?api_key={}", w.writer);
+    let d = denied(w.decide("GET", &conflict_query, &[("x-api-key", &w.reader)]));
+    assert_eq!(d.reason, DenyReason::InvalidKey);
+}
+
+#[test]
+fn expired_key() {
+    let w = world();
+    let d = denied(w.decide("GET", "/x", &[("x-api-key", &w.expired)]));
+    assert_eq!(d.status, 401);
+    assert_eq!(
+        d.body,
+        r#"{"error":{"type":"unauthorized","message":"API key has expired"}}"#
+    );
+    // The writer expires in a minute: fine now, refused after.
+    let request = Request {
+        method: "GET",
+        path: "/x",
+        headers: &[("x-api-key", w.writer.as_str())],
+    };
+    assert!(matches!(
+        w.policy.decide(Some(&w.table), &request, NOW + 59),
+        Decision::Allow(_)
+    ));
+    assert!(matches!(
+        w.policy.decide(Some(&w.table), &request, NOW + 60),
+        Decision::Deny(_)
+    ));
+}
+
+#[test]
+fn scopes_by_method_with_wildcard() {
+    let w = world();
+    assert!(matches!(
+        w.decide("GET", "/api/v1/memory", &[("x-api-key", &w.reader)]),
+        Decision::Allow(_)
+    ));
+    let d = denied(w.decide("POST", "/api/v1/memory", &[("x-api-key", &w.reader)]));
+    assert_eq!(d.status, 403);
+    assert!(!d.needs_www_authenticate());
+    assert_eq!(
+        d.body,
+        r#"{"error":{"type":"forbidden","message":"API key lacks required scope: memory:write"}}"#
+    );
+    assert!(matches!(
+        w.decide("DELETE", "/api/v1/memory/1", &[("x-api-key", &w.writer)]),
+        Decision::Allow(_)
+    ));
+}
+
+#[test]
+fn unmatched_path_needs_any_valid_key() {
+    let w = world();
+    assert!(matches!(
+        w.decide("POST", "/anything", &[("x-api-key", &w.reader)]),
+        Decision::Allow(_)
+    ));
+    assert_eq!(denied(w.decide("POST", "/anything", &[])).status, 401);
+}
+
+#[test]
+fn org_header_must_match() {
+    let w = world();
+    let ok = [
+        ("x-api-key", w.reader.as_str()),
+        ("x-org-id", "org_0000000000000abc"),
+    ];
+    assert!(matches!(w.decide("GET", "/x", &ok), Decision::Allow(_)));
+    let d = denied(w.decide(
+        "GET",
+        "/x",
+        &[("x-api-key", &w.reader), ("X-Org-Id", "org_x")],
+    ));
+    assert_eq!(d.status, 403);
+    assert_eq!(
+        d.body,
+        r#"{"error":{"type":"forbidden","message":"API key does not belong to organization org_x"}}"#
+    );
+    let tricky = denied(w.decide(
+        "GET",
+        "/x",
+        &[("x-api-key", &w.reader), ("x-org-id", "o\"}")],
+    ));
+    let parsed: serde_json::Value = serde_json::from_str(&tricky.body).unwrap();
+    assert_eq!(
+        parsed["error"]["message"],
+        "API key does not belong to organization o\"}"
+    );
+}
+
+#[test]
+fn spoofed_identity_headers_are_removed() {
+    let w = world();
+    let a = allowed(w.decide(
+        "GET",
+        "/x",
+        &[("x-api-key", &w.reader), ("x-key-scopes", "tenant:admin")],
+    ));
+    assert!(a.headers_to_remove().any(|h| h == "x-key-scopes"));
+    assert_eq!(header_value(&a, "x-key-scopes"), "memory:read users:read");
+}
+
+#[test]
+fn public_routes_and_cors_preflight_need_no_key() {
+    let w = world();
+    let a = allowed(w.decide("POST", "/api/v1/tenants", &[("x-org-id", "org_spoof")]));
+    assert!(a.identity.is_none());
+    assert!(a.headers_to_remove().any(|h| h == "x-org-id"));
+    let preflight = [
+        ("access-control-request-method", "POST"),
+        ("origin", "https://a.example"),
+    ];
+    assert!(allowed(w.decide("OPTIONS", "/api/v1/memory", &preflight))
+        .identity
+        .is_none());
+    assert_eq!(
+        denied(w.decide("OPTIONS", "/api/v1/memory", &[])).status,
+        401
+    );
+}
+
+#[test]
+fn not_ready_before_the_first_table() {
+    let w = world();
+    let request = Request {
+        method: "GET",
+        path: "/x",
+        headers: &[("x-api-key", w.reader.as_str())],
+    };
+    let d = denied(w.policy.decide(None, &request, NOW));
+    assert_eq!(d.status, 503);
+    assert_eq!(
+        d.body,
+        r#"{"error":{"type":"unavailable","message":"Authentication is not ready"}}"#
+    );
+    let public = Request {
+        method: "POST",
+        path: "/api/v1/tenants",
+        headers: &[] as &[(&str, &str)],
+    };
+    assert!(matches!(
+        w.policy.decide(None, &public, NOW),
+        Decision::Allow(_)
+    ));
+}
+
+#[test]
+fn every_error_body_is_json_of_the_spec_shape() {
+    for d in [
+        Deny::missing_key(),
+        Deny::invalid_key(),
+        Deny::expired(),
+        Deny::missing_scope("a:b"),
+        Deny::wrong_org("o"),
+        Deny::not_ready(),
+    ] {
+        let v: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert!(
+            v["error"]["type"].is_string() && v["error"]["message"].is_string(),
+            "{}",
+            d.body
+        );
+    }
+}
