@@ -10,6 +10,11 @@ use crate::key::{self, Environment};
 use crate::table::{decode, Update};
 use proptest::prelude::*;
 
+/// 2000 cases per property, or `PROPTEST_CASES` for a long run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}
+
 fn header() -> impl Strategy<Value = (String, String)> {
     let names = prop_oneof![
         Just("authorization".to_string()),
@@ -69,7 +74,7 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn extraction_never_panics_and_stripping_removes_the_key(headers in prop::collection::vec(header(), 0..6), path in path()) {

@@ -1,0 +1,172 @@
+//! The leader's fetch loop: answers, failures, resync and pacing.
+
+use super::*;
+use crate::sync::tests::{entry, MemStore};
+use crate::sync::{read_head, Keys};
+use keygate::feed::{encode_delta, encode_snapshot, FeedOp};
+
+const GAP: u64 = 50;
+const RETRY: u64 = 1000;
+
+struct Leader {
+    store: MemStore,
+    keys: Keys,
+    fetcher: Fetcher,
+    table: Option<KeyTable>,
+    token: u32,
+}
+
+impl Leader {
+    fn new() -> Leader {
+        Leader {
+            store: MemStore::default(),
+            keys: Keys::new("t"),
+            fetcher: Fetcher::new(GAP, RETRY),
+            table: None,
+            token: 0,
+        }
+    }
+
+    /// Starts a request at `now` (it must be due) and answers it at once.
+    fn exchange(&mut self, now: u64, status: Option<u16>, body: &[u8]) -> Outcome {
+        assert!(self.fetcher.due(now), "not due at {now}");
+        self.token += 1;
+        self.fetcher.started(self.token, now);
+        assert!(!self.fetcher.due(now + 100_000), "one request at a time");
+        assert!(self.fetcher.finish(self.token));
+        self.fetcher
+            .on_response(&self.store, &self.keys, status, body, &mut self.table, now)
+    }
+
+    fn since(&self) -> u64 {
+        self.fetcher.since(self.table.as_ref())
+    }
+}
+
+#[test]
+fn snapshot_then_delta_then_not_modified() {
+    let mut l = Leader::new();
+    assert_eq!(l.since(), 0);
+    let snap = encode_snapshot(5, &[entry(1), entry(2)]);
+    assert_eq!(
+        l.exchange(0, Some(200), &snap),
+        Outcome::Snapshot {
+            version: 5,
+            keys: 2
+        }
+    );
+    assert_eq!(l.since(), 5);
+    assert_eq!(read_head(&l.store, &l.keys).unwrap().version, 5);
+
+    let delta = encode_delta(5, 6, &[FeedOp::Remove([1; 32])]);
+    assert!(!l.fetcher.due(GAP - 1), "paced");
+    assert_eq!(
+        l.exchange(GAP, Some(200), &delta),
+        Outcome::Delta {
+            version: 6,
+            keys: 1,
+            ops: 1
+        }
+    );
+    assert_eq!(l.since(), 6);
+    assert_eq!(read_head(&l.store, &l.keys).unwrap().version, 6);
+
+    assert_eq!(l.exchange(2 * GAP, Some(304), b""), Outcome::NotModified);
+    assert_eq!(read_head(&l.store, &l.keys).unwrap().contact_ms, 2 * GAP);
+}
+
+#[test]
+fn failures_keep_the_table_and_wait_retry_ms() {
+    let mut l = Leader::new();
+    l.exchange(0, Some(200), &encode_snapshot(5, &[entry(1)]));
+    let mut now = GAP;
+    for (status, body, failure) in [
+        (None, &b""[..], Failure::NoResponse),
+        (Some(503), b"", Failure::Status(503)),
+        (Some(504), b"upstream timeout", Failure::Status(504)),
+        (Some(401), b"{}", Failure::Status(401)),
+        (Some(200), b"<html>", Failure::Garbage(FeedError::Magic)),
+        (Some(200), b"", Failure::Garbage(FeedError::Magic)),
+    ] {
+        assert_eq!(l.exchange(now, status, body), Outcome::Failed(failure));
+        assert!(!l.fetcher.due(now + RETRY - 1));
+        now += RETRY;
+        let t = l.table.as_ref().unwrap();
+        assert_eq!((t.version(), t.len()), (5, 1), "last good table kept");
+        assert_eq!(l.since(), 5);
+    }
+    // A truncated good body is garbage too.
+    let snap = encode_snapshot(6, &[entry(1), entry(2)]);
+    let cut = &snap[..snap.len() - 1];
+    assert!(matches!(
+        l.exchange(now, Some(200), cut),
+        Outcome::Failed(Failure::Garbage(_))
+    ));
+    assert_eq!(
+        l.fetcher.start_failed(now),
+        Outcome::Failed(Failure::Dispatch)
+    );
+    assert!(!l.fetcher.due(now + RETRY - 1) && l.fetcher.due(now + RETRY));
+}
+
+#[test]
+fn a_delta_that_does_not_fit_asks_for_a_snapshot() {
+    let mut l = Leader::new();
+    // A delta before any table.
+    assert_eq!(
+        l.exchange(0, Some(200), &encode_delta(5, 6, &[])),
+        Outcome::Resync {
+            base: 5,
+            have: None
+        }
+    );
+    assert_eq!(l.since(), 0);
+    l.exchange(GAP, Some(200), &encode_snapshot(5, &[entry(1)]));
+    assert_eq!(
+        l.exchange(2 * GAP, Some(200), &encode_delta(4, 6, &[])),
+        Outcome::Resync {
+            base: 4,
+            have: Some(5)
+        }
+    );
+    assert_eq!(l.since(), 0, "snapshot next");
+    assert!(l.fetcher.due(3 * GAP), "at once, not after retry_ms");
+    // A delta that does not move forward is refused too.
+    l.exchange(3 * GAP, Some(200), &encode_snapshot(5, &[entry(1)]));
+    assert!(matches!(
+        l.exchange(4 * GAP, Some(200), &encode_delta(5, 5, &[])),
+        Outcome::Resync { .. }
+    ));
+    assert_eq!(l.table.as_ref().unwrap().version(), 5);
+}
+
+#[test]
+fn long_chains_and_resync_requests_lead_to_a_snapshot() {
+    let mut l = Leader::new();
+    l.exchange(0, Some(200), &encode_snapshot(1, &[entry(1)]));
+    let mut now = 0;
+    for v in 1..u64::from(crate::sync::MAX_CHAIN) {
+        now += GAP;
+        l.exchange(now, Some(200), &encode_delta(v, v + 1, &[]));
+        assert_eq!(l.since(), v + 1);
+    }
+    now += GAP;
+    let v = u64::from(crate::sync::MAX_CHAIN);
+    l.exchange(now, Some(200), &encode_delta(v, v + 1, &[]));
+    assert_eq!(l.since(), 0, "compaction: a snapshot next");
+    now += GAP;
+    l.exchange(now, Some(200), &encode_snapshot(v + 1, &[entry(1)]));
+    assert_eq!(l.since(), v + 1);
+    l.fetcher.request_snapshot();
+    assert_eq!(l.since(), 0);
+}
+
+#[test]
+fn answers_to_other_requests_are_not_ours() {
+    let mut f = Fetcher::new(GAP, RETRY);
+    f.started(7, 0);
+    assert!(!f.finish(6));
+    assert!(!f.due(1_000_000));
+    assert!(f.finish(7));
+    assert!(!f.finish(7));
+}

@@ -1,0 +1,36 @@
+//! keygate's proxy-wasm filter: API-key authentication in Envoy.
+//!
+//! The core crate (`keygate`) takes every decision; this crate glues it to
+//! the host. Modules: [`root`] (configuration, tick, feed), [`http`] (one
+//! decision per request), [`sync`] and [`fetch`] (one key table feed per
+//! Envoy process through shared data; pure, tested natively), [`shared`]
+//! (shared data as a [`sync::Store`]), [`streams`] (open WebSockets),
+//! [`stats`] (metrics), [`state`] (what a root shares with its requests).
+//!
+//! Behaviour: 503 `not ready` until the first table, and again when the last
+//! successful answer from the control plane is older than
+//! `feed.max_staleness_seconds` (the table is then treated as absent; open
+//! WebSockets are left alone since nothing says their key died); the
+//! long-poll wait is lowered to a quarter of that staleness if needed. Fetch
+//! failures keep the last good table. One fetch stream per Envoy process,
+//! long-polled; workers follow through shared data every
+//! `feed.sync_interval_ms`, so a revocation reaches every worker within about
+//! one long-poll answer plus one tick.
+//!
+//! Never panics on any input: host calls go through `proxy_wasm::hostcalls`
+//! with every result handled (the SDK's context helpers unwrap), and the
+//! workspace lints deny unwrap, expect, panic and indexing.
+
+pub mod fetch;
+pub mod http;
+pub mod root;
+pub mod shared;
+pub mod state;
+pub mod stats;
+pub mod streams;
+pub mod sync;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
+}}

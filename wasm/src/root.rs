@@ -1,0 +1,385 @@
+//! The root context of one VM: configuration, the tick, the feed.
+//!
+//! Every VM (one per worker thread) ticks every `feed.sync_interval_ms`:
+//! it catches up with the table in shared data, takes or renews the fetch
+//! lease, and, holding it, keeps one request to the control plane in flight.
+//! So an Envoy process has one fetch stream whatever its concurrency, with no
+//! bootstrap extension (it works under Istio's `WasmPlugin`). After every
+//! table change, and every second for expiry, open WebSockets whose key died
+//! are reset.
+
+use crate::fetch::{Fetcher, Outcome};
+use crate::http::Http;
+use crate::shared::SharedData;
+use crate::state::{now_ms, unix_now, State};
+use crate::sync::{self, Keys, Lease, Synced};
+use keygate::config::{FeedConfig, FilterConfig};
+use keygate::decision::Policy;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Extra time the feed call gets beyond the long-poll wait.
+const CALL_MARGIN_SECS: u64 = 10;
+/// Shortest lease; it is also at least a few ticks long.
+const MIN_LEASE_MS: u64 = 3000;
+/// A streak of fetch failures is logged at its start and then this often.
+const FAILURES_LOGGED_EVERY: u32 = 60;
+
+/// The feed side of a configured root.
+struct Feed {
+    config: FeedConfig,
+    keys: Keys,
+    lease: Lease,
+    fetcher: Fetcher,
+    leader: bool,
+    /// Fetch failures in a row.
+    failures: u32,
+}
+
+/// The root context.
+pub struct Root {
+    id: u32,
+    state: Rc<State>,
+    feed: Option<Feed>,
+    /// Unix second of the last once-a-second chores.
+    last_second: u64,
+    /// Head version this VM could not reach (logged once).
+    stuck_at: Option<u64>,
+}
+
+impl Root {
+    pub fn new(id: u32) -> Root {
+        Root {
+            id,
+            state: Rc::new(State::new()),
+            feed: None,
+            last_second: 0,
+            stuck_at: None,
+        }
+    }
+
+    fn configure(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let mut config = FilterConfig::from_json(bytes).map_err(|e| e.to_string())?;
+        let wait = effective_wait(&config.feed);
+        if wait < config.feed.wait_seconds {
+            log::info!(
+                "long-poll wait lowered from {} s to {wait} s: answers must come well within feed.max_staleness_seconds ({} s)",
+                config.feed.wait_seconds,
+                config.feed.max_staleness_seconds
+            );
+            config.feed.wait_seconds = wait;
+        }
+        let feed = &config.feed;
+        let keys = Keys::new(&format!(
+            "{}|{}|{}",
+            feed.cluster, feed.authority, feed.path
+        ));
+        let tick = u64::from(feed.sync_interval_ms);
+        let lease = Lease::new(
+            &SharedData,
+            &keys,
+            (unix_now().as_nanos() as u64) ^ u64::from(self.id).rotate_right(16),
+            MIN_LEASE_MS.max(4 * tick),
+        );
+        hostcalls::set_tick_period(Duration::from_millis(tick))
+            .map_err(|s| format!("cannot set the tick period: {s:?}"))?;
+        *self.state.policy.borrow_mut() = Some(Policy::from(&config));
+        self.state
+            .max_staleness_ms
+            .set(u64::from(feed.max_staleness_seconds) * 1000);
+        self.feed = Some(Feed {
+            fetcher: Fetcher::new(tick, u64::from(feed.retry_ms)),
+            config: config.feed,
+            keys,
+            lease,
+            leader: false,
+            failures: 0,
+        });
+        Ok(())
+    }
+
+    /// Catches up with shared data; true when the table changed.
+    fn follow(&mut self, feed: &Feed) -> bool {
+        let Some(head) = sync::read_head(&SharedData, &feed.keys) else {
+            return false;
+        };
+        self.state.contact_ms.set(head.contact_ms);
+        let synced = {
+            let mut table = self.state.table.borrow_mut();
+            sync::catch_up(&SharedData, &feed.keys, &head, &mut table)
+        };
+        let stuck = match synced {
+            Synced::Stuck | Synced::Changed { at_head: false, .. } => Some(head.version),
+            _ => None,
+        };
+        if stuck.is_some() && stuck != self.stuck_at {
+            log::warn!(
+                "cannot reach key table version {} from shared data; asked the leader for a snapshot",
+                head.version
+            );
+        }
+        self.stuck_at = stuck;
+        match synced {
+            Synced::Unchanged | Synced::Stuck => false,
+            Synced::Changed { from_snapshot, .. } => {
+                let (version, keys) = self.table_summary();
+                let source = if from_snapshot { "snapshot" } else { "deltas" };
+                log::debug!(
+                    "worker loaded key table version {version} ({keys} keys) from shared {source}"
+                );
+                true
+            }
+        }
+    }
+
+    fn table_summary(&self) -> (u64, usize) {
+        self.state
+            .table
+            .borrow()
+            .as_ref()
+            .map_or((0, 0), |t| (t.version(), t.len()))
+    }
+
+    /// Starts the next feed request if this VM leads and one is due.
+    fn poll(&self, feed: &mut Feed, now: u64) {
+        if !feed.leader || !feed.fetcher.due(now) {
+            return;
+        }
+        let since = feed.fetcher.since(self.state.table.borrow().as_ref());
+        let config = &feed.config;
+        let separator = if config.path.contains('?') { '&' } else { '?' };
+        let path = format!(
+            "{}{separator}since={since}&wait={}",
+            config.path, config.wait_seconds
+        );
+        let authorization = format!("Bearer {}", config.token);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", config.authority.as_str()),
+            ("authorization", authorization.as_str()),
+        ];
+        let timeout = Duration::from_secs(u64::from(config.wait_seconds) + CALL_MARGIN_SECS);
+        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], timeout) {
+            Ok(token) => feed.fetcher.started(token, now),
+            Err(_) => {
+                let outcome = feed.fetcher.start_failed(now);
+                self.report(feed, &outcome);
+            }
+        }
+    }
+
+    /// Logs and counts the outcome of a fetch. Failures in a row are logged
+    /// once, then every [`FAILURES_LOGGED_EVERY`]; the recovery once.
+    fn report(&self, feed: &mut Feed, outcome: &Outcome) {
+        let stats = &self.state.stats;
+        if let Outcome::Failed(failure) = outcome {
+            stats.fetch_failed();
+            feed.failures = feed.failures.saturating_add(1);
+            if feed.failures == 1 || feed.failures % FAILURES_LOGGED_EVERY == 0 {
+                let (version, _) = self.table_summary();
+                log::warn!(
+                    "key table fetch from cluster {} failed: {failure}; keeping version {version}, retrying every {} ms ({} failures in a row)",
+                    feed.config.cluster,
+                    feed.config.retry_ms,
+                    feed.failures
+                );
+            }
+            return;
+        }
+        stats.fetched();
+        if feed.failures > 0 {
+            log::info!(
+                "key table fetch from cluster {} works again after {} failures",
+                feed.config.cluster,
+                feed.failures
+            );
+            feed.failures = 0;
+        }
+        match outcome {
+            Outcome::Snapshot { version, keys } => {
+                log::info!("key table version {version} loaded ({keys} keys, snapshot)");
+            }
+            Outcome::Delta { version, keys, ops } => {
+                log::info!(
+                    "key table version {version} loaded ({keys} keys, delta of {ops} changes)"
+                );
+            }
+            Outcome::Resync { base, have } => log::warn!(
+                "delta from version {base} does not apply to version {}; asking for a snapshot",
+                have.unwrap_or(0)
+            ),
+            Outcome::NotModified | Outcome::Failed(_) => {}
+        }
+    }
+
+    /// After a table change: gauges, and reset of WebSockets whose key died.
+    fn table_changed(&self, now: u64) {
+        let (version, keys) = self.table_summary();
+        self.state.stats.table(version, keys);
+        self.close_dead_streams(now);
+    }
+
+    fn close_dead_streams(&self, now: u64) {
+        let dead = match self.state.fresh_table(now) {
+            Some(table) => self.state.streams.take_dead(&table, now / 1000),
+            None => return,
+        };
+        if dead.is_empty() {
+            return;
+        }
+        for &id in &dead {
+            // The reset happens in Envoy once this callback returns.
+            let closed = hostcalls::set_effective_context(id).is_ok()
+                && hostcalls::reset_http_request().is_ok();
+            if closed {
+                log::info!("closing WebSocket stream {id}: its key was revoked or expired");
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+        self.state.stats.ws_closed(dead.len());
+    }
+
+    /// Once a second: age gauge, expiry of open streams, log level.
+    fn each_second(&mut self, now: u64) {
+        let second = now / 1000;
+        if second == self.last_second {
+            return;
+        }
+        self.last_second = second;
+        let age = now.saturating_sub(self.state.contact_ms.get()) / 1000;
+        if self.state.table.borrow().is_some() {
+            self.state.stats.age(age);
+        }
+        if !self.state.streams.is_empty() {
+            self.close_dead_streams(now);
+        }
+        follow_host_log_level();
+    }
+}
+
+/// The long-poll wait: at most a quarter of the maximum staleness. A held
+/// request is no proof that the control plane is up, so the table ages from
+/// the last answer; answers must come often enough that a table lives about
+/// `max_staleness_seconds` after an outage begins (0 means plain polling
+/// every `sync_interval_ms`, for tiny staleness settings).
+fn effective_wait(feed: &FeedConfig) -> u32 {
+    feed.wait_seconds.min(feed.max_staleness_seconds / 4)
+}
+
+/// Makes `log` filter like Envoy's wasm logger, so filtered lines cost nothing.
+pub fn follow_host_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    } else {
+        proxy_wasm::set_log_level(LogLevel::Info);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(mut feed) = self.feed.take() else {
+            return;
+        };
+        if feed.fetcher.finish(token) && feed.leader {
+            let now = now_ms();
+            let status =
+                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+            let body = match status {
+                Some(200) => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let outcome = {
+                let mut table = self.state.table.borrow_mut();
+                feed.fetcher
+                    .on_response(&SharedData, &feed.keys, status, &body, &mut table, now)
+            };
+            if !matches!(outcome, Outcome::Failed(_)) {
+                self.state.contact_ms.set(now);
+            }
+            self.report(&mut feed, &outcome);
+            if matches!(outcome, Outcome::Snapshot { .. } | Outcome::Delta { .. }) {
+                self.table_changed(now);
+            }
+            // The next request starts on the next tick: started from here, it
+            // would find this call's connection still busy and open another.
+        }
+        self.feed = Some(feed);
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(feed) = &self.feed {
+            if feed.leader {
+                feed.lease.release(&SharedData, &feed.keys);
+            }
+        }
+        true
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        follow_host_log_level();
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match self.configure(&bytes) {
+            Ok(()) => {
+                // A table other VMs already hold serves at once; fetching
+                // waits for the first tick (clusters may not be ready yet).
+                if let Some(feed) = self.feed.take() {
+                    if self.follow(&feed) {
+                        self.table_changed(now_ms());
+                    }
+                    self.feed = Some(feed);
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(mut feed) = self.feed.take() else {
+            return;
+        };
+        let now = now_ms();
+        if self.follow(&feed) {
+            self.table_changed(now);
+        }
+        feed.leader = feed.lease.tick(&SharedData, &feed.keys, now);
+        if feed.leader && sync::take_resync(&SharedData, &feed.keys) {
+            feed.fetcher.request_snapshot();
+        }
+        self.poll(&mut feed, now);
+        self.feed = Some(feed);
+        self.each_second(now);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(context_id, Rc::clone(&self.state))))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,62 @@
+//! What a root context shares with the HTTP contexts it creates (one VM, one
+//! thread: `Rc` and `RefCell`).
+
+use crate::stats::Stats;
+use crate::streams::Streams;
+use keygate::decision::Policy;
+use keygate::table::KeyTable;
+use proxy_wasm::hostcalls;
+use std::cell::{Cell, Ref, RefCell};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The per-root state.
+#[derive(Default)]
+pub struct State {
+    /// The configured policy; `None` until `on_configure` succeeds.
+    pub policy: RefCell<Option<Policy>>,
+    /// The key table of this VM.
+    pub table: RefCell<Option<KeyTable>>,
+    /// Unix ms of the last successful contact with the control plane (from the head).
+    pub contact_ms: Cell<u64>,
+    /// A table older than this (since the last contact) is not used.
+    pub max_staleness_ms: Cell<u64>,
+    /// Open WebSocket streams.
+    pub streams: Streams,
+    pub stats: Stats,
+}
+
+impl State {
+    /// A state with this VM's metrics defined.
+    pub fn new() -> State {
+        State {
+            stats: Stats::define(),
+            ..State::default()
+        }
+    }
+
+    /// True while the last successful contact is recent enough to trust the table.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.contact_ms.get()) <= self.max_staleness_ms.get()
+    }
+
+    /// The table if it may be used at `now_ms` (loaded and not too stale).
+    pub fn fresh_table(&self, now_ms: u64) -> Option<Ref<'_, KeyTable>> {
+        if !self.is_fresh(now_ms) {
+            return None;
+        }
+        Ref::filter_map(self.table.borrow(), Option::as_ref).ok()
+    }
+}
+
+/// The host's clock since the unix epoch (zero if it cannot be read).
+pub fn unix_now() -> Duration {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default()
+}
+
+/// The host's clock in unix milliseconds.
+pub fn now_ms() -> u64 {
+    u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
+}

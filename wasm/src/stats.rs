@@ -1,0 +1,91 @@
+//! Proxy-wasm metrics; Envoy shows them in `/stats` as `wasmcustom.<name>`.
+//!
+//! Counters: `keygate_allowed`, `keygate_denied_<reason>` (one per
+//! [`DenyReason`]), `keygate_fetches` (answers 200/304 from the control
+//! plane), `keygate_fetch_failures`, `keygate_ws_closed`. Gauges:
+//! `keygate_table_version`, `keygate_table_keys`, `keygate_table_age_seconds`
+//! (since the last successful contact with the control plane). A metric
+//! defined under one name has one value for the whole Envoy process: counters
+//! add up over the VMs (one per worker), gauges hold the last value recorded.
+
+use keygate::decision::DenyReason;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+/// Metric ids of this VM (`None` when the host refused to define one).
+#[derive(Debug, Default)]
+pub struct Stats {
+    allowed: Option<u32>,
+    denied: [Option<u32>; DenyReason::ALL.len()],
+    fetches: Option<u32>,
+    fetch_failures: Option<u32>,
+    ws_closed: Option<u32>,
+    table_version: Option<u32>,
+    table_keys: Option<u32>,
+    table_age: Option<u32>,
+}
+
+fn define(metric: MetricType, name: &str) -> Option<u32> {
+    hostcalls::define_metric(metric, name).ok()
+}
+
+fn add(id: Option<u32>, n: u64) {
+    if let Some(id) = id {
+        // A failed metric call is not worth failing a request for.
+        let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+fn set(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
+
+impl Stats {
+    /// Defines every metric (the same name gives the same metric in every VM).
+    pub fn define() -> Stats {
+        let counter = |name: &str| define(MetricType::Counter, name);
+        let gauge = |name: &str| define(MetricType::Gauge, name);
+        Stats {
+            allowed: counter("keygate_allowed"),
+            denied: DenyReason::ALL.map(|r| counter(&format!("keygate_denied_{}", r.as_str()))),
+            fetches: counter("keygate_fetches"),
+            fetch_failures: counter("keygate_fetch_failures"),
+            ws_closed: counter("keygate_ws_closed"),
+            table_version: gauge("keygate_table_version"),
+            table_keys: gauge("keygate_table_keys"),
+            table_age: gauge("keygate_table_age_seconds"),
+        }
+    }
+
+    pub fn allowed(&self) {
+        add(self.allowed, 1);
+    }
+
+    pub fn denied(&self, reason: DenyReason) {
+        let i = DenyReason::ALL.iter().position(|r| *r == reason);
+        add(i.and_then(|i| self.denied.get(i).copied().flatten()), 1);
+    }
+
+    pub fn fetched(&self) {
+        add(self.fetches, 1);
+    }
+
+    pub fn fetch_failed(&self) {
+        add(self.fetch_failures, 1);
+    }
+
+    pub fn ws_closed(&self, n: usize) {
+        add(self.ws_closed, n as u64);
+    }
+
+    pub fn table(&self, version: u64, keys: usize) {
+        set(self.table_version, version);
+        set(self.table_keys, keys as u64);
+    }
+
+    pub fn age(&self, seconds: u64) {
+        set(self.table_age, seconds);
+    }
+}

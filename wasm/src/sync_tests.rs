@@ -1,0 +1,336 @@
+//! Lease, head and chain logic against an in-memory store with Envoy's CAS rules.
+
+use super::*;
+use keygate::feed::{encode_delta, encode_snapshot, FeedEntry, FeedOp};
+use keygate::ids::{KeyId, OrgId};
+use keygate::key::Environment;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Envoy's shared data: a CAS token per key; a token on a missing key is ignored.
+#[derive(Default)]
+pub struct MemStore {
+    data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: RefCell<u32>,
+}
+
+impl Store for MemStore {
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+        match self.data.borrow().get(key) {
+            Some((v, cas)) => (v.clone(), Some(*cas)),
+            None => (Vec::new(), None),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut data = self.data.borrow_mut();
+        if let (Some(cas), Some((_, current))) = (cas, data.get(key)) {
+            if cas != *current {
+                return false;
+            }
+        }
+        let mut next = self.next_cas.borrow_mut();
+        *next += 1;
+        data.insert(key.to_string(), (value.to_vec(), *next));
+        true
+    }
+}
+
+pub fn entry(n: u8) -> FeedEntry {
+    FeedEntry {
+        hash: [n; 32],
+        key_id: KeyId(u64::from(n)),
+        org_id: OrgId(1),
+        expires_at: 0,
+        scopes: "memory:read".into(),
+        tier: "free".into(),
+        environment: Environment::Live,
+    }
+}
+
+fn keys() -> Keys {
+    Keys::new("cp|auth|/v1/key-table")
+}
+
+fn remove(base: u64, version: u64, n: u8) -> Vec<u8> {
+    encode_delta(base, version, &[FeedOp::Remove([n; 32])])
+}
+
+fn add(base: u64, version: u64, n: u8) -> Vec<u8> {
+    encode_delta(base, version, &[FeedOp::Upsert(entry(n))])
+}
+
+fn has(table: &Option<KeyTable>, n: u8) -> bool {
+    table.as_ref().unwrap().get(&[n; 32]).is_some()
+}
+
+#[test]
+fn head_round_trip_and_garbage() {
+    let head = Head {
+        version: 9,
+        snapshot_version: 5,
+        contact_ms: 1234,
+        chain_len: 2,
+        chain_bytes: 300,
+        snapshot_bytes: 900,
+    };
+    assert_eq!(Head::parse(head.encode().as_bytes()), Some(head));
+    for bad in [
+        &b""[..],
+        b"kgh1 1 2",
+        b"kgh1 1 2 3 4 5 6 7",
+        b"xxx 1 2 3 4 5 6",
+        b"kgh1 a 2 3 4 5 6",
+    ] {
+        assert_eq!(Head::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn one_leader_among_many_and_takeover_after_expiry() {
+    let store = MemStore::default();
+    let k = keys();
+    let vms: Vec<Lease> = (0..4)
+        .map(|i| Lease::new(&store, &k, 7, 3000 + i))
+        .collect();
+    let owners: Vec<&str> = vms.iter().map(|l| l.owner.as_str()).collect();
+    let mut unique = owners.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "same seed, distinct ids: {owners:?}");
+
+    let leaders = |now: u64, alive: &[usize]| -> Vec<usize> {
+        alive
+            .iter()
+            .copied()
+            .filter(|&i| vms[i].tick(&store, &k, now))
+            .collect()
+    };
+    assert_eq!(leaders(1000, &[0, 1, 2, 3]), vec![0]);
+    for now in (1050..5000).step_by(50) {
+        assert_eq!(leaders(now, &[3, 2, 1, 0]), vec![0], "at {now}");
+    }
+    // VM 0 goes away: nobody takes over before its deadline, one VM after.
+    let last_renewal = 4950 + 3000;
+    assert!(leaders(last_renewal - 1, &[1, 2, 3]).is_empty());
+    let after = leaders(last_renewal, &[2, 1, 3]);
+    assert_eq!(after, vec![2]);
+    assert_eq!(leaders(last_renewal + 50, &[1, 2, 3]), vec![2]);
+}
+
+#[test]
+fn released_lease_is_taken_at_once_and_garbage_lease_is_taken() {
+    let store = MemStore::default();
+    let k = keys();
+    let a = Lease::new(&store, &k, 1, 3000);
+    let b = Lease::new(&store, &k, 1, 3000);
+    assert!(a.tick(&store, &k, 10));
+    assert!(!b.tick(&store, &k, 20));
+    b.release(&store, &k); // not the owner: no effect
+    assert!(!b.tick(&store, &k, 30));
+    a.release(&store, &k);
+    assert!(b.tick(&store, &k, 40));
+    assert!(!a.tick(&store, &k, 50));
+    store.set(&k.lease, b"\xff garbage", None);
+    assert!(a.tick(&store, &k, 60));
+}
+
+#[test]
+fn a_stale_claim_cannot_overwrite_a_newer_one() {
+    let store = MemStore::default();
+    let k = keys();
+    let a = Lease::new(&store, &k, 1, 3000);
+    let b = Lease::new(&store, &k, 2, 3000);
+    assert!(a.tick(&store, &k, 0));
+    // b read the lease when it was expired, then a renewed: b's CAS fails.
+    let (_, cas) = store.get(&k.lease);
+    assert!(a.tick(&store, &k, 100));
+    assert!(!store.set(&k.lease, b"b 99999", cas));
+    assert!(!b.tick(&store, &k, 200));
+}
+
+#[test]
+fn followers_apply_the_chain_and_load_the_snapshot_when_behind() {
+    let store = MemStore::default();
+    let k = keys();
+    let snap = encode_snapshot(5, &[entry(1), entry(2)]);
+    publish_snapshot(&store, &k, &snap, 5, 100);
+    let mut early: Option<KeyTable> = None;
+    assert_eq!(
+        catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut early),
+        Synced::Changed {
+            from_snapshot: true,
+            at_head: true
+        }
+    );
+    assert!(publish_delta(&store, &k, &remove(5, 6, 1), 5, 6, 200).is_some());
+    assert!(publish_delta(&store, &k, &add(6, 9, 3), 6, 9, 300).is_some());
+    let head = read_head(&store, &k).unwrap();
+    assert_eq!(
+        (
+            head.version,
+            head.snapshot_version,
+            head.contact_ms,
+            head.chain_len
+        ),
+        (9, 5, 300, 2)
+    );
+
+    // A follower at 5 walks the chain.
+    assert_eq!(
+        catch_up(&store, &k, &head, &mut early),
+        Synced::Changed {
+            from_snapshot: false,
+            at_head: true
+        }
+    );
+    assert_eq!(early.as_ref().unwrap().version(), 9);
+    assert!(!has(&early, 1) && has(&early, 2) && has(&early, 3));
+    assert_eq!(catch_up(&store, &k, &head, &mut early), Synced::Unchanged);
+
+    // A new VM loads snapshot + chain.
+    let mut fresh = None;
+    assert_eq!(
+        catch_up(&store, &k, &head, &mut fresh),
+        Synced::Changed {
+            from_snapshot: true,
+            at_head: true
+        }
+    );
+    assert_eq!(fresh.as_ref().unwrap().version(), 9);
+    assert!(!has(&fresh, 1) && has(&fresh, 3));
+}
+
+#[test]
+fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
+    let store = MemStore::default();
+    let k = keys();
+    publish_snapshot(&store, &k, &encode_snapshot(5, &[entry(1)]), 5, 0);
+    publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 0).unwrap();
+    publish_delta(&store, &k, &add(6, 7, 3), 6, 7, 0).unwrap();
+    let mut follower = None;
+    catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut follower);
+    assert_eq!(follower.as_ref().unwrap().version(), 7);
+
+    publish_snapshot(&store, &k, &encode_snapshot(20, &[entry(9)]), 20, 0);
+    assert!(store.get(&k.delta(5)).0.is_empty() && store.get(&k.delta(6)).0.is_empty());
+    let head = read_head(&store, &k).unwrap();
+    assert_eq!(
+        (head.version, head.snapshot_version, head.chain_len),
+        (20, 20, 0)
+    );
+    assert_eq!(
+        catch_up(&store, &k, &head, &mut follower),
+        Synced::Changed {
+            from_snapshot: true,
+            at_head: true
+        }
+    );
+    assert!(has(&follower, 9) && !has(&follower, 1));
+
+    // The control plane's database was replaced: versions go back; followers follow.
+    publish_snapshot(&store, &k, &encode_snapshot(3, &[entry(4)]), 3, 0);
+    catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut follower);
+    assert_eq!(follower.as_ref().unwrap().version(), 3);
+}
+
+#[test]
+fn a_broken_chain_asks_the_leader_for_a_snapshot_once_per_request() {
+    let store = MemStore::default();
+    let k = keys();
+    publish_snapshot(&store, &k, &encode_snapshot(5, &[entry(1)]), 5, 0);
+    publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 0).unwrap();
+    publish_delta(&store, &k, &add(6, 7, 3), 6, 7, 0).unwrap();
+    store.set(&k.delta(6), b"garbage", None);
+    let head = read_head(&store, &k).unwrap();
+
+    let mut at5 = None;
+    assert_eq!(
+        catch_up(&store, &k, &head, &mut at5),
+        Synced::Changed {
+            from_snapshot: true,
+            at_head: false
+        }
+    );
+    assert_eq!(
+        at5.as_ref().unwrap().version(),
+        6,
+        "partial progress is kept"
+    );
+    assert_eq!(catch_up(&store, &k, &head, &mut at5), Synced::Stuck);
+    assert!(take_resync(&store, &k));
+    assert!(!take_resync(&store, &k));
+
+    // The snapshot is unreadable: nothing loads, and the leader is asked.
+    store.set(&k.snapshot, b"nope", None);
+    let mut none = None;
+    assert_eq!(catch_up(&store, &k, &head, &mut none), Synced::Stuck);
+    assert!(none.is_none());
+    assert!(take_resync(&store, &k));
+}
+
+#[test]
+fn delta_publication_refuses_to_break_the_chain() {
+    let store = MemStore::default();
+    let k = keys();
+    assert!(
+        publish_delta(&store, &k, &add(0, 1, 1), 0, 1, 0).is_none(),
+        "no head yet"
+    );
+    publish_snapshot(&store, &k, &encode_snapshot(5, &[]), 5, 0);
+    assert!(
+        publish_delta(&store, &k, &add(4, 6, 1), 4, 6, 0).is_none(),
+        "base is not the head"
+    );
+    assert!(
+        publish_delta(&store, &k, &add(5, 5, 1), 5, 5, 0).is_none(),
+        "does not move"
+    );
+    publish_delta(&store, &k, &add(5, 6, 1), 5, 6, 0).unwrap();
+    // A delta whose slot (base % RING) still holds a link of the chain.
+    let base = 5 + RING;
+    publish_delta(&store, &k, &add(6, base, 2), 6, base, 0).unwrap();
+    assert!(publish_delta(&store, &k, &add(base, base + 1, 3), base, base + 1, 0).is_none());
+}
+
+#[test]
+fn compaction_is_wanted_for_long_or_heavy_chains() {
+    let head = Head {
+        snapshot_bytes: 10,
+        ..Head::default()
+    };
+    assert!(!head.wants_compaction());
+    assert!(Head {
+        chain_len: MAX_CHAIN,
+        ..head
+    }
+    .wants_compaction());
+    assert!(!Head {
+        chain_bytes: MIN_CHAIN_BYTES,
+        ..head
+    }
+    .wants_compaction());
+    assert!(Head {
+        chain_bytes: MIN_CHAIN_BYTES + 1,
+        ..head
+    }
+    .wants_compaction());
+    assert!(Head {
+        chain_bytes: 3 << 20,
+        snapshot_bytes: 2 << 20,
+        ..head
+    }
+    .wants_compaction());
+}
+
+#[test]
+fn contact_updates_only_the_time() {
+    let store = MemStore::default();
+    let k = keys();
+    publish_contact(&store, &k, 5);
+    assert!(read_head(&store, &k).is_none());
+    publish_snapshot(&store, &k, &encode_snapshot(5, &[]), 5, 1);
+    publish_contact(&store, &k, 99);
+    let head = read_head(&store, &k).unwrap();
+    assert_eq!((head.version, head.contact_ms), (5, 99));
+}
