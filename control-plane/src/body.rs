@@ -1,0 +1,143 @@
+//! Request bodies: a JSON object read field by field, so that every bad input
+//! (unreadable body, bad JSON, unknown or mistyped field) is a 400 naming
+//! the field, never a framework's plain-text rejection.
+
+use crate::errors::ApiError;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
+
+/// Largest body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The bytes of a body, or the 413/400 that says why not.
+pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(MAX_BODY)
+        } else {
+            ApiError::invalid("body", "body could not be read")
+        }
+    })
+}
+
+/// The fields of a JSON object body.
+pub struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// Parses a JSON object whose fields are all `known`; an empty body counts
+    /// as `{}` when `empty_ok`.
+    pub fn parse(bytes: &[u8], known: &[&str], empty_ok: bool) -> Result<Fields, ApiError> {
+        if empty_ok && bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Fields(Map::new()));
+        }
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::invalid("body", format!("body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::invalid("body", "body must be a JSON object"));
+        };
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                unknown,
+                format!("unknown field: {unknown}"),
+            ));
+        }
+        Ok(Fields(map))
+    }
+
+    /// A string field; absent and `null` are `None`.
+    pub fn string(&mut self, field: &str) -> Result<Option<String>, ApiError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a string"),
+            )),
+        }
+    }
+
+    /// An array-of-strings field; absent and `null` are `None`.
+    pub fn strings(&mut self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let wrong = || ApiError::invalid(field, format!("{field} must be an array of strings"));
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    _ => Err(wrong()),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(_) => Err(wrong()),
+        }
+    }
+
+    /// A non-negative integer field; absent and `null` are `None`.
+    pub fn integer(&mut self, field: &str) -> Result<Option<u64>, ApiError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a non-negative integer"),
+            )),
+        }
+    }
+}
+
+/// `value`, or a 400 saying that `field` is required.
+pub fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: ApiError) -> String {
+        match e {
+            ApiError::Invalid { field, message } => {
+                assert!(message.contains(&field), "{message} names {field}");
+                field
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        let parse = |b: &str| {
+            Fields::parse(b.as_bytes(), &["a"], false)
+                .err()
+                .map(field_of)
+        };
+        assert_eq!(parse("{"), Some("body".into()));
+        assert_eq!(parse("[]"), Some("body".into()));
+        assert_eq!(parse(""), Some("body".into()));
+        assert_eq!(parse(r#"{"a":1,"zz":2}"#), Some("zz".into()));
+        assert_eq!(parse(r#"{"a":1}"#), None);
+    }
+
+    #[test]
+    fn typed_fields() {
+        let mut f = Fields::parse(
+            br#"{"s":"x","n":null,"l":["a"],"i":3}"#,
+            &["s", "n", "l", "i"],
+            false,
+        )
+        .unwrap();
+        assert_eq!(f.string("s").unwrap(), Some("x".into()));
+        assert_eq!(f.string("n").unwrap(), None);
+        assert_eq!(f.strings("l").unwrap(), Some(vec!["a".into()]));
+        assert_eq!(f.integer("i").unwrap(), Some(3));
+        assert_eq!(f.string("missing").unwrap(), None);
+        let mut bad = Fields::parse(br#"{"s":1,"l":[1],"i":-1}"#, &["s", "l", "i"], false).unwrap();
+        assert_eq!(field_of(bad.string("s").unwrap_err()), "s");
+        assert_eq!(field_of(bad.strings("l").unwrap_err()), "l");
+        assert_eq!(field_of(bad.integer("i").unwrap_err()), "i");
+        assert!(Fields::parse(b"  ", &[], true).is_ok());
+    }
+}

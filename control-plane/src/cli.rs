@@ -1,0 +1,135 @@
+//! The command line: `serve`, and admin commands that work on the database
+//! directly (no API, no key needed) to bootstrap. Every flag has a
+//! `KEYGATE_*` environment variable.
+
+use clap::{Args, Parser, Subcommand};
+use keygate::ids::{KeyId, OrgId};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+fn default_scopes() -> Vec<String> {
+    keygate::scopes::DEFAULT_SCOPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate-control-plane",
+    version,
+    about = "keygate control plane: owns the API keys and serves the key table to every Envoy"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings of every command.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// SQLite database file (created, with its directory, on first use).
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE",
+        default_value = "data/keygate.db",
+        global = true
+    )]
+    pub database: PathBuf,
+    /// Prefix of minted keys.
+    #[arg(long, env = "KEYGATE_KEY_PREFIX", default_value = keygate::key::DEFAULT_PREFIX, global = true)]
+    pub key_prefix: String,
+    /// Scopes keys may hold, comma-separated (others are refused with 400).
+    #[arg(long = "allowed-scopes", env = "KEYGATE_SCOPES", value_delimiter = ',', default_values_t = default_scopes(), global = true)]
+    pub allowed_scopes: Vec<String>,
+    /// Rate-limit tiers, comma-separated; the first is the default.
+    #[arg(
+        long,
+        env = "KEYGATE_TIERS",
+        value_delimiter = ',',
+        default_value = "free,pro",
+        global = true
+    )]
+    pub tiers: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serves the management API and the key table feed.
+    Serve(ServeArgs),
+    /// Manages tenants without the API.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manages keys without the API.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token the filters present to read the key table (required).
+    #[arg(long, env = "KEYGATE_FEED_TOKEN", hide_env_values = true)]
+    pub feed_token: Option<String>,
+    /// Seconds an expired key stays in the key table (so the filter answers
+    /// "API key has expired") before it leaves.
+    #[arg(
+        long,
+        env = "KEYGATE_EXPIRED_RETENTION_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub expired_retention_seconds: u64,
+    /// Revisions kept for deltas; filters older than that get a snapshot.
+    #[arg(long, env = "KEYGATE_REVISIONS_KEPT", default_value_t = 10_000)]
+    pub revisions_kept: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Creates a tenant and prints its first key (holding every scope).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Mints a key and prints it (shown once).
+    Create {
+        #[arg(long)]
+        tenant: OrgId,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// `live` or `test`.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Rate-limit tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// RFC 3339 expiry, in the future.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Lists a tenant's keys.
+    List {
+        #[arg(long)]
+        tenant: OrgId,
+    },
+    /// Revokes a key.
+    Revoke {
+        #[arg(long)]
+        tenant: OrgId,
+        #[arg(long)]
+        id: KeyId,
+    },
+}

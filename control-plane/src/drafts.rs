@@ -1,0 +1,330 @@
+//! What a caller asks to create, before and after its checks. The API reads
+//! drafts from JSON, the admin CLI from flags; both go through the same
+//! checks, whose errors are 400s naming the field.
+
+use crate::body::{required, Fields};
+use crate::clock;
+use crate::errors::ApiError;
+use crate::policy::Policy;
+use keygate::key::Environment;
+
+/// Longest name of a key or tenant, in characters.
+pub const MAX_NAME: usize = 100;
+/// Longest email address.
+pub const MAX_EMAIL: usize = 254;
+/// Longest grace period of a rotation: 30 days.
+pub const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// A key to mint, as asked.
+#[derive(Debug, Default, Clone)]
+pub struct KeyDraft {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub environment: Option<String>,
+    pub expires_at: Option<String>,
+    pub rate_limit_tier: Option<String>,
+}
+
+/// A key to mint, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub name: String,
+    /// Space-separated, each allowed, no duplicates.
+    pub scopes: String,
+    pub environment: Environment,
+    pub expires_at: Option<u64>,
+    pub tier: String,
+}
+
+/// A tenant to create, as asked.
+#[derive(Debug, Default, Clone)]
+pub struct TenantDraft {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// A tenant to create, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSpec {
+    pub name: String,
+    pub email: String,
+}
+
+impl KeyDraft {
+    /// Reads `POST /api/v1/api-keys`.
+    pub fn from_json(bytes: &[u8]) -> Result<KeyDraft, ApiError> {
+        let known = [
+            "name",
+            "scopes",
+            "environment",
+            "expires_at",
+            "rate_limit_tier",
+        ];
+        let mut f = Fields::parse(bytes, &known, false)?;
+        Ok(KeyDraft {
+            name: f.string("name")?,
+            scopes: f.strings("scopes")?,
+            environment: f.string("environment")?,
+            expires_at: f.string("expires_at")?,
+            rate_limit_tier: f.string("rate_limit_tier")?,
+        })
+    }
+
+    /// Checks every field against `policy` at time `now`.
+    pub fn check(self, policy: &Policy, now: u64) -> Result<KeySpec, ApiError> {
+        Ok(KeySpec {
+            name: name(required(self.name, "name")?, "name")?,
+            scopes: scopes(required(self.scopes, "scopes")?, policy)?,
+            environment: environment(self.environment)?,
+            expires_at: self.expires_at.map(|at| expires_at(&at, now)).transpose()?,
+            tier: tier(self.rate_limit_tier, policy)?,
+        })
+    }
+}
+
+impl TenantDraft {
+    /// Reads `POST /api/v1/tenants`.
+    pub fn from_json(bytes: &[u8]) -> Result<TenantDraft, ApiError> {
+        let mut f = Fields::parse(bytes, &["name", "email"], false)?;
+        Ok(TenantDraft {
+            name: f.string("name")?,
+            email: f.string("email")?,
+        })
+    }
+
+    /// Checks the name and (loosely) the email address.
+    pub fn check(self) -> Result<TenantSpec, ApiError> {
+        Ok(TenantSpec {
+            name: name(required(self.name, "name")?, "name")?,
+            email: email(required(self.email, "email")?)?,
+        })
+    }
+}
+
+/// Reads `POST /api/v1/api-keys/{id}/rotate`: the grace period in seconds.
+pub fn grace_seconds(bytes: &[u8]) -> Result<u64, ApiError> {
+    let grace = Fields::parse(bytes, &["grace_seconds"], true)?
+        .integer("grace_seconds")?
+        .unwrap_or(0);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::invalid(
+            "grace_seconds",
+            format!("grace_seconds must be at most {MAX_GRACE_SECONDS}"),
+        ));
+    }
+    Ok(grace)
+}
+
+fn name(value: String, field: &str) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if value.chars().count() > MAX_NAME {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be at most {MAX_NAME} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn email(value: String) -> Result<String, ApiError> {
+    let value = value.trim();
+    let well_formed = value.len() <= MAX_EMAIL
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(value.split_once('@'), Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if well_formed {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::invalid(
+            "email",
+            format!("email must be an email address of at most {MAX_EMAIL} characters"),
+        ))
+    }
+}
+
+fn scopes(asked: Vec<String>, policy: &Policy) -> Result<String, ApiError> {
+    if asked.is_empty() {
+        return Err(ApiError::invalid(
+            "scopes",
+            "scopes must name at least one scope",
+        ));
+    }
+    let mut kept: Vec<&str> = Vec::with_capacity(asked.len());
+    for scope in &asked {
+        if !policy.scopes.contains(scope) {
+            return Err(ApiError::invalid(
+                "scopes",
+                format!(
+                    "scopes contains an unknown scope {scope:?}; allowed: {}",
+                    policy.scopes.join(", ")
+                ),
+            ));
+        }
+        if !kept.contains(&scope.as_str()) {
+            kept.push(scope);
+        }
+    }
+    Ok(kept.join(" "))
+}
+
+fn environment(value: Option<String>) -> Result<Environment, ApiError> {
+    value.map_or(Ok(Environment::Live), |v| {
+        v.parse().map_err(|_| {
+            ApiError::invalid("environment", "environment must be \"live\" or \"test\"")
+        })
+    })
+}
+
+fn expires_at(value: &str, now: u64) -> Result<u64, ApiError> {
+    let secs = clock::parse_rfc3339(value).ok_or_else(|| {
+        ApiError::invalid(
+            "expires_at",
+            "expires_at must be an RFC 3339 time such as 2030-01-01T00:00:00Z",
+        )
+    })?;
+    let secs = u64::try_from(secs).unwrap_or(0);
+    if secs <= now {
+        return Err(ApiError::invalid(
+            "expires_at",
+            "expires_at must be in the future",
+        ));
+    }
+    if secs > u64::from(u32::MAX) {
+        return Err(ApiError::invalid(
+            "expires_at",
+            format!(
+                "expires_at must be before {}",
+                clock::rfc3339(u64::from(u32::MAX))
+            ),
+        ));
+    }
+    Ok(secs)
+}
+
+fn tier(value: Option<String>, policy: &Policy) -> Result<String, ApiError> {
+    match value {
+        None => Ok(policy.default_tier().to_string()),
+        Some(t) if policy.tiers.contains(&t) => Ok(t),
+        Some(_) => Err(ApiError::invalid(
+            "rate_limit_tier",
+            format!(
+                "rate_limit_tier must be one of: {}",
+                policy.tiers.join(", ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        Policy::new(
+            "rk",
+            strings(&["a:read", "a:write"]),
+            strings(&["free", "pro"]),
+        )
+        .unwrap()
+    }
+
+    fn field(result: Result<KeySpec, ApiError>) -> String {
+        match result {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn draft(scopes: &[&str]) -> KeyDraft {
+        KeyDraft {
+            name: Some(" k ".into()),
+            scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+            ..KeyDraft::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_dedup() {
+        let spec = draft(&["a:write", "a:read", "a:write"])
+            .check(&policy(), 100)
+            .unwrap();
+        assert_eq!(spec.name, "k");
+        assert_eq!(spec.scopes, "a:write a:read");
+        assert_eq!(spec.environment, Environment::Live);
+        assert_eq!(spec.tier, "free");
+        assert_eq!(spec.expires_at, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let p = policy();
+        let now = 1_900_000_000;
+        assert_eq!(field(draft(&["b:read"]).check(&p, now)), "scopes");
+        assert_eq!(field(draft(&[]).check(&p, now)), "scopes");
+        let long = KeyDraft {
+            name: Some("x".repeat(101)),
+            ..draft(&["a:read"])
+        };
+        assert_eq!(field(long.check(&p, now)), "name");
+        let blank = KeyDraft {
+            name: Some("  ".into()),
+            ..draft(&["a:read"])
+        };
+        assert_eq!(field(blank.check(&p, now)), "name");
+        let env = KeyDraft {
+            environment: Some("prod".into()),
+            ..draft(&["a:read"])
+        };
+        assert_eq!(field(env.check(&p, now)), "environment");
+        let tier = KeyDraft {
+            rate_limit_tier: Some("gold".into()),
+            ..draft(&["a:read"])
+        };
+        assert_eq!(field(tier.check(&p, now)), "rate_limit_tier");
+        for at in ["2020-01-01T00:00:00Z", "tomorrow", "2200-01-01T00:00:00Z"] {
+            let d = KeyDraft {
+                expires_at: Some(at.into()),
+                ..draft(&["a:read"])
+            };
+            assert_eq!(field(d.check(&p, now)), "expires_at", "{at}");
+        }
+        let ok = KeyDraft {
+            expires_at: Some("2031-01-01T00:00:00Z".into()),
+            ..draft(&["a:read"])
+        };
+        assert_eq!(ok.check(&p, now).unwrap().expires_at, Some(1_924_992_000));
+    }
+
+    #[test]
+    fn tenants_and_grace() {
+        let t = |name: &str, email: &str| {
+            TenantDraft {
+                name: Some(name.into()),
+                email: Some(email.into()),
+            }
+            .check()
+        };
+        assert!(t("Acme", "ops@acme.test").is_ok());
+        for bad in ["", "no-at", "a@b@c", "@acme", "ops@", "o ps@acme"] {
+            assert!(t("Acme", bad).is_err(), "{bad}");
+        }
+        assert!(t("", "ops@acme.test").is_err());
+        assert_eq!(grace_seconds(b"").unwrap(), 0);
+        assert_eq!(grace_seconds(br#"{"grace_seconds":60}"#).unwrap(), 60);
+        assert!(grace_seconds(br#"{"grace_seconds":-1}"#).is_err());
+        assert!(grace_seconds(br#"{"grace_seconds":99999999}"#).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! `GET /v1/key-table`: the key table feed for the filters
+//! (docs/feed-protocol.md), behind the shared bearer token.
+//!
+//! A filter at the current version is held (long-poll, `wait` seconds) and
+//! answered as soon as a write commits; otherwise it gets a delta from its
+//! version or a snapshot. Encoded bodies are cached per (since, version), so
+//! every Envoy waking on the same change costs one database read.
+
+use crate::api::AppState;
+use crate::errors::ApiError;
+use crate::store::{FeedAnswer, Store};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use keygate::credential::bearer_token;
+use keygate::feed::{self, CONTENT_TYPE};
+use keygate::key;
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// Route of the feed.
+pub const PATH: &str = "/v1/key-table";
+/// Longest long-poll, in seconds.
+pub const MAX_WAIT: u64 = 60;
+/// Encoded bodies kept.
+const CACHED_BODIES: usize = 8;
+const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version");
+
+/// The feed's token and body cache.
+pub struct Feed {
+    /// SHA-256 of the token: compared digest to digest.
+    token_hash: [u8; 32],
+    cache: Mutex<VecDeque<Cached>>,
+}
+
+struct Cached {
+    since: u64,
+    version: u64,
+    body: Bytes,
+}
+
+/// What one request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ask {
+    since: u64,
+    wait: u64,
+}
+
+impl Feed {
+    pub fn new(token: &str) -> Feed {
+        Feed {
+            token_hash: key::hash(token),
+            cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES)),
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(bearer_token)
+            .any(|token| key::hash(token) == self.token_hash)
+    }
+
+    fn cached(&self, since: u64, version: u64) -> Option<Bytes> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .iter()
+            .find(|c| c.since == since && c.version == version)
+            .map(|c| c.body.clone())
+    }
+
+    fn remember(&self, since: u64, version: u64, body: Bytes) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHED_BODIES {
+            cache.pop_front();
+        }
+        cache.push_back(Cached {
+            since,
+            version,
+            body,
+        });
+    }
+
+    /// The body for a filter at `since` while the store says `current`:
+    /// `None` when it is unchanged.
+    async fn body(
+        &self,
+        store: &dyn Store,
+        since: u64,
+        current: u64,
+    ) -> Result<Option<(u64, Bytes)>, ApiError> {
+        if let Some(body) = self.cached(since, current) {
+            return Ok(Some((current, body)));
+        }
+        let (version, body) = match store.feed(since).await? {
+            FeedAnswer::Unchanged(_) => return Ok(None),
+            FeedAnswer::Delta { base, version, ops } => (
+                version,
+                Bytes::from(feed::encode_delta(base, version, &ops)),
+            ),
+            // Every stale base gets the same snapshot: encode and keep it once.
+            FeedAnswer::Snapshot { version, entries } => match self.cached(0, version) {
+                Some(body) => (version, body),
+                None => {
+                    let encoded = tokio::task::spawn_blocking(move || {
+                        feed::encode_snapshot(version, &entries)
+                    });
+                    let body = Bytes::from(encoded.await.map_err(|_| ApiError::Internal)?);
+                    self.remember(0, version, body.clone());
+                    (version, body)
+                }
+            },
+        };
+        if since != 0 {
+            self.remember(since, version, body.clone());
+        }
+        Ok(Some((version, body)))
+    }
+}
+
+fn number(field: &str, value: &str) -> Result<u64, ApiError> {
+    value
+        .parse()
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a non-negative integer")))
+}
+
+/// `since` and `wait` from the query, `since` from `If-None-Match` if absent.
+fn parse_ask(query: Option<&str>, headers: &HeaderMap) -> Result<Ask, ApiError> {
+    let (mut since, mut wait) = (None, 0);
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("since", value) => since = Some(number("since", value)?),
+            ("wait", value) => wait = number("wait", value)?,
+            _ => {}
+        }
+    }
+    if wait > MAX_WAIT {
+        return Err(ApiError::invalid(
+            "wait",
+            format!("wait must be at most {MAX_WAIT} seconds"),
+        ));
+    }
+    let etag = || {
+        let value = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+        let value = value.trim().trim_start_matches("W/");
+        value.trim_matches('"').parse().ok()
+    };
+    Ok(Ask {
+        since: since.or_else(etag).unwrap_or(0),
+        wait,
+    })
+}
+
+fn versioned(mut response: Response, version: u64) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(X_KEYGATE_VERSION, HeaderValue::from(version));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The feed handler.
+pub async fn key_table(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    if !state.feed.authorized(&headers) {
+        return Err(ApiError::Unauthorized("Missing or invalid feed token"));
+    }
+    let ask = parse_ask(uri.query(), &headers)?;
+    let store = state.service.store();
+    let mut versions = store.version();
+    if ask.since != 0 && ask.wait > 0 && *versions.borrow() == ask.since {
+        let moved = versions.wait_for(|v| *v != ask.since);
+        // Timing out (or a closed store) just means: answer what there is.
+        let _ = tokio::time::timeout(Duration::from_secs(ask.wait), moved).await;
+    }
+    let current = *versions.borrow();
+    let answer = if ask.since != 0 && ask.since == current {
+        None
+    } else {
+        state.feed.body(store, ask.since, current).await?
+    };
+    Ok(match answer {
+        None => versioned(StatusCode::NOT_MODIFIED.into_response(), ask.since),
+        Some((version, body)) => {
+            let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
+            versioned((content_type, body).into_response(), version)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(query: &str, etag: Option<&str>) -> Result<Ask, ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = etag {
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(etag).unwrap());
+        }
+        parse_ask(Some(query), &headers)
+    }
+
+    #[test]
+    fn query_and_etag() {
+        assert_eq!(ask("", None).unwrap(), Ask { since: 0, wait: 0 });
+        assert_eq!(
+            ask("since=5&wait=30&x=1", None).unwrap(),
+            Ask { since: 5, wait: 30 }
+        );
+        assert_eq!(
+            ask("wait=1", Some("\"7\"")).unwrap(),
+            Ask { since: 7, wait: 1 }
+        );
+        assert_eq!(
+            ask("since=3", Some("\"7\"")).unwrap(),
+            Ask { since: 3, wait: 0 }
+        );
+        assert_eq!(ask("", Some("W/\"9\"")).unwrap(), Ask { since: 9, wait: 0 });
+        assert_eq!(ask("", Some("*")).unwrap(), Ask { since: 0, wait: 0 });
+    }
+
+    #[test]
+    fn bad_numbers_name_the_field() {
+        for (query, field) in [
+            ("since=x", "since"),
+            ("since=-1", "since"),
+            ("wait=61", "wait"),
+            ("wait=", "wait"),
+        ] {
+            match ask(query, None) {
+                Err(ApiError::Invalid { field: f, .. }) => assert_eq!(f, field, "{query}"),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn token_is_checked() {
+        let feed = Feed::new("secret-token");
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            feed.authorized(&h)
+        };
+        assert!(with("Bearer secret-token"));
+        assert!(with("bearer  secret-token "));
+        assert!(!with("Bearer secret-tokenx"));
+        assert!(!with("Basic secret-token"));
+        assert!(!feed.authorized(&HeaderMap::new()));
+    }
+}

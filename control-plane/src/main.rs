@@ -1,0 +1,78 @@
+//! keygate control plane: owns the API keys (hashed, in SQLite), serves the
+//! management API of SPEC §6 and the key table feed of the filters, and has
+//! admin commands for bootstrapping. See `--help`.
+
+mod admin;
+mod api;
+mod auth;
+mod body;
+mod cli;
+mod clock;
+mod drafts;
+mod errors;
+mod feed;
+mod maintenance;
+mod policy;
+mod server;
+mod service;
+mod store;
+mod views;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use maintenance::Upkeep;
+use policy::Policy;
+use service::Service;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use store::sqlite::SqliteStore;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let common = cli.common;
+    let policy = Policy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
+    if let Command::Serve(args) = &cli.command {
+        if args.feed_token.as_deref().is_none_or(str::is_empty) {
+            return Err(
+                "a feed token is required: pass --feed-token or set KEYGATE_FEED_TOKEN".into(),
+            );
+        }
+    }
+    let store = SqliteStore::open(&common.database)
+        .map_err(|e| format!("cannot open {}: {e}", common.database.display()))?;
+    let service = Arc::new(Service::new(Arc::new(store), policy));
+    let printed = match cli.command {
+        Command::Serve(args) => {
+            let upkeep = Upkeep {
+                expired_retention: args.expired_retention_seconds,
+                revisions_kept: args.revisions_kept,
+            };
+            let token = args.feed_token.unwrap_or_default();
+            return server::serve(service, args.listen, &token, upkeep).await;
+        }
+        Command::Tenant(command) => admin::tenant(&service, command).await,
+        Command::Key(command) => admin::key(&service, command).await,
+    };
+    println!("{}", printed.map_err(|e| e.to_string())?);
+    Ok(())
+}

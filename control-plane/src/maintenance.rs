@@ -1,0 +1,49 @@
+//! Background upkeep, once a second: expired keys leave the key table after
+//! their retention, the revision log is compacted, and the version is re-read
+//! so that writes by another process (the admin CLI) reach the filters.
+
+use crate::clock;
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+
+/// How often the upkeep runs.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the upkeep keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// Seconds an expired key stays in the table (answering "expired").
+    pub expired_retention: u64,
+    /// Revisions kept for deltas; older filters get a snapshot.
+    pub revisions_kept: u64,
+}
+
+/// Runs the upkeep until the runtime stops.
+pub fn spawn(store: Arc<dyn Store>, upkeep: Upkeep) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = run_once(&*store, upkeep).await {
+                tracing::warn!(error = %e, "upkeep failed; retrying");
+            }
+        }
+    });
+}
+
+async fn run_once(store: &dyn Store, upkeep: Upkeep) -> Result<(), StoreError> {
+    let cutoff = clock::now().saturating_sub(upkeep.expired_retention);
+    let retired = store.retire_expired(cutoff).await?;
+    if retired > 0 {
+        tracing::info!(count = retired, "expired keys left the key table");
+    }
+    let dropped = store.compact(upkeep.revisions_kept).await?;
+    if dropped > 0 {
+        tracing::debug!(count = dropped, "revision log compacted");
+    }
+    store.refresh_version().await?;
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The key operations behind both the API and the admin CLI: mint (with the
+//! core's generator), list, revoke and rotate, always within one tenant.
+
+use crate::clock;
+use crate::drafts::{KeySpec, TenantSpec};
+use crate::errors::ApiError;
+use crate::policy::Policy;
+use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant};
+use crate::views::{CreatedKey, CreatedTenant, KeyList, KeyView, RotatedKey, SHOW_ONCE};
+use keygate::ids::{KeyId, OrgId};
+use keygate::key::{self, Environment, KeyError};
+use std::future::Future;
+use std::sync::Arc;
+use tracing::info;
+
+/// Name of the key a new tenant gets.
+const FIRST_KEY_NAME: &str = "Default key";
+/// Tries with fresh random ids before giving up on duplicates.
+const ID_ATTEMPTS: usize = 4;
+
+/// Key operations on a store under a policy.
+pub struct Service {
+    store: Arc<dyn Store>,
+    policy: Policy,
+}
+
+/// A freshly generated key, before it is stored.
+struct Minted {
+    key: String,
+    new: NewKey,
+}
+
+fn random_failed(e: KeyError) -> ApiError {
+    tracing::error!(error = %e, "cannot generate a key");
+    ApiError::Internal
+}
+
+/// Runs `attempt` again, with fresh random ids, while it hits a duplicate.
+async fn with_fresh_ids<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Result<Fut, ApiError>,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    for _ in 0..ID_ATTEMPTS {
+        match attempt()?.await {
+            Err(StoreError::Duplicate) => continue,
+            other => return other.map_err(ApiError::from),
+        }
+    }
+    Err(StoreError::Duplicate.into())
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, policy: Policy) -> Service {
+        Service { store, policy }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// The store, to share with a background task.
+    pub fn shared_store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn mint(&self, org: OrgId, spec: &KeySpec, now: u64) -> Result<Minted, ApiError> {
+        let key =
+            key::generate(&self.policy.key_prefix, spec.environment).map_err(random_failed)?;
+        let record = KeyRecord {
+            id: KeyId::random().map_err(random_failed)?,
+            org_id: org,
+            name: spec.name.clone(),
+            display_prefix: key::display_prefix(&key).to_string(),
+            scopes: spec.scopes.clone(),
+            environment: spec.environment,
+            tier: spec.tier.clone(),
+            created_at: now,
+            expires_at: spec.expires_at,
+            revoked_at: None,
+        };
+        let new = NewKey {
+            hash: key::hash(&key),
+            record,
+        };
+        Ok(Minted { key, new })
+    }
+
+    /// Creates a tenant and its first key, which holds every allowed scope.
+    pub async fn create_tenant(&self, spec: TenantSpec) -> Result<CreatedTenant, ApiError> {
+        let now = clock::now();
+        let first = KeySpec {
+            name: FIRST_KEY_NAME.into(),
+            scopes: self.policy.all_scopes(),
+            environment: Environment::Live,
+            expires_at: None,
+            tier: self.policy.default_tier().into(),
+        };
+        let created = with_fresh_ids(|| {
+            let org = OrgId::random().map_err(random_failed)?;
+            let tenant = Tenant {
+                id: org,
+                name: spec.name.clone(),
+                email: spec.email.clone(),
+                created_at: now,
+            };
+            let Minted { key, new } = self.mint(org, &first, now)?;
+            let answer = CreatedTenant {
+                tenant_id: org,
+                key_id: new.record.id,
+                api_key_prefix: new.record.display_prefix.clone(),
+                api_key: key,
+                message: SHOW_ONCE,
+            };
+            let stored = self.store.create_tenant(tenant, new);
+            Ok(async move { stored.await.map(|()| answer) })
+        })
+        .await?;
+        info!(org_id = %created.tenant_id, key_id = %created.key_id,
+              prefix = %created.api_key_prefix, "tenant created");
+        Ok(created)
+    }
+
+    /// Mints a key for `org`.
+    pub async fn create_key(&self, org: OrgId, spec: KeySpec) -> Result<CreatedKey, ApiError> {
+        let now = clock::now();
+        let created = with_fresh_ids(|| {
+            let Minted { key, new } = self.mint(org, &spec, now)?;
+            let view = KeyView::from(&new.record);
+            let stored = self.store.create_key(new);
+            Ok(async move {
+                stored.await.map(|()| CreatedKey {
+                    api_key: key,
+                    key: view,
+                })
+            })
+        })
+        .await?;
+        log_key("api key created", org, &created.key);
+        Ok(created)
+    }
+
+    /// Every key of `org`.
+    pub async fn list(&self, org: OrgId) -> Result<KeyList, ApiError> {
+        let keys = self.store.list_keys(org).await?;
+        Ok(KeyList {
+            data: keys.iter().map(KeyView::from).collect(),
+        })
+    }
+
+    /// Revokes a key of `org` (again: no change).
+    pub async fn revoke(&self, org: OrgId, id: KeyId) -> Result<KeyView, ApiError> {
+        let record = self.store.revoke_key(org, id, clock::now()).await?;
+        let view = KeyView::from(&record.ok_or(ApiError::NotFound("API key"))?);
+        log_key("api key revoked", org, &view);
+        Ok(view)
+    }
+
+    /// Replaces a key of `org` by a new one with the same name, scopes,
+    /// environment, tier and expiry; the old key dies now (`grace` 0) or
+    /// `grace` seconds from now.
+    pub async fn rotate(&self, org: OrgId, id: KeyId, grace: u64) -> Result<RotatedKey, ApiError> {
+        let now = clock::now();
+        let old = self.store.key(org, id).await?;
+        let old = old.ok_or(ApiError::NotFound("API key"))?;
+        let spec = KeySpec {
+            name: old.name,
+            scopes: old.scopes,
+            environment: old.environment,
+            expires_at: old.expires_at,
+            tier: old.tier,
+        };
+        let fate = match grace {
+            0 => OldKeyFate::RevokeAt(now),
+            _ => OldKeyFate::ExpireAt(now.saturating_add(grace)),
+        };
+        let rotated = with_fresh_ids(|| {
+            let Minted { key, new } = self.mint(org, &spec, now)?;
+            let view = KeyView::from(&new.record);
+            let stored = self.store.rotate_key(org, id, new, fate, now);
+            Ok(async move {
+                stored.await.map(|previous| {
+                    previous.map(|previous| RotatedKey {
+                        created: CreatedKey {
+                            api_key: key,
+                            key: view,
+                        },
+                        previous_key: KeyView::from(&previous),
+                    })
+                })
+            })
+        })
+        .await?
+        .ok_or(ApiError::NotFound("API key"))?;
+        log_key("api key rotated, new key", org, &rotated.created.key);
+        log_key("api key rotated, old key", org, &rotated.previous_key);
+        Ok(rotated)
+    }
+}
+
+fn log_key(event: &str, org: OrgId, key: &KeyView) {
+    info!(org_id = %org, key_id = %key.id, prefix = %key.api_key_prefix,
+          expires_at = key.expires_at.as_deref().unwrap_or("never"), "{event}");
+}

@@ -1,0 +1,166 @@
+//! The key store: every operation on tenants, keys and the key table feed,
+//! behind one trait so that another database (Postgres) can follow SQLite.
+//!
+//! Every write that changes what the filter must know appends a revision in
+//! the same transaction and moves the feed version, which only ever grows.
+
+pub mod sqlite;
+
+use keygate::feed::{FeedEntry, FeedOp};
+use keygate::ids::{KeyId, OrgId};
+use keygate::key::Environment;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::sync::watch;
+
+/// A key as stored: never the key itself, only its display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub display_prefix: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    pub environment: Environment,
+    pub tier: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+}
+
+impl KeyRecord {
+    /// True once `now` (unix seconds) has reached the expiry.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Neither revoked nor expired at `now`.
+    pub fn is_active(&self, now: u64) -> bool {
+        self.revoked_at.is_none() && !self.is_expired(now)
+    }
+}
+
+/// A key to insert: its record and the SHA-256 of the full key.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub record: KeyRecord,
+    pub hash: [u8; 32],
+}
+
+/// An organisation.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: OrgId,
+    pub name: String,
+    pub email: String,
+    pub created_at: u64,
+}
+
+/// What happens to the old key of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldKeyFate {
+    /// Revoked at this time: it leaves the key table at once.
+    RevokeAt(u64),
+    /// Expires at this time (or earlier, if it already did).
+    ExpireAt(u64),
+}
+
+/// What the feed answers for a `since` version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedAnswer {
+    /// `since` is the current version.
+    Unchanged(u64),
+    /// The whole table.
+    Snapshot {
+        version: u64,
+        entries: Vec<FeedEntry>,
+    },
+    /// The changes since `base`: the current state of every key touched.
+    Delta {
+        base: u64,
+        version: u64,
+        ops: Vec<FeedOp>,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A generated id or key hash already exists (mint a new one).
+    Duplicate,
+    /// The tenant does not exist.
+    UnknownTenant,
+    /// The key is revoked or expired.
+    Inactive,
+    /// The database failed.
+    Backend(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Duplicate => f.write_str("duplicate id or key"),
+            StoreError::UnknownTenant => f.write_str("unknown tenant"),
+            StoreError::Inactive => f.write_str("key is revoked or expired"),
+            StoreError::Backend(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The future every store operation returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Durable storage of tenants, keys and the feed's revision log.
+///
+/// A write is acknowledged (its future resolves) only once it is durable.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a tenant and its first key atomically.
+    fn create_tenant(&self, tenant: Tenant, first_key: NewKey) -> StoreFuture<'_, ()>;
+
+    /// Inserts a key of an existing tenant.
+    fn create_key(&self, key: NewKey) -> StoreFuture<'_, ()>;
+
+    /// The key with this SHA-256, whatever its state.
+    fn key_by_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<KeyRecord>>;
+
+    /// One key of one tenant.
+    fn key(&self, org: OrgId, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>>;
+
+    /// Every key of one tenant, oldest first.
+    fn list_keys(&self, org: OrgId) -> StoreFuture<'_, Vec<KeyRecord>>;
+
+    /// Revokes a key (idempotent); `None` if the tenant has no such key.
+    fn revoke_key(&self, org: OrgId, id: KeyId, now: u64) -> StoreFuture<'_, Option<KeyRecord>>;
+
+    /// Inserts `new` and applies `fate` to the old key, atomically, if the old
+    /// key is still active at `now`. Returns the old key as updated.
+    fn rotate_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        new: NewKey,
+        fate: OldKeyFate,
+        now: u64,
+    ) -> StoreFuture<'_, Option<KeyRecord>>;
+
+    /// The feed answer for a filter at version `since` (0: none).
+    fn feed(&self, since: u64) -> StoreFuture<'_, FeedAnswer>;
+
+    /// Takes out of the key table every key that expired at or before
+    /// `cutoff`; returns how many left.
+    fn retire_expired(&self, cutoff: u64) -> StoreFuture<'_, usize>;
+
+    /// Drops revisions older than the last `keep`; returns how many went.
+    fn compact(&self, keep: u64) -> StoreFuture<'_, usize>;
+
+    /// Re-reads the version from the database (writes by another process).
+    fn refresh_version(&self) -> StoreFuture<'_, u64>;
+
+    /// The current feed version, updated as soon as a write commits.
+    fn version(&self) -> watch::Receiver<u64>;
+}

@@ -1,0 +1,194 @@
+//! The embedded SQLite store: one file in WAL mode with `synchronous = FULL`,
+//! created with its schema on first open.
+//!
+//! Writes go through the group-committing [`writer`]; reads use a small pool
+//! of connections on blocking threads, so a snapshot of a large table never
+//! holds up writes.
+
+mod queries;
+mod writer;
+
+use super::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, Store, StoreError, StoreFuture, Tenant};
+use keygate::ids::{KeyId, OrgId};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use writer::Writer;
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 8;
+/// How long a statement waits for another process's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Writer,
+    version: watch::Sender<u64>,
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and its schema.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = connect(path)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(backend(format!("journal_mode is {mode}, not WAL")));
+        }
+        conn.execute_batch(SCHEMA)?;
+        let (version, _) = watch::channel(queries::version(&conn)?);
+        let writer = Writer::start(conn, version.clone()).map_err(backend)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                readers: Mutex::new(Vec::new()),
+                writer,
+                version,
+            }),
+        })
+    }
+
+    fn write<T, F>(&self, work: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        Box::pin(self.inner.writer.write(work))
+    }
+
+    fn read<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = inner.take_reader()?;
+                let result = work(&mut conn);
+                inner.give_back(conn);
+                result
+            })
+            .await
+            .map_err(backend)?
+        })
+    }
+}
+
+impl Inner {
+    fn take_reader(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        idle.map_or_else(|| connect(&self.path), Ok)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_tenant(&self, tenant: Tenant, first_key: NewKey) -> StoreFuture<'_, ()> {
+        self.write(move |conn| {
+            queries::insert_tenant(conn, &tenant)?;
+            queries::insert_key(conn, &first_key)
+        })
+    }
+
+    fn create_key(&self, key: NewKey) -> StoreFuture<'_, ()> {
+        self.write(move |conn| queries::insert_key(conn, &key))
+    }
+
+    fn key_by_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<KeyRecord>> {
+        self.read(move |conn| queries::key_by_hash(conn, &hash))
+    }
+
+    fn key(&self, org: OrgId, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
+        self.read(move |conn| queries::key(conn, org, id))
+    }
+
+    fn list_keys(&self, org: OrgId) -> StoreFuture<'_, Vec<KeyRecord>> {
+        self.read(move |conn| queries::list_keys(conn, org))
+    }
+
+    fn revoke_key(&self, org: OrgId, id: KeyId, now: u64) -> StoreFuture<'_, Option<KeyRecord>> {
+        self.write(move |conn| queries::revoke(conn, org, id, now))
+    }
+
+    fn rotate_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        new: NewKey,
+        fate: OldKeyFate,
+        now: u64,
+    ) -> StoreFuture<'_, Option<KeyRecord>> {
+        self.write(move |conn| {
+            let Some(old) = queries::retire_rotated(conn, org, id, fate, now)? else {
+                return Ok(None);
+            };
+            queries::insert_key(conn, &new)?;
+            Ok(Some(old))
+        })
+    }
+
+    fn feed(&self, since: u64) -> StoreFuture<'_, FeedAnswer> {
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            let answer = queries::feed(&tx, since)?;
+            tx.commit()?;
+            Ok(answer)
+        })
+    }
+
+    fn retire_expired(&self, cutoff: u64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| queries::retire_expired(conn, cutoff))
+    }
+
+    fn compact(&self, keep: u64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| queries::compact(conn, keep))
+    }
+
+    fn refresh_version(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let version = self.read(|conn| queries::version(conn)).await?;
+            writer::publish(&self.inner.version, version);
+            Ok(version)
+        })
+    }
+
+    fn version(&self) -> watch::Receiver<u64> {
+        self.inner.version.subscribe()
+    }
+}

@@ -1,0 +1,275 @@
+//! The SQL of the SQLite store, one function per operation, on a plain
+//! connection: the caller decides the transaction.
+
+use crate::store::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, StoreError, Tenant};
+use keygate::feed::{FeedEntry, FeedOp};
+use keygate::ids::{KeyId, OrgId};
+use keygate::key::Environment;
+use rusqlite::types::Type;
+use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
+
+const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
+                           created_at, expires_at, revoked_at";
+const FEED_COLUMNS: &str =
+    "key_hash, id, tenant_id, expires_at, scopes, tier, environment, in_table";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error().map(|s| s.extended_code) {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                StoreError::Duplicate
+            }
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => StoreError::UnknownTenant,
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// A 64-bit id as SQLite's signed integer (same bits).
+fn sql_id(id: u64) -> i64 {
+    i64::from_ne_bytes(id.to_ne_bytes())
+}
+
+/// Back from SQLite's signed integer.
+fn id_of(row: &Row, column: usize) -> rusqlite::Result<u64> {
+    let raw: i64 = row.get(column)?;
+    Ok(u64::from_ne_bytes(raw.to_ne_bytes()))
+}
+
+fn environment_of(row: &Row, column: usize) -> rusqlite::Result<Environment> {
+    let text: String = row.get(column)?;
+    text.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
+}
+
+fn key_record(row: &Row) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: KeyId(id_of(row, 0)?),
+        org_id: OrgId(id_of(row, 1)?),
+        name: row.get(2)?,
+        display_prefix: row.get(3)?,
+        scopes: row.get(4)?,
+        environment: environment_of(row, 5)?,
+        tier: row.get(6)?,
+        created_at: row.get(7)?,
+        expires_at: row.get(8)?,
+        revoked_at: row.get(9)?,
+    })
+}
+
+/// A row of `FEED_COLUMNS`: the upsert to send, or the remove when the key
+/// left the table.
+fn feed_op(row: &Row) -> rusqlite::Result<FeedOp> {
+    let hash: [u8; 32] = row.get(0)?;
+    let in_table: bool = row.get(7)?;
+    if !in_table {
+        return Ok(FeedOp::Remove(hash));
+    }
+    Ok(FeedOp::Upsert(FeedEntry {
+        hash,
+        key_id: KeyId(id_of(row, 1)?),
+        org_id: OrgId(id_of(row, 2)?),
+        expires_at: row.get::<_, Option<u64>>(3)?.unwrap_or(0),
+        scopes: row.get(4)?,
+        tier: row.get(5)?,
+        environment: environment_of(row, 6)?,
+    }))
+}
+
+pub fn insert_tenant(conn: &Connection, tenant: &Tenant) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO tenants (id, name, email, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        sql_id(tenant.id.0),
+        tenant.name,
+        tenant.email,
+        tenant.created_at
+    ])?;
+    Ok(())
+}
+
+/// Inserts a key and its revision.
+pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
+    let r = &key.record;
+    conn.prepare_cached(
+        "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
+         environment, tier, created_at, expires_at, revoked_at, in_table) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1)",
+    )?
+    .execute(params![
+        sql_id(r.id.0),
+        sql_id(r.org_id.0),
+        r.name,
+        key.hash,
+        r.display_prefix,
+        r.scopes,
+        r.environment.as_str(),
+        r.tier,
+        r.created_at,
+        r.expires_at,
+    ])?;
+    add_revision(conn, r.id)
+}
+
+/// Moves the version on and records that `id` changed at it.
+fn add_revision(conn: &Connection, id: KeyId) -> Result<(), StoreError> {
+    let version: u64 = conn
+        .prepare_cached("UPDATE feed_state SET version = version + 1 RETURNING version")?
+        .query_row([], |row| row.get(0))?;
+    conn.prepare_cached("INSERT INTO key_revisions (version, key_id) VALUES (?1, ?2)")?
+        .execute(params![version, sql_id(id.0)])?;
+    Ok(())
+}
+
+pub fn key_by_hash(conn: &Connection, hash: &[u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([hash], key_record)
+        .optional()?)
+}
+
+pub fn key(conn: &Connection, org: OrgId, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1 AND tenant_id = ?2");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![sql_id(id.0), sql_id(org.0)], key_record)
+        .optional()?)
+}
+
+pub fn list_keys(conn: &Connection, org: OrgId) -> Result<Vec<KeyRecord>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY seq");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([sql_id(org.0)], key_record)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes a key; a key still in the table leaves it with a revision.
+pub fn revoke(
+    conn: &Connection,
+    org: OrgId,
+    id: KeyId,
+    now: u64,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let state: Option<(bool, Option<u64>)> = conn
+        .prepare_cached(
+            "SELECT in_table, revoked_at FROM api_keys WHERE id = ?1 AND tenant_id = ?2",
+        )?
+        .query_row(params![sql_id(id.0), sql_id(org.0)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    match state {
+        None => return Ok(None),
+        Some((_, Some(_revoked))) => {}
+        Some((in_table, None)) => {
+            conn.prepare_cached("UPDATE api_keys SET revoked_at = ?1, in_table = 0 WHERE id = ?2")?
+                .execute(params![now, sql_id(id.0)])?;
+            if in_table {
+                add_revision(conn, id)?;
+            }
+        }
+    }
+    key(conn, org, id)
+}
+
+/// Applies a rotation's `fate` to the old key, which must be active.
+pub fn retire_rotated(
+    conn: &Connection,
+    org: OrgId,
+    id: KeyId,
+    fate: OldKeyFate,
+    now: u64,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let Some(old) = key(conn, org, id)? else {
+        return Ok(None);
+    };
+    if !old.is_active(now) {
+        return Err(StoreError::Inactive);
+    }
+    match fate {
+        OldKeyFate::RevokeAt(at) => revoke(conn, org, id, at),
+        OldKeyFate::ExpireAt(at) if old.expires_at.is_none_or(|current| at < current) => {
+            conn.prepare_cached("UPDATE api_keys SET expires_at = ?1 WHERE id = ?2")?
+                .execute(params![at, sql_id(id.0)])?;
+            add_revision(conn, id)?;
+            key(conn, org, id)
+        }
+        OldKeyFate::ExpireAt(_) => Ok(Some(old)),
+    }
+}
+
+/// The current feed version and the newest compacted one.
+fn feed_state(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT version, compacted_through FROM feed_state")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?)
+}
+
+pub fn version(conn: &Connection) -> Result<u64, StoreError> {
+    feed_state(conn).map(|(version, _)| version)
+}
+
+/// The feed answer for `since`; run it inside one read transaction.
+pub fn feed(conn: &Connection, since: u64) -> Result<FeedAnswer, StoreError> {
+    let (version, compacted_through) = feed_state(conn)?;
+    if since == version {
+        return Ok(FeedAnswer::Unchanged(version));
+    }
+    if since == 0 || since > version || since < compacted_through {
+        let sql = format!("SELECT {FEED_COLUMNS} FROM api_keys WHERE in_table = 1 ORDER BY seq");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let entries = stmt
+            .query_map([], feed_op)?
+            .filter_map(|op| match op {
+                Ok(FeedOp::Upsert(entry)) => Some(Ok(entry)),
+                Ok(FeedOp::Remove(_)) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(FeedAnswer::Snapshot { version, entries });
+    }
+    let sql = format!(
+        "SELECT {FEED_COLUMNS} FROM api_keys WHERE id IN \
+         (SELECT key_id FROM key_revisions WHERE version > ?1) ORDER BY seq"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let ops = stmt
+        .query_map([since], feed_op)?
+        .collect::<Result<_, _>>()?;
+    Ok(FeedAnswer::Delta {
+        base: since,
+        version,
+        ops,
+    })
+}
+
+/// Takes keys that expired at or before `cutoff` out of the table.
+pub fn retire_expired(conn: &Connection, cutoff: u64) -> Result<usize, StoreError> {
+    let ids: Vec<u64> = conn
+        .prepare_cached(
+            "UPDATE api_keys SET in_table = 0 \
+             WHERE in_table = 1 AND expires_at IS NOT NULL AND expires_at <= ?1 RETURNING id",
+        )?
+        .query_map([cutoff], |row| id_of(row, 0))?
+        .collect::<Result<_, _>>()?;
+    for &id in &ids {
+        add_revision(conn, KeyId(id))?;
+    }
+    Ok(ids.len())
+}
+
+/// Drops every revision but the last `keep`.
+pub fn compact(conn: &Connection, keep: u64) -> Result<usize, StoreError> {
+    let (version, compacted_through) = feed_state(conn)?;
+    let through = version.saturating_sub(keep);
+    if through <= compacted_through {
+        return Ok(0);
+    }
+    conn.prepare_cached("UPDATE feed_state SET compacted_through = ?1")?
+        .execute([through])?;
+    Ok(conn
+        .prepare_cached("DELETE FROM key_revisions WHERE version <= ?1")?
+        .execute([through])?)
+}

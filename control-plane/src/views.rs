@@ -1,0 +1,80 @@
+//! The JSON shapes the control plane answers with. A full key appears only in
+//! the answer that creates it; a hash never appears.
+
+use crate::clock;
+use crate::store::KeyRecord;
+use keygate::ids::{KeyId, OrgId};
+use keygate::key::Environment;
+use serde::Serialize;
+
+/// What the creator of a tenant or key is told about the key.
+pub const SHOW_ONCE: &str = "Store this API key now; it will not be shown again.";
+
+/// A key as listed: never the key or its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    pub id: KeyId,
+    pub name: String,
+    pub api_key_prefix: String,
+    pub scopes: Vec<String>,
+    pub environment: Environment,
+    pub rate_limit_tier: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&KeyRecord> for KeyView {
+    fn from(r: &KeyRecord) -> KeyView {
+        KeyView {
+            id: r.id,
+            name: r.name.clone(),
+            api_key_prefix: r.display_prefix.clone(),
+            scopes: r.scopes.split_whitespace().map(str::to_string).collect(),
+            environment: r.environment,
+            rate_limit_tier: r.tier.clone(),
+            created_at: clock::rfc3339(r.created_at),
+            expires_at: r.expires_at.map(clock::rfc3339),
+            revoked_at: r.revoked_at.map(clock::rfc3339),
+        }
+    }
+}
+
+/// A new key, shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedKey {
+    pub api_key: String,
+    #[serde(flatten)]
+    pub key: KeyView,
+}
+
+/// The key a rotation made, and the old key as it now is.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotatedKey {
+    #[serde(flatten)]
+    pub created: CreatedKey,
+    pub previous_key: KeyView,
+}
+
+/// A new tenant and its first key, shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedTenant {
+    pub tenant_id: OrgId,
+    pub key_id: KeyId,
+    pub api_key: String,
+    pub api_key_prefix: String,
+    pub message: &'static str,
+}
+
+/// `GET /api/v1/auth/me`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Me {
+    pub tenant_id: OrgId,
+    pub key: KeyView,
+}
+
+/// `GET /api/v1/api-keys`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyList {
+    pub data: Vec<KeyView>,
+}

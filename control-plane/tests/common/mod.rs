@@ -1,0 +1,362 @@
+//! Test harness: runs the real `keygate-control-plane` binary on a free
+//! loopback port with a temporary SQLite file, and talks HTTP to it.
+#![allow(dead_code)]
+
+use keygate::feed::{RawOp, Reader};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keygate-control-plane");
+pub const FEED_TOKEN: &str = "test-feed-token-0123456789abcdef";
+/// Generous: the machine is small and shared.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running control plane and its database.
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    dir: TempDir,
+    extra: Vec<String>,
+    child: Mutex<Child>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.bytes))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `x-keygate-version` of a feed answer.
+    pub fn version(&self) -> u64 {
+        self.header("x-keygate-version")
+            .expect("version header")
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A tenant and its first (all-scope) key.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// Starts with extra `serve` flags.
+    pub async fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, base) = launch(dir.path(), &extra).await;
+        Server {
+            base,
+            client: reqwest::Client::new(),
+            dir,
+            extra,
+            child: Mutex::new(child),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        db_path(self.dir.path())
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&self) {
+        let mut child = self.child.lock().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A new process on the same database (after [`Server::kill9`]).
+    pub async fn restart(&mut self) {
+        let (child, base) = launch(self.dir.path(), &self.extra).await;
+        *self.child.lock().unwrap() = child;
+        self.base = base;
+    }
+
+    /// One request; `key` goes in `Authorization: Bearer`.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        self.call_with(method, path, key, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        self.send(request).await.expect("request failed")
+    }
+
+    /// Sends a request; `None` if the connection failed (server killed).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Option<Reply> {
+        let response = request.send().await.ok()?;
+        Some(Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            bytes: response.bytes().await.ok()?.to_vec(),
+        })
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Tenant {
+        let body = json!({"name": name, "email": format!("{name}@example.test")}).to_string();
+        let reply = self
+            .call("POST", "/api/v1/tenants", None, Some(&body))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let v = reply.json();
+        Tenant {
+            id: v["tenant_id"].as_str().unwrap().into(),
+            key: v["api_key"].as_str().unwrap().into(),
+            key_id: v["key_id"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Creates a key with `admin`; asserts 201 and returns the answer.
+    pub async fn create_key(&self, admin: &str, body: Value) -> Value {
+        self.try_create_key(admin, &body)
+            .await
+            .expect("request failed")
+    }
+
+    /// Like [`Server::create_key`], but `None` if the connection failed.
+    pub async fn try_create_key(&self, admin: &str, body: &Value) -> Option<Value> {
+        let request = self
+            .client
+            .post(format!("{}/api/v1/api-keys", self.base))
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let reply = self.send(request).await?;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        Some(reply.json())
+    }
+
+    /// `GET /v1/key-table?{query}` with the feed token.
+    pub async fn feed(&self, query: &str) -> Reply {
+        let path = format!("/v1/key-table?{query}");
+        self.call("GET", &path, Some(FEED_TOKEN), None).await
+    }
+
+    /// An admin command on this server's database, ready to run.
+    pub fn admin_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("--database")
+            .arg(self.db_path())
+            .args(args)
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Runs an admin command on this server's database.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        self.admin_command(args).output().unwrap()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("data").join("keygate.db")
+}
+
+/// Starts the binary and waits for `/healthz` (retrying on a lost port race).
+async fn launch(dir: &Path, extra: &[String]) -> (Child, String) {
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--database")
+            .arg(db_path(dir))
+            .args(extra)
+            .env("KEYGATE_FEED_TOKEN", FEED_TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+                if r.status() == 200 {
+                    return (child, base);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    panic!("the control plane did not start:\n{log}");
+}
+
+/// The ops of a feed body (snapshot or delta), with its header.
+pub fn raw_ops(body: &[u8]) -> (keygate::feed::Header, Vec<RawOp>) {
+    let (header, mut reader) = Reader::header(body).unwrap();
+    reader.dictionary().unwrap();
+    let n = reader.op_count().unwrap();
+    let ops = (0..n).map(|_| reader.op().unwrap()).collect();
+    reader.finish().unwrap();
+    (header, ops)
+}
+
+/// Decodes a snapshot body into a table.
+pub fn snapshot(body: &[u8]) -> keygate::table::KeyTable {
+    match keygate::table::decode(body).unwrap() {
+        keygate::table::Update::Snapshot(table) => table,
+        keygate::table::Update::Delta(_) => panic!("expected a snapshot, got a delta"),
+    }
+}
+
+/// SHA-256 of a key, as the feed carries it.
+pub fn hash(key: &str) -> [u8; 32] {
+    keygate::key::hash(key)
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// RFC 3339 of `secs`.
+pub fn rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Polls `check` every 100 ms until it is true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A future being joined, and its output once ready.
+type Slot<F> = (
+    std::pin::Pin<Box<F>>,
+    Option<<F as std::future::Future>::Output>,
+);
+
+/// Runs futures concurrently on the current task, collecting their outputs.
+pub async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut slots: Vec<Slot<F>> = futures.into_iter().map(|f| (Box::pin(f), None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in slots.iter_mut().filter(|(_, out)| out.is_none()) {
+            match future.as_mut().poll(cx) {
+                std::task::Poll::Ready(value) => *out = Some(value),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    slots.into_iter().filter_map(|(_, out)| out).collect()
+}

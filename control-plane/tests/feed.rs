@@ -1,0 +1,402 @@
+//! The key table feed (docs/feed-protocol.md) against the real server:
+//! token, snapshots, 304, ETag, long-poll wake-up, delta contents, compacted
+//! log, expiry retention, and writes by the admin CLI.
+
+// Test code: a failed unwrap or assertion is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{eventually, hash, now, raw_ops, rfc3339, snapshot, Server, FEED_TOKEN};
+use keygate::feed::RawOp;
+use keygate::key::Environment;
+use keygate::table::{decode, Update};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn the_feed_needs_the_token() {
+    let server = Server::start().await;
+    for token in [None, Some("wrong-token"), Some("rk_live_notthetoken")] {
+        let reply = server.call("GET", "/v1/key-table", token, None).await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer realm=\"keygate\"")
+        );
+        assert_eq!(reply.json()["error"]["type"], "unauthorized");
+    }
+    // An API key is not the feed token, even an all-scope one.
+    let t = server.create_tenant("acme").await;
+    assert_eq!(
+        server
+            .call("GET", "/v1/key-table", Some(&t.key), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        server
+            .call("GET", "/v1/key-table", Some(FEED_TOKEN), None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn bad_since_or_wait_is_a_400_naming_it() {
+    let server = Server::start().await;
+    for (query, field) in [
+        ("since=abc", "since"),
+        ("since=-1", "since"),
+        ("wait=x", "wait"),
+        ("since=1&wait=61", "wait"),
+    ] {
+        let reply = server.feed(query).await;
+        assert_eq!(reply.status, 400, "{query}");
+        assert_eq!(reply.json()["error"]["field"], field, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_holds_every_live_key_with_what_it_may_do() {
+    let server = Server::start().await;
+    let empty = server.feed("").await;
+    assert_eq!(empty.status, 200);
+    assert!(empty.version() >= 1, "the empty table has a version too");
+    assert!(snapshot(&empty.bytes).is_empty());
+
+    let t = server.create_tenant("acme").await;
+    let expires = now() + 3600;
+    let made = server
+        .create_key(
+            &t.key,
+            json!({"name": "k", "scopes": ["memory:read", "users:write"], "environment": "test",
+                                   "rate_limit_tier": "pro", "expires_at": rfc3339(expires)}),
+        )
+        .await;
+    let revoked = server
+        .create_key(&t.key, json!({"name": "gone", "scopes": ["memory:read"]}))
+        .await;
+    let path = format!("/api/v1/api-keys/{}", revoked["id"].as_str().unwrap());
+    assert_eq!(
+        server
+            .call("DELETE", &path, Some(&t.key), None)
+            .await
+            .status,
+        200
+    );
+
+    let reply = server.feed("since=0").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/x-keygate-table")
+    );
+    let version = reply.version();
+    assert_eq!(
+        reply.header("etag"),
+        Some(format!("\"{version}\"").as_str())
+    );
+    assert!(version > empty.version());
+    let table = snapshot(&reply.bytes);
+    assert_eq!(table.version(), version);
+    assert_eq!(
+        table.len(),
+        2,
+        "the first key and the new one; not the revoked one"
+    );
+    let record = table
+        .get(&hash(made["api_key"].as_str().unwrap()))
+        .expect("new key in the table");
+    assert_eq!(record.key_id.to_string(), made["id"].as_str().unwrap());
+    assert_eq!(record.org_id.to_string(), t.id);
+    assert_eq!(record.scopes, "memory:read users:write");
+    assert_eq!(record.tier, "pro");
+    assert_eq!(record.environment, Environment::Test);
+    assert_eq!(record.expires_at, expires);
+    let first = table.get(&hash(&t.key)).expect("tenant's first key");
+    assert_eq!(first.expires_at, 0);
+    assert!(table
+        .get(&hash(revoked["api_key"].as_str().unwrap()))
+        .is_none());
+}
+
+#[tokio::test]
+async fn unchanged_is_304_after_the_wait_and_by_etag() {
+    let server = Server::start().await;
+    server.create_tenant("acme").await;
+    let version = server.feed("").await.version();
+
+    let start = Instant::now();
+    let reply = server.feed(&format!("since={version}&wait=1")).await;
+    assert_eq!(reply.status, 304);
+    assert!(reply.bytes.is_empty());
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "held for the wait"
+    );
+    assert_eq!(reply.version(), version);
+    assert_eq!(
+        reply.header("etag"),
+        Some(format!("\"{version}\"").as_str())
+    );
+
+    let etag = format!("\"{version}\"");
+    let by_etag = server
+        .call_with(
+            "GET",
+            "/v1/key-table",
+            Some(FEED_TOKEN),
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(by_etag.status, 304);
+    let no_wait = server.feed(&format!("since={version}")).await;
+    assert_eq!(no_wait.status, 304);
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_as_soon_as_a_revoke_commits() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    let made = server
+        .create_key(&t.key, json!({"name": "k", "scopes": ["memory:read"]}))
+        .await;
+    let key = made["api_key"].as_str().unwrap().to_string();
+    let version = server.feed("").await.version();
+
+    let poll = async {
+        let reply = server.feed(&format!("since={version}&wait=30")).await;
+        (reply, Instant::now())
+    };
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let path = format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap());
+        let reply = server.call("DELETE", &path, Some(&t.key), None).await;
+        assert_eq!(reply.status, 200);
+        Instant::now()
+    };
+    let ((reply, answered_at), revoked_at) = tokio::join!(poll, revoke);
+    let latency = answered_at.saturating_duration_since(revoked_at);
+    assert_eq!(reply.status, 200);
+    assert!(reply.version() > version);
+    let (header, ops) = raw_ops(&reply.bytes);
+    assert!(!header.snapshot);
+    assert_eq!(header.base, version);
+    assert_eq!(ops, vec![RawOp::Remove(hash(&key))]);
+    // Far below the 30 s wait: the answer follows the commit, not a timer.
+    assert!(latency < Duration::from_secs(5), "woke after {latency:?}");
+    eprintln!("long-poll answered {latency:?} after the revoke's 200");
+}
+
+#[tokio::test]
+async fn deltas_carry_the_current_state_of_every_changed_key() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    let base = server.feed("").await;
+    let mut table = snapshot(&base.bytes);
+
+    let a = server
+        .create_key(&t.key, json!({"name": "a", "scopes": ["memory:read"]}))
+        .await;
+    let b = server
+        .create_key(
+            &t.key,
+            json!({"name": "b", "scopes": ["users:read"], "rate_limit_tier": "pro"}),
+        )
+        .await;
+    let b_path = format!("/api/v1/api-keys/{}", b["id"].as_str().unwrap());
+    assert_eq!(
+        server
+            .call("DELETE", &b_path, Some(&t.key), None)
+            .await
+            .status,
+        200
+    );
+    let rotate = format!("/api/v1/api-keys/{}/rotate", a["id"].as_str().unwrap());
+    let rotated = server
+        .call(
+            "POST",
+            &rotate,
+            Some(&t.key),
+            Some(r#"{"grace_seconds":600}"#),
+        )
+        .await
+        .json();
+
+    let reply = server.feed(&format!("since={}", base.version())).await;
+    assert_eq!(reply.status, 200);
+    let (header, ops) = raw_ops(&reply.bytes);
+    assert!(!header.snapshot);
+    assert_eq!(header.base, base.version());
+    assert_eq!(header.version, reply.version());
+    // One op per key: a (upsert, now expiring), b (remove), the rotated key (upsert).
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    let a_hash = hash(a["api_key"].as_str().unwrap());
+    let upsert_a = ops.iter().find_map(|op| match op {
+        RawOp::Upsert(e) if e.hash == a_hash => Some(*e),
+        _ => None,
+    });
+    let a_expiry = upsert_a.expect("a is upserted").expires_at;
+    assert!(
+        a_expiry >= now() + 590 && a_expiry <= now() + 600,
+        "{a_expiry}"
+    );
+    assert!(ops.contains(&RawOp::Remove(hash(b["api_key"].as_str().unwrap()))));
+
+    // Applied to the old table, the delta gives the table of a fresh snapshot.
+    match decode(&reply.bytes).unwrap() {
+        Update::Delta(delta) => table.apply(&delta).unwrap(),
+        Update::Snapshot(_) => panic!("expected a delta"),
+    }
+    let fresh = snapshot(&server.feed("").await.bytes);
+    assert_eq!(table.version(), fresh.version());
+    assert_eq!(table.len(), fresh.len());
+    for key in [
+        &t.key,
+        a["api_key"].as_str().unwrap(),
+        rotated["api_key"].as_str().unwrap(),
+    ] {
+        assert_eq!(
+            table.get(&hash(key)),
+            fresh.get(&hash(key)),
+            "{}",
+            &key[..12]
+        );
+        assert!(table.get(&hash(key)).is_some());
+    }
+    assert!(table.get(&hash(b["api_key"].as_str().unwrap())).is_none());
+}
+
+#[tokio::test]
+async fn a_base_older_than_the_log_or_newer_than_the_table_gets_a_snapshot() {
+    let server = Server::start_with(&["--revisions-kept", "2"]).await;
+    let t = server.create_tenant("acme").await;
+    let old = server.feed("").await.version();
+    for i in 0..5 {
+        server
+            .create_key(
+                &t.key,
+                json!({"name": format!("k{i}"), "scopes": ["memory:read"]}),
+            )
+            .await;
+    }
+    // Compaction runs once a second; each try writes, so no cached body answers.
+    let mut keys = 6;
+    let compacted = eventually(Duration::from_secs(20), || {
+        keys += 1;
+        let name = format!("k{keys}");
+        let (server, admin) = (&server, &t.key);
+        async move {
+            server
+                .create_key(admin, json!({"name": name, "scopes": ["memory:read"]}))
+                .await;
+            let reply = server.feed(&format!("since={old}")).await;
+            raw_ops(&reply.bytes).0.snapshot
+        }
+    })
+    .await;
+    assert!(
+        compacted,
+        "a base older than the kept revisions gets a snapshot"
+    );
+    let old_reply = server.feed(&format!("since={old}")).await;
+    assert_eq!(snapshot(&old_reply.bytes).len(), keys);
+    let current = old_reply.version();
+    let recent = current - 1;
+
+    let (header, ops) = raw_ops(&server.feed(&format!("since={recent}")).await.bytes);
+    assert!(!header.snapshot, "a recent base still gets a delta");
+    assert_eq!(ops.len(), 1);
+
+    let ahead = server.feed(&format!("since={}", current + 100)).await;
+    assert_eq!(ahead.status, 200);
+    assert_eq!(snapshot(&ahead.bytes).version(), current);
+}
+
+#[tokio::test]
+async fn expired_keys_stay_for_the_retention_then_leave_the_table() {
+    let server = Server::start_with(&["--expired-retention-seconds", "2"]).await;
+    let t = server.create_tenant("acme").await;
+    let expires = now() + 2;
+    let made = server
+        .create_key(
+            &t.key,
+            json!({"name": "brief", "scopes": ["memory:read"], "expires_at": rfc3339(expires)}),
+        )
+        .await;
+    let h = hash(made["api_key"].as_str().unwrap());
+    let version = server.feed("").await.version();
+
+    // Past its expiry (but within retention) the filter still knows it, so it
+    // can answer "API key has expired".
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let table = snapshot(&server.feed("").await.bytes);
+    if now() < expires + 2 {
+        let record = table.get(&h).expect("kept during the retention");
+        assert!(record.is_expired(now()));
+    }
+    // Then a remove revision takes it out.
+    let left = eventually(Duration::from_secs(20), || async {
+        snapshot(&server.feed("").await.bytes).get(&h).is_none()
+    })
+    .await;
+    assert!(left, "the expired key left the table");
+    let reply = server.feed(&format!("since={version}")).await;
+    let (_, ops) = raw_ops(&reply.bytes);
+    assert_eq!(ops, vec![RawOp::Remove(h)]);
+    // The tenant's first key (no expiry) stays.
+    assert!(snapshot(&server.feed("").await.bytes)
+        .get(&hash(&t.key))
+        .is_some());
+}
+
+#[tokio::test]
+async fn writes_by_the_admin_cli_reach_a_waiting_filter() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    let version = server.feed("").await.version();
+    let query = format!("since={version}&wait=30");
+    let poll = server.feed(&query);
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let args = [
+            "key",
+            "create",
+            "--tenant",
+            &t.id,
+            "--name",
+            "cli",
+            "--scopes",
+            "memory:read",
+        ];
+        let command = server.admin_command(&args);
+        let mut command = command;
+        let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (Instant::now(), v["api_key"].as_str().unwrap().to_string())
+    };
+    let (reply, (written_at, key)) = tokio::join!(poll, write);
+    assert_eq!(reply.status, 200);
+    assert!(written_at.elapsed() < Duration::from_secs(10));
+    let (_, ops) = raw_ops(&reply.bytes);
+    assert!(
+        matches!(ops.as_slice(), [RawOp::Upsert(e)] if e.hash == hash(&key)),
+        "{ops:?}"
+    );
+}
