@@ -15,16 +15,7 @@ mod common;
 use common::{hash, now, rfc3339, Server};
 use serde_json::{json, Value};
 
-const DEFAULT_SCOPES: [&str; 8] = [
-    "memory:read",
-    "memory:write",
-    "users:read",
-    "users:write",
-    "conversations:read",
-    "conversations:write",
-    "tenant:read",
-    "tenant:admin",
-];
+use keygate::scopes::DEFAULT_SCOPES;
 
 fn assert_error(reply: &common::Reply, status: u16, kind: &str, message: &str) {
     assert_eq!(reply.status, status, "{}", reply.text());
