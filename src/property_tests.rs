@@ -12,7 +12,10 @@ use proptest::prelude::*;
 
 /// 2000 cases per property, or `PROPTEST_CASES` for a long run.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
 }
 
 fn header() -> impl Strategy<Value = (String, String)> {
@@ -49,7 +52,7 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
         expires_at: x % 5,
         scopes: format!("s:{}", n % 4),
         tier: format!("t{}", n % 3),
-        environment: if x % 2 == 0 {
+        environment: if x.is_multiple_of(2) {
             Environment::Live
         } else {
             Environment::Test

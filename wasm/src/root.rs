@@ -179,7 +179,7 @@ impl Root {
         if let Outcome::Failed(failure) = outcome {
             stats.fetch_failed();
             feed.failures = feed.failures.saturating_add(1);
-            if feed.failures == 1 || feed.failures % FAILURES_LOGGED_EVERY == 0 {
+            if feed.failures == 1 || feed.failures.is_multiple_of(FAILURES_LOGGED_EVERY) {
                 let (version, _) = self.table_summary();
                 log::warn!(
                     "key table fetch from cluster {} failed: {failure}; keeping version {version}, retrying every {} ms ({} failures in a row)",

