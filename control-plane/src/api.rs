@@ -1,5 +1,6 @@
 //! The HTTP surface: the management API of SPEC §6 under `/api/v1`, the key
-//! table feed, `/healthz`, and JSON for every other answer (404, 405).
+//! table feed, `/healthz`, `/metrics`, and JSON for every other answer (404,
+//! 405).
 
 use crate::auth::{self, authenticate};
 use crate::body::{self, MAX_BODY};
@@ -7,6 +8,7 @@ use crate::clock;
 use crate::drafts::{self, KeyDraft, TenantDraft};
 use crate::errors::{json, ApiError};
 use crate::feed::{self, Feed};
+use crate::metrics;
 use crate::service::Service;
 use crate::views::Me;
 use axum::body::Bytes;
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
         .route("/api/v1/auth/me", get(me))
         .route(feed::PATH, get(feed::key_table))
+        .route(metrics::PATH, get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

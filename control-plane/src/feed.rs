@@ -4,17 +4,19 @@
 //! A filter at the current version is held (long-poll, `wait` seconds) and
 //! answered as soon as a write commits; otherwise it gets a delta from its
 //! version or a snapshot. Encoded bodies are cached per (since, version), so
-//! every Envoy waking on the same change costs one database read.
+//! every Envoy waking on the same change costs one database read. Every
+//! answer and every held long-poll is counted (crate::metrics).
 
 use crate::api::AppState;
 use crate::errors::ApiError;
+use crate::metrics::{self, FeedMetrics};
 use crate::store::{FeedAnswer, Store};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keygate::credential::bearer_token;
-use keygate::feed::{self, CONTENT_TYPE};
+use keygate::feed::{self, Reader, CONTENT_TYPE};
 use keygate::key;
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -28,11 +30,12 @@ pub const MAX_WAIT: u64 = 60;
 const CACHED_BODIES: usize = 8;
 const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version");
 
-/// The feed's token and body cache.
+/// The feed's token, body cache and counters.
 pub struct Feed {
     /// SHA-256 of the token: compared digest to digest.
     token_hash: [u8; 32],
     cache: Mutex<VecDeque<Cached>>,
+    pub metrics: FeedMetrics,
 }
 
 struct Cached {
@@ -53,6 +56,7 @@ impl Feed {
         Feed {
             token_hash: key::hash(token),
             cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES)),
+            metrics: FeedMetrics::default(),
         }
     }
 
@@ -165,19 +169,49 @@ fn versioned(mut response: Response, version: u64) -> Response {
     response
 }
 
+/// What a refusal counts as.
+fn refused(error: &ApiError) -> metrics::Answer {
+    match error {
+        ApiError::Unauthorized(_) => metrics::Answer::Unauthorized,
+        ApiError::Invalid { .. } => metrics::Answer::BadRequest,
+        _ => metrics::Answer::Error,
+    }
+}
+
+/// What a 200 body counts as.
+fn table_kind(body: &[u8]) -> metrics::Answer {
+    match Reader::header(body) {
+        Ok((header, _)) if header.snapshot => metrics::Answer::Snapshot,
+        _ => metrics::Answer::Delta,
+    }
+}
+
 /// The feed handler.
 pub async fn key_table(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    if !state.feed.authorized(&headers) {
+    let answer = respond(&state, &headers, &uri).await;
+    let counted = answer.as_ref().map_or_else(refused, |(kind, _)| *kind);
+    state.feed.metrics.answered(counted);
+    answer.map(|(_, response)| response)
+}
+
+/// The answer to one feed request, and what it counts as.
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(metrics::Answer, Response), ApiError> {
+    if !state.feed.authorized(headers) {
         return Err(ApiError::Unauthorized("Missing or invalid feed token"));
     }
-    let ask = parse_ask(uri.query(), &headers)?;
+    let ask = parse_ask(uri.query(), headers)?;
     let store = state.service.store();
     let mut versions = store.version();
     if ask.since != 0 && ask.wait > 0 && *versions.borrow() == ask.since {
+        let _waiting = state.feed.metrics.wait();
         let moved = versions.wait_for(|v| *v != ask.since);
         // Timing out (or a closed store) just means: answer what there is.
         let _ = tokio::time::timeout(Duration::from_secs(ask.wait), moved).await;
@@ -189,10 +223,17 @@ pub async fn key_table(
         state.feed.body(store, ask.since, current).await?
     };
     Ok(match answer {
-        None => versioned(StatusCode::NOT_MODIFIED.into_response(), ask.since),
+        None => (
+            metrics::Answer::NotModified,
+            versioned(StatusCode::NOT_MODIFIED.into_response(), ask.since),
+        ),
         Some((version, body)) => {
             let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
-            versioned((content_type, body).into_response(), version)
+            let kind = table_kind(&body);
+            (
+                kind,
+                versioned((content_type, body).into_response(), version),
+            )
         }
     })
 }

@@ -12,6 +12,7 @@ mod drafts;
 mod errors;
 mod feed;
 mod maintenance;
+mod metrics;
 mod policy;
 mod server;
 mod service;

@@ -1,6 +1,7 @@
 //! The key table feed (docs/feed-protocol.md) against the real server:
 //! token, snapshots, 304, ETag, long-poll wake-up, delta contents, compacted
-//! log, expiry retention, and writes by the admin CLI.
+//! log, expiry retention, writes by the admin CLI, and the feed's counters
+//! on `/metrics`.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -398,5 +399,82 @@ async fn writes_by_the_admin_cli_reach_a_waiting_filter() {
     assert!(
         matches!(ops.as_slice(), [RawOp::Upsert(e)] if e.hash == hash(&key)),
         "{ops:?}"
+    );
+}
+
+const WAITING: &str = "keygate_feed_waiting";
+
+/// `keygate_feed_requests_total` for one answer kind.
+fn answers(kind: &str) -> String {
+    format!("keygate_feed_requests_total{{answer=\"{kind}\"}}")
+}
+
+/// Every answer kind moves its own counter, by one per answer.
+#[tokio::test]
+async fn metrics_count_each_answer_kind() {
+    let server = Server::start().await;
+    let kinds = [
+        "snapshot",
+        "delta",
+        "not_modified",
+        "unauthorized",
+        "bad_request",
+    ];
+    for kind in kinds {
+        assert_eq!(server.metric(&answers(kind)).await, 0, "{kind}");
+    }
+    let empty = server.feed("").await.version();
+    server.create_tenant("acme").await;
+    let delta = server.feed(&format!("since={empty}")).await;
+    assert!(!raw_ops(&delta.bytes).0.snapshot);
+    let current = delta.version();
+    assert_eq!(server.feed(&format!("since={current}")).await.status, 304);
+    assert_eq!(server.feed("since=x").await.status, 400);
+    let no_token = server.call("GET", "/v1/key-table", None, None).await;
+    assert_eq!(no_token.status, 401);
+    for kind in kinds {
+        assert_eq!(server.metric(&answers(kind)).await, 1, "{kind}");
+    }
+    assert_eq!(server.metric("keygate_feed_version").await, current);
+    assert_eq!(server.metric(WAITING).await, 0);
+}
+
+/// A held long-poll is `keygate_feed_waiting 1` until it is answered, or
+/// until its client hangs up.
+#[tokio::test]
+async fn metrics_show_held_long_polls() {
+    let server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    let version = server.feed("").await.version();
+    let held = || async { server.metric(WAITING).await == 1 };
+
+    let query = format!("since={version}&wait=30");
+    let poll = server.feed(&query);
+    let write = async {
+        assert!(eventually(Duration::from_secs(10), held).await, "not held");
+        let body = json!({"name": "k", "scopes": ["memory:read"]});
+        server.create_key(&t.key, body).await;
+    };
+    let (reply, ()) = tokio::join!(poll, write);
+    assert_eq!(reply.status, 200);
+    assert_eq!(server.metric(WAITING).await, 0, "answered, no longer held");
+    assert_eq!(server.metric(&answers("delta")).await, 1);
+    let current = reply.version();
+    assert_eq!(server.metric("keygate_feed_version").await, current);
+
+    // A client that hangs up mid-wait is no longer counted either.
+    let query = format!("since={current}&wait=30");
+    let hung_up = server.feed(&query);
+    let gone = async {
+        assert!(eventually(Duration::from_secs(10), held).await, "not held");
+    };
+    tokio::select! {
+        _ = hung_up => panic!("answered a 30 s long-poll early"),
+        () = gone => {}
+    }
+    let released = || async { server.metric(WAITING).await == 0 };
+    assert!(
+        eventually(Duration::from_secs(10), released).await,
+        "a hung-up long-poll is still counted"
     );
 }

@@ -1,4 +1,5 @@
-//! One keygate stack on loopback: Envoy + filter, control plane, demo upstream.
+//! One keygate stack on loopback: Envoy + filter, control plane, demo upstream
+//! (and more Envoys on the same control plane if a test asks).
 
 use crate::api::{Reply, Tenant};
 use crate::config::{render_envoy_config, Ports};
@@ -57,9 +58,11 @@ pub struct Stack {
     /// The tenant registered to prove the key table is loaded (if started with a control plane).
     pub tenant: Option<Tenant>,
     envoy: Process,
+    /// Envoys started by [`Stack::start_another_envoy`].
+    more_envoys: Vec<Process>,
     control_plane: Option<Process>,
     _upstream: Process,
-    control_plane_args: Vec<String>,
+    options: StackOptions,
     dir: Option<tempfile::TempDir>,
     _permit: Permit,
 }
@@ -83,20 +86,22 @@ impl Stack {
             upstream: free_port(),
         };
         let upstream = spawn_upstream(&dir, ports);
-        let envoy = spawn_envoy(&dir, ports, &options);
+        let envoy = spawn_envoy(&dir, "envoy", ports, &options);
+        let start_control_plane = options.control_plane;
         let mut stack = Stack {
             ports,
             client: http_client(),
             tenant: None,
             envoy,
+            more_envoys: Vec::new(),
             control_plane: None,
             _upstream: upstream,
-            control_plane_args: options.control_plane_args.clone(),
+            options,
             dir: Some(dir),
             _permit: permit,
         };
         stack.wait_envoy_ready().await;
-        if options.control_plane {
+        if start_control_plane {
             stack.start_control_plane().await;
             let tenant = stack.new_tenant("readiness").await;
             stack.tenant = Some(tenant);
@@ -276,7 +281,7 @@ impl Stack {
             "--tiers".to_string(),
             "pro,free".to_string(),
         ];
-        args.extend(self.control_plane_args.iter().cloned());
+        args.extend(self.options.control_plane_args.iter().cloned());
         let process = Process::spawn(
             "keygate-control-plane",
             &release_bin("keygate-control-plane"),
@@ -300,6 +305,25 @@ impl Stack {
         self.wait_http_ok(&url, "envoy").await;
     }
 
+    /// Starts one more Envoy (same config, own listener and admin ports,
+    /// `envoy-<n>.log`) on this stack's control plane and upstream, and
+    /// waits until it is ready. It is not used by the request helpers.
+    pub async fn start_another_envoy(&mut self) {
+        let ports = Ports {
+            envoy: free_port(),
+            admin: free_port(),
+            ..self.ports
+        };
+        let name = format!("envoy-{}", self.more_envoys.len() + 2);
+        let envoy = match self.dir.as_ref() {
+            Some(dir) => spawn_envoy(dir, &name, ports, &self.options),
+            None => panic!("the stack's directory is gone"),
+        };
+        self.more_envoys.push(envoy);
+        let url = format!("http://127.0.0.1:{}/ready", ports.admin);
+        self.wait_http_ok(&url, &name).await;
+    }
+
     async fn wait_http_ok(&mut self, url: &str, what: &str) {
         let start = Instant::now();
         loop {
@@ -309,6 +333,9 @@ impl Stack {
                 }
             }
             self.envoy.assert_running();
+            self.more_envoys
+                .iter_mut()
+                .for_each(Process::assert_running);
             if let Some(process) = self.control_plane.as_mut() {
                 process.assert_running();
             }
@@ -339,6 +366,19 @@ impl Stack {
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let text = self.stats(&format!("^{}$", name.replace('.', "\\."))).await;
         parse_stat(&text, name)
+    }
+
+    /// The sum of every sample of the metric `family` (all labels) on the
+    /// control plane's `/metrics`.
+    pub async fn control_plane_metric(&self, family: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ports.control_plane);
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("control plane /metrics failed: {e}"));
+        parse_metric(&response.text().await.unwrap_or_default(), family)
     }
 
     /// Everything Envoy wrote so far (its log and access log).
@@ -387,6 +427,17 @@ fn parse_stat(text: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// The sum of the samples of `family` in Prometheus text (0 if none).
+fn parse_metric(text: &str, family: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            let labels = key.strip_prefix(family)?;
+            (labels.is_empty() || labels.starts_with('{')).then(|| value.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 fn spawn_upstream(dir: &tempfile::TempDir, ports: Ports) -> Process {
     let args = [
         "--listen".to_string(),
@@ -400,7 +451,13 @@ fn spawn_upstream(dir: &tempfile::TempDir, ports: Ports) -> Process {
     )
 }
 
-fn spawn_envoy(dir: &tempfile::TempDir, ports: Ports, options: &StackOptions) -> Process {
+/// Starts an Envoy with the stack's config; `name` names its config and log.
+fn spawn_envoy(
+    dir: &tempfile::TempDir,
+    name: &str,
+    ports: Ports,
+    options: &StackOptions,
+) -> Process {
     let template_path = repo_root().join("envoy/envoy.yaml");
     let template = std::fs::read_to_string(&template_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path.display()));
@@ -411,7 +468,7 @@ fn spawn_envoy(dir: &tempfile::TempDir, ports: Ports, options: &StackOptions) ->
         FEED_TOKEN,
         &options.replacements,
     );
-    let config_path = dir.path().join("envoy.yaml");
+    let config_path = dir.path().join(format!("{name}.yaml"));
     std::fs::write(&config_path, config)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
     let args = [
@@ -426,7 +483,8 @@ fn spawn_envoy(dir: &tempfile::TempDir, ports: Ports, options: &StackOptions) ->
         "wasm:debug",
     ]
     .map(String::from);
-    Process::spawn("envoy", &envoy_bin(), &args, dir.path().join("envoy.log"))
+    let log = dir.path().join(format!("{name}.log"));
+    Process::spawn("envoy", &envoy_bin(), &args, log)
 }
 
 fn http_client() -> reqwest::Client {
@@ -497,6 +555,15 @@ mod tests {
         let text = "cluster.a.upstream_rq_total: 7\ncluster.a.upstream_rq_active: 1\n";
         assert_eq!(parse_stat(text, "cluster.a.upstream_rq_active"), Some(1));
         assert_eq!(parse_stat(text, "cluster.a.nope"), None);
+    }
+
+    #[test]
+    fn sums_a_metric_family() {
+        let text = "# TYPE a_total counter\na_total{k=\"x\"} 2\na_total{k=\"y\"} 3\n\
+                    a_total_more 9\nb 1\n";
+        assert_eq!(parse_metric(text, "a_total"), 5);
+        assert_eq!(parse_metric(text, "b"), 1);
+        assert_eq!(parse_metric(text, "c"), 0);
     }
 
     #[test]

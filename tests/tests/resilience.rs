@@ -1,5 +1,5 @@
 //! The key table feed: first table, outage, staleness, one stream per Envoy
-//! (SPEC §7).
+//! (SPEC §7), counted at the control plane.
 
 use keygate_e2e::{Stack, StackOptions};
 use reqwest::Method;
@@ -98,30 +98,86 @@ async fn a_table_older_than_max_staleness_is_not_trusted() {
     stack.wait_key_works(&key).await;
 }
 
-/// One long-poll per Envoy process (2 workers here), not one per worker:
-/// the feed cluster never has more than one request in flight, and an
-/// unchanged table costs about one request per long-poll period.
-#[tokio::test]
-async fn one_fetch_stream_per_envoy() {
-    let stack = Stack::start().await;
+/// Feed activity seen over [`SAMPLES`] samples, 100 ms apart.
+struct FeedWindow {
+    /// `keygate_feed_waiting` at the control plane: long-polls held.
+    waiting: Vec<u64>,
+    /// The first Envoy's own view: feed requests in flight.
+    in_flight: Vec<u64>,
+    /// Feed answers the control plane gave during the window.
+    requests: u64,
+}
+
+const SAMPLES: usize = 30;
+const WAITING: &str = "keygate_feed_waiting";
+
+async fn watch_feed(stack: &Stack) -> FeedWindow {
+    let requests = "keygate_feed_requests_total";
     let active = "cluster.keygate_control_plane.upstream_rq_active";
-    let total = "cluster.keygate_control_plane.upstream_rq_total";
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let first_total = stack.stat(total).await.unwrap_or(0);
-    let mut samples = Vec::new();
-    for _ in 0..30 {
-        samples.push(stack.stat(active).await.unwrap_or(0));
+    let first = stack.control_plane_metric(requests).await;
+    let mut window = FeedWindow {
+        waiting: Vec::new(),
+        in_flight: Vec::new(),
+        requests: 0,
+    };
+    for _ in 0..SAMPLES {
+        window
+            .waiting
+            .push(stack.control_plane_metric(WAITING).await);
+        window.in_flight.push(stack.stat(active).await.unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let requests = stack.stat(total).await.unwrap_or(0) - first_total;
-    println!("feed: in-flight samples {samples:?}; {requests} feed requests in 3 s");
-    assert!(
-        samples.iter().all(|&n| n <= 1),
-        "more than one feed stream: {samples:?}"
+    window.requests = stack.control_plane_metric(requests).await - first;
+    println!(
+        "feed: held long-polls {:?}, first Envoy in flight {:?}; {} feed requests in 3 s",
+        window.waiting, window.in_flight, window.requests
     );
-    assert!(samples.contains(&1), "no long-poll held open: {samples:?}");
+    window
+}
+
+/// Checks a window with `envoys` Envoys on an unchanged table: exactly one
+/// long-poll each, about one request per long-poll period each.
+fn assert_one_stream_each(window: &FeedWindow, envoys: u64) {
+    let FeedWindow {
+        waiting, in_flight, ..
+    } = window;
     assert!(
-        requests <= 2,
-        "{requests} feed requests in 3 s with an unchanged table"
+        waiting.iter().all(|&n| n <= envoys),
+        "more than one feed stream per Envoy: {waiting:?}"
     );
+    assert!(
+        waiting.contains(&envoys),
+        "not one long-poll held per Envoy: {waiting:?}"
+    );
+    assert!(
+        in_flight.iter().all(|&n| n <= 1),
+        "Envoy sees more than one feed request in flight: {in_flight:?}"
+    );
+    assert!(
+        window.requests <= 2 * envoys,
+        "{} feed requests in 3 s from {envoys} Envoy(s) with an unchanged table",
+        window.requests
+    );
+}
+
+/// One long-poll per Envoy process (2 workers each), not one per worker,
+/// counted at the control plane (`/metrics`), the Envoy's own count as a
+/// cross-check; a second Envoy adds exactly one more.
+#[tokio::test]
+async fn one_fetch_stream_per_envoy() {
+    let mut stack = Stack::start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_one_stream_each(&watch_feed(&stack).await, 1);
+
+    stack.start_another_envoy().await;
+    let start = Instant::now();
+    while stack.control_plane_metric(WAITING).await < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the second Envoy never held a long-poll"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("second Envoy: long-poll held after {:?}", start.elapsed());
+    assert_one_stream_each(&watch_feed(&stack).await, 2);
 }

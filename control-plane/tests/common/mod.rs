@@ -199,6 +199,23 @@ impl Server {
         self.call("GET", &path, Some(FEED_TOKEN), None).await
     }
 
+    /// `GET /metrics` (no token); asserts a 200 in the Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        let reply = self.call("GET", "/metrics", None, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; version=0.0.4")
+        );
+        reply.text()
+    }
+
+    /// One sample of `/metrics`, by its name and labels as written.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        let text = self.metrics().await;
+        metric_value(&text, sample).unwrap_or_else(|| panic!("no {sample} in:\n{text}"))
+    }
+
     /// An admin command on this server's database, ready to run.
     pub fn admin_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
@@ -275,6 +292,14 @@ async fn launch(dir: &Path, extra: &[String]) -> (Child, String) {
     }
     let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
     panic!("the control plane did not start:\n{log}");
+}
+
+/// The value of the sample `name` (labels included) in a Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        (key == name).then(|| value.parse().ok())?
+    })
 }
 
 /// The ops of a feed body (snapshot or delta), with its header.

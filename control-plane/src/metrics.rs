@@ -1,0 +1,176 @@
+//! `GET /metrics`: the feed's counters in the Prometheus text format 0.0.4,
+//! written by hand (a few lines, no metrics crate).
+//!
+//! - `keygate_feed_requests_total{answer}`: feed answers by kind (`snapshot`,
+//!   `delta`, `not_modified`, `unauthorized`, `bad_request`, `error`). A
+//!   client that hangs up before its answer is not counted.
+//! - `keygate_feed_waiting`: long-polls held right now. Each Envoy holds one,
+//!   whatever its worker count, so this is the number of connected Envoys.
+//! - `keygate_feed_version`: the current key table version.
+//!
+//! No authentication: nothing here is secret. The route is served on the
+//! control plane's own address, which Envoy does not forward (only
+//! `/api/v1/…`); keep that address private.
+
+use crate::api::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Route of the metrics.
+pub const PATH: &str = "/metrics";
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// What the feed answered one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Snapshot,
+    Delta,
+    NotModified,
+    Unauthorized,
+    BadRequest,
+    /// Anything else (a store failure).
+    Error,
+}
+
+impl Answer {
+    const ALL: [Answer; 6] = [
+        Answer::Snapshot,
+        Answer::Delta,
+        Answer::NotModified,
+        Answer::Unauthorized,
+        Answer::BadRequest,
+        Answer::Error,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Answer::Snapshot => "snapshot",
+            Answer::Delta => "delta",
+            Answer::NotModified => "not_modified",
+            Answer::Unauthorized => "unauthorized",
+            Answer::BadRequest => "bad_request",
+            Answer::Error => "error",
+        }
+    }
+}
+
+/// The feed's counters: lock-free, shared by every request.
+#[derive(Debug, Default)]
+pub struct FeedMetrics {
+    snapshot: AtomicU64,
+    delta: AtomicU64,
+    not_modified: AtomicU64,
+    unauthorized: AtomicU64,
+    bad_request: AtomicU64,
+    error: AtomicU64,
+    waiting: AtomicU64,
+}
+
+/// One held long-poll: counted in `waiting` until dropped, whether the wait
+/// ends or the client hangs up (its request future is dropped).
+#[must_use = "the long-poll is counted only while the guard lives"]
+pub struct Waiting<'a>(&'a AtomicU64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl FeedMetrics {
+    fn counter(&self, answer: Answer) -> &AtomicU64 {
+        match answer {
+            Answer::Snapshot => &self.snapshot,
+            Answer::Delta => &self.delta,
+            Answer::NotModified => &self.not_modified,
+            Answer::Unauthorized => &self.unauthorized,
+            Answer::BadRequest => &self.bad_request,
+            Answer::Error => &self.error,
+        }
+    }
+
+    /// Counts one answer.
+    pub fn answered(&self, answer: Answer) {
+        self.counter(answer).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a long-poll as held until the guard drops.
+    pub fn wait(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.waiting)
+    }
+
+    /// The exposition text, with `version` as the table version.
+    fn render(&self, version: u64) -> String {
+        let mut text = String::new();
+        family(
+            &mut text,
+            "keygate_feed_requests_total",
+            "counter",
+            "Answers of the key table feed, by kind.",
+        );
+        for answer in Answer::ALL {
+            let count = self.counter(answer).load(Ordering::Relaxed);
+            let _ = writeln!(
+                text,
+                "keygate_feed_requests_total{{answer=\"{}\"}} {count}",
+                answer.label()
+            );
+        }
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        gauge(
+            &mut text,
+            "keygate_feed_waiting",
+            "Long-polls held open right now.",
+            waiting,
+        );
+        gauge(
+            &mut text,
+            "keygate_feed_version",
+            "Current key table version.",
+            version,
+        );
+        text
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(text: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(text: &mut String, name: &str, help: &str, value: u64) {
+    family(text, name, "gauge", help);
+    let _ = writeln!(text, "{name} {value}");
+}
+
+/// The metrics handler.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let version = *state.service.store().version().borrow();
+    let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
+    (content_type, state.feed.metrics.render(version)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_answer_and_the_gauges() {
+        let metrics = FeedMetrics::default();
+        metrics.answered(Answer::Delta);
+        metrics.answered(Answer::Delta);
+        let held = metrics.wait();
+        let text = metrics.render(42);
+        assert!(text.contains("# TYPE keygate_feed_requests_total counter\n"));
+        assert!(text.contains("keygate_feed_requests_total{answer=\"delta\"} 2\n"));
+        assert!(text.contains("keygate_feed_requests_total{answer=\"bad_request\"} 0\n"));
+        assert!(text.contains("keygate_feed_waiting 1\n"));
+        assert!(text.contains("keygate_feed_version 42\n"));
+        drop(held);
+        assert!(metrics.render(42).contains("keygate_feed_waiting 0\n"));
+    }
+}
