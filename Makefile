@@ -5,7 +5,7 @@
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 
-.PHONY: build wasm services setup run test lint validate compose-check ci
+.PHONY: build wasm services setup run test lint validate compose-check ci bench
 
 build: wasm services
 
@@ -41,3 +41,10 @@ compose-check:
 	else echo "compose-check: no compose client (docker compose / docker-compose); skipped"; fi
 
 ci: lint test compose-check
+
+# Side-by-side benchmark (bench/README.md); needs wrk (apt-get install wrk) and taskset.
+# BENCH_ARGS=--quick for a short run, --diagnose for the breakdown rows.
+bench: setup
+	$(CARGO) build --release -p keygate-filter -p minimal-filter --target wasm32-wasip1
+	$(CARGO) build --release -p keygate-bench -p keygate-control-plane
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" target/release/keygate-bench $(BENCH_ARGS)

@@ -42,8 +42,8 @@ impl Options {
         let quick = args.iter().any(|a| a == "--quick");
         let mut options = Options {
             quick,
-            rounds: if quick { 1 } else { 3 },
-            duration: Duration::from_secs(if quick { 2 } else { 5 }),
+            rounds: if quick { 1 } else { 5 },
+            duration: Duration::from_secs(if quick { 2 } else { 3 }),
             connections: 32,
             revocations: if quick { 20 } else { 100 },
             idle_window: Duration::from_secs(if quick { 3 } else { 10 }),

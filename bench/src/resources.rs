@@ -80,6 +80,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             bench.keys.get(..1).unwrap_or(&[])
         };
         let feed = FeedServer::start(keys::snapshot(1, total, real), 1, FEED_TOKEN)?;
+        stats::settle(label.trim(), Duration::from_secs(120))?;
         let filter = Filter::Keygate {
             wasm: &bench.keygate_wasm,
             feed: feed.addr,

@@ -234,6 +234,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             Duration::from_secs(30),
         )?;
     }
+    stats::settle("revocations", Duration::from_secs(120))?;
     let mut first = Vec::with_capacity(n);
     let mut all = Vec::with_capacity(n);
     let mut covered = 0;

@@ -110,6 +110,44 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// Busy CPU (% of one core, all processes) under which the machine counts as
+/// quiet before a measurement; the bench's idle Envoys use a few % together.
+pub const QUIET: f64 = 10.0;
+
+/// Waits for a quiet machine before a measurement that is not a throughput
+/// run; warns when it is not quiet after `patience`.
+pub fn settle(what: &str, patience: Duration) -> io::Result<()> {
+    let (waited, quiet) = wait_quiet(QUIET, patience)?;
+    if !quiet {
+        eprintln!(
+            "  warning: the machine was still busy after {:.0} s; measuring {what} anyway",
+            waited.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Waits (up to `patience`) until the machine is quiet: over one second, all
+/// processes together use less than `threshold` % of one core. Returns how
+/// long it waited and whether it is quiet. Call it while the bench's own
+/// processes are idle: their CPU counts too.
+pub fn wait_quiet(threshold: f64, patience: Duration) -> io::Result<(Duration, bool)> {
+    let t0 = Instant::now();
+    loop {
+        let (before, start) = (SystemCpu::now()?, Instant::now());
+        std::thread::sleep(Duration::from_secs(1));
+        let after = SystemCpu::now()?;
+        let busy = 100.0 * (after.busy - before.busy + after.steal - before.steal)
+            / start.elapsed().as_secs_f64();
+        if busy < threshold {
+            return Ok((t0.elapsed(), true));
+        }
+        if t0.elapsed() > patience {
+            return Ok((t0.elapsed(), false));
+        }
+    }
+}
+
 /// Share of one core a process used while `during` ran, in percent.
 pub fn cpu_percent_during<T>(pid: u32, during: impl FnOnce() -> T) -> io::Result<(f64, T)> {
     let (cpu0, t0) = (cpu_time(pid)?, Instant::now());

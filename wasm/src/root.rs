@@ -283,7 +283,7 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token: u32,
-        _headers: usize,
+        headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
@@ -292,11 +292,16 @@ impl Context for Root {
         };
         if feed.fetcher.finish(token) && feed.leader {
             let now = now_ms();
-            let status =
-                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                    .ok()
-                    .flatten()
-                    .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+            // A failed call (reset, oversized body) has no headers; the SDK's
+            // map read would panic on it, so it is not read at all.
+            let status = (headers > 0)
+                .then(|| {
+                    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
             let body = match status {
                 Some(200) => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                     .ok()
