@@ -1,8 +1,9 @@
 //! The key table feed codec (`KGT1`, see docs/feed-protocol.md).
 //!
-//! The control plane encodes snapshots and deltas; the filter decodes them
-//! into a [`KeyTable`](crate::table::KeyTable). Decoding is bounds-checked:
-//! any byte string gives an update or an error, never a panic.
+//! The control plane encodes snapshots (whole, or in pages of keys in hash
+//! order) and deltas; the filter checks and decodes them into a
+//! [`KeyTable`](crate::table::KeyTable). Decoding is bounds-checked: any byte
+//! string gives an update or an error, never a panic.
 
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
@@ -11,10 +12,18 @@ use std::fmt;
 
 /// First bytes of every body.
 pub const MAGIC: &[u8; 4] = b"KGT1";
+/// Keys per snapshot page the control plane sends unless configured
+/// otherwise (about 1.1 MB a page).
+pub const DEFAULT_PAGE_KEYS: u32 = 16_384;
 /// Content type of a feed body.
 pub const CONTENT_TYPE: &str = "application/x-keygate-table";
 const KIND_SNAPSHOT: u8 = 1;
-const KIND_DELTA: u8 = 2;
+/// Body kind of a delta.
+pub const KIND_DELTA: u8 = 2;
+/// Body kind of a snapshot page with more pages to follow.
+pub const KIND_PAGE: u8 = 3;
+/// Bytes of one upsert op on the wire.
+pub const UPSERT_BYTES: usize = 66;
 const OP_UPSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
@@ -57,6 +66,11 @@ pub enum FeedError {
     BaseMismatch { base: u64, have: u64 },
     /// A snapshot holds an op other than upsert.
     RemoveInSnapshot,
+    /// Snapshot keys are not in strictly ascending hash order (after the
+    /// previous page's last key).
+    Order,
+    /// A snapshot page that announces more pages holds no key.
+    EmptyPage,
 }
 
 impl fmt::Display for FeedError {
@@ -71,16 +85,28 @@ impl fmt::Display for FeedError {
                 write!(f, "delta from version {base} but the table is at {have}")
             }
             FeedError::RemoveInSnapshot => f.write_str("remove op in a snapshot"),
+            FeedError::Order => f.write_str("snapshot keys not in ascending hash order"),
+            FeedError::EmptyPage => f.write_str("empty snapshot page before the last"),
         }
     }
 }
 
 impl std::error::Error for FeedError {}
 
-/// Encodes the whole table at `version`.
+/// Encodes the whole table at `version` in one body (keys in hash order).
 pub fn encode_snapshot(version: u64, entries: &[FeedEntry]) -> Vec<u8> {
-    let ops = entries.iter().map(OpRef::Upsert);
-    encode(KIND_SNAPSHOT, 0, version, ops, entries.len())
+    encode_snapshot_page(version, entries, false)
+}
+
+/// Encodes one page of a snapshot read at `version`, keys in hash order;
+/// `more` when further pages follow (the last page, or a whole snapshot,
+/// has `more == false`).
+pub fn encode_snapshot_page(version: u64, entries: &[FeedEntry], more: bool) -> Vec<u8> {
+    let mut sorted: Vec<&FeedEntry> = entries.iter().collect();
+    sorted.sort_unstable_by_key(|e| e.hash);
+    let kind = if more { KIND_PAGE } else { KIND_SNAPSHOT };
+    let ops = sorted.into_iter().map(OpRef::Upsert);
+    encode(kind, 0, version, ops, entries.len())
 }
 
 /// Encodes the changes that move a table from `base` to `version`.
@@ -112,7 +138,7 @@ fn encode<'a>(
             u32::try_from(strings.len() - 1).unwrap_or(u32::MAX)
         })
     };
-    let mut body = Vec::with_capacity(count * 66);
+    let mut body = Vec::with_capacity(count * UPSERT_BYTES);
     for op in ops {
         match op {
             OpRef::Upsert(e) => {
@@ -183,7 +209,10 @@ pub enum RawOp {
 /// The fixed part of a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// A snapshot or one page of it.
     pub snapshot: bool,
+    /// A snapshot page with more pages to follow.
+    pub more: bool,
     pub base: u64,
     pub version: u64,
 }
@@ -226,13 +255,15 @@ impl<'a> Reader<'a> {
         if r.take(4).map_err(|_| FeedError::Magic)? != MAGIC {
             return Err(FeedError::Magic);
         }
-        let snapshot = match r.u8()? {
-            KIND_SNAPSHOT => true,
-            KIND_DELTA => false,
+        let (snapshot, more) = match r.u8()? {
+            KIND_SNAPSHOT => (true, false),
+            KIND_PAGE => (true, true),
+            KIND_DELTA => (false, false),
             other => return Err(FeedError::Tag(other)),
         };
         let header = Header {
             snapshot,
+            more,
             base: r.u64()?,
             version: r.u64()?,
         };
@@ -292,5 +323,107 @@ impl<'a> Reader<'a> {
     /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.rest.len()
+    }
+}
+
+/// What a well-formed snapshot page (or whole snapshot) holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSummary {
+    /// The version the page was read at.
+    pub version: u64,
+    /// More pages follow.
+    pub more: bool,
+    /// Keys in the page.
+    pub keys: usize,
+    /// Hash of its last key (the next page starts after it).
+    pub last_hash: Option<[u8; 32]>,
+}
+
+/// Checks a snapshot body or page without building a table: every op an
+/// upsert whose strings are in the dictionary, hashes strictly ascending and
+/// above `after` (the previous page's last hash), no empty page before the last.
+pub fn check_snapshot_page(
+    bytes: &[u8],
+    after: Option<&[u8; 32]>,
+) -> Result<PageSummary, FeedError> {
+    let (header, mut reader) = Reader::header(bytes)?;
+    if !header.snapshot {
+        return Err(FeedError::Tag(KIND_DELTA));
+    }
+    let strings = reader.dictionary()?.len();
+    let n = reader.op_count()?;
+    let mut last = after.copied();
+    for _ in 0..n {
+        let RawOp::Upsert(e) = reader.op()? else {
+            return Err(FeedError::RemoveInSnapshot);
+        };
+        if e.scopes as usize >= strings || e.tier as usize >= strings {
+            return Err(FeedError::Dictionary);
+        }
+        if last.is_some_and(|l| e.hash <= l) {
+            return Err(FeedError::Order);
+        }
+        last = Some(e.hash);
+    }
+    reader.finish()?;
+    if header.more && n == 0 {
+        return Err(FeedError::EmptyPage);
+    }
+    Ok(PageSummary {
+        version: header.version,
+        more: header.more,
+        keys: n as usize,
+        last_hash: if n == 0 { None } else { last },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> FeedEntry {
+        FeedEntry {
+            hash: [n; 32],
+            key_id: KeyId(u64::from(n)),
+            org_id: OrgId(1),
+            expires_at: 0,
+            scopes: "a:b".into(),
+            tier: "free".into(),
+            environment: Environment::Live,
+        }
+    }
+
+    #[test]
+    fn pages_are_sorted_and_chained() {
+        let first = encode_snapshot_page(7, &[entry(3), entry(1)], true);
+        let page = check_snapshot_page(&first, None).unwrap();
+        assert_eq!(
+            page,
+            PageSummary {
+                version: 7,
+                more: true,
+                keys: 2,
+                last_hash: Some([3; 32])
+            }
+        );
+        let last = encode_snapshot_page(8, &[entry(4)], false);
+        let page = check_snapshot_page(&last, page.last_hash.as_ref()).unwrap();
+        assert_eq!((page.version, page.more, page.keys), (8, false, 1));
+        assert_eq!(
+            check_snapshot_page(&last, Some(&[4; 32])),
+            Err(FeedError::Order)
+        );
+    }
+
+    #[test]
+    fn bad_pages_are_refused() {
+        let dup = encode_snapshot_page(1, &[entry(2), entry(2)], false);
+        assert_eq!(check_snapshot_page(&dup, None), Err(FeedError::Order));
+        let empty = encode_snapshot_page(1, &[], true);
+        assert_eq!(check_snapshot_page(&empty, None), Err(FeedError::EmptyPage));
+        let delta = encode_delta(1, 2, &[]);
+        assert!(check_snapshot_page(&delta, None).is_err());
+        let whole = encode_snapshot(1, &[]);
+        assert_eq!(check_snapshot_page(&whole, None).unwrap().last_hash, None);
     }
 }

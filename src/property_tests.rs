@@ -1,14 +1,16 @@
 //! Property tests: any bytes as header, path, key or feed body get an answer,
-//! never a panic. `PROPTEST_CASES=200000 cargo test -p keygate property` for a long run.
+//! never a panic; the key table matches a plain map under any deltas and
+//! any page split. `PROPTEST_CASES=200000 cargo test -p keygate property` for a long run.
 
 use crate::config::FilterConfig;
 use crate::credential::{extract, strip_query_key, Extracted};
 use crate::decision::{Decision, Policy, Request};
-use crate::feed::{encode_delta, encode_snapshot, FeedEntry, FeedOp};
+use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
 use crate::ids::{KeyId, OrgId};
 use crate::key::{self, Environment};
-use crate::table::{decode, Update};
+use crate::table::{decode, KeyTable, SnapshotBuilder, Update};
 use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
 
 /// 2000 cases per property, or `PROPTEST_CASES` for a long run.
 fn cases() -> u32 {
@@ -59,7 +61,9 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
         },
     };
     if snapshot {
-        let entries: Vec<_> = ops.iter().map(|&(n, _, x)| entry(n, x)).collect();
+        // One entry per hash (the last one), as a snapshot must be.
+        let unique: BTreeMap<u8, u64> = ops.iter().map(|&(n, _, x)| (n, x)).collect();
+        let entries: Vec<_> = unique.into_iter().map(|(n, x)| entry(n, x)).collect();
         encode_snapshot(1, &entries)
     } else {
         let ops: Vec<_> = ops
@@ -74,6 +78,94 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
             .collect();
         encode_delta(1, 2, &ops)
     }
+}
+
+/// Keys of the model tests: a few hundred, spread over the prefix space.
+const UNIVERSE: u16 = 400;
+
+fn spread_hash(id: u16) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(
+        &u64::from(id)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .to_be_bytes(),
+    );
+    hash[30..].copy_from_slice(&id.to_be_bytes());
+    hash
+}
+
+/// The key `id` in state `x` (every field derives from `x`).
+fn keyed(id: u16, x: u64) -> FeedEntry {
+    FeedEntry {
+        hash: spread_hash(id),
+        key_id: KeyId(x),
+        org_id: OrgId(x / 3),
+        expires_at: x % 7 * 1000,
+        scopes: format!("s:{}", x % 4),
+        tier: format!("t{}", x % 3),
+        environment: if x.is_multiple_of(2) {
+            Environment::Live
+        } else {
+            Environment::Test
+        },
+    }
+}
+
+/// A lookup's result: key id, org id, expiry, scopes, tier, environment.
+type Answer = (u64, u64, u64, String, String, Environment);
+
+/// What the table answers for every key of the universe.
+fn answers(table: &KeyTable) -> Vec<Option<Answer>> {
+    (0..UNIVERSE)
+        .map(|id| {
+            table.get(&spread_hash(id)).map(|r| {
+                (
+                    r.key_id.0,
+                    r.org_id.0,
+                    r.expires_at,
+                    r.scopes.to_string(),
+                    r.tier.to_string(),
+                    r.environment,
+                )
+            })
+        })
+        .collect()
+}
+
+/// What a table holding exactly `model` answers.
+fn model_answers(model: &HashMap<u16, u64>) -> Vec<Option<Answer>> {
+    (0..UNIVERSE)
+        .map(|id| {
+            model.get(&id).map(|&x| {
+                let e = keyed(id, x);
+                (
+                    e.key_id.0,
+                    e.org_id.0,
+                    e.expires_at,
+                    e.scopes,
+                    e.tier,
+                    e.environment,
+                )
+            })
+        })
+        .collect()
+}
+
+fn whole(version: u64, model: &HashMap<u16, u64>) -> KeyTable {
+    let entries: Vec<_> = model.iter().map(|(&id, &x)| keyed(id, x)).collect();
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(version, &entries)) else {
+        panic!("snapshot refused")
+    };
+    table
+}
+
+fn key_states() -> impl Strategy<Value = HashMap<u16, u64>> {
+    prop::collection::hash_map(0..UNIVERSE, 0..1000u64, 0..300)
+}
+
+fn delta_ops() -> impl Strategy<Value = Vec<Vec<(u16, bool, u64)>>> {
+    let op = (0..UNIVERSE, prop::bool::weighted(0.4), 0..1000u64);
+    prop::collection::vec(prop::collection::vec(op, 0..80), 1..10)
 }
 
 proptest! {
@@ -150,5 +242,66 @@ proptest! {
         for (n, x) in model {
             prop_assert_eq!(table.get(&[n; 32]).map(|r| r.key_id), Some(KeyId(x)));
         }
+    }
+}
+
+proptest! {
+    // Each case builds tables and checks every key of the universe, often.
+    #![proptest_config(ProptestConfig::with_cases(cases().div_ceil(4)))]
+
+    #[test]
+    fn delta_sequences_match_a_model_across_merges(start in key_states(), deltas in delta_ops()) {
+        let mut model = start;
+        let mut table = whole(1, &model);
+        for (step, ops) in deltas.iter().enumerate() {
+            let feed_ops: Vec<_> = ops
+                .iter()
+                .map(|&(id, remove, x)| if remove { FeedOp::Remove(spread_hash(id)) } else { FeedOp::Upsert(keyed(id, x)) })
+                .collect();
+            let v = table.version();
+            let Ok(Update::Delta(delta)) = decode(&encode_delta(v, v + 1, &feed_ops)) else { panic!() };
+            table.apply(&delta).unwrap();
+            for &(id, remove, x) in ops {
+                if remove { model.remove(&id); } else { model.insert(id, x); }
+            }
+            prop_assert_eq!(table.version(), 2 + step as u64);
+            prop_assert_eq!(table.len(), model.len());
+            prop_assert_eq!(answers(&table), model_answers(&model));
+        }
+        prop_assert_eq!(answers(&whole(9, &model)), answers(&table));
+    }
+
+    #[test]
+    fn any_page_split_builds_the_whole_snapshot(
+        keys in key_states(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        versions in prop::collection::vec(1..50u64, 9),
+        hint in prop_oneof![Just(0usize), 0..400usize, Just(usize::MAX)],
+    ) {
+        let mut entries: Vec<_> = keys.iter().map(|(&id, &x)| keyed(id, x)).collect();
+        entries.sort_by_key(|e| e.hash);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(entries.len() + 1)).collect();
+        bounds.extend([0, entries.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        // Distinct bounds: no page is empty, unless the snapshot is (one page).
+        let mut ranges: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+        if ranges.is_empty() {
+            ranges.push((0, 0));
+        }
+        let mut builder = SnapshotBuilder::new(hint);
+        for (i, &(from, to)) in ranges.iter().enumerate() {
+            prop_assert!(!builder.is_complete());
+            let more = i + 1 < ranges.len();
+            builder.add_page(&encode_snapshot_page(versions[i], &entries[from..to], more)).unwrap();
+        }
+        prop_assert!(builder.is_complete());
+        let paged = builder.finish().unwrap();
+        let lowest = versions[..ranges.len()].iter().copied().min().unwrap();
+        let whole = whole(lowest, &keys);
+        prop_assert_eq!((paged.version(), paged.len()), (whole.version(), whole.len()));
+        prop_assert_eq!(answers(&paged), answers(&whole));
+        prop_assert_eq!(answers(&paged), model_answers(&keys));
+        prop_assert!(paged.memory_bytes() <= whole.memory_bytes());
     }
 }

@@ -1,11 +1,37 @@
 //! The key table: every live key's hash and what it may do, held in memory.
 //!
-//! Entries are 56 bytes in one `Vec`, indexed by a `hashbrown::HashTable`
-//! of `u32` positions keyed on the SHA-256 itself (already uniform, so the
-//! first 8 bytes are the hash). Lookups are O(1) and allocation-free; a 1M-key
-//! table is about 66 MB. Scope sets and tiers are interned: a key holds indices.
+//! # Layout
+//!
+//! The filter runs in a wasm VM whose linear memory never shrinks, so the
+//! table is built to keep the high-water mark low: about 41.5 MB for 1M keys,
+//! with no second copy of the table while it is built or changed.
+//!
+//! - Each key is one 40-byte [`Entry`]: the first 16 bytes of the key's
+//!   SHA-256, key id, org id, expiry (unix seconds saturated to `u32`), and
+//!   interned scope set (`u16`) and tier (`u8`) indices plus a flags byte.
+//!   Keys are matched on that 128-bit prefix alone: a presented key is
+//!   mistaken for a stored one only if its SHA-256 shares the stored key's
+//!   first 128 bits, a second preimage costing about 2^128 hash evaluations.
+//!   Stored keys are drawn by the control plane from the OS CSPRNG, so two of
+//!   them share a prefix with probability about n²/2^129 (nil); a snapshot
+//!   that holds two equal prefixes is refused as out of order.
+//! - The base is one `Vec<Entry>` sorted by prefix, with a directory of `u32`
+//!   offsets by the prefix's top bits (one bucket per 8 to 16 keys), so a
+//!   lookup is a binary search over a dozen entries. Lookups never allocate.
+//! - Deltas change the base in place: an update overwrites its entry, a
+//!   removal marks it (a tombstone). Only new keys go to a small overlay hash
+//!   table, checked when the base misses. Once overlay and tombstones together
+//!   reach `max(4096, base/32)` they are merged into the base in place:
+//!   tombstones are compacted out in one forward pass, then the sorted new
+//!   keys are merged from the back into the spare capacity, and the
+//!   directory is rebuilt. A snapshot reserves 1/32 spare capacity for this,
+//!   so merges do not reallocate until the table has grown by that much.
+//! - A snapshot arrives whole or in pages ([`SnapshotBuilder`]); each page's
+//!   keys are appended in order, and the table is only indexed at the end.
 
-use crate::feed::{FeedError, Header, RawEntry, RawOp, Reader};
+use crate::feed::{
+    FeedError, Header, RawEntry, RawOp, Reader, KIND_DELTA, KIND_PAGE, UPSERT_BYTES,
+};
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
 use hashbrown::HashTable;
@@ -15,17 +41,52 @@ use std::collections::{HashMap, HashSet};
 const MAX_SCOPE_SETS: usize = u16::MAX as usize + 1;
 /// Most distinct tiers one table holds.
 const MAX_TIERS: usize = u8::MAX as usize + 1;
+/// The snapshot size hint is never trusted beyond this many keys (4x the
+/// 1M-key target); a larger table still loads, growing as its pages come.
+const MAX_EXPECTED_KEYS: usize = 1 << 22;
+/// Fewest pending changes (overlay keys plus tombstones) that trigger a merge.
+#[cfg(not(test))]
+const MIN_MERGE: usize = 4096;
+/// Tests merge early and often.
+#[cfg(test)]
+const MIN_MERGE: usize = 8;
+/// Most directory bits: 16M buckets, enough for 128M keys.
+const MAX_DIRECTORY_BITS: u32 = 24;
+/// `Entry::flags` bits.
+const FLAG_TEST: u8 = 1;
+const FLAG_REMOVED: u8 = 2;
 
-#[derive(Clone)]
+/// One key: 40 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Entry {
-    hash: [u8; 32],
+    /// First 16 bytes of the key's SHA-256.
+    prefix: [u8; 16],
     key_id: u64,
     org_id: u64,
     /// Unix seconds, saturated to `u32`; 0 = never.
     expires_at: u32,
+    /// Index into the table's scope sets.
     scopes: u16,
+    /// Index into the table's tiers.
     tier: u8,
-    test: bool,
+    /// `FLAG_TEST`, `FLAG_REMOVED`.
+    flags: u8,
+}
+
+impl Entry {
+    fn is_removed(&self) -> bool {
+        self.flags & FLAG_REMOVED != 0
+    }
+}
+
+/// The prefix a key is matched on.
+fn prefix_of(hash: &[u8; 32]) -> [u8; 16] {
+    hash.first_chunk().copied().unwrap_or_default()
+}
+
+/// Hash of a prefix for the overlay (the prefix is already uniform).
+fn overlay_hash(prefix: &[u8; 16]) -> u64 {
+    u128::from_be_bytes(*prefix) as u64
 }
 
 /// What the table knows about one key.
@@ -71,14 +132,136 @@ impl Interner {
     fn get(&self, i: usize) -> &str {
         self.strings.get(i).map_or("", |s| s)
     }
+
+    fn memory_bytes(&self) -> usize {
+        self.strings.iter().map(|s| 2 * s.len() + 64).sum()
+    }
+}
+
+/// Maps one body's dictionary indices to the table's interned indices,
+/// interning each string on first use only.
+struct Resolver<'d> {
+    dictionary: &'d [&'d str],
+    scopes: Vec<Option<u16>>,
+    tiers: Vec<Option<u8>>,
+}
+
+impl<'d> Resolver<'d> {
+    fn new(dictionary: &'d [&'d str]) -> Self {
+        Resolver {
+            dictionary,
+            scopes: vec![None; dictionary.len()],
+            tiers: vec![None; dictionary.len()],
+        }
+    }
+
+    /// The entry for `raw`, its strings interned into `scope_sets` and `tiers`.
+    fn entry(
+        &mut self,
+        raw: &RawEntry,
+        scope_sets: &mut Interner,
+        tiers: &mut Interner,
+    ) -> Result<Entry, FeedError> {
+        let dictionary = self.dictionary;
+        let scopes = resolve(
+            &mut self.scopes,
+            dictionary,
+            raw.scopes,
+            scope_sets,
+            MAX_SCOPE_SETS,
+        )?;
+        let tier = resolve(&mut self.tiers, dictionary, raw.tier, tiers, MAX_TIERS)?;
+        let test = raw.environment == Environment::Test;
+        Ok(Entry {
+            prefix: prefix_of(&raw.hash),
+            key_id: raw.key_id,
+            org_id: raw.org_id,
+            expires_at: u32::try_from(raw.expires_at).unwrap_or(u32::MAX),
+            scopes,
+            tier,
+            flags: if test { FLAG_TEST } else { 0 },
+        })
+    }
+}
+
+/// The interned index of dictionary string `i`, cached in `cache`.
+fn resolve<T: Copy + TryFrom<usize>>(
+    cache: &mut [Option<T>],
+    dictionary: &[&str],
+    i: u32,
+    interner: &mut Interner,
+    max: usize,
+) -> Result<T, FeedError> {
+    let slot = cache.get_mut(i as usize).ok_or(FeedError::Dictionary)?;
+    if let Some(known) = *slot {
+        return Ok(known);
+    }
+    let text = dictionary.get(i as usize).ok_or(FeedError::Dictionary)?;
+    let index = interner.intern(text, max)?;
+    let index = T::try_from(index).map_err(|_| FeedError::Dictionary)?;
+    *slot = Some(index);
+    Ok(index)
+}
+
+/// Offsets into the sorted base by the prefix's top `bits` bits: bucket `b`
+/// holds the entries `offsets[b]..offsets[b + 1]`.
+#[derive(Default, Clone)]
+struct Directory {
+    bits: u32,
+    offsets: Vec<u32>,
+}
+
+impl Directory {
+    /// The bucket of `prefix`.
+    fn bucket(&self, prefix: &[u8; 16]) -> usize {
+        let top = u128::from_be_bytes(*prefix).checked_shr(128 - self.bits);
+        top.map_or(0, |b| b as usize)
+    }
+
+    /// Indexes `entries` (sorted by prefix), reusing the offsets' memory.
+    fn rebuild(&mut self, entries: &[Entry]) {
+        let per_eight = (entries.len() / 8).max(1);
+        self.bits = per_eight.ilog2().min(MAX_DIRECTORY_BITS);
+        let buckets = 1usize << self.bits;
+        self.offsets.clear();
+        self.offsets.reserve_exact(buckets + 1);
+        for (i, entry) in entries.iter().enumerate() {
+            let b = self.bucket(&entry.prefix);
+            self.fill_to(b, i);
+        }
+        self.fill_to(buckets, entries.len());
+    }
+
+    /// Starts every bucket up to `bucket` (included) at `at`.
+    fn fill_to(&mut self, bucket: usize, at: usize) {
+        let at = u32::try_from(at).unwrap_or(u32::MAX);
+        while self.offsets.len() <= bucket {
+            self.offsets.push(at);
+        }
+    }
+
+    /// The range of entries that may hold `prefix`.
+    fn range(&self, prefix: &[u8; 16]) -> Option<(usize, usize)> {
+        let b = self.bucket(prefix);
+        let start = *self.offsets.get(b)?;
+        let end = *self.offsets.get(b + 1)?;
+        Some((start as usize, end as usize))
+    }
 }
 
 /// The table at one version.
 #[derive(Default, Clone)]
 pub struct KeyTable {
     version: u64,
-    entries: Vec<Entry>,
-    index: HashTable<u32>,
+    /// Sorted by prefix; may hold tombstones.
+    base: Vec<Entry>,
+    directory: Directory,
+    /// Keys the base does not hold, added by deltas since the last merge.
+    overlay: HashTable<Entry>,
+    /// Tombstones in `base`.
+    removed: usize,
+    /// Live keys: base minus tombstones plus overlay.
+    live: usize,
     scope_sets: Interner,
     tiers: Interner,
 }
@@ -109,39 +292,7 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
-}
 
-fn bucket(hash: &[u8; 32]) -> u64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(hash.get(..8).unwrap_or(&[0; 8]));
-    u64::from_le_bytes(first)
-}
-
-/// Decodes a feed body: a snapshot becomes a table, a delta waits to be applied.
-pub fn decode(bytes: &[u8]) -> Result<Update, FeedError> {
-    let (header, mut reader) = Reader::header(bytes)?;
-    if header.snapshot {
-        KeyTable::from_reader(&header, reader).map(Update::Snapshot)
-    } else {
-        let dictionary = reader.dictionary()?.into_iter().map(Box::from).collect();
-        let n = reader.op_count()?;
-        let mut ops = Vec::with_capacity((n as usize).min(reader.remaining() / 33));
-        for _ in 0..n {
-            ops.push(reader.op()?);
-        }
-        reader.finish()?;
-        let delta = Delta {
-            base: header.base,
-            version: header.version,
-            ops,
-            dictionary,
-        };
-        delta.check_dictionary()?;
-        Ok(Update::Delta(delta))
-    }
-}
-
-impl Delta {
     fn check_dictionary(&self) -> Result<(), FeedError> {
         let n = self.dictionary.len();
         let ok = self.ops.iter().all(|op| match op {
@@ -152,75 +303,100 @@ impl Delta {
     }
 }
 
+/// Decodes a feed body: a whole snapshot becomes a table, a delta waits to
+/// be applied. A snapshot page with more to follow is refused
+/// (`FeedError::Tag(3)`): pages go through a [`SnapshotBuilder`].
+pub fn decode(bytes: &[u8]) -> Result<Update, FeedError> {
+    let (header, reader) = Reader::header(bytes)?;
+    if header.more {
+        return Err(FeedError::Tag(KIND_PAGE));
+    }
+    if header.snapshot {
+        let mut builder = SnapshotBuilder::new(0);
+        builder.add_page(bytes)?;
+        builder.finish().map(Update::Snapshot)
+    } else {
+        decode_delta(&header, reader).map(Update::Delta)
+    }
+}
+
+fn decode_delta(header: &Header, mut reader: Reader<'_>) -> Result<Delta, FeedError> {
+    let dictionary = reader.dictionary()?.into_iter().map(Box::from).collect();
+    let n = reader.op_count()?;
+    let mut ops = Vec::with_capacity((n as usize).min(reader.remaining() / 33));
+    for _ in 0..n {
+        ops.push(reader.op()?);
+    }
+    reader.finish()?;
+    let delta = Delta {
+        base: header.base,
+        version: header.version,
+        ops,
+        dictionary,
+    };
+    delta.check_dictionary()?;
+    Ok(delta)
+}
+
 impl KeyTable {
     /// The version of the feed this table reflects.
     pub fn version(&self) -> u64 {
         self.version
     }
 
-    /// Number of keys.
+    /// Number of live keys.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     /// True when the table holds no key.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.live == 0
     }
 
-    /// Heap bytes held by the table (entries, index and interned strings).
+    /// Heap bytes held by the table (entries with their spare capacity,
+    /// directory, overlay and interned strings).
     pub fn memory_bytes(&self) -> usize {
-        let strings = |i: &Interner| i.strings.iter().map(|s| 2 * s.len() + 64).sum::<usize>();
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.index.allocation_size()
-            + strings(&self.scope_sets)
-            + strings(&self.tiers)
+        self.base.capacity() * std::mem::size_of::<Entry>()
+            + self.directory.offsets.capacity() * std::mem::size_of::<u32>()
+            + self.overlay.allocation_size()
+            + self.scope_sets.memory_bytes()
+            + self.tiers.memory_bytes()
     }
 
     /// The key with this SHA-256, if the table holds it.
     pub fn get(&self, hash: &[u8; 32]) -> Option<KeyRecord<'_>> {
-        let entry = self.position(hash).and_then(|i| self.entries.get(i))?;
-        Some(KeyRecord {
+        let prefix = prefix_of(hash);
+        let entry = match self.find(&prefix) {
+            Some(i) => self.base.get(i).filter(|e| !e.is_removed())?,
+            None => self
+                .overlay
+                .find(overlay_hash(&prefix), |e| e.prefix == prefix)?,
+        };
+        Some(self.record(entry))
+    }
+
+    fn record(&self, entry: &Entry) -> KeyRecord<'_> {
+        KeyRecord {
             key_id: KeyId(entry.key_id),
             org_id: OrgId(entry.org_id),
             expires_at: u64::from(entry.expires_at),
             scopes: self.scope_sets.get(usize::from(entry.scopes)),
             tier: self.tiers.get(usize::from(entry.tier)),
-            environment: if entry.test {
+            environment: if entry.flags & FLAG_TEST != 0 {
                 Environment::Test
             } else {
                 Environment::Live
             },
-        })
-    }
-
-    fn position(&self, hash: &[u8; 32]) -> Option<usize> {
-        let entries = &self.entries;
-        self.index
-            .find(bucket(hash), |&i| {
-                entries.get(i as usize).is_some_and(|e| &e.hash == hash)
-            })
-            .map(|&i| i as usize)
-    }
-
-    fn from_reader(header: &Header, mut reader: Reader<'_>) -> Result<KeyTable, FeedError> {
-        let dictionary = reader.dictionary()?;
-        let n = reader.op_count()?;
-        let capacity = (n as usize).min(reader.remaining() / 33);
-        let mut table = KeyTable {
-            version: header.version,
-            entries: Vec::with_capacity(capacity),
-            index: HashTable::with_capacity(capacity),
-            ..KeyTable::default()
-        };
-        for _ in 0..n {
-            match reader.op()? {
-                RawOp::Upsert(raw) => table.upsert(&raw, &dictionary)?,
-                RawOp::Remove(_) => return Err(FeedError::RemoveInSnapshot),
-            }
         }
-        reader.finish()?;
-        Ok(table)
+    }
+
+    /// Position in the base of `prefix` (a live entry or a tombstone).
+    fn find(&self, prefix: &[u8; 16]) -> Option<usize> {
+        let (start, end) = self.directory.range(prefix)?;
+        let bucket = self.base.get(start..end)?;
+        let i = bucket.binary_search_by(|e| e.prefix.cmp(prefix)).ok()?;
+        Some(start + i)
     }
 
     /// Applies a delta whose base is this table's version; on error nothing changes.
@@ -233,11 +409,16 @@ impl KeyTable {
         }
         let dictionary: Vec<&str> = delta.dictionary.iter().map(|s| &**s).collect();
         self.check_room(delta, &dictionary)?;
+        let mut resolver = Resolver::new(&dictionary);
         for op in &delta.ops {
             match op {
-                RawOp::Upsert(raw) => self.upsert(raw, &dictionary)?,
-                RawOp::Remove(hash) => self.remove(hash),
+                RawOp::Upsert(raw) => {
+                    let entry = resolver.entry(raw, &mut self.scope_sets, &mut self.tiers)?;
+                    self.upsert(entry);
+                }
+                RawOp::Remove(hash) => self.remove(&prefix_of(hash)),
             }
+            self.merge_if_due();
         }
         self.version = delta.version;
         Ok(())
@@ -265,58 +446,247 @@ impl KeyTable {
         fits.then_some(()).ok_or(FeedError::Dictionary)
     }
 
-    fn upsert(&mut self, raw: &RawEntry, dictionary: &[&str]) -> Result<(), FeedError> {
-        let text = |i: u32| {
-            dictionary
-                .get(i as usize)
-                .copied()
-                .ok_or(FeedError::Dictionary)
-        };
-        let scopes = self.scope_sets.intern(text(raw.scopes)?, MAX_SCOPE_SETS)?;
-        let tier = self.tiers.intern(text(raw.tier)?, MAX_TIERS)?;
-        let entry = Entry {
-            hash: raw.hash,
-            key_id: raw.key_id,
-            org_id: raw.org_id,
-            expires_at: u32::try_from(raw.expires_at).unwrap_or(u32::MAX),
-            scopes: u16::try_from(scopes).map_err(|_| FeedError::Dictionary)?,
-            tier: u8::try_from(tier).map_err(|_| FeedError::Dictionary)?,
-            test: raw.environment == Environment::Test,
-        };
-        match self
-            .position(&raw.hash)
-            .and_then(|i| self.entries.get_mut(i))
-        {
-            Some(slot) => *slot = entry,
-            None => {
-                let i = u32::try_from(self.entries.len()).map_err(|_| FeedError::Dictionary)?;
-                self.entries.push(entry);
-                let entries = &self.entries;
-                self.index.insert_unique(bucket(&raw.hash), i, |&j| {
-                    entries.get(j as usize).map_or(0, |e| bucket(&e.hash))
-                });
+    fn upsert(&mut self, entry: Entry) {
+        if let Some(slot) = self.find(&entry.prefix).and_then(|i| self.base.get_mut(i)) {
+            if slot.is_removed() {
+                self.removed -= 1;
+                self.live += 1;
             }
+            *slot = entry;
+            return;
+        }
+        let hash = overlay_hash(&entry.prefix);
+        let found = self.overlay.entry(
+            hash,
+            |e| e.prefix == entry.prefix,
+            |e| overlay_hash(&e.prefix),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = entry,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(entry);
+                self.live += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, prefix: &[u8; 16]) {
+        if let Some(slot) = self.find(prefix).and_then(|i| self.base.get_mut(i)) {
+            if !slot.is_removed() {
+                slot.flags |= FLAG_REMOVED;
+                self.removed += 1;
+                self.live -= 1;
+            }
+            return;
+        }
+        let found = self
+            .overlay
+            .find_entry(overlay_hash(prefix), |e| e.prefix == *prefix);
+        if let Ok(slot) = found {
+            slot.remove();
+            self.live -= 1;
+        }
+    }
+
+    /// Merges once overlay keys and tombstones reach `max(MIN_MERGE, base/32)`:
+    /// a merge moves the whole base, so it is amortised over that many
+    /// changes, and that many new keys fit in a snapshot's slack.
+    fn merge_if_due(&mut self) {
+        let due = MIN_MERGE.max(self.base.len() / 32);
+        if self.overlay.len() + self.removed >= due {
+            self.merge();
+        }
+    }
+
+    /// Folds tombstones and overlay into the base, in place.
+    fn merge(&mut self) {
+        if self.removed > 0 {
+            self.base.retain(|e| !e.is_removed());
+            self.removed = 0;
+        }
+        let mut inserts: Vec<Entry> = std::mem::take(&mut self.overlay).into_iter().collect();
+        inserts.sort_unstable_by_key(|e| e.prefix);
+        self.make_room(inserts.len());
+        let old = self.base.len();
+        self.base.resize(old + inserts.len(), Entry::default());
+        // From the back: `base[..end]` is the part not moved yet; the new key
+        // `j` lands after every old key below it, `j` slots above its place.
+        let mut end = old;
+        for (j, entry) in inserts.iter().enumerate().rev() {
+            let below = self.base.get(..end).unwrap_or_default();
+            let at = insertion_point(below, &entry.prefix);
+            self.base.copy_within(at..end, at + j + 1);
+            if let Some(slot) = self.base.get_mut(at + j) {
+                *slot = *entry;
+            }
+            end = at;
+        }
+        self.directory.rebuild(&self.base);
+    }
+
+    /// Ensures spare capacity for `n` more entries. Normally the snapshot's
+    /// 1/32 slack covers it; once the table has outgrown it, the base is
+    /// reallocated (a copy: a brief 2x peak) with a new 1/32 slack.
+    fn make_room(&mut self, n: usize) {
+        if self.base.capacity() - self.base.len() < n {
+            self.base.reserve_exact(n + self.base.len() / 32);
+        }
+    }
+}
+
+/// Where `prefix` goes in `sorted` (after every smaller prefix), searched
+/// from the end in doubling steps: a merge places its keys from the back, so
+/// each one lands shortly below the previous and is found in a few nearby
+/// probes, not in a binary search over the whole base (cache misses).
+fn insertion_point(sorted: &[Entry], prefix: &[u8; 16]) -> usize {
+    let mut step = 1;
+    let from = loop {
+        let probe = sorted.len().saturating_sub(step);
+        if probe == 0 || sorted.get(probe).is_some_and(|e| e.prefix < *prefix) {
+            break probe;
+        }
+        step *= 2;
+    };
+    let tail = sorted.get(from..).unwrap_or_default();
+    from + tail.partition_point(|e| e.prefix < *prefix)
+}
+
+/// Where a [`SnapshotBuilder`] stands.
+enum Progress {
+    /// Waiting for the next page.
+    Open,
+    /// The last page (`more == false`) came.
+    Complete,
+    /// A page was refused: the builder only returns this error.
+    Failed(FeedError),
+}
+
+/// Builds a table from a snapshot's pages (see docs/feed-protocol.md), each
+/// appended in place: no second copy of the table is made.
+///
+/// Pages come in order: hashes strictly ascend within and across pages. Each
+/// page may be read at its own version; the table takes the lowest, and the
+/// deltas from there bring it forward (a delta carries each changed key's
+/// current state, so re-applying a change a later page already holds is
+/// harmless). After an error the builder refuses everything.
+pub struct SnapshotBuilder {
+    table: KeyTable,
+    /// Keys announced for the whole snapshot (a hint).
+    expected: usize,
+    /// Prefix of the last key added.
+    last: Option<[u8; 16]>,
+    /// Lowest page version so far.
+    version: Option<u64>,
+    progress: Progress,
+}
+
+impl SnapshotBuilder {
+    /// A builder for a snapshot of about `expected_keys` keys. The hint sizes
+    /// the table once, when the first page arrives (plus 1/32 for later
+    /// deltas); it is capped at 4M keys and ignored for a one-page snapshot.
+    /// A low hint costs reallocations (a brief 2x peak) as the pages come.
+    pub fn new(expected_keys: usize) -> Self {
+        SnapshotBuilder {
+            table: KeyTable::default(),
+            expected: expected_keys.min(MAX_EXPECTED_KEYS),
+            last: None,
+            version: None,
+            progress: Progress::Open,
+        }
+    }
+
+    /// Adds the next page (or a whole snapshot). Errors: not a snapshot
+    /// (`Tag`), a bad body as in [`decode`], keys not strictly above the
+    /// previous ones (`Order`, also for a page after the last one), an empty
+    /// page before the last (`EmptyPage`).
+    pub fn add_page(&mut self, bytes: &[u8]) -> Result<(), FeedError> {
+        if matches!(self.progress, Progress::Complete) {
+            self.progress = Progress::Failed(FeedError::Order);
+        }
+        if let Progress::Failed(error) = &self.progress {
+            return Err(error.clone());
+        }
+        let added = self.read_page(bytes);
+        if let Err(error) = &added {
+            self.progress = Progress::Failed(error.clone());
+        }
+        added
+    }
+
+    /// True once the last page was added.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.progress, Progress::Complete)
+    }
+
+    /// The table, once the last page was added (else `Truncated`, or the
+    /// error that stopped the build).
+    pub fn finish(self) -> Result<KeyTable, FeedError> {
+        match self.progress {
+            Progress::Complete => {}
+            Progress::Open => return Err(FeedError::Truncated),
+            Progress::Failed(error) => return Err(error),
+        }
+        let mut table = self.table;
+        let len = table.base.len();
+        // A hint above the real size: give the excess back (in place).
+        table.base.shrink_to(len + len / 32);
+        table.live = len;
+        table.version = self.version.unwrap_or(0);
+        table.directory.rebuild(&table.base);
+        Ok(table)
+    }
+
+    fn read_page(&mut self, bytes: &[u8]) -> Result<(), FeedError> {
+        let (header, mut reader) = Reader::header(bytes)?;
+        if !header.snapshot {
+            return Err(FeedError::Tag(KIND_DELTA));
+        }
+        let dictionary = reader.dictionary()?;
+        let n = reader.op_count()?;
+        if header.more && n == 0 {
+            return Err(FeedError::EmptyPage);
+        }
+        self.reserve(
+            (n as usize).min(reader.remaining() / UPSERT_BYTES),
+            header.more,
+        );
+        let mut resolver = Resolver::new(&dictionary);
+        for _ in 0..n {
+            let RawOp::Upsert(raw) = reader.op()? else {
+                return Err(FeedError::RemoveInSnapshot);
+            };
+            let table = &mut self.table;
+            let entry = resolver.entry(&raw, &mut table.scope_sets, &mut table.tiers)?;
+            if self.last.is_some_and(|last| entry.prefix <= last) {
+                return Err(FeedError::Order);
+            }
+            self.last = Some(entry.prefix);
+            table.base.push(entry);
+        }
+        reader.finish()?;
+        self.version = Some(
+            self.version
+                .map_or(header.version, |v| v.min(header.version)),
+        );
+        if !header.more {
+            self.progress = Progress::Complete;
         }
         Ok(())
     }
 
-    fn remove(&mut self, hash: &[u8; 32]) {
-        let Some(i) = self.position(hash) else {
-            return;
-        };
-        if let Ok(found) = self.index.find_entry(bucket(hash), |&j| j as usize == i) {
-            found.remove();
-        }
-        let last = self.entries.len().saturating_sub(1);
-        self.entries.swap_remove(i);
-        if i == last {
+    /// Makes room for a page of `keys` keys. The first page sizes the table
+    /// from the hint (or from itself when it is the only page), with 1/32
+    /// slack; later pages only grow it when the hint was low.
+    fn reserve(&mut self, keys: usize, more: bool) {
+        let base = &mut self.table.base;
+        if base.capacity() - base.len() >= keys {
             return;
         }
-        // The former last entry now sits at `i`: repoint its index slot.
-        if let Some(moved) = self.entries.get(i).map(|e| bucket(&e.hash)) {
-            if let Some(slot) = self.index.find_mut(moved, |&j| j as usize == last) {
-                *slot = u32::try_from(i).unwrap_or(u32::MAX);
-            }
+        if base.capacity() == 0 {
+            let total = if more { keys.max(self.expected) } else { keys };
+            base.reserve_exact(total + total / 32);
+        } else {
+            base.reserve(keys);
         }
     }
 }
@@ -324,7 +694,7 @@ impl KeyTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::{encode_delta, encode_snapshot, FeedEntry, FeedOp};
+    use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
 
     fn entry(n: u8, scopes: &str, tier: &str) -> FeedEntry {
         FeedEntry {
@@ -350,6 +720,70 @@ mod tests {
             Update::Delta(d) => d,
             Update::Snapshot(_) => panic!("not a delta"),
         }
+    }
+
+    /// A key whose hash spreads over the whole prefix space.
+    fn spread(i: u32) -> FeedEntry {
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(
+            &u64::from(i)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .to_be_bytes(),
+        );
+        hash[28..].copy_from_slice(&i.to_be_bytes());
+        FeedEntry {
+            hash,
+            key_id: KeyId(u64::from(i)),
+            org_id: OrgId(u64::from(i / 3)),
+            expires_at: u64::from(i % 4),
+            scopes: format!("s:{}", i % 5),
+            tier: format!("t{}", i % 3),
+            environment: if i.is_multiple_of(2) {
+                Environment::Live
+            } else {
+                Environment::Test
+            },
+        }
+    }
+
+    /// Every lookup of `entries` answers like a table built from them alone.
+    fn assert_holds(t: &KeyTable, entries: &[FeedEntry]) {
+        assert_eq!(t.len(), entries.len());
+        for e in entries {
+            let r = t.get(&e.hash).unwrap();
+            assert_eq!(
+                (
+                    r.key_id,
+                    r.org_id,
+                    r.expires_at,
+                    r.scopes,
+                    r.tier,
+                    r.environment
+                ),
+                (
+                    e.key_id,
+                    e.org_id,
+                    e.expires_at,
+                    &*e.scopes,
+                    &*e.tier,
+                    e.environment
+                )
+            );
+        }
+    }
+
+    fn paged(expected: usize, pages: &[(u64, &[FeedEntry])]) -> Result<KeyTable, FeedError> {
+        let mut b = SnapshotBuilder::new(expected);
+        for (i, (version, entries)) in pages.iter().enumerate() {
+            let more = i + 1 < pages.len();
+            b.add_page(&encode_snapshot_page(*version, entries, more))?;
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn entries_are_forty_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
     }
 
     #[test]
@@ -401,6 +835,26 @@ mod tests {
     }
 
     #[test]
+    fn removed_then_restored_keys_count_once() {
+        let mut t = snapshot(1, &[entry(1, "a:b", "free")]);
+        let ops = [
+            FeedOp::Remove([1; 32]),
+            FeedOp::Remove([1; 32]),
+            FeedOp::Upsert(entry(1, "c:d", "free")),
+            FeedOp::Upsert(entry(1, "c:d", "pro")),
+            FeedOp::Upsert(entry(2, "a:b", "free")),
+            FeedOp::Upsert(entry(2, "a:b", "pro")),
+            FeedOp::Remove([2; 32]),
+            FeedOp::Remove([2; 32]),
+            FeedOp::Upsert(entry(2, "a:b", "free")),
+        ];
+        t.apply(&delta(1, 2, &ops)).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(&[1; 32]).unwrap().tier, "pro");
+        assert_eq!(t.get(&[2; 32]).unwrap().tier, "free");
+    }
+
+    #[test]
     fn removing_everything_in_any_order_keeps_index_consistent() {
         let entries: Vec<_> = (0..50).map(|n| entry(n, "a:b", "free")).collect();
         let mut t = snapshot(1, &entries);
@@ -417,6 +871,182 @@ mod tests {
     }
 
     #[test]
+    fn merges_keep_lookups_right() {
+        let all: Vec<_> = (0..600).map(spread).collect();
+        let (kept, added) = all.split_at(300);
+        let mut t = snapshot(1, kept);
+        let capacity = t.base.capacity();
+        // Remove every third kept key, add the rest, one delta per 10 ops.
+        let mut ops: Vec<FeedOp> = kept
+            .iter()
+            .step_by(3)
+            .map(|e| FeedOp::Remove(e.hash))
+            .collect();
+        ops.extend(added.iter().cloned().map(FeedOp::Upsert));
+        for chunk in ops.chunks(10) {
+            let v = t.version();
+            t.apply(&delta(v, v + 1, chunk)).unwrap();
+            assert!(t.overlay.len() + t.removed < MIN_MERGE.max(t.base.len() / 32));
+        }
+        assert!(t.base.capacity() > capacity, "merges grew the base");
+        assert!(t.base.windows(2).all(|w| w[0].prefix < w[1].prefix));
+        let live: Vec<_> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i >= 300 || i % 3 != 0)
+            .map(|(_, e)| e.clone())
+            .collect();
+        assert_holds(&t, &live);
+        for e in kept.iter().step_by(3) {
+            assert!(t.get(&e.hash).is_none());
+        }
+        t.merge();
+        assert_eq!(
+            (t.base.len(), t.overlay.len(), t.removed),
+            (live.len(), 0, 0)
+        );
+        assert_holds(&t, &live);
+    }
+
+    #[test]
+    fn a_merge_within_the_slack_does_not_reallocate() {
+        let all: Vec<_> = (0..2000).map(spread).collect();
+        let mut t = snapshot(1, &all[..1900]);
+        let capacity = t.base.capacity();
+        assert_eq!(capacity, 1900 + 1900 / 32);
+        // 1900 / 32 = 59 new keys: exactly the slack, and due for a merge.
+        let ops: Vec<_> = all[1900..1959]
+            .iter()
+            .cloned()
+            .map(FeedOp::Upsert)
+            .collect();
+        t.apply(&delta(1, 2, &ops)).unwrap();
+        assert_eq!((t.overlay.len(), t.base.len()), (0, 1959), "merged");
+        assert_eq!(t.base.capacity(), capacity);
+        assert_holds(&t, &all[..1959]);
+    }
+
+    #[test]
+    fn insertion_points_match_a_binary_search() {
+        let mut t = snapshot(1, &(0..100).map(spread).collect::<Vec<_>>());
+        t.base.truncate(37);
+        for n in 0..=255u8 {
+            let prefix = [n; 16];
+            for len in [0, 1, 2, 5, 36, 37] {
+                let sorted = &t.base[..len];
+                let expected = sorted.partition_point(|e| e.prefix < prefix);
+                assert_eq!(insertion_point(sorted, &prefix), expected);
+            }
+        }
+        for (i, e) in t.base.iter().enumerate() {
+            assert_eq!(insertion_point(&t.base, &e.prefix), i);
+        }
+    }
+
+    #[test]
+    fn paged_build_equals_whole_snapshot() {
+        let all: Vec<_> = (0..1000).map(spread).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|e| e.hash);
+        let whole = snapshot(4, &all);
+        let pages: Vec<(u64, &[FeedEntry])> = sorted.chunks(97).map(|c| (4, c)).collect();
+        for expected in [0, 10, 1000, usize::MAX] {
+            let t = paged(expected, &pages).unwrap();
+            assert_eq!((t.version(), t.len()), (4, 1000));
+            assert_eq!(t.base, whole.base);
+            assert!(t.base.capacity() <= 1000 + 1000 / 32);
+            assert_holds(&t, &all);
+        }
+    }
+
+    #[test]
+    fn version_is_the_lowest_page_version() {
+        let all: Vec<_> = (0..30u8).map(|n| entry(n, "a:b", "free")).collect();
+        let t = paged(30, &[(9, &all[..10]), (7, &all[10..20]), (8, &all[20..])]).unwrap();
+        assert_eq!((t.version(), t.len()), (7, 30));
+    }
+
+    #[test]
+    fn pages_out_of_order_are_refused() {
+        let e = |n| entry(n, "a:b", "free");
+        let overlap = paged(0, &[(1, &[e(1), e(3)]), (1, &[e(3), e(4)])]);
+        assert_eq!(overlap.err(), Some(FeedError::Order));
+        let backwards = paged(0, &[(1, &[e(5)]), (1, &[e(4)])]);
+        assert_eq!(backwards.err(), Some(FeedError::Order));
+        let duplicate = decode(&encode_snapshot(1, &[e(2), e(2)]));
+        assert_eq!(duplicate.err(), Some(FeedError::Order));
+        // Swap the two (66-byte) ops of a sorted body.
+        let mut unsorted = encode_snapshot(1, &[e(1), e(2)]);
+        let ops = unsorted.len() - 132;
+        let (first, second) = unsorted[ops..].split_at_mut(66);
+        first.swap_with_slice(second);
+        assert_eq!(decode(&unsorted).err(), Some(FeedError::Order));
+    }
+
+    #[test]
+    fn a_page_after_the_last_one_breaks_the_build() {
+        let mut b = SnapshotBuilder::new(2);
+        b.add_page(&encode_snapshot_page(1, &[entry(1, "a:b", "free")], false))
+            .unwrap();
+        assert!(b.is_complete());
+        let late = encode_snapshot_page(1, &[entry(2, "a:b", "free")], false);
+        assert_eq!(b.add_page(&late), Err(FeedError::Order));
+        assert!(!b.is_complete());
+        assert_eq!(b.add_page(&late), Err(FeedError::Order));
+        assert_eq!(b.finish().err(), Some(FeedError::Order));
+    }
+
+    #[test]
+    fn a_failed_build_refuses_everything_after() {
+        let mut b = SnapshotBuilder::new(2);
+        assert_eq!(b.add_page(b"KGT1"), Err(FeedError::Truncated));
+        let good = encode_snapshot_page(1, &[entry(1, "a:b", "free")], false);
+        assert_eq!(b.add_page(&good), Err(FeedError::Truncated));
+        assert_eq!(b.finish().err(), Some(FeedError::Truncated));
+        let mut b = SnapshotBuilder::new(2);
+        assert_eq!(
+            b.add_page(&encode_delta(0, 1, &[])),
+            Err(FeedError::Tag(KIND_DELTA))
+        );
+        assert_eq!(
+            SnapshotBuilder::new(1).add_page(&encode_snapshot_page(1, &[], true)),
+            Err(FeedError::EmptyPage)
+        );
+    }
+
+    #[test]
+    fn a_build_without_its_last_page_is_truncated() {
+        assert_eq!(
+            SnapshotBuilder::new(0).finish().err(),
+            Some(FeedError::Truncated)
+        );
+        let mut b = SnapshotBuilder::new(2);
+        b.add_page(&encode_snapshot_page(1, &[entry(1, "a:b", "free")], true))
+            .unwrap();
+        assert!(!b.is_complete());
+        assert_eq!(b.finish().err(), Some(FeedError::Truncated));
+    }
+
+    #[test]
+    fn decode_refuses_a_page_with_more_to_follow() {
+        let page = encode_snapshot_page(1, &[entry(1, "a:b", "free")], true);
+        assert_eq!(decode(&page).err(), Some(FeedError::Tag(3)));
+        let empty = snapshot(3, &[]);
+        assert_eq!((empty.version(), empty.len()), (3, 0));
+        assert!(empty.is_empty() && empty.get(&[0; 32]).is_none());
+    }
+
+    #[test]
+    fn keys_match_on_the_first_sixteen_bytes() {
+        let t = snapshot(1, &[entry(1, "a:b", "free")]);
+        let mut other = [1u8; 32];
+        other[16..].fill(9);
+        assert!(t.get(&other).is_some());
+        other[15] = 9;
+        assert!(t.get(&other).is_none());
+    }
+
+    #[test]
     fn delta_with_wrong_base_is_refused_whole() {
         let mut t = snapshot(5, &[entry(1, "a:b", "free")]);
         let err = t
@@ -424,6 +1054,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, FeedError::BaseMismatch { base: 4, have: 5 });
         assert_eq!((t.version(), t.len()), (5, 1));
+    }
+
+    #[test]
+    fn delta_overflowing_the_tiers_is_refused_whole() {
+        let mut t = snapshot(1, &[entry(1, "a:b", "free")]);
+        let ops: Vec<_> = (0..=255u8)
+            .map(|n| FeedOp::Upsert(entry(n, "a:b", &format!("tier{n}"))))
+            .chain([FeedOp::Remove([1; 32])])
+            .collect();
+        assert_eq!(
+            t.apply(&delta(1, 2, &ops)).err(),
+            Some(FeedError::Dictionary)
+        );
+        assert_eq!((t.version(), t.len()), (1, 1));
+        assert_eq!(t.get(&[1; 32]).unwrap().tier, "free");
+        assert!(t.get(&[2; 32]).is_none());
     }
 
     #[test]
@@ -453,9 +1099,13 @@ mod tests {
 
     #[test]
     fn memory_is_small_per_key() {
-        let entries: Vec<_> = (0..=255).map(|n| entry(n, "a:b", "free")).collect();
+        let entries: Vec<_> = (0..4096).map(spread).collect();
         let t = snapshot(1, &entries);
-        assert_eq!(std::mem::size_of::<Entry>(), 56);
-        assert!(t.memory_bytes() < 256 * 120, "{}", t.memory_bytes());
+        // 40 B entries, 1/32 slack, a 4 B offset per 8-16 keys, 8 strings.
+        assert!(
+            t.memory_bytes() < 4096 * 42 + 8 * 100,
+            "{}",
+            t.memory_bytes()
+        );
     }
 }
