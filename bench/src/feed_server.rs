@@ -1,11 +1,16 @@
 //! A tiny key-table feed server that follows docs/feed-protocol.md.
 //!
-//! It serves one fixed snapshot: `since` absent, `0` or another version gets
-//! the snapshot (200); `since` equal to its version is held for `wait`
-//! seconds, then answered 304 (the table never changes here). Good for
-//! throughput, memory and load-time numbers, which measure the filter;
-//! revocation is measured against the real control plane instead.
+//! It serves one fixed table, in snapshot pages like the control plane:
+//! `since` absent, `0` or another version gets a page (200) of at most
+//! [`PAGE_KEYS`] keys in ascending hash order, those after `after`
+//! (kind 3 while more follow, kind 1 for the last); `since` equal to its
+//! version is held for `wait` seconds, then answered 304 (the table never
+//! changes here). Good for throughput, memory and load-time numbers, which
+//! measure the filter; revocation is measured against the real control plane
+//! instead.
 
+use keygate::feed::{encode_snapshot_page, FeedEntry, RawOp, Reader};
+use keygate::ids::{KeyId, OrgId};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,31 +18,128 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Keys in a snapshot page: the control plane's default (`--feed-page-keys`).
+pub const PAGE_KEYS: usize = keygate::feed::DEFAULT_PAGE_KEYS as usize;
+
 /// A running feed server; stops when dropped.
 pub struct FeedServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
 }
 
+/// A key of the table, its strings as indices into [`Table::strings`]
+/// (a 1M-key table stays about as small as its snapshot body).
+struct Key {
+    hash: [u8; 32],
+    key_id: u64,
+    org_id: u64,
+    expires_at: u64,
+    scopes: u32,
+    tier: u32,
+    environment: keygate::key::Environment,
+}
+
+/// The table served, keys in ascending hash order.
+struct Table {
+    strings: Vec<String>,
+    keys: Vec<Key>,
+}
+
+impl Table {
+    /// The keys of a `KGT1` snapshot body.
+    fn decode(body: &[u8]) -> io::Result<Table> {
+        let invalid = |e: keygate::feed::FeedError| io::Error::new(io::ErrorKind::InvalidData, e);
+        let (header, mut reader) = Reader::header(body).map_err(invalid)?;
+        if !header.snapshot {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a snapshot"));
+        }
+        let strings: Vec<String> = reader
+            .dictionary()
+            .map_err(invalid)?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let n = reader.op_count().map_err(invalid)?;
+        let mut keys = Vec::with_capacity((n as usize).min(reader.remaining() / 66));
+        for _ in 0..n {
+            match reader.op().map_err(invalid)? {
+                RawOp::Upsert(e) => keys.push(Key {
+                    hash: e.hash,
+                    key_id: e.key_id,
+                    org_id: e.org_id,
+                    expires_at: e.expires_at,
+                    scopes: e.scopes,
+                    tier: e.tier,
+                    environment: e.environment,
+                }),
+                RawOp::Remove(_) => {
+                    return Err(invalid(keygate::feed::FeedError::RemoveInSnapshot))
+                }
+            }
+        }
+        reader.finish().map_err(invalid)?;
+        keys.sort_unstable_by_key(|k| k.hash);
+        Ok(Table { strings, keys })
+    }
+
+    /// The page of at most `page_keys` keys after `after` (from the first
+    /// without), and whether keys follow it.
+    fn page(&self, after: Option<&[u8; 32]>, page_keys: usize) -> (Vec<FeedEntry>, bool) {
+        let start = after.map_or(0, |a| self.keys.partition_point(|k| k.hash <= *a));
+        let end = start.saturating_add(page_keys.max(1)).min(self.keys.len());
+        let text = |i: u32| self.strings.get(i as usize).cloned().unwrap_or_default();
+        let entries = self
+            .keys
+            .get(start..end)
+            .unwrap_or(&[])
+            .iter()
+            .map(|k| FeedEntry {
+                hash: k.hash,
+                key_id: KeyId(k.key_id),
+                org_id: OrgId(k.org_id),
+                expires_at: k.expires_at,
+                scopes: text(k.scopes),
+                tier: text(k.tier),
+                environment: k.environment,
+            })
+            .collect();
+        (entries, end < self.keys.len())
+    }
+}
+
 struct Shared {
-    body: Vec<u8>,
+    table: Table,
     version: u64,
+    page_keys: usize,
     token: String,
     stop: AtomicBool,
-    /// When the last snapshot was completely written to a client.
+    /// When the last page of a snapshot was completely written to a client.
     snapshot_sent: Mutex<Option<Instant>>,
     /// Requests answered 304.
     not_modified: Mutex<u64>,
 }
 
 impl FeedServer {
-    /// Serves `body` (a `KGT1` snapshot at `version`) to callers presenting `token`.
+    /// Serves the keys of `body` (a `KGT1` snapshot at `version`), in pages
+    /// of [`PAGE_KEYS`], to callers presenting `token`.
     pub fn start(body: Vec<u8>, version: u64, token: &str) -> io::Result<FeedServer> {
+        FeedServer::start_paged(&body, version, token, PAGE_KEYS)
+    }
+
+    /// Like [`FeedServer::start`], with pages of at most `page_keys` keys.
+    pub fn start_paged(
+        body: &[u8],
+        version: u64,
+        token: &str,
+        page_keys: usize,
+    ) -> io::Result<FeedServer> {
+        let table = Table::decode(body)?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            body,
+            table,
             version,
+            page_keys: page_keys.max(1),
             token: format!("Bearer {token}"),
             stop: AtomicBool::new(false),
             snapshot_sent: Mutex::new(None),
@@ -60,7 +162,7 @@ impl FeedServer {
         Ok(FeedServer { addr, shared })
     }
 
-    /// When the last snapshot finished going out, if one did.
+    /// When the last page of a snapshot finished going out, if one did.
     pub fn snapshot_sent(&self) -> Option<Instant> {
         *self
             .shared
@@ -122,6 +224,19 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
             }
         }
     }
+}
+
+/// A key hash from 64 hex digits.
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Query parameter `name` of `target`.
@@ -201,13 +316,19 @@ fn answer(out: &mut impl Write, request: &Request, shared: &Shared) -> io::Resul
         Some(Ok(n)) if n <= 60 => n,
         Some(_) => return error(out, "400 Bad Request", "invalid_request", "wait"),
     };
+    // `after` pages a snapshot: with since=0 only.
+    let after = match param(&request.target, "after").map(parse_hash) {
+        None => None,
+        Some(Some(hash)) if since == 0 => Some(hash),
+        Some(_) => return error(out, "400 Bad Request", "invalid_request", "after"),
+    };
     let version = shared.version.to_string();
     let etag = format!("\"{version}\"");
     let tags = [
         ("etag", etag.as_str()),
         ("x-keygate-version", version.as_str()),
     ];
-    if since == shared.version {
+    if since != 0 && since == shared.version {
         let until = Instant::now() + Duration::from_secs(wait);
         while Instant::now() < until {
             if shared.stop.load(Ordering::Relaxed) {
@@ -221,30 +342,38 @@ fn answer(out: &mut impl Write, request: &Request, shared: &Shared) -> io::Resul
             .unwrap_or_else(|e| e.into_inner()) += 1;
         return write_head(out, "304 Not Modified", &tags, 0);
     }
+    let (entries, more) = shared.table.page(after.as_ref(), shared.page_keys);
+    let body = encode_snapshot_page(shared.version, &entries, more);
     let mut headers = tags.to_vec();
     headers.push(("content-type", keygate::feed::CONTENT_TYPE));
-    write_head(out, "200 OK", &headers, shared.body.len())?;
-    out.write_all(&shared.body)?;
-    out.flush()?;
-    *shared
-        .snapshot_sent
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-    Ok(())
+    if !more {
+        // Recorded as the last page goes out (before the client can have it).
+        *shared
+            .snapshot_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+    write_head(out, "200 OK", &headers, body.len())?;
+    out.write_all(&body)?;
+    out.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http;
+    use crate::{http, keys};
+    use keygate::feed::check_snapshot_page;
 
     #[test]
     fn follows_the_protocol() {
-        let server = FeedServer::start(b"KGT1body".to_vec(), 5, "t").unwrap();
+        let server = FeedServer::start(keys::snapshot(5, 3, &[]), 5, "t").unwrap();
         let auth = [("authorization", "Bearer t")];
         let r = http::once(server.addr, "GET", "/v1/key-table?since=0", &auth, None).unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, b"KGT1body".as_slice()));
+        assert_eq!(r.status, 200);
+        let page = check_snapshot_page(&r.body, None).unwrap();
+        assert_eq!((page.version, page.more, page.keys), (5, false, 3));
         assert!(r.headers.contains(&("etag".into(), "\"5\"".into())));
+        assert!(server.snapshot_sent().is_some());
         let r = http::once(
             server.addr,
             "GET",
@@ -258,8 +387,47 @@ mod tests {
         assert_eq!(r.status, 200);
         let r = http::once(server.addr, "GET", "/v1/key-table", &[], None).unwrap();
         assert_eq!(r.status, 401);
-        let r = http::once(server.addr, "GET", "/v1/key-table?wait=x", &auth, None).unwrap();
+        for query in ["wait=x", "after=zz", "since=5&after=00"] {
+            let path = format!("/v1/key-table?{query}");
+            let r = http::once(server.addr, "GET", &path, &auth, None).unwrap();
+            assert_eq!(r.status, 400, "{query}");
+        }
+        let hex = "00".repeat(32);
+        let path = format!("/v1/key-table?since=5&after={hex}");
+        let r = http::once(server.addr, "GET", &path, &auth, None).unwrap();
         assert_eq!(r.status, 400);
         assert_eq!(server.not_modified(), 1);
+    }
+
+    #[test]
+    fn pages_are_chained_in_hash_order() {
+        let real = keys::real_keys(1).unwrap();
+        let body = keys::snapshot(7, 5, &real);
+        let server = FeedServer::start_paged(&body, 7, "t", 2).unwrap();
+        let auth = [("authorization", "Bearer t")];
+        let (mut after, mut kinds, mut total) = (None::<[u8; 32]>, Vec::new(), 0);
+        loop {
+            let path = match &after {
+                None => "/v1/key-table".to_string(),
+                Some(h) => format!(
+                    "/v1/key-table?since=0&after={}",
+                    h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+            };
+            let r = http::once(server.addr, "GET", &path, &auth, None).unwrap();
+            assert_eq!(r.status, 200);
+            let page = check_snapshot_page(&r.body, after.as_ref()).unwrap();
+            assert_eq!(page.version, 7);
+            kinds.push(r.body[4]);
+            total += page.keys;
+            if !page.more {
+                break;
+            }
+            assert!(server.snapshot_sent().is_none(), "not before the last page");
+            after = page.last_hash;
+        }
+        assert_eq!(kinds, [3, 3, 1]);
+        assert_eq!(total, 5);
+        assert!(server.snapshot_sent().is_some());
     }
 }

@@ -2,7 +2,7 @@
 //! SQLite file (WAL, `synchronous = FULL`):
 //! - key creations per second (concurrent clients, and one client's latency);
 //! - feed delta latency: from a revoke's 200 to the waiting long-poll's answer;
-//! - snapshot size and time for the resulting table.
+//! - snapshot size and time (all pages) for the resulting table.
 //!
 //! Run: `cargo bench -p keygate-control-plane --bench control_plane`.
 
@@ -123,14 +123,15 @@ async fn revocations(server: &Server, admin: &str) {
 
 async fn snapshot(server: &Server) {
     let start = Instant::now();
-    let reply = server.feed("").await;
+    let pages = server.snapshot_pages().await;
     let elapsed = start.elapsed();
-    let table = common::snapshot(&reply.bytes);
+    let table = common::assemble(&pages);
+    let bytes: usize = pages.iter().map(|(reply, _)| reply.bytes.len()).sum();
     println!(
-        "snapshot: {} keys, {} bytes ({:.1} bytes/key), served in {elapsed:?}",
+        "snapshot: {} keys in {} page(s), {bytes} bytes ({:.1} bytes/key), served in {elapsed:?}",
         table.len(),
-        reply.bytes.len(),
-        reply.bytes.len() as f64 / table.len() as f64
+        pages.len(),
+        bytes as f64 / table.len() as f64
     );
 }
 

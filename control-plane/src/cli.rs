@@ -86,6 +86,15 @@ pub struct ServeArgs {
     /// Revisions kept for deltas; filters older than that get a snapshot.
     #[arg(long, env = "KEYGATE_REVISIONS_KEPT", default_value_t = 10_000)]
     pub revisions_kept: u64,
+    /// Most keys in one page of a key table snapshot: a key takes 66 bytes,
+    /// so the default makes pages of about 1.1 MB.
+    #[arg(
+        long,
+        env = "KEYGATE_FEED_PAGE_KEYS",
+        default_value_t = keygate::feed::DEFAULT_PAGE_KEYS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub feed_page_keys: u32,
 }
 
 #[derive(Debug, Subcommand)]

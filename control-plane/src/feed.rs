@@ -3,14 +3,16 @@
 //!
 //! A filter at the current version is held (long-poll, `wait` seconds) and
 //! answered as soon as a write commits; otherwise it gets a delta from its
-//! version or a snapshot. Encoded bodies are cached per (since, version), so
-//! every Envoy waking on the same change costs one database read. Every
-//! answer and every held long-poll is counted (crate::metrics).
+//! version or a snapshot, one page (`after` a key hash, at most `page_keys`
+//! keys) per request. Encoded bodies are cached per (since, after, version),
+//! so every Envoy waking on the same change costs one database read. Every
+//! answer and every held long-poll is counted (crate::metrics); a snapshot
+//! page counts as a snapshot.
 
 use crate::api::AppState;
 use crate::errors::ApiError;
 use crate::metrics::{self, FeedMetrics};
-use crate::store::{FeedAnswer, Store};
+use crate::store::{FeedAnswer, PageAsk, Store};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -34,12 +36,22 @@ const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version
 pub struct Feed {
     /// SHA-256 of the token: compared digest to digest.
     token_hash: [u8; 32],
+    /// Most keys in one snapshot page (at least 1).
+    page_keys: usize,
     cache: Mutex<VecDeque<Cached>>,
     pub metrics: FeedMetrics,
 }
 
-struct Cached {
+/// What a cached body answers: a base version (0: a snapshot) and, for a
+/// snapshot, the hash its page starts after. The page size is the feed's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
     since: u64,
+    after: Option<[u8; 32]>,
+}
+
+struct Cached {
+    slot: Slot,
     version: u64,
     body: Bytes,
 }
@@ -49,12 +61,16 @@ struct Cached {
 struct Ask {
     since: u64,
     wait: u64,
+    /// The snapshot page starts after this hash (only with `since` 0).
+    after: Option<[u8; 32]>,
 }
 
 impl Feed {
-    pub fn new(token: &str) -> Feed {
+    /// A feed behind `token` serving snapshot pages of at most `page_keys` keys.
+    pub fn new(token: &str, page_keys: usize) -> Feed {
         Feed {
             token_hash: key::hash(token),
+            page_keys: page_keys.max(1),
             cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES)),
             metrics: FeedMetrics::default(),
         }
@@ -69,58 +85,71 @@ impl Feed {
             .any(|token| key::hash(token) == self.token_hash)
     }
 
-    fn cached(&self, since: u64, version: u64) -> Option<Bytes> {
+    fn cached(&self, slot: Slot, version: u64) -> Option<Bytes> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache
             .iter()
-            .find(|c| c.since == since && c.version == version)
+            .find(|c| c.slot == slot && c.version == version)
             .map(|c| c.body.clone())
     }
 
-    fn remember(&self, since: u64, version: u64, body: Bytes) {
+    fn remember(&self, slot: Slot, version: u64, body: Bytes) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHED_BODIES {
             cache.pop_front();
         }
         cache.push_back(Cached {
-            since,
+            slot,
             version,
             body,
         });
     }
 
-    /// The body for a filter at `since` while the store says `current`:
-    /// `None` when it is unchanged.
+    /// The body for a filter at `since` (a snapshot page after `after`)
+    /// while the store says `current`: `None` when it is unchanged.
     async fn body(
         &self,
         store: &dyn Store,
         since: u64,
+        after: Option<[u8; 32]>,
         current: u64,
     ) -> Result<Option<(u64, Bytes)>, ApiError> {
-        if let Some(body) = self.cached(since, current) {
+        let slot = Slot { since, after };
+        if let Some(body) = self.cached(slot, current) {
             return Ok(Some((current, body)));
         }
-        let (version, body) = match store.feed(since).await? {
+        let page = PageAsk {
+            after,
+            keys: self.page_keys,
+        };
+        let (version, body) = match store.feed(since, page).await? {
             FeedAnswer::Unchanged(_) => return Ok(None),
             FeedAnswer::Delta { base, version, ops } => (
                 version,
                 Bytes::from(feed::encode_delta(base, version, &ops)),
             ),
-            // Every stale base gets the same snapshot: encode and keep it once.
-            FeedAnswer::Snapshot { version, entries } => match self.cached(0, version) {
-                Some(body) => (version, body),
-                None => {
-                    let encoded = tokio::task::spawn_blocking(move || {
-                        feed::encode_snapshot(version, &entries)
-                    });
-                    let body = Bytes::from(encoded.await.map_err(|_| ApiError::Internal)?);
-                    self.remember(0, version, body.clone());
-                    (version, body)
+            // Every stale base gets the same first page: encode and keep it once.
+            FeedAnswer::SnapshotPage {
+                version,
+                entries,
+                more,
+            } => {
+                let page = Slot { since: 0, after };
+                match self.cached(page, version) {
+                    Some(body) => (version, body),
+                    None => {
+                        let encoded = tokio::task::spawn_blocking(move || {
+                            feed::encode_snapshot_page(version, &entries, more)
+                        });
+                        let body = Bytes::from(encoded.await.map_err(|_| ApiError::Internal)?);
+                        self.remember(page, version, body.clone());
+                        (version, body)
+                    }
                 }
-            },
+            }
         };
         if since != 0 {
-            self.remember(since, version, body.clone());
+            self.remember(slot, version, body.clone());
         }
         Ok(Some((version, body)))
     }
@@ -132,13 +161,24 @@ fn number(field: &str, value: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a non-negative integer")))
 }
 
-/// `since` and `wait` from the query, `since` from `If-None-Match` if absent.
+/// A key hash: 64 hex digits.
+fn hash(field: &str, value: &str) -> Result<[u8; 32], ApiError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value, &mut out).map_err(|_| {
+        ApiError::invalid(field, format!("{field} must be a key hash: 64 hex digits"))
+    })?;
+    Ok(out)
+}
+
+/// `since`, `wait` and `after` from the query, `since` from `If-None-Match`
+/// if absent.
 fn parse_ask(query: Option<&str>, headers: &HeaderMap) -> Result<Ask, ApiError> {
-    let (mut since, mut wait) = (None, 0);
+    let (mut since, mut wait, mut after) = (None, 0, None);
     for pair in query.unwrap_or("").split('&') {
         match pair.split_once('=').unwrap_or((pair, "")) {
             ("since", value) => since = Some(number("since", value)?),
             ("wait", value) => wait = number("wait", value)?,
+            ("after", value) => after = Some(hash("after", value)?),
             _ => {}
         }
     }
@@ -153,10 +193,14 @@ fn parse_ask(query: Option<&str>, headers: &HeaderMap) -> Result<Ask, ApiError> 
         let value = value.trim().trim_start_matches("W/");
         value.trim_matches('"').parse().ok()
     };
-    Ok(Ask {
-        since: since.or_else(etag).unwrap_or(0),
-        wait,
-    })
+    let since = since.or_else(etag).unwrap_or(0);
+    if after.is_some() && since != 0 {
+        return Err(ApiError::invalid(
+            "after",
+            "after pages a snapshot: it goes with since=0 only",
+        ));
+    }
+    Ok(Ask { since, wait, after })
 }
 
 fn versioned(mut response: Response, version: u64) -> Response {
@@ -220,7 +264,10 @@ async fn respond(
     let answer = if ask.since != 0 && ask.since == current {
         None
     } else {
-        state.feed.body(store, ask.since, current).await?
+        state
+            .feed
+            .body(store, ask.since, ask.after, current)
+            .await?
     };
     Ok(match answer {
         None => (
@@ -252,21 +299,54 @@ mod tests {
 
     #[test]
     fn query_and_etag() {
-        assert_eq!(ask("", None).unwrap(), Ask { since: 0, wait: 0 });
-        assert_eq!(
-            ask("since=5&wait=30&x=1", None).unwrap(),
-            Ask { since: 5, wait: 30 }
-        );
-        assert_eq!(
-            ask("wait=1", Some("\"7\"")).unwrap(),
-            Ask { since: 7, wait: 1 }
-        );
-        assert_eq!(
-            ask("since=3", Some("\"7\"")).unwrap(),
-            Ask { since: 3, wait: 0 }
-        );
-        assert_eq!(ask("", Some("W/\"9\"")).unwrap(), Ask { since: 9, wait: 0 });
-        assert_eq!(ask("", Some("*")).unwrap(), Ask { since: 0, wait: 0 });
+        let at = |since, wait| Ask {
+            since,
+            wait,
+            after: None,
+        };
+        assert_eq!(ask("", None).unwrap(), at(0, 0));
+        assert_eq!(ask("since=5&wait=30&x=1", None).unwrap(), at(5, 30));
+        assert_eq!(ask("wait=1", Some("\"7\"")).unwrap(), at(7, 1));
+        assert_eq!(ask("since=3", Some("\"7\"")).unwrap(), at(3, 0));
+        assert_eq!(ask("", Some("W/\"9\"")).unwrap(), at(9, 0));
+        assert_eq!(ask("", Some("*")).unwrap(), at(0, 0));
+    }
+
+    #[test]
+    fn after_is_a_hash_with_since_zero() {
+        let hex = "00ff".repeat(16);
+        let mut want = [0u8; 32];
+        for pair in want.chunks_exact_mut(2) {
+            pair.copy_from_slice(&[0x00, 0xff]);
+        }
+        for query in [
+            format!("after={hex}"),
+            format!("since=0&after={hex}&wait=5"),
+        ] {
+            assert_eq!(ask(&query, None).unwrap().after, Some(want), "{query}");
+        }
+        let upper = format!("after={}", hex.to_uppercase());
+        assert_eq!(ask(&upper, None).unwrap().after, Some(want));
+    }
+
+    #[test]
+    fn bad_after_names_the_field() {
+        let hex = "ab".repeat(32);
+        for (query, etag) in [
+            (format!("since=5&after={hex}"), None),
+            (format!("after={hex}"), Some("\"5\"")),
+            ("after=".to_string(), None),
+            (format!("after={}", &hex[1..]), None),
+            (format!("after={hex}0"), None),
+            (format!("after={}zz", &hex[2..]), None),
+            (format!("after=+{}", &hex[1..]), None),
+            (format!("after={}é", &hex[2..]), None),
+        ] {
+            match ask(&query, etag) {
+                Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "after", "{query}"),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -286,7 +366,7 @@ mod tests {
 
     #[test]
     fn token_is_checked() {
-        let feed = Feed::new("secret-token");
+        let feed = Feed::new("secret-token", 16);
         let with = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());

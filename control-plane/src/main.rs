@@ -69,7 +69,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 revisions_kept: args.revisions_kept,
             };
             let token = args.feed_token.unwrap_or_default();
-            return server::serve(service, args.listen, &token, upkeep).await;
+            let page_keys = usize::try_from(args.feed_page_keys).unwrap_or(usize::MAX);
+            return server::serve(service, args.listen, &token, page_keys, upkeep).await;
         }
         Command::Tenant(command) => admin::tenant(&service, command).await,
         Command::Key(command) => admin::key(&service, command).await,

@@ -2,8 +2,9 @@
 //! written by hand (a few lines, no metrics crate).
 //!
 //! - `keygate_feed_requests_total{answer}`: feed answers by kind (`snapshot`,
-//!   `delta`, `not_modified`, `unauthorized`, `bad_request`, `error`). A
-//!   client that hangs up before its answer is not counted.
+//!   `delta`, `not_modified`, `unauthorized`, `bad_request`, `error`); a
+//!   snapshot counts once per page. A client that hangs up before its answer
+//!   is not counted.
 //! - `keygate_feed_waiting`: long-polls held right now. Each Envoy holds one,
 //!   whatever its worker count, so this is the number of connected Envoys.
 //! - `keygate_feed_version`: the current key table version.

@@ -17,11 +17,13 @@ const MIN_TOKEN_LEN: usize = 16;
 /// Time open requests get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Serves `service` on `listen` until stopped.
+/// Serves `service` on `listen` until stopped, with snapshot pages of at
+/// most `feed_page_keys` keys.
 pub async fn serve(
     service: Arc<Service>,
     listen: SocketAddr,
     feed_token: &str,
+    feed_page_keys: usize,
     upkeep: Upkeep,
 ) -> Result<(), String> {
     if feed_token.len() < MIN_TOKEN_LEN {
@@ -36,7 +38,7 @@ pub async fn serve(
     tracing::info!(%address, version, "control plane listening");
     let app = api::router(AppState {
         service,
-        feed: Arc::new(Feed::new(feed_token)),
+        feed: Arc::new(Feed::new(feed_token, feed_page_keys)),
     });
     let (stop, stopped) = watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,5 +1,6 @@
-//! The CLI: `serve` refuses to start without a feed token or with a bad
-//! policy, and the admin commands bootstrap tenants and keys without the API.
+//! The CLI: `serve` refuses to start without a feed token, with a bad
+//! policy or a zero snapshot page size, and the admin commands bootstrap
+//! tenants and keys without the API.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -76,6 +77,21 @@ fn serve_refuses_to_start_without_a_feed_token_or_with_a_bad_policy() {
         "{}",
         stderr(&bad_scope)
     );
+    for (flag, env) in [(Some("0"), None), (Some("x"), None), (None, Some("0"))] {
+        let mut args = vec!["serve", "--database", db, "--feed-token", "t"];
+        args.extend(flag.map(|v| ["--feed-page-keys", v]).into_iter().flatten());
+        let envs: Vec<(&str, &str)> = env
+            .map(|v| ("KEYGATE_FEED_PAGE_KEYS", v))
+            .into_iter()
+            .collect();
+        let bad_page = run(&args, &envs);
+        assert!(!bad_page.status.success(), "{flag:?} {env:?}");
+        assert!(
+            stderr(&bad_page).contains("--feed-page-keys"),
+            "{}",
+            stderr(&bad_page)
+        );
+    }
     let bad_tiers = run(
         &["tenant", "create", "--name", "a", "--email", "a@b.c"],
         &[("KEYGATE_TIERS", "Gold")],

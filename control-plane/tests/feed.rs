@@ -1,7 +1,8 @@
 //! The key table feed (docs/feed-protocol.md) against the real server:
-//! token, snapshots, 304, ETag, long-poll wake-up, delta contents, compacted
-//! log, expiry retention, writes by the admin CLI, and the feed's counters
-//! on `/metrics`.
+//! token, snapshots and their pages, 304, ETag, long-poll wake-up, delta
+//! contents (also over pages read at different versions), compacted log,
+//! expiry retention, writes by the admin CLI, and the feed's counters on
+//! `/metrics`.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -13,8 +14,11 @@
 
 mod common;
 
-use common::{eventually, hash, now, raw_ops, rfc3339, snapshot, Server, FEED_TOKEN};
-use keygate::feed::RawOp;
+use common::{
+    assemble, eventually, hash, hex, now, page_entries, raw_ops, rfc3339, snapshot, Server,
+    FEED_TOKEN,
+};
+use keygate::feed::{check_snapshot_page, RawOp};
 use keygate::key::Environment;
 use keygate::table::{decode, Update};
 use serde_json::json;
@@ -127,6 +131,195 @@ async fn a_snapshot_holds_every_live_key_with_what_it_may_do() {
     assert!(table
         .get(&hash(revoked["api_key"].as_str().unwrap()))
         .is_none());
+}
+
+/// The kind byte of a feed body (1 snapshot or last page, 2 delta, 3 page
+/// with more to follow).
+fn kind(body: &[u8]) -> u8 {
+    body[4]
+}
+
+/// Creates `n` keys with `admin`; returns the full keys.
+async fn create_keys(server: &Server, admin: &str, n: usize) -> Vec<String> {
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"name": format!("k{i}"), "scopes": ["memory:read"]});
+        let made = server.create_key(admin, body).await;
+        keys.push(made["api_key"].as_str().unwrap().to_string());
+    }
+    keys
+}
+
+/// With two keys a page, five keys travel as three pages (kinds 3, 3, 1) in
+/// ascending hash order, each page after the last hash of the one before
+/// and carrying the version it was read at.
+#[tokio::test]
+async fn a_snapshot_travels_in_pages_in_hash_order() {
+    let server = Server::start_with(&["--feed-page-keys", "2"]).await;
+    let t = server.create_tenant("acme").await;
+    let mut keys = create_keys(&server, &t.key, 4).await;
+    keys.push(t.key.clone());
+
+    let pages = server.snapshot_pages().await;
+    let kinds: Vec<u8> = pages.iter().map(|(reply, _)| kind(&reply.bytes)).collect();
+    assert_eq!(kinds, [3, 3, 1]);
+    let sizes: Vec<usize> = pages.iter().map(|(_, page)| page.keys).collect();
+    assert_eq!(sizes, [2, 2, 1]);
+    let sent: Vec<[u8; 32]> = pages
+        .iter()
+        .flat_map(|(reply, _)| page_entries(&reply.bytes))
+        .map(|e| e.hash)
+        .collect();
+    let mut all: Vec<[u8; 32]> = keys.iter().map(|k| hash(k)).collect();
+    all.sort_unstable();
+    assert_eq!(sent, all, "every key once, in ascending hash order");
+    let version = pages[0].1.version;
+    for (reply, page) in &pages {
+        // Nothing was written meanwhile: every page is at the same version.
+        assert_eq!(page.version, version);
+        assert_eq!(reply.version(), version);
+        assert_eq!(
+            reply.header("etag"),
+            Some(format!("\"{version}\"").as_str())
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/x-keygate-table")
+        );
+    }
+    let table = assemble(&pages);
+    assert_eq!((table.len(), table.version()), (5, version));
+    for key in &keys {
+        assert!(table.get(&hash(key)).is_some(), "{}", &key[..12]);
+    }
+
+    // A base newer than the table gets the first page; a page ignores
+    // `wait` (answered at once).
+    let start = Instant::now();
+    let ahead = server
+        .feed(&format!("since={}&wait=30", version + 100))
+        .await;
+    assert_eq!(ahead.bytes, pages[0].0.bytes);
+    let after = hex(&pages[0].1.last_hash.unwrap());
+    let second = server.feed(&format!("since=0&after={after}&wait=30")).await;
+    assert_eq!(second.bytes, pages[1].0.bytes);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "pages do not wait"
+    );
+    // After the last key: an empty last page.
+    let end = server.feed(&format!("after={}", "ff".repeat(32))).await;
+    assert_eq!(end.status, 200);
+    let page = check_snapshot_page(&end.bytes, None).unwrap();
+    assert_eq!((kind(&end.bytes), page.keys, page.version), (1, 0, version));
+    // Each page counts as a snapshot answer.
+    assert_eq!(server.metric(&answers("snapshot")).await, 6);
+}
+
+/// Pages read at different versions, then the delta since the smallest of
+/// them, make exactly the current table: a key revoked after its page went
+/// out leaves by that delta.
+#[tokio::test]
+async fn a_key_revoked_between_pages_leaves_by_the_delta_since_the_first_page() {
+    let server = Server::start_with(&["--feed-page-keys", "2"]).await;
+    let t = server.create_tenant("acme").await;
+    let keys = create_keys(&server, &t.key, 4).await;
+
+    let first = server.feed("since=0").await;
+    let page = check_snapshot_page(&first.bytes, None).unwrap();
+    assert!(page.more);
+    let in_first: Vec<[u8; 32]> = page_entries(&first.bytes).iter().map(|e| e.hash).collect();
+    // Revoke a key the first page holds, and one a later page would hold.
+    let sent = keys.iter().find(|k| in_first.contains(&hash(k))).unwrap();
+    let unsent = keys.iter().find(|k| !in_first.contains(&hash(k))).unwrap();
+    for key in [sent, unsent] {
+        let me = server.call("GET", "/api/v1/auth/me", Some(key), None).await;
+        let path = format!(
+            "/api/v1/api-keys/{}",
+            me.json()["key"]["id"].as_str().unwrap()
+        );
+        let reply = server.call("DELETE", &path, Some(&t.key), None).await;
+        assert_eq!(reply.status, 200);
+    }
+    let added = create_keys(&server, &t.key, 1).await.remove(0);
+
+    let pages = server.more_pages(vec![(first, page)]).await;
+    let min = pages.iter().map(|(_, p)| p.version).min().unwrap();
+    assert_eq!(min, page.version);
+    assert!(pages.iter().skip(1).all(|(_, p)| p.version > min));
+    let mut table = assemble(&pages);
+    assert!(
+        table.get(&hash(sent)).is_some(),
+        "the first page still has it"
+    );
+    assert!(
+        table.get(&hash(unsent)).is_none(),
+        "revoked before its page"
+    );
+
+    let reply = server.feed(&format!("since={min}")).await;
+    assert_eq!(reply.status, 200);
+    let (header, ops) = raw_ops(&reply.bytes);
+    assert!(!header.snapshot);
+    assert_eq!(header.base, min);
+    assert!(ops.contains(&RawOp::Remove(hash(sent))), "{ops:?}");
+    match decode(&reply.bytes).unwrap() {
+        Update::Delta(delta) => table.apply(&delta).unwrap(),
+        Update::Snapshot(_) => panic!("expected a delta"),
+    }
+    let fresh = assemble(&server.snapshot_pages().await);
+    assert_eq!(table.version(), fresh.version());
+    assert_eq!(table.len(), fresh.len());
+    assert_eq!(
+        table.len(),
+        4,
+        "the first key, two of the four, the added one"
+    );
+    for key in keys.iter().chain([&t.key, &added]) {
+        assert_eq!(
+            table.get(&hash(key)),
+            fresh.get(&hash(key)),
+            "{}",
+            &key[..12]
+        );
+    }
+    assert!(table.get(&hash(sent)).is_none());
+    assert!(table.get(&hash(unsent)).is_none());
+}
+
+#[tokio::test]
+async fn after_goes_with_since_zero_only_and_is_a_hash() {
+    let server = Server::start().await;
+    let hex = "ab".repeat(32);
+    for query in [
+        format!("since=5&after={hex}"),
+        format!("after={hex}&since=1"),
+        "after=".to_string(),
+        "after=xyz".to_string(),
+        format!("after={}", &hex[1..]),
+        format!("after={hex}00"),
+        format!("since=0&after={}zz", &hex[2..]),
+    ] {
+        let reply = server.feed(&query).await;
+        assert_eq!(reply.status, 400, "{query}");
+        let error = reply.json();
+        assert_eq!(error["error"]["type"], "invalid_request", "{query}");
+        assert_eq!(error["error"]["field"], "after", "{query}");
+    }
+    // A version in If-None-Match is a `since` too.
+    let etag = server
+        .call_with(
+            "GET",
+            &format!("/v1/key-table?after={hex}"),
+            Some(FEED_TOKEN),
+            None,
+            &[("if-none-match", "\"5\"")],
+        )
+        .await;
+    assert_eq!(etag.status, 400);
+    assert_eq!(etag.json()["error"]["field"], "after");
+    let ok = server.feed(&format!("since=0&after={hex}")).await;
+    assert_eq!(ok.status, 200);
 }
 
 #[tokio::test]

@@ -68,15 +68,26 @@ pub enum OldKeyFate {
     ExpireAt(u64),
 }
 
+/// Which page of a snapshot to read, if the answer is a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageAsk {
+    /// Only keys whose hash is strictly greater (`None`: from the first).
+    pub after: Option<[u8; 32]>,
+    /// Most keys in the page (at least 1).
+    pub keys: usize,
+}
+
 /// What the feed answers for a `since` version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedAnswer {
     /// `since` is the current version.
     Unchanged(u64),
-    /// The whole table.
-    Snapshot {
+    /// One page of the table at `version`: the keys after the asked hash, in
+    /// ascending hash order; `more` when keys follow the last of them.
+    SnapshotPage {
         version: u64,
         entries: Vec<FeedEntry>,
+        more: bool,
     },
     /// The changes since `base`: the current state of every key touched.
     Delta {
@@ -148,8 +159,9 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> StoreFuture<'_, Option<KeyRecord>>;
 
-    /// The feed answer for a filter at version `since` (0: none).
-    fn feed(&self, since: u64) -> StoreFuture<'_, FeedAnswer>;
+    /// The feed answer for a filter at version `since` (0: none), read in
+    /// one transaction; a snapshot answer is the page `page` asks for.
+    fn feed(&self, since: u64, page: PageAsk) -> StoreFuture<'_, FeedAnswer>;
 
     /// Takes out of the key table every key that expired at or before
     /// `cutoff`; returns how many left.

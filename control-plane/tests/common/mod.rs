@@ -2,7 +2,8 @@
 //! loopback port with a temporary SQLite file, and talks HTTP to it.
 #![allow(dead_code)]
 
-use keygate::feed::{RawOp, Reader};
+use keygate::feed::{check_snapshot_page, FeedEntry, PageSummary, RawOp, Reader};
+use keygate::ids::{KeyId, OrgId};
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -199,6 +200,42 @@ impl Server {
         self.call("GET", &path, Some(FEED_TOKEN), None).await
     }
 
+    /// Every page of a snapshot, from `since=0` on, each next one `after`
+    /// the last hash of the one before, until a kind-1 page. Asserts 200s and
+    /// checks every page (order, chaining, no empty page before the last).
+    pub async fn snapshot_pages(&self) -> Vec<(Reply, PageSummary)> {
+        self.more_pages(Vec::new()).await
+    }
+
+    /// The pages after `pages` (the first ones of a snapshot), as
+    /// [`Server::snapshot_pages`] fetches them; returns them all.
+    pub async fn more_pages(
+        &self,
+        mut pages: Vec<(Reply, PageSummary)>,
+    ) -> Vec<(Reply, PageSummary)> {
+        if pages.last().is_some_and(|(_, page)| !page.more) {
+            return pages;
+        }
+        loop {
+            let after = pages.last().and_then(|(_, page)| page.last_hash);
+            let query = match &after {
+                None => "since=0".to_string(),
+                Some(hash) => format!("since=0&after={}", hex(hash)),
+            };
+            let reply = self.feed(&query).await;
+            assert_eq!(reply.status, 200, "{query}: {}", reply.text());
+            let page = check_snapshot_page(&reply.bytes, after.as_ref())
+                .unwrap_or_else(|e| panic!("{query}: bad page: {e}"));
+            assert_eq!(page.version, reply.version(), "{query}");
+            let more = page.more;
+            pages.push((reply, page));
+            if !more {
+                return pages;
+            }
+            assert!(pages.len() < 100_000, "the pages never end");
+        }
+    }
+
     /// `GET /metrics` (no token); asserts a 200 in the Prometheus text format.
     pub async fn metrics(&self) -> String {
         let reply = self.call("GET", "/metrics", None, None).await;
@@ -318,6 +355,46 @@ pub fn snapshot(body: &[u8]) -> keygate::table::KeyTable {
         keygate::table::Update::Snapshot(table) => table,
         keygate::table::Update::Delta(_) => panic!("expected a snapshot, got a delta"),
     }
+}
+
+/// The keys of a snapshot body or page, strings resolved.
+pub fn page_entries(body: &[u8]) -> Vec<FeedEntry> {
+    let (header, mut reader) = Reader::header(body).unwrap();
+    assert!(header.snapshot, "not a snapshot page");
+    let strings = reader.dictionary().unwrap();
+    let n = reader.op_count().unwrap();
+    let entries = (0..n)
+        .map(|_| match reader.op().unwrap() {
+            RawOp::Upsert(e) => FeedEntry {
+                hash: e.hash,
+                key_id: KeyId(e.key_id),
+                org_id: OrgId(e.org_id),
+                expires_at: e.expires_at,
+                scopes: strings[e.scopes as usize].to_string(),
+                tier: strings[e.tier as usize].to_string(),
+                environment: e.environment,
+            },
+            RawOp::Remove(_) => panic!("a remove in a snapshot page"),
+        })
+        .collect();
+    reader.finish().unwrap();
+    entries
+}
+
+/// The table snapshot pages assemble: every key of every page, at the
+/// smallest of their versions (docs/feed-protocol.md).
+pub fn assemble(pages: &[(Reply, PageSummary)]) -> keygate::table::KeyTable {
+    let version = pages.iter().map(|(_, p)| p.version).min().unwrap();
+    let entries: Vec<FeedEntry> = pages
+        .iter()
+        .flat_map(|(reply, _)| page_entries(&reply.bytes))
+        .collect();
+    snapshot(&keygate::feed::encode_snapshot(version, &entries))
+}
+
+/// Lowercase hex of a hash, as `after` takes it.
+pub fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of a key, as the feed carries it.

@@ -2,13 +2,15 @@
 //! created with its schema on first open.
 //!
 //! Writes go through the group-committing [`writer`]; reads use a small pool
-//! of connections on blocking threads, so a snapshot of a large table never
-//! holds up writes.
+//! of connections on blocking threads, so reading a large table (page by
+//! page) never holds up writes.
 
 mod queries;
 mod writer;
 
-use super::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, Store, StoreError, StoreFuture, Tenant};
+use super::{
+    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture, Tenant,
+};
 use keygate::ids::{KeyId, OrgId};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -163,10 +165,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn feed(&self, since: u64) -> StoreFuture<'_, FeedAnswer> {
+    fn feed(&self, since: u64, page: PageAsk) -> StoreFuture<'_, FeedAnswer> {
         self.read(move |conn| {
             let tx = conn.transaction()?;
-            let answer = queries::feed(&tx, since)?;
+            let answer = queries::feed(&tx, since, page)?;
             tx.commit()?;
             Ok(answer)
         })

@@ -1,7 +1,7 @@
 //! The SQL of the SQLite store, one function per operation, on a plain
 //! connection: the caller decides the transaction.
 
-use crate::store::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, StoreError, Tenant};
+use crate::store::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant};
 use keygate::feed::{FeedEntry, FeedOp};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
@@ -212,23 +212,18 @@ pub fn version(conn: &Connection) -> Result<u64, StoreError> {
 }
 
 /// The feed answer for `since`; run it inside one read transaction.
-pub fn feed(conn: &Connection, since: u64) -> Result<FeedAnswer, StoreError> {
+pub fn feed(conn: &Connection, since: u64, page: PageAsk) -> Result<FeedAnswer, StoreError> {
     let (version, compacted_through) = feed_state(conn)?;
     if since == version {
         return Ok(FeedAnswer::Unchanged(version));
     }
     if since == 0 || since > version || since < compacted_through {
-        let sql = format!("SELECT {FEED_COLUMNS} FROM api_keys WHERE in_table = 1 ORDER BY seq");
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let entries = stmt
-            .query_map([], feed_op)?
-            .filter_map(|op| match op {
-                Ok(FeedOp::Upsert(entry)) => Some(Ok(entry)),
-                Ok(FeedOp::Remove(_)) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()?;
-        return Ok(FeedAnswer::Snapshot { version, entries });
+        let (entries, more) = snapshot_page(conn, page)?;
+        return Ok(FeedAnswer::SnapshotPage {
+            version,
+            entries,
+            more,
+        });
     }
     let sql = format!(
         "SELECT {FEED_COLUMNS} FROM api_keys WHERE id IN \
@@ -243,6 +238,36 @@ pub fn feed(conn: &Connection, since: u64) -> Result<FeedAnswer, StoreError> {
         version,
         ops,
     })
+}
+
+fn page_sql() -> String {
+    format!(
+        "SELECT {FEED_COLUMNS} FROM api_keys WHERE in_table = 1 AND key_hash > ?1 \
+         ORDER BY key_hash LIMIT ?2"
+    )
+}
+
+/// The keys of the table after `page.after`, in hash order, at most
+/// `page.keys` of them (one more is read to know whether any follow; the
+/// UNIQUE index on `key_hash` gives the range and the order).
+fn snapshot_page(conn: &Connection, page: PageAsk) -> Result<(Vec<FeedEntry>, bool), StoreError> {
+    let keys = page.keys.max(1);
+    let sql = page_sql();
+    // Every hash (32 bytes) sorts after the empty blob.
+    let after: &[u8] = page.after.as_ref().map_or(&[], |h| h.as_slice());
+    let limit = i64::try_from(keys.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut entries: Vec<FeedEntry> = stmt
+        .query_map(params![after, limit], feed_op)?
+        .filter_map(|op| match op {
+            Ok(FeedOp::Upsert(entry)) => Some(Ok(entry)),
+            Ok(FeedOp::Remove(_)) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    let more = entries.len() > keys;
+    entries.truncate(keys);
+    Ok((entries, more))
 }
 
 /// Takes keys that expired at or before `cutoff` out of the table.
@@ -272,4 +297,30 @@ pub fn compact(conn: &Connection, keep: u64) -> Result<usize, StoreError> {
     Ok(conn
         .prepare_cached("DELETE FROM key_revisions WHERE version <= ?1")?
         .execute([through])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page is a range scan of the `key_hash` index, already in order: no
+    /// full scan, no sort of the table.
+    #[test]
+    fn a_page_reads_the_key_hash_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(super::super::SCHEMA).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", page_sql());
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params![[0u8; 32], 3], |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("USING INDEX") && plan.contains("(key_hash>?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
 }
