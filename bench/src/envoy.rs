@@ -36,10 +36,6 @@ pub enum Filter<'a> {
     },
 }
 
-/// Envoy's async HTTP client (which carries the filter's feed fetch) drops a
-/// response body over 32 MiB by default; a 1M-key snapshot is about 66 MB.
-pub const ASYNC_RESPONSE_BUFFER_LIMIT: u64 = 128 * 1024 * 1024;
-
 /// A free loopback port (bound then released: good enough on a quiet machine).
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -156,10 +152,6 @@ pub fn bootstrap(filter: &Filter<'_>, listen: u16, admin: u16) -> Value {
     }));
     json!({
         "admin": {"address": socket(admin)},
-        "layered_runtime": {"layers": [{
-            "name": "static",
-            "static_layer": {"http.async_response_buffer_limit": ASYNC_RESPONSE_BUFFER_LIMIT}
-        }]},
         "static_resources": {
             "listeners": [{
                 "name": "bench",

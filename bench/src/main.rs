@@ -287,9 +287,9 @@ and the bench's probes on CPU {l}; Envoy --concurrency 2 and the control plane o
         _ => println!("pinning: none (fewer than 2 CPUs)"),
     }
     println!(
-        "Envoy runtime, every variant: http.async_response_buffer_limit = {} (default 32 MiB, \
-less than a 1M-key snapshot)",
-        stats::mib(envoy::ASYNC_RESPONSE_BUFFER_LIMIT)
+        "Envoy runtime: defaults (the feed sends snapshots in pages of {} keys, under the 32 MiB \
+limit on wasm http-call answers)",
+        feed_server::PAGE_KEYS
     );
     println!(
         "load: wrk -t1 -c{} -d{}s --latency, header {}: <valid key>; {} interleaved round(s); {} revocations\n",

@@ -307,8 +307,9 @@ impl Stack {
 
     /// Starts one more Envoy (same config, own listener and admin ports,
     /// `envoy-<n>.log`) on this stack's control plane and upstream, and
-    /// waits until it is ready. It is not used by the request helpers.
-    pub async fn start_another_envoy(&mut self) {
+    /// waits until it is ready; returns its ports. It is not used by the
+    /// request helpers.
+    pub async fn start_another_envoy(&mut self) -> Ports {
         let ports = Ports {
             envoy: free_port(),
             admin: free_port(),
@@ -322,6 +323,7 @@ impl Stack {
         self.more_envoys.push(envoy);
         let url = format!("http://127.0.0.1:{}/ready", ports.admin);
         self.wait_http_ok(&url, &name).await;
+        ports
     }
 
     async fn wait_http_ok(&mut self, url: &str, what: &str) {

@@ -102,6 +102,9 @@ async fn filter_stats_are_in_envoy_stats() {
     let missing = "wasmcustom.keygate_denied_missing_key";
     let stack = &stack;
     let counter = |name| async move { stack.stat(name).await.unwrap_or(0) };
+    // The filter adds its request counts to Envoy's on every tick (50 ms):
+    // let the start-up traffic land before taking the baseline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (allowed_before, missing_before) = (counter(allowed).await, counter(missing).await);
     for _ in 0..5 {
         stack.get("/api/v1/memory", &key).await.expect(200);

@@ -1,16 +1,20 @@
 //! The lease holder's fetch loop, without host calls (unit-tested natively).
 //!
-//! One request at a time: `GET <path>?since=<version>&wait=<s>`; a 200 body
-//! (snapshot or delta) is applied to the local table and published to shared
-//! data, a 304 records a successful contact, and anything else (no answer,
-//! another status, a body that does not decode) keeps the table and retries
-//! after `retry_ms`. A delta that does not fit the table makes the next
-//! request ask for a snapshot (`since=0`). Two requests never start less than
-//! `min_gap_ms` apart, whatever the control plane answers.
+//! One request at a time: `GET <path>?since=<version>&wait=<s>`. The leader
+//! keeps no table of its own for this: it checks each 200 body and publishes
+//! it to shared data, where every VM that serves requests picks it up. A
+//! snapshot comes in pages (docs/feed-protocol.md): each is stored as it
+//! arrives and the next one is asked for at once (`since=0&after=<hash>`);
+//! the head points at the snapshot after its last page. A delta extends the
+//! shared chain. A 304 records a successful contact; anything else (no
+//! answer, another status, a body that does not check) keeps what is shared
+//! and retries after `retry_ms`. A delta that does not fit the shared head
+//! makes the next request ask for a snapshot (`since=0`). Requests other than
+//! the next page never start less than `min_gap_ms` apart.
 
-use crate::sync::{self, Keys, Store};
-use keygate::feed::FeedError;
-use keygate::table::{self, KeyTable, Update};
+use crate::sync::{self, Head, Keys, PagedSnapshot, Store};
+use keygate::feed::{self, FeedError, Reader};
+use keygate::table::{self, Update};
 use std::fmt;
 
 /// Why a fetch gave nothing usable.
@@ -46,20 +50,27 @@ impl fmt::Display for Failure {
 /// What one answer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A new table from a snapshot.
-    Snapshot { version: u64, keys: usize },
-    /// The table moved by a delta.
-    Delta {
-        version: u64,
-        keys: usize,
-        ops: usize,
-    },
+    /// A snapshot page stored; more follow.
+    Page { pages: u32, keys: u64 },
+    /// A whole snapshot published.
+    Snapshot { version: u64, keys: u64 },
+    /// A delta published.
+    Delta { version: u64, ops: usize },
     /// 304: unchanged, and the control plane is reachable.
     NotModified,
-    /// A delta that does not apply to the table: a snapshot comes next.
+    /// A delta that does not apply to the shared table: a snapshot comes next.
     Resync { base: u64, have: Option<u64> },
     /// Nothing usable: the table stays, retry later.
     Failed(Failure),
+}
+
+/// What the next request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// 0 asks for a snapshot.
+    pub since: u64,
+    /// The snapshot page after this hash.
+    pub after: Option<[u8; 32]>,
 }
 
 /// The fetch loop's state.
@@ -69,6 +80,8 @@ pub struct Fetcher {
     last_start_ms: u64,
     not_before_ms: u64,
     want_snapshot: bool,
+    /// A snapshot whose first pages are stored, waiting for the rest.
+    paging: Option<PagedSnapshot>,
     min_gap_ms: u64,
     retry_ms: u64,
 }
@@ -81,6 +94,7 @@ impl Fetcher {
             last_start_ms: 0,
             not_before_ms: 0,
             want_snapshot: false,
+            paging: None,
             min_gap_ms,
             retry_ms,
         }
@@ -91,12 +105,19 @@ impl Fetcher {
         self.in_flight.is_none() && now_ms >= self.not_before_ms
     }
 
-    /// The `since` of the next request: 0 asks for a snapshot.
-    pub fn since(&self, table: Option<&KeyTable>) -> u64 {
-        match table {
-            Some(t) if !self.want_snapshot => t.version(),
-            _ => 0,
+    /// What the next request asks, given the shared head.
+    pub fn ask(&self, head: Option<&Head>) -> Ask {
+        if let Some(paging) = &self.paging {
+            return Ask {
+                since: 0,
+                after: paging.after().copied(),
+            };
         }
+        let since = match head {
+            Some(h) if !self.want_snapshot => h.version,
+            _ => 0,
+        };
+        Ask { since, after: None }
     }
 
     /// Makes the next request ask for a snapshot.
@@ -133,11 +154,10 @@ impl Fetcher {
         keys: &Keys,
         status: Option<u16>,
         body: &[u8],
-        table: &mut Option<KeyTable>,
         now_ms: u64,
     ) -> Outcome {
         let outcome = match status {
-            Some(200) => self.on_body(store, keys, body, table, now_ms),
+            Some(200) => self.on_body(store, keys, body, now_ms),
             Some(304) => {
                 sync::publish_contact(store, keys, now_ms);
                 Outcome::NotModified
@@ -145,57 +165,80 @@ impl Fetcher {
             Some(s) => Outcome::Failed(Failure::Status(s)),
             None => Outcome::Failed(Failure::NoResponse),
         };
+        if matches!(outcome, Outcome::Failed(_)) {
+            // A snapshot resumes from its first page.
+            if let Some(paging) = self.paging.take() {
+                paging.abandon(store, keys);
+            }
+        }
         self.not_before_ms = match outcome {
             Outcome::Failed(_) => now_ms.saturating_add(self.retry_ms),
+            Outcome::Page { .. } => now_ms,
             _ => self.last_start_ms.saturating_add(self.min_gap_ms),
         };
         outcome
     }
 
-    fn on_body(
-        &mut self,
-        store: &impl Store,
-        keys: &Keys,
-        body: &[u8],
-        table: &mut Option<KeyTable>,
-        now_ms: u64,
-    ) -> Outcome {
-        match table::decode(body) {
+    fn on_body(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+        match Reader::header(body) {
             Err(e) => Outcome::Failed(Failure::Garbage(e)),
-            Ok(Update::Snapshot(snapshot)) => {
-                let (version, keys_n) = (snapshot.version(), snapshot.len());
-                *table = Some(snapshot);
-                sync::publish_snapshot(store, keys, body, version, now_ms);
-                self.want_snapshot = false;
-                Outcome::Snapshot {
-                    version,
-                    keys: keys_n,
-                }
+            Ok((header, _)) if header.snapshot => self.on_page(store, keys, body, now_ms),
+            Ok(_) => self.on_delta(store, keys, body, now_ms),
+        }
+    }
+
+    fn on_page(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+        let mut paging = self
+            .paging
+            .take()
+            .unwrap_or_else(|| PagedSnapshot::start(store, keys));
+        let page = match feed::check_snapshot_page(body, paging.after()) {
+            Ok(page) => page,
+            Err(e) => {
+                paging.abandon(store, keys);
+                return Outcome::Failed(Failure::Garbage(e));
             }
-            Ok(Update::Delta(delta)) => {
-                let have = table.as_ref().map(KeyTable::version);
-                let applied = match table.as_mut() {
-                    Some(t) if delta.version > delta.base => t.apply(&delta).ok().map(|()| t.len()),
-                    _ => None,
-                };
-                let Some(keys_n) = applied else {
-                    self.want_snapshot = true;
-                    return Outcome::Resync {
-                        base: delta.base,
-                        have,
-                    };
-                };
-                let published =
-                    sync::publish_delta(store, keys, body, delta.base, delta.version, now_ms);
-                if published.is_none_or(|head| head.wants_compaction()) {
-                    self.want_snapshot = true;
-                }
-                Outcome::Delta {
-                    version: delta.version,
-                    keys: keys_n,
-                    ops: delta.len(),
-                }
-            }
+        };
+        paging.add_page(store, keys, body, &page);
+        if page.more {
+            let outcome = Outcome::Page {
+                pages: paging.pages(),
+                keys: paging.keys(),
+            };
+            self.paging = Some(paging);
+            return outcome;
+        }
+        sync::publish_snapshot(store, keys, &paging, now_ms);
+        self.want_snapshot = false;
+        Outcome::Snapshot {
+            version: paging.version(),
+            keys: paging.keys(),
+        }
+    }
+
+    fn on_delta(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+        let delta = match table::decode(body) {
+            Ok(Update::Delta(d)) => d,
+            Ok(Update::Snapshot(_)) => return Outcome::Failed(Failure::Garbage(FeedError::Magic)),
+            Err(e) => return Outcome::Failed(Failure::Garbage(e)),
+        };
+        let head = sync::read_head(store, keys);
+        let published = (delta.version > delta.base)
+            .then(|| sync::publish_delta(store, keys, body, delta.base, delta.version, now_ms))
+            .flatten();
+        let Some(head) = published else {
+            self.want_snapshot = true;
+            return Outcome::Resync {
+                base: delta.base,
+                have: head.map(|h| h.version),
+            };
+        };
+        if head.wants_compaction() {
+            self.want_snapshot = true;
+        }
+        Outcome::Delta {
+            version: delta.version,
+            ops: delta.len(),
         }
     }
 }

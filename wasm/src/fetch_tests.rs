@@ -3,7 +3,7 @@
 use super::*;
 use crate::sync::tests::{entry, MemStore};
 use crate::sync::{read_head, Keys};
-use keygate::feed::{encode_delta, encode_snapshot, FeedOp};
+use keygate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp};
 
 const GAP: u64 = 50;
 const RETRY: u64 = 1000;
@@ -12,7 +12,6 @@ struct Leader {
     store: MemStore,
     keys: Keys,
     fetcher: Fetcher,
-    table: Option<KeyTable>,
     token: u32,
 }
 
@@ -22,7 +21,6 @@ impl Leader {
             store: MemStore::default(),
             keys: Keys::new("t"),
             fetcher: Fetcher::new(GAP, RETRY),
-            table: None,
             token: 0,
         }
     }
@@ -35,11 +33,25 @@ impl Leader {
         assert!(!self.fetcher.due(now + 100_000), "one request at a time");
         assert!(self.fetcher.finish(self.token));
         self.fetcher
-            .on_response(&self.store, &self.keys, status, body, &mut self.table, now)
+            .on_response(&self.store, &self.keys, status, body, now)
+    }
+
+    fn ask(&self) -> Ask {
+        self.fetcher
+            .ask(read_head(&self.store, &self.keys).as_ref())
     }
 
     fn since(&self) -> u64 {
-        self.fetcher.since(self.table.as_ref())
+        self.ask().since
+    }
+
+    /// Version and keys of the shared table, as a follower loads it.
+    fn shared(&self) -> (u64, usize) {
+        let head = read_head(&self.store, &self.keys).unwrap();
+        let mut table = None;
+        crate::sync::catch_up(&self.store, &self.keys, &head, &mut table);
+        let t = table.unwrap();
+        (t.version(), t.len())
     }
 }
 
@@ -62,11 +74,7 @@ fn snapshot_then_delta_then_not_modified() {
     assert!(!l.fetcher.due(GAP - 1), "paced");
     assert_eq!(
         l.exchange(GAP, Some(200), &delta),
-        Outcome::Delta {
-            version: 6,
-            keys: 1,
-            ops: 1
-        }
+        Outcome::Delta { version: 6, ops: 1 }
     );
     assert_eq!(l.since(), 6);
     assert_eq!(read_head(&l.store, &l.keys).unwrap().version, 6);
@@ -91,8 +99,7 @@ fn failures_keep_the_table_and_wait_retry_ms() {
         assert_eq!(l.exchange(now, status, body), Outcome::Failed(failure));
         assert!(!l.fetcher.due(now + RETRY - 1));
         now += RETRY;
-        let t = l.table.as_ref().unwrap();
-        assert_eq!((t.version(), t.len()), (5, 1), "last good table kept");
+        assert_eq!(l.shared(), (5, 1), "last good table kept");
         assert_eq!(l.since(), 5);
     }
     // A truncated good body is garbage too.
@@ -137,7 +144,7 @@ fn a_delta_that_does_not_fit_asks_for_a_snapshot() {
         l.exchange(4 * GAP, Some(200), &encode_delta(5, 5, &[])),
         Outcome::Resync { .. }
     ));
-    assert_eq!(l.table.as_ref().unwrap().version(), 5);
+    assert_eq!(l.shared().0, 5);
 }
 
 #[test]
@@ -169,4 +176,81 @@ fn answers_to_other_requests_are_not_ours() {
     assert!(!f.due(1_000_000));
     assert!(f.finish(7));
     assert!(!f.finish(7));
+}
+
+#[test]
+fn a_snapshot_in_pages_is_fetched_back_to_back_and_published_whole() {
+    let mut l = Leader::new();
+    l.exchange(0, Some(200), &encode_snapshot(3, &[entry(9)]));
+    l.fetcher.request_snapshot();
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 0,
+            after: None
+        }
+    );
+    let p1 = encode_snapshot_page(8, &[entry(1), entry(2)], true);
+    assert_eq!(
+        l.exchange(GAP, Some(200), &p1),
+        Outcome::Page { pages: 1, keys: 2 }
+    );
+    assert_eq!(read_head(&l.store, &l.keys).unwrap().version, 3, "not yet");
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 0,
+            after: Some([2; 32])
+        }
+    );
+    assert!(l.fetcher.due(GAP), "the next page at once");
+    let p2 = encode_snapshot_page(7, &[entry(3)], false);
+    assert_eq!(
+        l.exchange(GAP, Some(200), &p2),
+        Outcome::Snapshot {
+            version: 7,
+            keys: 3
+        }
+    );
+    assert_eq!(l.shared(), (7, 3));
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 7,
+            after: None
+        }
+    );
+}
+
+#[test]
+fn a_failed_or_bad_page_starts_the_snapshot_over() {
+    let mut l = Leader::new();
+    let p1 = encode_snapshot_page(8, &[entry(1), entry(2)], true);
+    l.exchange(0, Some(200), &p1);
+    assert_eq!(
+        l.exchange(0, None, b""),
+        Outcome::Failed(Failure::NoResponse)
+    );
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 0,
+            after: None
+        }
+    );
+    l.exchange(RETRY, Some(200), &p1);
+    // A page that goes back in hash order.
+    let back = encode_snapshot_page(8, &[entry(1)], false);
+    assert_eq!(
+        l.exchange(RETRY, Some(200), &back),
+        Outcome::Failed(Failure::Garbage(FeedError::Order))
+    );
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 0,
+            after: None
+        }
+    );
+    assert!(read_head(&l.store, &l.keys).is_none(), "nothing published");
 }

@@ -6,7 +6,7 @@
 //! deny answers with the exact JSON of SPEC §4. An allowed WebSocket upgrade
 //! is watched until it ends, and checked again on every frame.
 
-use crate::state::{now_ms, State};
+use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
 use keygate::decision::{Allow, Decision, Deny, Request, WWW_AUTHENTICATE};
@@ -42,7 +42,7 @@ impl Http {
         let Some(hash) = self.websocket else {
             return false;
         };
-        let now = now_ms();
+        let now = self.state.clock_ms.get();
         let dead = self
             .state
             .fresh_table(now)
@@ -157,7 +157,7 @@ impl HttpContext for Http {
         };
         let method = header(&headers, ":method").unwrap_or("");
         let path = header(&headers, ":path").unwrap_or("/");
-        let now = now_ms();
+        let now = state.clock_ms.get();
         let table = state.fresh_table(now);
         let request = Request {
             method,

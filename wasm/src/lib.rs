@@ -3,8 +3,9 @@
 //! The core crate (`keygate`) takes every decision; this crate glues it to
 //! the host. Modules: [`root`] (configuration, tick, feed), [`http`] (one
 //! decision per request), [`sync`] and [`fetch`] (one key table feed per
-//! Envoy process through shared data; pure, tested natively), [`shared`]
-//! (shared data as a [`sync::Store`]), [`streams`] (open WebSockets),
+//! Envoy process through shared data; pure, tested natively), [`followers`]
+//! (which version each VM holds, so snapshot pages leave shared data),
+//! [`shared`] (shared data as a [`sync::Store`]), [`streams`] (open WebSockets),
 //! [`stats`] (metrics), [`state`] (what a root shares with its requests).
 //!
 //! Behaviour: 503 `not ready` until the first table, and again when the last
@@ -22,6 +23,7 @@
 //! workspace lints deny unwrap, expect, panic and indexing.
 
 pub mod fetch;
+pub mod followers;
 pub mod http;
 pub mod root;
 pub mod shared;

@@ -1,14 +1,18 @@
 //! The root context of one VM: configuration, the tick, the feed.
 //!
-//! Every VM (one per worker thread) ticks every `feed.sync_interval_ms`:
-//! it catches up with the table in shared data, takes or renews the fetch
-//! lease, and, holding it, keeps one request to the control plane in flight.
-//! So an Envoy process has one fetch stream whatever its concurrency, with no
-//! bootstrap extension (it works under Istio's `WasmPlugin`). After every
-//! table change, and every second for expiry, open WebSockets whose key died
-//! are reset.
+//! Every VM (one per worker thread, one on the main thread) ticks every
+//! `feed.sync_interval_ms`: it takes or renews the fetch lease and, holding
+//! it, keeps one request to the control plane in flight, publishing what
+//! comes back to shared data. So an Envoy process has one fetch stream
+//! whatever its concurrency, with no bootstrap extension (it works under
+//! Istio's `WasmPlugin`). Every VM that may serve requests follows the
+//! shared table into its own; the leader keeps none until it serves a request
+//! (in Envoy the main thread's VM usually leads and never serves, so a big
+//! table is held once per worker, not once more). After every table change,
+//! and every second for expiry, open WebSockets whose key died are reset.
 
 use crate::fetch::{Fetcher, Outcome};
+use crate::followers::Announcer;
 use crate::http::Http;
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
@@ -18,6 +22,8 @@ use keygate::decision::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
+use std::cell::Cell;
+use std::fmt::Write;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -27,6 +33,9 @@ const CALL_MARGIN_SECS: u64 = 10;
 const MIN_LEASE_MS: u64 = 3000;
 /// A streak of fetch failures is logged at its start and then this often.
 const FAILURES_LOGGED_EVERY: u32 = 60;
+/// Snapshot pages stay in shared data at least this long after publication,
+/// so that VMs starting at the same time find them.
+const SNAPSHOT_HOLD_MS: u64 = 2000;
 
 /// The feed side of a configured root.
 struct Feed {
@@ -37,6 +46,7 @@ struct Feed {
     leader: bool,
     /// Fetch failures in a row.
     failures: u32,
+    announcer: Announcer,
 }
 
 /// The root context.
@@ -47,7 +57,7 @@ pub struct Root {
     /// Unix second of the last once-a-second chores.
     last_second: u64,
     /// Head version this VM could not reach (logged once).
-    stuck_at: Option<u64>,
+    stuck_at: Cell<Option<u64>>,
 }
 
 impl Root {
@@ -57,7 +67,7 @@ impl Root {
             state: Rc::new(State::new()),
             feed: None,
             last_second: 0,
-            stuck_at: None,
+            stuck_at: Cell::new(None),
         }
     }
 
@@ -97,12 +107,18 @@ impl Root {
             lease,
             leader: false,
             failures: 0,
+            announcer: Announcer::default(),
         });
         Ok(())
     }
 
+    /// True when this VM keeps a table: it may serve requests.
+    fn follows(&self, feed: &Feed) -> bool {
+        !feed.leader || self.state.serving.get() || self.state.table.borrow().is_some()
+    }
+
     /// Catches up with shared data; true when the table changed.
-    fn follow(&mut self, feed: &Feed) -> bool {
+    fn follow(&self, feed: &Feed) -> bool {
         let Some(head) = sync::read_head(&SharedData, &feed.keys) else {
             return false;
         };
@@ -115,13 +131,13 @@ impl Root {
             Synced::Stuck | Synced::Changed { at_head: false, .. } => Some(head.version),
             _ => None,
         };
-        if stuck.is_some() && stuck != self.stuck_at {
+        if stuck.is_some() && stuck != self.stuck_at.get() {
             log::warn!(
                 "cannot reach key table version {} from shared data; asked the leader for a snapshot",
                 head.version
             );
         }
-        self.stuck_at = stuck;
+        self.stuck_at.set(stuck);
         match synced {
             Synced::Unchanged | Synced::Stuck => false,
             Synced::Changed { from_snapshot, .. } => {
@@ -143,18 +159,33 @@ impl Root {
             .map_or((0, 0), |t| (t.version(), t.len()))
     }
 
+    /// Tells the leader which version this VM's table is at.
+    fn announce(&self, feed: &mut Feed, now: u64) {
+        let Some(version) = self.state.table.borrow().as_ref().map(|t| t.version()) else {
+            return;
+        };
+        let owner = feed.lease.owner();
+        feed.announcer
+            .announce(&SharedData, &feed.keys, owner, version, now);
+    }
+
     /// Starts the next feed request if this VM leads and one is due.
     fn poll(&self, feed: &mut Feed, now: u64) {
         if !feed.leader || !feed.fetcher.due(now) {
             return;
         }
-        let since = feed.fetcher.since(self.state.table.borrow().as_ref());
+        let ask = feed
+            .fetcher
+            .ask(sync::read_head(&SharedData, &feed.keys).as_ref());
         let config = &feed.config;
         let separator = if config.path.contains('?') { '&' } else { '?' };
-        let path = format!(
-            "{}{separator}since={since}&wait={}",
-            config.path, config.wait_seconds
+        let mut path = format!(
+            "{}{separator}since={}&wait={}",
+            config.path, ask.since, config.wait_seconds
         );
+        if let Some(after) = ask.after {
+            let _ = write!(path, "&after={}", hex::encode(after));
+        }
         let authorization = format!("Bearer {}", config.token);
         let headers = vec![
             (":method", "GET"),
@@ -180,7 +211,7 @@ impl Root {
             stats.fetch_failed();
             feed.failures = feed.failures.saturating_add(1);
             if feed.failures == 1 || feed.failures.is_multiple_of(FAILURES_LOGGED_EVERY) {
-                let (version, _) = self.table_summary();
+                let version = sync::read_head(&SharedData, &feed.keys).map_or(0, |h| h.version);
                 log::warn!(
                     "key table fetch from cluster {} failed: {failure}; keeping version {version}, retrying every {} ms ({} failures in a row)",
                     feed.config.cluster,
@@ -200,13 +231,14 @@ impl Root {
             feed.failures = 0;
         }
         match outcome {
-            Outcome::Snapshot { version, keys } => {
-                log::info!("key table version {version} loaded ({keys} keys, snapshot)");
+            Outcome::Page { pages, keys } => {
+                log::debug!("key table snapshot: page {pages} stored ({keys} keys so far)");
             }
-            Outcome::Delta { version, keys, ops } => {
-                log::info!(
-                    "key table version {version} loaded ({keys} keys, delta of {ops} changes)"
-                );
+            Outcome::Snapshot { version, keys } => {
+                log::info!("key table version {version} fetched ({keys} keys, snapshot)");
+            }
+            Outcome::Delta { version, ops } => {
+                log::info!("key table version {version} fetched (delta of {ops} changes)");
             }
             Outcome::Resync { base, have } => log::warn!(
                 "delta from version {base} does not apply to version {}; asking for a snapshot",
@@ -309,29 +341,35 @@ impl Context for Root {
                     .unwrap_or_default(),
                 _ => Vec::new(),
             };
-            let outcome = {
-                let mut table = self.state.table.borrow_mut();
-                feed.fetcher
-                    .on_response(&SharedData, &feed.keys, status, &body, &mut table, now)
-            };
-            if !matches!(outcome, Outcome::Failed(_)) {
-                self.state.contact_ms.set(now);
-            }
+            let outcome = feed
+                .fetcher
+                .on_response(&SharedData, &feed.keys, status, &body, now);
             self.report(&mut feed, &outcome);
-            if matches!(outcome, Outcome::Snapshot { .. } | Outcome::Delta { .. }) {
-                self.table_changed(now);
+            match outcome {
+                Outcome::Snapshot { .. } | Outcome::Delta { .. }
+                    if self.follows(&feed) && self.follow(&feed) =>
+                {
+                    self.table_changed(now);
+                }
+                // The next page at once (it opens a second connection, as
+                // this call's is busy until we return; pages are few).
+                Outcome::Page { .. } => self.poll(&mut feed, now),
+                // Anything else starts on the next tick: started from here,
+                // it would find this call's connection busy and open another.
+                _ => {}
             }
-            // The next request starts on the next tick: started from here, it
-            // would find this call's connection still busy and open another.
         }
         self.feed = Some(feed);
     }
 
     fn on_done(&mut self) -> bool {
-        if let Some(feed) = &self.feed {
+        if let Some(feed) = &mut self.feed {
             if feed.leader {
                 feed.lease.release(&SharedData, &feed.keys);
             }
+            let owner = feed.lease.owner().to_string();
+            feed.announcer
+                .withdraw(&SharedData, &feed.keys, &owner, now_ms());
         }
         true
     }
@@ -346,14 +384,11 @@ impl RootContext for Root {
             .unwrap_or_default();
         match self.configure(&bytes) {
             Ok(()) => {
-                // A table other VMs already hold serves at once; fetching
-                // waits for the first tick (clusters may not be ready yet).
-                if let Some(feed) = self.feed.take() {
-                    if self.follow(&feed) {
-                        self.table_changed(now_ms());
-                    }
-                    self.feed = Some(feed);
-                }
+                // Tables load on the first tick or the first request, not
+                // here: Envoy also configures VMs that never tick nor serve.
+                // Fetching waits for the first tick (clusters may not be
+                // ready yet).
+                self.state.clock_ms.set(now_ms());
                 true
             }
             Err(e) => {
@@ -368,19 +403,41 @@ impl RootContext for Root {
             return;
         };
         let now = now_ms();
-        if self.follow(&feed) {
-            self.table_changed(now);
-        }
+        self.state.clock_ms.set(now);
         feed.leader = feed.lease.tick(&SharedData, &feed.keys, now);
-        if feed.leader && sync::take_resync(&SharedData, &feed.keys) {
-            feed.fetcher.request_snapshot();
+        if self.follows(&feed) {
+            if self.follow(&feed) {
+                self.table_changed(now);
+            }
+            self.announce(&mut feed, now);
+        }
+        if feed.leader {
+            if sync::take_resync(&SharedData, &feed.keys) {
+                feed.fetcher.request_snapshot();
+            }
+            if sync::release_snapshot(&SharedData, &feed.keys, now, SNAPSHOT_HOLD_MS) {
+                log::debug!("every worker holds the snapshot: its pages left shared data");
+            }
         }
         self.poll(&mut feed, now);
         self.feed = Some(feed);
+        self.state.stats.flush();
         self.each_second(now);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.state.serving.set(true);
+        // No table yet (a fresh VM before its first tick, or a leader that
+        // kept none): load what shared data holds now rather than refuse.
+        if let Some(feed) = self
+            .feed
+            .as_ref()
+            .filter(|_| self.state.table.borrow().is_none())
+        {
+            if self.follow(feed) {
+                self.table_changed(now_ms());
+            }
+        }
         Some(Box::new(Http::new(context_id, Rc::clone(&self.state))))
     }
 

@@ -20,6 +20,12 @@ pub struct State {
     pub contact_ms: Cell<u64>,
     /// A table older than this (since the last contact) is not used.
     pub max_staleness_ms: Cell<u64>,
+    /// The host's clock (unix ms) as of the last tick: requests read this
+    /// rather than make a host call each (expiry is in seconds, staleness in
+    /// seconds, the tick a few tens of ms).
+    pub clock_ms: Cell<u64>,
+    /// True once this VM created an HTTP context (it serves requests).
+    pub serving: Cell<bool>,
     /// Open WebSocket streams.
     pub streams: Streams,
     pub stats: Stats,

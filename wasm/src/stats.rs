@@ -7,16 +7,46 @@
 //! (since the last successful contact with the control plane). A metric
 //! defined under one name has one value for the whole Envoy process: counters
 //! add up over the VMs (one per worker), gauges hold the last value recorded.
+//! Per-request counters are kept in the VM and added to the host's on every
+//! tick ([`Stats::flush`]), so a request makes no metric host call.
 
 use keygate::decision::DenyReason;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use std::cell::Cell;
+
+/// A host counter and what this VM counted since the last flush.
+#[derive(Debug, Default)]
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn new(name: &str) -> Counter {
+        Counter {
+            id: define(MetricType::Counter, name),
+            pending: Cell::new(0),
+        }
+    }
+
+    fn count(&self) {
+        self.pending.set(self.pending.get().saturating_add(1));
+    }
+
+    fn flush(&self) {
+        let n = self.pending.replace(0);
+        if n > 0 {
+            add(self.id, n);
+        }
+    }
+}
 
 /// Metric ids of this VM (`None` when the host refused to define one).
 #[derive(Debug, Default)]
 pub struct Stats {
-    allowed: Option<u32>,
-    denied: [Option<u32>; DenyReason::ALL.len()],
+    allowed: Counter,
+    denied: [Counter; DenyReason::ALL.len()],
     fetches: Option<u32>,
     fetch_failures: Option<u32>,
     ws_closed: Option<u32>,
@@ -48,8 +78,9 @@ impl Stats {
         let counter = |name: &str| define(MetricType::Counter, name);
         let gauge = |name: &str| define(MetricType::Gauge, name);
         Stats {
-            allowed: counter("keygate_allowed"),
-            denied: DenyReason::ALL.map(|r| counter(&format!("keygate_denied_{}", r.as_str()))),
+            allowed: Counter::new("keygate_allowed"),
+            denied: DenyReason::ALL
+                .map(|r| Counter::new(&format!("keygate_denied_{}", r.as_str()))),
             fetches: counter("keygate_fetches"),
             fetch_failures: counter("keygate_fetch_failures"),
             ws_closed: counter("keygate_ws_closed"),
@@ -60,12 +91,20 @@ impl Stats {
     }
 
     pub fn allowed(&self) {
-        add(self.allowed, 1);
+        self.allowed.count();
     }
 
     pub fn denied(&self, reason: DenyReason) {
         let i = DenyReason::ALL.iter().position(|r| *r == reason);
-        add(i.and_then(|i| self.denied.get(i).copied().flatten()), 1);
+        if let Some(counter) = i.and_then(|i| self.denied.get(i)) {
+            counter.count();
+        }
+    }
+
+    /// Adds what requests counted since the last flush to the host's counters.
+    pub fn flush(&self) {
+        self.allowed.flush();
+        self.denied.iter().for_each(Counter::flush);
     }
 
     pub fn fetched(&self) {

@@ -1,8 +1,9 @@
 //! One key table feed per Envoy process, shared by every VM through shared data.
 //!
-//! Envoy runs one VM per worker thread; they share a process-wide key/value
-//! store ("shared data", per `vm_id`) with compare-and-swap. Pure logic over a
-//! small [`Store`] trait, so it is unit-tested natively:
+//! Envoy runs one VM per worker thread (plus one on the main thread); they
+//! share a process-wide key/value store ("shared data", per `vm_id`) with
+//! compare-and-swap. Pure logic over a small [`Store`] trait, so it is
+//! unit-tested natively:
 //!
 //! - **lease** (`<ns>lease` = `"<owner> <deadline ms>"`): the VM holding it is
 //!   the only one that fetches from the control plane. It is taken and renewed
@@ -10,9 +11,14 @@
 //!   only non-CAS write, which can at worst revoke a claim, never add a second
 //!   owner). A holder that goes away stops renewing and another VM takes over
 //!   once the deadline passes.
-//! - **head** (`<ns>head`): current version, version of the stored snapshot,
-//!   last successful contact with the control plane, and chain statistics.
-//! - **snapshot** (`<ns>snapshot`): the last snapshot body, as received.
+//! - **head** (`<ns>head`): current version, the stored snapshot (version,
+//!   generation, pages, keys), last successful contact with the control
+//!   plane, and chain statistics.
+//! - **snapshot pages** (`<ns>snap.<generation>.<i>`): the pages of the last
+//!   snapshot, as received (about 1 MiB each, so no VM ever copies a whole
+//!   table's worth of bytes at once). Once every following VM holds the
+//!   snapshot's version (see [`crate::followers`]) the leader empties them;
+//!   a VM that needs them later asks for a fresh snapshot.
 //! - **deltas** (`<ns>delta.<base % RING>`): delta bodies from the snapshot
 //!   version to the head version, each found under the slot of its base.
 //!
@@ -24,8 +30,8 @@
 //! bytes than the snapshot) the leader asks the control plane for a fresh
 //! snapshot and clears the old slots.
 
-use keygate::feed::{FeedError, Reader};
-use keygate::table::{self, KeyTable, Update};
+use keygate::feed::{FeedError, PageSummary, Reader};
+use keygate::table::{self, KeyTable, SnapshotBuilder, Update};
 
 /// Number of delta slots (keys are reused modulo this).
 pub const RING: u64 = 1024;
@@ -49,10 +55,11 @@ pub trait Store {
 pub struct Keys {
     lease: String,
     head: String,
-    snapshot: String,
+    page: String,
     seq: String,
     resync: String,
     delta: String,
+    pub(crate) followers: String,
 }
 
 impl Keys {
@@ -62,11 +69,16 @@ impl Keys {
         Keys {
             lease: key("lease"),
             head: key("head"),
-            snapshot: key("snapshot"),
+            page: key("snap."),
             seq: key("seq"),
             resync: key("resync"),
             delta: key("delta."),
+            followers: key("followers"),
         }
+    }
+
+    fn page(&self, generation: u64, i: u32) -> String {
+        format!("{}{generation}.{i}", self.page)
     }
 
     fn delta(&self, base: u64) -> String {
@@ -87,27 +99,42 @@ pub struct Head {
     pub chain_len: u32,
     /// Their total size.
     pub chain_bytes: u64,
-    /// Size of the stored snapshot.
+    /// Size of the stored snapshot (all pages).
     pub snapshot_bytes: u64,
+    /// Generation of the stored snapshot (names its pages).
+    pub generation: u64,
+    /// Its pages.
+    pub pages: u32,
+    /// Its keys.
+    pub snapshot_keys: u64,
+    /// Unix ms when it was published.
+    pub published_ms: u64,
+    /// True once its pages were emptied (every follower held it).
+    pub released: bool,
 }
 
 impl Head {
     fn encode(&self) -> String {
         format!(
-            "kgh1 {} {} {} {} {} {}",
+            "kgh2 {} {} {} {} {} {} {} {} {} {} {}",
             self.version,
             self.snapshot_version,
             self.contact_ms,
             self.chain_len,
             self.chain_bytes,
-            self.snapshot_bytes
+            self.snapshot_bytes,
+            self.generation,
+            self.pages,
+            self.snapshot_keys,
+            self.published_ms,
+            u8::from(self.released)
         )
     }
 
     fn parse(bytes: &[u8]) -> Option<Head> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut words = text.split(' ');
-        if words.next()? != "kgh1" {
+        if words.next()? != "kgh2" {
             return None;
         }
         let mut next = || words.next()?.parse::<u64>().ok();
@@ -118,6 +145,15 @@ impl Head {
             chain_len: u32::try_from(next()?).ok()?,
             chain_bytes: next()?,
             snapshot_bytes: next()?,
+            generation: next()?,
+            pages: u32::try_from(next()?).ok()?,
+            snapshot_keys: next()?,
+            published_ms: next()?,
+            released: match next()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
         };
         words.next().is_none().then_some(head)
     }
@@ -180,6 +216,11 @@ impl Lease {
         store.set(&keys.lease, claim.as_bytes(), cas)
     }
 
+    /// This claimant's id, unique in the process.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Gives the lease up (the VM is going away) so another VM takes over at once.
     pub fn release(&self, store: &impl Store, keys: &Keys) {
         let (value, cas) = store.get(&keys.lease);
@@ -212,22 +253,121 @@ pub fn publish_contact(store: &impl Store, keys: &Keys, now_ms: u64) {
     }
 }
 
-/// Publishes a snapshot body at `version` and clears the previous chain.
-pub fn publish_snapshot(store: &impl Store, keys: &Keys, bytes: &[u8], version: u64, now_ms: u64) {
+/// A snapshot the leader stores page by page; the head points at it only
+/// once the last page is in ([`publish_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagedSnapshot {
+    generation: u64,
+    pages: u32,
+    keys: u64,
+    bytes: u64,
+    /// The lowest version a page was read at: the snapshot's version.
+    version: u64,
+    after: Option<[u8; 32]>,
+}
+
+impl PagedSnapshot {
+    /// Starts a snapshot in a generation the head does not use.
+    pub fn start(store: &impl Store, keys: &Keys) -> PagedSnapshot {
+        let generation = read_head(store, keys).map_or(1, |h| h.generation.wrapping_add(1));
+        PagedSnapshot {
+            generation,
+            pages: 0,
+            keys: 0,
+            bytes: 0,
+            version: u64::MAX,
+            after: None,
+        }
+    }
+
+    /// Hash of the last key stored: the next page starts after it.
+    pub fn after(&self) -> Option<&[u8; 32]> {
+        self.after.as_ref()
+    }
+
+    /// Pages stored so far.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// Keys stored so far.
+    pub fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    /// The snapshot's version: the lowest of its pages'.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Stores a page checked by `keygate::feed::check_snapshot_page`.
+    pub fn add_page(&mut self, store: &impl Store, keys: &Keys, body: &[u8], page: &PageSummary) {
+        store.set(&keys.page(self.generation, self.pages), body, None);
+        self.pages = self.pages.saturating_add(1);
+        self.keys = self.keys.saturating_add(page.keys as u64);
+        self.bytes = self.bytes.saturating_add(body.len() as u64);
+        self.version = self.version.min(page.version);
+        self.after = page.last_hash.or(self.after);
+    }
+
+    /// Empties the pages of an unfinished snapshot.
+    pub fn abandon(&self, store: &impl Store, keys: &Keys) {
+        clear_pages(store, keys, self.generation, self.pages);
+    }
+}
+
+fn clear_pages(store: &impl Store, keys: &Keys, generation: u64, pages: u32) {
+    for i in 0..pages {
+        store.set(&keys.page(generation, i), &[], None);
+    }
+}
+
+/// Points the head at a complete snapshot and clears the previous one and
+/// its chain.
+pub fn publish_snapshot(store: &impl Store, keys: &Keys, snapshot: &PagedSnapshot, now_ms: u64) {
     let old = read_head(store, keys);
-    store.set(&keys.snapshot, bytes, None);
     let head = Head {
-        version,
-        snapshot_version: version,
+        version: snapshot.version,
+        snapshot_version: snapshot.version,
         contact_ms: now_ms,
         chain_len: 0,
         chain_bytes: 0,
-        snapshot_bytes: bytes.len() as u64,
+        snapshot_bytes: snapshot.bytes,
+        generation: snapshot.generation,
+        pages: snapshot.pages,
+        snapshot_keys: snapshot.keys,
+        published_ms: now_ms,
+        released: false,
     };
     write_head(store, keys, &head);
     if let Some(old) = old {
+        if old.generation != snapshot.generation {
+            clear_pages(store, keys, old.generation, old.pages);
+        }
         clear_chain(store, keys, old.snapshot_version, old.version);
     }
+}
+
+/// Empties the snapshot's pages once every follower holds its version or
+/// newer (and it was published at least `hold_ms` ago); true when it did.
+pub fn release_snapshot(store: &impl Store, keys: &Keys, now_ms: u64, hold_ms: u64) -> bool {
+    let Some(head) = read_head(store, keys) else {
+        return false;
+    };
+    let due = !head.released && now_ms >= head.published_ms.saturating_add(hold_ms);
+    if !due || !crate::followers::all_hold(store, keys, head.snapshot_version, now_ms) {
+        return false;
+    }
+    clear_pages(store, keys, head.generation, head.pages);
+    write_head(
+        store,
+        keys,
+        &Head {
+            released: true,
+            ..head
+        },
+    );
+    true
 }
 
 /// Empties the delta slots of the chain `from..to` (bounded memory).
@@ -338,8 +478,14 @@ fn advance(store: &impl Store, keys: &Keys, head: &Head, table: &mut Option<KeyT
             };
         }
     }
-    let Some(mut snapshot) = load_snapshot(store, keys) else {
-        return Synced::Stuck;
+    let Some(mut snapshot) = load_snapshot(store, keys, head) else {
+        // A newer snapshot replaced this one while it was read: next tick.
+        let moved = read_head(store, keys).is_some_and(|h| h.generation != head.generation);
+        return if moved {
+            Synced::Unchanged
+        } else {
+            Synced::Stuck
+        };
     };
     if local == Some(snapshot.version()) {
         return Synced::Stuck;
@@ -358,11 +504,19 @@ pub fn take_resync(store: &impl Store, keys: &Keys) -> bool {
     value == b"1" && store.set(&keys.resync, b"0", cas)
 }
 
-fn load_snapshot(store: &impl Store, keys: &Keys) -> Option<KeyTable> {
-    match table::decode(&store.get(&keys.snapshot).0) {
-        Ok(Update::Snapshot(t)) => Some(t),
-        _ => None,
+/// Builds the head's snapshot from its pages (`None` if one is missing or bad).
+fn load_snapshot(store: &impl Store, keys: &Keys, head: &Head) -> Option<KeyTable> {
+    if head.released {
+        return None;
     }
+    let expected = usize::try_from(head.snapshot_keys).unwrap_or(0);
+    let mut builder = SnapshotBuilder::new(expected);
+    for i in 0..head.pages {
+        builder
+            .add_page(&store.get(&keys.page(head.generation, i)).0)
+            .ok()?;
+    }
+    builder.finish().ok()
 }
 
 /// Applies stored deltas until `table` reaches `target` (or passes it).

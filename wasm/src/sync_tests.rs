@@ -1,7 +1,9 @@
 //! Lease, head and chain logic against an in-memory store with Envoy's CAS rules.
 
 use super::*;
-use keygate::feed::{encode_delta, encode_snapshot, FeedEntry, FeedOp};
+use keygate::feed::{
+    check_snapshot_page, encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp,
+};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use std::cell::RefCell;
@@ -48,6 +50,21 @@ pub fn entry(n: u8) -> FeedEntry {
     }
 }
 
+/// Publishes `body` (a whole snapshot) as the leader would: one page.
+pub fn publish_body(store: &MemStore, k: &Keys, body: &[u8], now: u64) {
+    publish_pages(store, k, &[body], now);
+}
+
+/// Publishes the pages of one snapshot as the leader would.
+pub fn publish_pages(store: &MemStore, k: &Keys, bodies: &[&[u8]], now: u64) {
+    let mut snap = PagedSnapshot::start(store, k);
+    for body in bodies {
+        let page = check_snapshot_page(body, snap.after()).unwrap();
+        snap.add_page(store, k, body, &page);
+    }
+    publish_snapshot(store, k, &snap, now);
+}
+
 fn keys() -> Keys {
     Keys::new("cp|auth|/v1/key-table")
 }
@@ -73,14 +90,21 @@ fn head_round_trip_and_garbage() {
         chain_len: 2,
         chain_bytes: 300,
         snapshot_bytes: 900,
+        generation: 3,
+        pages: 2,
+        snapshot_keys: 40,
+        published_ms: 1000,
+        released: true,
     };
     assert_eq!(Head::parse(head.encode().as_bytes()), Some(head));
     for bad in [
         &b""[..],
-        b"kgh1 1 2",
-        b"kgh1 1 2 3 4 5 6 7",
-        b"xxx 1 2 3 4 5 6",
-        b"kgh1 a 2 3 4 5 6",
+        b"kgh2 1 2",
+        b"kgh1 1 2 3 4 5 6",
+        b"kgh2 1 2 3 4 5 6 7 8 9 10 1 12",
+        b"kgh2 1 2 3 4 5 6 7 8 9 10 2",
+        b"xxx 1 2 3 4 5 6 7 8 9 10 1",
+        b"kgh2 a 2 3 4 5 6 7 8 9 10 1",
     ] {
         assert_eq!(Head::parse(bad), None, "{bad:?}");
     }
@@ -154,7 +178,7 @@ fn followers_apply_the_chain_and_load_the_snapshot_when_behind() {
     let store = MemStore::default();
     let k = keys();
     let snap = encode_snapshot(5, &[entry(1), entry(2)]);
-    publish_snapshot(&store, &k, &snap, 5, 100);
+    publish_body(&store, &k, &snap, 100);
     let mut early: Option<KeyTable> = None;
     assert_eq!(
         catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut early),
@@ -205,14 +229,14 @@ fn followers_apply_the_chain_and_load_the_snapshot_when_behind() {
 fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
     let store = MemStore::default();
     let k = keys();
-    publish_snapshot(&store, &k, &encode_snapshot(5, &[entry(1)]), 5, 0);
+    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 0);
     publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 0).unwrap();
     publish_delta(&store, &k, &add(6, 7, 3), 6, 7, 0).unwrap();
     let mut follower = None;
     catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut follower);
     assert_eq!(follower.as_ref().unwrap().version(), 7);
 
-    publish_snapshot(&store, &k, &encode_snapshot(20, &[entry(9)]), 20, 0);
+    publish_body(&store, &k, &encode_snapshot(20, &[entry(9)]), 0);
     assert!(store.get(&k.delta(5)).0.is_empty() && store.get(&k.delta(6)).0.is_empty());
     let head = read_head(&store, &k).unwrap();
     assert_eq!(
@@ -229,7 +253,7 @@ fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
     assert!(has(&follower, 9) && !has(&follower, 1));
 
     // The control plane's database was replaced: versions go back; followers follow.
-    publish_snapshot(&store, &k, &encode_snapshot(3, &[entry(4)]), 3, 0);
+    publish_body(&store, &k, &encode_snapshot(3, &[entry(4)]), 0);
     catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut follower);
     assert_eq!(follower.as_ref().unwrap().version(), 3);
 }
@@ -238,7 +262,7 @@ fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
 fn a_broken_chain_asks_the_leader_for_a_snapshot_once_per_request() {
     let store = MemStore::default();
     let k = keys();
-    publish_snapshot(&store, &k, &encode_snapshot(5, &[entry(1)]), 5, 0);
+    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 0);
     publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 0).unwrap();
     publish_delta(&store, &k, &add(6, 7, 3), 6, 7, 0).unwrap();
     store.set(&k.delta(6), b"garbage", None);
@@ -262,7 +286,7 @@ fn a_broken_chain_asks_the_leader_for_a_snapshot_once_per_request() {
     assert!(!take_resync(&store, &k));
 
     // The snapshot is unreadable: nothing loads, and the leader is asked.
-    store.set(&k.snapshot, b"nope", None);
+    store.set(&k.page(head.generation, 0), b"nope", None);
     let mut none = None;
     assert_eq!(catch_up(&store, &k, &head, &mut none), Synced::Stuck);
     assert!(none.is_none());
@@ -277,7 +301,7 @@ fn delta_publication_refuses_to_break_the_chain() {
         publish_delta(&store, &k, &add(0, 1, 1), 0, 1, 0).is_none(),
         "no head yet"
     );
-    publish_snapshot(&store, &k, &encode_snapshot(5, &[]), 5, 0);
+    publish_body(&store, &k, &encode_snapshot(5, &[]), 0);
     assert!(
         publish_delta(&store, &k, &add(4, 6, 1), 4, 6, 0).is_none(),
         "base is not the head"
@@ -329,8 +353,85 @@ fn contact_updates_only_the_time() {
     let k = keys();
     publish_contact(&store, &k, 5);
     assert!(read_head(&store, &k).is_none());
-    publish_snapshot(&store, &k, &encode_snapshot(5, &[]), 5, 1);
+    publish_body(&store, &k, &encode_snapshot(5, &[]), 1);
     publish_contact(&store, &k, 99);
     let head = read_head(&store, &k).unwrap();
     assert_eq!((head.version, head.contact_ms), (5, 99));
+}
+
+#[test]
+fn a_snapshot_in_pages_loads_at_its_lowest_version_and_the_chain_fixes_it() {
+    let store = MemStore::default();
+    let k = keys();
+    // Pages read at versions 7, 5 and 6; key 2 was revoked at version 6,
+    // after page 1 (holding it) was read.
+    let p1 = encode_snapshot_page(7, &[entry(1), entry(2)], true);
+    let p2 = encode_snapshot_page(5, &[entry(3)], true);
+    let p3 = encode_snapshot_page(6, &[entry(4)], false);
+    publish_pages(&store, &k, &[&p1, &p2, &p3], 0);
+    let head = read_head(&store, &k).unwrap();
+    assert_eq!(
+        (
+            head.version,
+            head.snapshot_version,
+            head.pages,
+            head.snapshot_keys
+        ),
+        (5, 5, 3, 4)
+    );
+    publish_delta(&store, &k, &remove(5, 7, 2), 5, 7, 10).unwrap();
+    let mut table = None;
+    catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut table);
+    let t = table.as_ref().unwrap();
+    assert_eq!((t.version(), t.len()), (7, 3));
+    assert!(has(&table, 1) && !has(&table, 2) && has(&table, 3) && has(&table, 4));
+}
+
+#[test]
+fn pages_leave_shared_data_once_every_follower_holds_them() {
+    let store = MemStore::default();
+    let k = keys();
+    let mut announcer = crate::followers::Announcer::default();
+    announcer.announce(&store, &k, "w.1", 0, 0);
+    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 100);
+    let head = read_head(&store, &k).unwrap();
+    assert!(!release_snapshot(&store, &k, 5000, 2000), "follower at 0");
+    let mut table = None;
+    catch_up(&store, &k, &head, &mut table);
+    announcer.announce(&store, &k, "w.1", 5, 5000);
+    assert!(
+        !release_snapshot(&store, &k, 1000, 2000),
+        "too soon after publication"
+    );
+    assert!(release_snapshot(&store, &k, 5000, 2000));
+    assert!(store.get(&k.page(head.generation, 0)).0.is_empty());
+    assert!(read_head(&store, &k).unwrap().released);
+    assert!(!release_snapshot(&store, &k, 5001, 2000), "once");
+
+    // The follower keeps following the chain; a new VM asks for a snapshot.
+    publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 5100).unwrap();
+    let head = read_head(&store, &k).unwrap();
+    assert_eq!(
+        catch_up(&store, &k, &head, &mut table),
+        Synced::Changed {
+            from_snapshot: false,
+            at_head: true
+        }
+    );
+    let mut fresh = None;
+    assert_eq!(catch_up(&store, &k, &head, &mut fresh), Synced::Stuck);
+    assert!(take_resync(&store, &k));
+}
+
+#[test]
+fn a_snapshot_replaced_while_read_is_retried_not_reported() {
+    let store = MemStore::default();
+    let k = keys();
+    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 0);
+    let old = read_head(&store, &k).unwrap();
+    publish_body(&store, &k, &encode_snapshot(8, &[entry(2)]), 0);
+    let mut table = None;
+    assert_eq!(catch_up(&store, &k, &old, &mut table), Synced::Unchanged);
+    assert!(!take_resync(&store, &k));
+    assert!(table.is_none());
 }
