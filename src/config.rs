@@ -52,6 +52,12 @@ pub struct FeedConfig {
     /// How long the last good table keeps serving without reaching the control plane.
     #[serde(default = "default_staleness")]
     pub max_staleness_seconds: u32,
+    /// Snapshots up to this size stay in Envoy's shared data, so a VM that
+    /// starts later (a config reload, a reloaded VM) loads its table at once;
+    /// bigger ones leave it once every worker holds them (a later VM waits
+    /// for a fresh snapshot from the control plane).
+    #[serde(default = "default_keep_snapshot")]
+    pub keep_snapshot_bytes: u64,
 }
 
 fn default_prefix() -> String {
@@ -74,6 +80,9 @@ fn default_sync() -> u32 {
 }
 fn default_staleness() -> u32 {
     300
+}
+fn default_keep_snapshot() -> u64 {
+    16 << 20
 }
 
 /// A configuration error: which field, and what is wrong with it.

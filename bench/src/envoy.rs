@@ -152,6 +152,8 @@ pub fn bootstrap(filter: &Filter<'_>, listen: u16, admin: u16) -> Value {
     }));
     json!({
         "admin": {"address": socket(admin)},
+        // As envoy/envoy.yaml: freed memory goes back to the OS (every variant).
+        "memory_allocator_manager": {"bytes_to_release": 67108864, "memory_release_interval": "1s"},
         "static_resources": {
             "listeners": [{
                 "name": "bench",

@@ -287,8 +287,9 @@ and the bench's probes on CPU {l}; Envoy --concurrency 2 and the control plane o
         _ => println!("pinning: none (fewer than 2 CPUs)"),
     }
     println!(
-        "Envoy runtime: defaults (the feed sends snapshots in pages of {} keys, under the 32 MiB \
-limit on wasm http-call answers)",
+        "Envoy, every variant: runtime defaults (the feed sends snapshots in pages of {} keys, \
+under the 32 MiB limit on wasm http-call answers); memory_allocator_manager releases up to \
+64 MiB of free heap a second, as envoy/envoy.yaml",
         feed_server::PAGE_KEYS
     );
     println!(

@@ -140,7 +140,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         ),
     ];
     if o.diagnose {
-        filters.push(("2b wasm 9 host calls", minimal("hostcalls")));
+        filters.push(("2b wasm 7 host calls", minimal("hostcalls")));
         filters.push(("2c wasm get+set map", minimal("one-set")));
         filters.push(("2d wasm by-name", minimal("by-name")));
     }

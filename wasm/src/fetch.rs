@@ -77,6 +77,8 @@ pub struct Ask {
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     in_flight: Option<u32>,
+    /// The request in flight asks for a snapshot (page).
+    in_flight_snapshot: bool,
     last_start_ms: u64,
     not_before_ms: u64,
     want_snapshot: bool,
@@ -91,6 +93,7 @@ impl Fetcher {
     pub fn new(min_gap_ms: u64, retry_ms: u64) -> Fetcher {
         Fetcher {
             in_flight: None,
+            in_flight_snapshot: false,
             last_start_ms: 0,
             not_before_ms: 0,
             want_snapshot: false,
@@ -121,13 +124,25 @@ impl Fetcher {
     }
 
     /// Makes the next request ask for a snapshot.
+    /// A follower needs one (it has no table and shared data holds no
+    /// snapshot any more): unless one is already coming, a held long-poll is
+    /// given up (its answer will not be ours) so the snapshot starts at once
+    /// instead of after the wait.
     pub fn request_snapshot(&mut self) {
+        let coming = self.paging.is_some() || (self.in_flight.is_some() && self.in_flight_snapshot);
+        if coming {
+            return;
+        }
         self.want_snapshot = true;
+        if self.in_flight.take().is_some() {
+            self.not_before_ms = 0;
+        }
     }
 
-    /// Records a request started with `token`.
-    pub fn started(&mut self, token: u32, now_ms: u64) {
+    /// Records a request started with `token` for `ask`.
+    pub fn started(&mut self, token: u32, ask: &Ask, now_ms: u64) {
         self.in_flight = Some(token);
+        self.in_flight_snapshot = ask.since == 0;
         self.last_start_ms = now_ms;
     }
 

@@ -29,7 +29,8 @@ impl Leader {
     fn exchange(&mut self, now: u64, status: Option<u16>, body: &[u8]) -> Outcome {
         assert!(self.fetcher.due(now), "not due at {now}");
         self.token += 1;
-        self.fetcher.started(self.token, now);
+        let ask = self.ask();
+        self.fetcher.started(self.token, &ask, now);
         assert!(!self.fetcher.due(now + 100_000), "one request at a time");
         assert!(self.fetcher.finish(self.token));
         self.fetcher
@@ -171,7 +172,14 @@ fn long_chains_and_resync_requests_lead_to_a_snapshot() {
 #[test]
 fn answers_to_other_requests_are_not_ours() {
     let mut f = Fetcher::new(GAP, RETRY);
-    f.started(7, 0);
+    f.started(
+        7,
+        &Ask {
+            since: 3,
+            after: None,
+        },
+        0,
+    );
     assert!(!f.finish(6));
     assert!(!f.due(1_000_000));
     assert!(f.finish(7));
@@ -253,4 +261,36 @@ fn a_failed_or_bad_page_starts_the_snapshot_over() {
         }
     );
     assert!(read_head(&l.store, &l.keys).is_none(), "nothing published");
+}
+
+#[test]
+fn a_snapshot_wanted_by_a_follower_does_not_wait_for_the_held_long_poll() {
+    let mut l = Leader::new();
+    l.exchange(0, Some(200), &encode_snapshot(5, &[entry(1)]));
+    // A long-poll is held...
+    l.token += 1;
+    let held = l.token;
+    let ask = l.ask();
+    assert_eq!(ask.since, 5);
+    l.fetcher.started(held, &ask, GAP);
+    assert!(!l.fetcher.due(GAP + 1));
+    // ...when a new VM finds no snapshot: the snapshot starts at once.
+    l.fetcher.request_snapshot();
+    assert!(l.fetcher.due(GAP + 1));
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 0,
+            after: None
+        }
+    );
+    l.token += 1;
+    let snapshot = l.token;
+    l.fetcher.started(snapshot, &l.ask(), GAP + 1);
+    // Asked again while it is coming: nothing changes.
+    l.fetcher.request_snapshot();
+    assert!(!l.fetcher.due(GAP + 2));
+    // The held long-poll's answer is not ours any more.
+    assert!(!l.fetcher.finish(held));
+    assert!(l.fetcher.finish(snapshot));
 }

@@ -1,11 +1,13 @@
 //! One HTTP request: one decision, taken from the headers alone.
 //!
-//! All request headers are read in one host call; the core decides; an allow
+//! All request headers are read in one host call ([`RawHeaders`]); the core
+//! decides; an allow
 //! removes the credential and any client copy of the identity headers, sets
 //! the identity headers and rewrites `:path` when `?api_key=` went away; a
 //! deny answers with the exact JSON of SPEC §4. An allowed WebSocket upgrade
 //! is watched until it ends, and checked again on every frame.
 
+use crate::headers::RawHeaders;
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
@@ -15,9 +17,10 @@ use keygate::rules::path_only;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
+use std::borrow::Cow;
 use std::rc::Rc;
 
-type Headers = Vec<(String, String)>;
+type Headers<'h> = [(&'h str, Cow<'h, str>)];
 
 /// The context of one request.
 pub struct Http {
@@ -67,29 +70,14 @@ impl Http {
     }
 }
 
-/// Request headers with values as text (bytes that are not UTF-8 become
-/// U+FFFD: such a value is never a valid key).
-fn request_headers() -> Option<Headers> {
-    let raw = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
-    Some(
-        raw.into_iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8(value)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                (name, value)
-            })
-            .collect(),
-    )
-}
-
-fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
+fn header<'a>(headers: &'a Headers<'_>, name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
-fn is_websocket_upgrade(headers: &Headers) -> bool {
+fn is_websocket_upgrade(headers: &Headers<'_>) -> bool {
     let upgrade = header(headers, "upgrade").is_some_and(|v| {
         v.split(',')
             .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
@@ -109,7 +97,7 @@ fn deny(deny: &Deny) -> Action {
 }
 
 /// Rewrites the request for the upstream.
-fn allow(allow: &Allow<'_>, present: &Headers) -> Result<(), proxy_wasm::types::Status> {
+fn allow(allow: &Allow<'_>, present: &Headers<'_>) -> Result<(), proxy_wasm::types::Status> {
     let map = MapType::HttpRequestHeaders;
     for name in allow.headers_to_remove() {
         if header(present, name).is_some() {
@@ -129,7 +117,7 @@ fn allow(allow: &Allow<'_>, present: &Headers) -> Result<(), proxy_wasm::types::
 
 /// The display prefix of the request's key, if it has a well-formed one:
 /// never more of a key, and nothing of a string that is not a key.
-fn key_prefix_for_log<'h>(headers: &'h Headers, path: &'h str, prefix: &str) -> String {
+fn key_prefix_for_log(headers: &Headers<'_>, path: &str, prefix: &str) -> String {
     match credential::extract(headers, path) {
         Extracted::Key(c) if key::parse(&c.key, prefix).is_ok() => {
             key::display_prefix(&c.key).to_string()
@@ -151,7 +139,9 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let state = Rc::clone(&self.state);
         let policy = state.policy.borrow();
-        let (Some(policy), Some(headers)) = (policy.as_ref(), request_headers()) else {
+        let raw = RawHeaders::read();
+        let headers = raw.as_ref().and_then(RawHeaders::pairs);
+        let (Some(policy), Some(headers)) = (policy.as_ref(), headers) else {
             state.stats.denied(Deny::not_ready().reason);
             return deny(&Deny::not_ready());
         };

@@ -2,8 +2,9 @@
 //!
 //! The core crate (`keygate`) takes every decision; this crate glues it to
 //! the host. Modules: [`root`] (configuration, tick, feed), [`http`] (one
-//! decision per request), [`sync`] and [`fetch`] (one key table feed per
-//! Envoy process through shared data; pure, tested natively), [`followers`]
+//! decision per request), [`headers`] (request headers in one host call),
+//! [`sync`] and [`fetch`] (one key table feed per Envoy process through
+//! shared data; pure, tested natively), [`followers`]
 //! (which version each VM holds, so snapshot pages leave shared data),
 //! [`shared`] (shared data as a [`sync::Store`]), [`streams`] (open WebSockets),
 //! [`stats`] (metrics), [`state`] (what a root shares with its requests).
@@ -19,11 +20,14 @@
 //! one long-poll answer plus one tick.
 //!
 //! Never panics on any input: host calls go through `proxy_wasm::hostcalls`
-//! with every result handled (the SDK's context helpers unwrap), and the
-//! workspace lints deny unwrap, expect, panic and indexing.
+//! with every result handled (the SDK's context helpers unwrap), the request
+//! headers through the raw ABI call with a bounds-checked parser (the SDK's
+//! reader panics on an unexpected status), and the workspace lints deny
+//! unwrap, expect, panic and indexing.
 
 pub mod fetch;
 pub mod followers;
+pub mod headers;
 pub mod http;
 pub mod root;
 pub mod shared;

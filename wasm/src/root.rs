@@ -16,7 +16,7 @@ use crate::followers::Announcer;
 use crate::http::Http;
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
-use crate::sync::{self, Keys, Lease, Synced};
+use crate::sync::{self, Keys, Lease, Release, Synced};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
 use proxy_wasm::hostcalls;
@@ -195,7 +195,7 @@ impl Root {
         ];
         let timeout = Duration::from_secs(u64::from(config.wait_seconds) + CALL_MARGIN_SECS);
         match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], timeout) {
-            Ok(token) => feed.fetcher.started(token, now),
+            Ok(token) => feed.fetcher.started(token, &ask, now),
             Err(_) => {
                 let outcome = feed.fetcher.start_failed(now);
                 self.report(feed, &outcome);
@@ -415,7 +415,11 @@ impl RootContext for Root {
             if sync::take_resync(&SharedData, &feed.keys) {
                 feed.fetcher.request_snapshot();
             }
-            if sync::release_snapshot(&SharedData, &feed.keys, now, SNAPSHOT_HOLD_MS) {
+            let release = Release {
+                hold_ms: SNAPSHOT_HOLD_MS,
+                keep_bytes: feed.config.keep_snapshot_bytes,
+            };
+            if sync::release_snapshot(&SharedData, &feed.keys, now, release) {
                 log::debug!("every worker holds the snapshot: its pages left shared data");
             }
         }

@@ -16,9 +16,10 @@
 //!   plane, and chain statistics.
 //! - **snapshot pages** (`<ns>snap.<generation>.<i>`): the pages of the last
 //!   snapshot, as received (about 1 MiB each, so no VM ever copies a whole
-//!   table's worth of bytes at once). Once every following VM holds the
-//!   snapshot's version (see [`crate::followers`]) the leader empties them;
-//!   a VM that needs them later asks for a fresh snapshot.
+//!   table's worth of bytes at once). A snapshot bigger than
+//!   `feed.keep_snapshot_bytes` is emptied by the leader once every following
+//!   VM holds its version (see [`crate::followers`]); a VM that needs it
+//!   later asks for a fresh snapshot.
 //! - **deltas** (`<ns>delta.<base % RING>`): delta bodies from the snapshot
 //!   version to the head version, each found under the slot of its base.
 //!
@@ -348,13 +349,24 @@ pub fn publish_snapshot(store: &impl Store, keys: &Keys, snapshot: &PagedSnapsho
     }
 }
 
+/// When to let the snapshot pages go.
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    /// Not before this long after publication.
+    pub hold_ms: u64,
+    /// Never for a snapshot of at most this many bytes.
+    pub keep_bytes: u64,
+}
+
 /// Empties the snapshot's pages once every follower holds its version or
-/// newer (and it was published at least `hold_ms` ago); true when it did.
-pub fn release_snapshot(store: &impl Store, keys: &Keys, now_ms: u64, hold_ms: u64) -> bool {
+/// newer, unless `release` says to keep them; true when it did.
+pub fn release_snapshot(store: &impl Store, keys: &Keys, now_ms: u64, release: Release) -> bool {
     let Some(head) = read_head(store, keys) else {
         return false;
     };
-    let due = !head.released && now_ms >= head.published_ms.saturating_add(hold_ms);
+    let due = !head.released
+        && head.snapshot_bytes > release.keep_bytes
+        && now_ms >= head.published_ms.saturating_add(release.hold_ms);
     if !due || !crate::followers::all_hold(store, keys, head.snapshot_version, now_ms) {
         return false;
     }

@@ -395,18 +395,33 @@ fn pages_leave_shared_data_once_every_follower_holds_them() {
     announcer.announce(&store, &k, "w.1", 0, 0);
     publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 100);
     let head = read_head(&store, &k).unwrap();
-    assert!(!release_snapshot(&store, &k, 5000, 2000), "follower at 0");
+    let release = Release {
+        hold_ms: 2000,
+        keep_bytes: 0,
+    };
+    let keep = Release {
+        keep_bytes: head.snapshot_bytes,
+        ..release
+    };
+    assert!(
+        !release_snapshot(&store, &k, 5000, release),
+        "follower at 0"
+    );
     let mut table = None;
     catch_up(&store, &k, &head, &mut table);
     announcer.announce(&store, &k, "w.1", 5, 5000);
     assert!(
-        !release_snapshot(&store, &k, 1000, 2000),
+        !release_snapshot(&store, &k, 1000, release),
         "too soon after publication"
     );
-    assert!(release_snapshot(&store, &k, 5000, 2000));
+    assert!(
+        !release_snapshot(&store, &k, 5000, keep),
+        "small enough to keep"
+    );
+    assert!(release_snapshot(&store, &k, 5000, release));
     assert!(store.get(&k.page(head.generation, 0)).0.is_empty());
     assert!(read_head(&store, &k).unwrap().released);
-    assert!(!release_snapshot(&store, &k, 5001, 2000), "once");
+    assert!(!release_snapshot(&store, &k, 5001, release), "once");
 
     // The follower keeps following the chain; a new VM asks for a snapshot.
     publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 5100).unwrap();

@@ -1,0 +1,172 @@
+//! The request headers in one host call, borrowed from one buffer.
+//!
+//! The SDK's `get_map_bytes` copies every name and value into an allocation
+//! of its own and panics on a host status other than Ok or on a name that is
+//! not UTF-8. Here the serialized map the host hands over is kept whole and
+//! parsed with bounds checks into `(name, value)` slices: two allocations a
+//! request whatever the number of headers, and no panic on any input.
+//!
+//! The host's format (proxy-wasm ABI): `u32` pair count, then per pair the
+//! `u32` name and value lengths, then per pair the name and the value, each
+//! followed by a NUL byte; integers little-endian.
+
+use proxy_wasm::types::{MapType, Status};
+use std::borrow::Cow;
+use std::ptr::null_mut;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The ABI call behind the SDK's `get_map_bytes` (the same import);
+    /// plain integers, so an unexpected status cannot become an invalid enum.
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// The serialized request header map.
+pub struct RawHeaders(Vec<u8>);
+
+impl RawHeaders {
+    /// Reads the request headers; `None` when the host refuses.
+    pub fn read() -> Option<RawHeaders> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a pointer and a size into our two locals;
+        // it has no other effect on our memory.
+        let status = unsafe {
+            proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
+        };
+        if status != Status::Ok as u32 {
+            return None;
+        }
+        if data.is_null() {
+            return Some(RawHeaders(Vec::new()));
+        }
+        // SAFETY: on Ok the host hands over a buffer of `size` bytes that it
+        // allocated through the SDK's `proxy_on_memory_allocate` (a boxed
+        // slice of exactly `size` bytes from the global allocator), so it is
+        // ours to own and free as a Vec of that length and capacity.
+        Some(RawHeaders(unsafe { Vec::from_raw_parts(data, size, size) }))
+    }
+
+    /// The `(name, value)` pairs; bytes of a value that are not UTF-8 read
+    /// as U+FFFD (such a value is never a valid key, but it is still one).
+    /// `None` when the buffer is not a well-formed map.
+    pub fn pairs(&self) -> Option<Vec<(&str, Cow<'_, str>)>> {
+        parse(&self.0)
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(word.try_into().ok()?) as usize)
+}
+
+/// Parses a serialized map (see the module doc).
+fn parse(bytes: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let count = u32_at(bytes, 0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    // Every pair takes at least 10 bytes: never trust the count alone.
+    let mut pairs = Vec::with_capacity(count.min(bytes.len() / 10));
+    for i in 0..count {
+        let sizes = 4 + i * 8;
+        let (name_len, value_len) = (u32_at(bytes, sizes)?, u32_at(bytes, sizes + 4)?);
+        let name = bytes.get(data..data.checked_add(name_len)?)?;
+        data = data.checked_add(name_len + 1)?;
+        let value = bytes.get(data..data.checked_add(value_len)?)?;
+        data = data.checked_add(value_len + 1)?;
+        let name = std::str::from_utf8(name).ok()?;
+        pairs.push((name, String::from_utf8_lossy(value)));
+    }
+    Some(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (name, value) in pairs {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        }
+        for (name, value) in pairs {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn parses_what_the_host_sends() {
+        let bytes = serialize(&[
+            (":path", b"/a?b=c"),
+            ("x-api-key", b"rk_test_x"),
+            ("empty", b""),
+            ("latin1", b"caf\xe9"),
+        ]);
+        let parsed = parse(&bytes).unwrap();
+        let parsed: Vec<(&str, &str)> = parsed.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+        assert_eq!(
+            parsed,
+            vec![
+                (":path", "/a?b=c"),
+                ("x-api-key", "rk_test_x"),
+                ("empty", ""),
+                ("latin1", "caf\u{FFFD}")
+            ]
+        );
+        assert!(parse(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_maps_are_refused_without_panic() {
+        let good = serialize(&[("a", b"1"), ("bb", b"22")]);
+        for cut in 1..good.len() - 1 {
+            assert!(parse(&good[..cut]).is_none(), "prefix of {cut} bytes");
+        }
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse(&huge).is_none());
+        let mut long_name = good.clone();
+        long_name[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse(&long_name).is_none());
+        let bad_name = serialize(&[("\u{e9}", b"1")]);
+        let mut bad_name = bad_name;
+        let at = bad_name.len() - 5;
+        bad_name[at] = 0xff;
+        assert!(parse(&bad_name).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn serialized_maps_round_trip(
+            pairs in proptest::collection::vec(("[a-z:-]{1,12}", proptest::collection::vec(any::<u8>(), 0..24)), 0..12),
+            cut in any::<usize>(),
+        ) {
+            let refs: Vec<(&str, &[u8])> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            let bytes = serialize(&refs);
+            let parsed = parse(&bytes).unwrap();
+            prop_assert_eq!(parsed.len(), pairs.len());
+            for ((name, value), (n, v)) in parsed.iter().zip(&pairs) {
+                prop_assert_eq!(*name, n.as_str());
+                prop_assert_eq!(value, &String::from_utf8_lossy(v));
+            }
+            let _ = parse(&bytes[..cut % (bytes.len() + 1)]);
+        }
+    }
+}
