@@ -47,19 +47,7 @@ fn body_ops() -> impl Strategy<Value = Vec<(u8, bool, u64)>> {
 }
 
 fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
-    let entry = |n: u8, x: u64| FeedEntry {
-        hash: [n; 32],
-        key_id: KeyId(x),
-        org_id: OrgId(x / 3),
-        expires_at: x % 5,
-        scopes: format!("s:{}", n % 4),
-        tier: format!("t{}", n % 3),
-        environment: if x.is_multiple_of(2) {
-            Environment::Live
-        } else {
-            Environment::Test
-        },
-    };
+    let entry = |n: u8, x: u64| keyed(u16::from(n), x);
     if snapshot {
         // One entry per hash (the last one), as a snapshot must be.
         let unique: BTreeMap<u8, u64> = ops.iter().map(|&(n, _, x)| (n, x)).collect();
@@ -70,7 +58,7 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
             .iter()
             .map(|&(n, remove, x)| {
                 if remove {
-                    FeedOp::Remove([n; 32])
+                    FeedOp::Remove(spread_hash(u16::from(n)))
                 } else {
                     FeedOp::Upsert(entry(n, x))
                 }
@@ -83,7 +71,7 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
 /// Keys of the model tests: a few hundred, spread over the prefix space.
 const UNIVERSE: u16 = 400;
 
-fn spread_hash(id: u16) -> [u8; 32] {
+pub(crate) fn spread_hash(id: u16) -> [u8; 32] {
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(
         &u64::from(id)
@@ -95,7 +83,7 @@ fn spread_hash(id: u16) -> [u8; 32] {
 }
 
 /// The key `id` in state `x` (every field derives from `x`).
-fn keyed(id: u16, x: u64) -> FeedEntry {
+pub(crate) fn keyed(id: u16, x: u64) -> FeedEntry {
     FeedEntry {
         hash: spread_hash(id),
         key_id: KeyId(x),
@@ -240,7 +228,7 @@ proptest! {
         }
         prop_assert_eq!(table.len(), model.len());
         for (n, x) in model {
-            prop_assert_eq!(table.get(&[n; 32]).map(|r| r.key_id), Some(KeyId(x)));
+            prop_assert_eq!(table.get(&spread_hash(u16::from(n))).map(|r| r.key_id), Some(KeyId(x)));
         }
     }
 }

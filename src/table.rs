@@ -723,27 +723,8 @@ mod tests {
     }
 
     /// A key whose hash spreads over the whole prefix space.
-    fn spread(i: u32) -> FeedEntry {
-        let mut hash = [0u8; 32];
-        hash[..8].copy_from_slice(
-            &u64::from(i)
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .to_be_bytes(),
-        );
-        hash[28..].copy_from_slice(&i.to_be_bytes());
-        FeedEntry {
-            hash,
-            key_id: KeyId(u64::from(i)),
-            org_id: OrgId(u64::from(i / 3)),
-            expires_at: u64::from(i % 4),
-            scopes: format!("s:{}", i % 5),
-            tier: format!("t{}", i % 3),
-            environment: if i.is_multiple_of(2) {
-                Environment::Live
-            } else {
-                Environment::Test
-            },
-        }
+    fn spread(i: u16) -> FeedEntry {
+        crate::property_tests::keyed(i, u64::from(i))
     }
 
     /// Every lookup of `entries` answers like a table built from them alone.

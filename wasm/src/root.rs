@@ -5,14 +5,18 @@
 //! it, keeps one request to the control plane in flight, publishing what
 //! comes back to shared data. So an Envoy process has one fetch stream
 //! whatever its concurrency, with no bootstrap extension (it works under
-//! Istio's `WasmPlugin`). Every VM that may serve requests follows the
-//! shared table into its own; the leader keeps none until it serves a request
-//! (in Envoy the main thread's VM usually leads and never serves, so a big
-//! table is held once per worker, not once more). After every table change,
-//! and every second for expiry, open WebSockets whose key died are reset.
+//! Istio's `WasmPlugin`). Who leads is settled through [`crate::followers`]:
+//! every VM starts as a candidate; a candidate that sees a live candidate
+//! started before it becomes a follower, and only the first one claims the
+//! lease, after [`CLAIM_GRACE_MS`] so that every VM has announced itself.
+//! In Envoy the first is the main thread's VM, which serves no request and so
+//! keeps no table: a big table is held once per worker, not once more.
+//! Followers keep the shared table in their own (as does any VM once it
+//! serves a request). After every table change, and every second for
+//! expiry, open WebSockets whose key died are reset.
 
 use crate::fetch::{Fetcher, Outcome};
-use crate::followers::Announcer;
+use crate::followers::{self, Announcer, Role};
 use crate::http::Http;
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
@@ -36,6 +40,9 @@ const FAILURES_LOGGED_EVERY: u32 = 60;
 /// Snapshot pages stay in shared data at least this long after publication,
 /// so that VMs starting at the same time find them.
 const SNAPSHOT_HOLD_MS: u64 = 2000;
+/// A candidate claims the free lease no sooner than this after it was
+/// configured: by then every VM configured with it has announced itself.
+pub const CLAIM_GRACE_MS: u64 = 200;
 
 /// The feed side of a configured root.
 struct Feed {
@@ -47,6 +54,10 @@ struct Feed {
     /// Fetch failures in a row.
     failures: u32,
     announcer: Announcer,
+    /// Still a candidate to lead (keeps no table unless it serves).
+    candidate: bool,
+    /// Unix ms when this VM was configured.
+    configured_ms: u64,
 }
 
 /// The root context.
@@ -108,13 +119,39 @@ impl Root {
             leader: false,
             failures: 0,
             announcer: Announcer::default(),
+            candidate: true,
+            configured_ms: now_ms(),
         });
         Ok(())
     }
 
     /// True when this VM keeps a table: it may serve requests.
     fn follows(&self, feed: &Feed) -> bool {
-        !feed.leader || self.state.serving.get() || self.state.table.borrow().is_some()
+        !feed.candidate || self.state.serving.get() || self.state.table.borrow().is_some()
+    }
+
+    /// Announces this VM, settles whether it stays a candidate, and takes or
+    /// renews the lease; true while it leads.
+    fn elect(&self, feed: &mut Feed, now: u64) -> bool {
+        let role = if self.follows(feed) {
+            Role::Follower(self.table_summary().0)
+        } else {
+            Role::Candidate
+        };
+        let owner = feed.lease.owner();
+        feed.announcer
+            .announce(&SharedData, &feed.keys, owner, role, now);
+        let first = followers::first_candidate(&SharedData, &feed.keys, now);
+        if feed.candidate && !feed.leader && first.as_deref().is_some_and(|f| f != owner) {
+            // Another VM started before this one and may lead: follow.
+            feed.candidate = false;
+        }
+        let may_claim = if feed.candidate {
+            now >= feed.configured_ms.saturating_add(CLAIM_GRACE_MS)
+        } else {
+            first.is_none()
+        };
+        feed.lease.tick(&SharedData, &feed.keys, now, may_claim)
     }
 
     /// Catches up with shared data; true when the table changed.
@@ -157,16 +194,6 @@ impl Root {
             .borrow()
             .as_ref()
             .map_or((0, 0), |t| (t.version(), t.len()))
-    }
-
-    /// Tells the leader which version this VM's table is at.
-    fn announce(&self, feed: &mut Feed, now: u64) {
-        let Some(version) = self.state.table.borrow().as_ref().map(|t| t.version()) else {
-            return;
-        };
-        let owner = feed.lease.owner();
-        feed.announcer
-            .announce(&SharedData, &feed.keys, owner, version, now);
     }
 
     /// Starts the next feed request if this VM leads and one is due.
@@ -404,12 +431,9 @@ impl RootContext for Root {
         };
         let now = now_ms();
         self.state.clock_ms.set(now);
-        feed.leader = feed.lease.tick(&SharedData, &feed.keys, now);
-        if self.follows(&feed) {
-            if self.follow(&feed) {
-                self.table_changed(now);
-            }
-            self.announce(&mut feed, now);
+        feed.leader = self.elect(&mut feed, now);
+        if self.follows(&feed) && self.follow(&feed) {
+            self.table_changed(now);
         }
         if feed.leader {
             if sync::take_resync(&SharedData, &feed.keys) {

@@ -199,8 +199,9 @@ impl Lease {
         }
     }
 
-    /// Takes or renews the lease; true while this VM holds it.
-    pub fn tick(&self, store: &impl Store, keys: &Keys, now_ms: u64) -> bool {
+    /// Renews the lease, or takes it when it is free and `may_claim`; true
+    /// while this VM holds it.
+    pub fn tick(&self, store: &impl Store, keys: &Keys, now_ms: u64, may_claim: bool) -> bool {
         let (mut value, mut cas) = store.get(&keys.lease);
         if cas.is_none() {
             store.set(&keys.lease, NEUTRAL_LEASE, None);
@@ -210,7 +211,7 @@ impl Lease {
             }
         }
         let (owner, deadline) = parse_lease(&value).unwrap_or(("", 0));
-        if owner != self.owner && deadline > now_ms {
+        if owner != self.owner && (deadline > now_ms || !may_claim) {
             return false;
         }
         let claim = format!("{} {}", self.owner, now_ms.saturating_add(self.ttl_ms));
