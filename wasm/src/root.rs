@@ -6,9 +6,10 @@
 //! comes back to shared data. So an Envoy process has one fetch stream
 //! whatever its concurrency, with no bootstrap extension (it works under
 //! Istio's `WasmPlugin`). Who leads is settled through [`crate::followers`]:
-//! every VM starts as a candidate; a candidate that sees a live candidate
-//! started before it becomes a follower, and only the first one claims the
-//! lease, after [`CLAIM_GRACE_MS`] so that every VM has announced itself.
+//! every VM starts as a candidate; a candidate that sees a live candidate of
+//! its configuration started before it becomes a follower, and candidates
+//! claim the lease only after [`CLAIM_GRACE_MS`], so that every VM has
+//! announced itself by then.
 //! In Envoy the first is the main thread's VM, which serves no request and so
 //! keeps no table: a big table is held once per worker, not once more.
 //! Followers keep the shared table in their own (as does any VM once it
@@ -99,12 +100,14 @@ impl Root {
             feed.cluster, feed.authority, feed.path
         ));
         let tick = u64::from(feed.sync_interval_ms);
+        let now = now_ms();
         let lease = Lease::new(
             &SharedData,
             &keys,
             (unix_now().as_nanos() as u64) ^ u64::from(self.id).rotate_right(16),
             MIN_LEASE_MS.max(4 * tick),
         );
+        let announcer = Announcer::new(lease.owner(), now);
         hostcalls::set_tick_period(Duration::from_millis(tick))
             .map_err(|s| format!("cannot set the tick period: {s:?}"))?;
         *self.state.policy.borrow_mut() = Some(Policy::from(&config));
@@ -118,9 +121,9 @@ impl Root {
             lease,
             leader: false,
             failures: 0,
-            announcer: Announcer::default(),
+            announcer,
             candidate: true,
-            configured_ms: now_ms(),
+            configured_ms: now,
         });
         Ok(())
     }
@@ -138,18 +141,16 @@ impl Root {
         } else {
             Role::Candidate
         };
-        let owner = feed.lease.owner();
-        feed.announcer
-            .announce(&SharedData, &feed.keys, owner, role, now);
-        let first = followers::first_candidate(&SharedData, &feed.keys, now);
-        if feed.candidate && !feed.leader && first.as_deref().is_some_and(|f| f != owner) {
-            // Another VM started before this one and may lead: follow.
+        feed.announcer.announce(&SharedData, &feed.keys, role, now);
+        if feed.candidate && !feed.leader && feed.announcer.defers(&SharedData, &feed.keys, now) {
+            // Another VM of this configuration started first: it leads.
             feed.candidate = false;
         }
         let may_claim = if feed.candidate {
             now >= feed.configured_ms.saturating_add(CLAIM_GRACE_MS)
         } else {
-            first.is_none()
+            // Only when no candidate is left (the leader's VM went away).
+            !followers::any_candidate(&SharedData, &feed.keys, now)
         };
         feed.lease.tick(&SharedData, &feed.keys, now, may_claim)
     }
@@ -394,9 +395,7 @@ impl Context for Root {
             if feed.leader {
                 feed.lease.release(&SharedData, &feed.keys);
             }
-            let owner = feed.lease.owner().to_string();
-            feed.announcer
-                .withdraw(&SharedData, &feed.keys, &owner, now_ms());
+            feed.announcer.withdraw(&SharedData, &feed.keys, now_ms());
         }
         true
     }

@@ -397,8 +397,8 @@ fn pages_leave_shared_data_once_every_follower_holds_them() {
     let store = MemStore::default();
     let k = keys();
     use crate::followers::{Announcer, Role};
-    let mut announcer = Announcer::default();
-    announcer.announce(&store, &k, "w.1", Role::Follower(0), 0);
+    let mut announcer = Announcer::new("w.1", 0);
+    announcer.announce(&store, &k, Role::Follower(0), 0);
     publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 100);
     let head = read_head(&store, &k).unwrap();
     let release = Release {
@@ -415,7 +415,7 @@ fn pages_leave_shared_data_once_every_follower_holds_them() {
     );
     let mut table = None;
     catch_up(&store, &k, &head, &mut table);
-    announcer.announce(&store, &k, "w.1", Role::Follower(5), 5000);
+    announcer.announce(&store, &k, Role::Follower(5), 5000);
     assert!(
         !release_snapshot(&store, &k, 1000, release),
         "too soon after publication"
