@@ -1,5 +1,6 @@
 //! The key table feed: first table, outage, staleness, one stream per Envoy
-//! (SPEC §7), counted at the control plane.
+//! (SPEC §7), counted at the control plane, and which thread fetches and
+//! which hold the table.
 
 use keygate_e2e::{Stack, StackOptions};
 use reqwest::Method;
@@ -180,4 +181,40 @@ async fn one_fetch_stream_per_envoy() {
     }
     println!("second Envoy: long-poll held after {:?}", start.elapsed());
     assert_one_stream_each(&watch_feed(&stack).await, 2);
+}
+
+/// The Envoy thread a log line was written on (`[time][thread][level]…`).
+fn thread_of(line: &str) -> Option<&str> {
+    line.split('[').nth(2)?.split(']').next()
+}
+
+/// Threads whose log lines contain `needle`.
+fn threads_logging<'l>(log: &'l str, needle: &str) -> Vec<&'l str> {
+    let mut threads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(thread_of)
+        .collect();
+    threads.sort_unstable();
+    threads.dedup();
+    threads
+}
+
+/// The VM that fetches is the main thread's, which serves no request and so
+/// keeps no table of its own; each worker loads the table from shared data.
+#[tokio::test]
+async fn the_main_thread_fetches_and_each_worker_holds_the_table() {
+    let stack = Stack::start().await;
+    let log = stack.envoy_log();
+    let main = threads_logging(&log, "starting main dispatch loop");
+    let fetching = threads_logging(&log, "fetched (");
+    let loading = threads_logging(&log, "worker loaded key table");
+    println!("main thread {main:?}, fetching on {fetching:?}, loaded on {loading:?}");
+    assert_eq!(main.len(), 1, "one main thread: {main:?}");
+    assert_eq!(fetching, main, "the fetch runs on the main thread");
+    assert_eq!(loading.len(), 2, "both workers load the table: {loading:?}");
+    assert!(
+        loading.iter().all(|t| !main.contains(t)),
+        "the main thread keeps no table: {loading:?}"
+    );
 }
