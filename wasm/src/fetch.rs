@@ -237,15 +237,15 @@ impl Fetcher {
             Ok(Update::Snapshot(_)) => return Outcome::Failed(Failure::Garbage(FeedError::Magic)),
             Err(e) => return Outcome::Failed(Failure::Garbage(e)),
         };
-        let head = sync::read_head(store, keys);
         let published = (delta.version > delta.base)
             .then(|| sync::publish_delta(store, keys, body, delta.base, delta.version, now_ms))
             .flatten();
         let Some(head) = published else {
+            // A refused delta leaves the head as it was.
             self.want_snapshot = true;
             return Outcome::Resync {
                 base: delta.base,
-                have: head.map(|h| h.version),
+                have: sync::read_head(store, keys).map(|h| h.version),
             };
         };
         if head.wants_compaction() {

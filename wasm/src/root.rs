@@ -146,13 +146,20 @@ impl Root {
             // Another VM of this configuration started first: it leads.
             feed.candidate = false;
         }
-        let may_claim = if feed.candidate {
-            now >= feed.configured_ms.saturating_add(CLAIM_GRACE_MS)
-        } else {
-            // Only when no candidate is left (the leader's VM went away).
-            !followers::any_candidate(&SharedData, &feed.keys, now)
+        let (candidate, grace_over) = (
+            feed.candidate,
+            now >= feed.configured_ms.saturating_add(CLAIM_GRACE_MS),
+        );
+        let keys = &feed.keys;
+        let may_claim = || {
+            if candidate {
+                grace_over
+            } else {
+                // Only when no candidate is left (the leader's VM went away).
+                !followers::any_candidate(&SharedData, keys, now)
+            }
         };
-        feed.lease.tick(&SharedData, &feed.keys, now, may_claim)
+        feed.lease.tick(&SharedData, keys, now, may_claim)
     }
 
     /// Catches up with shared data; true when the table changed.

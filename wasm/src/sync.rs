@@ -199,9 +199,15 @@ impl Lease {
         }
     }
 
-    /// Renews the lease, or takes it when it is free and `may_claim`; true
-    /// while this VM holds it.
-    pub fn tick(&self, store: &impl Store, keys: &Keys, now_ms: u64, may_claim: bool) -> bool {
+    /// Renews the lease, or takes it when it is free and `may_claim()` (only
+    /// asked then); true while this VM holds it.
+    pub fn tick(
+        &self,
+        store: &impl Store,
+        keys: &Keys,
+        now_ms: u64,
+        may_claim: impl FnOnce() -> bool,
+    ) -> bool {
         let (mut value, mut cas) = store.get(&keys.lease);
         if cas.is_none() {
             store.set(&keys.lease, NEUTRAL_LEASE, None);
@@ -211,7 +217,7 @@ impl Lease {
             }
         }
         let (owner, deadline) = parse_lease(&value).unwrap_or(("", 0));
-        if owner != self.owner && (deadline > now_ms || !may_claim) {
+        if owner != self.owner && (deadline > now_ms || !may_claim()) {
             return false;
         }
         let claim = format!("{} {}", self.owner, now_ms.saturating_add(self.ttl_ms));

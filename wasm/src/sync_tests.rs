@@ -127,7 +127,7 @@ fn one_leader_among_many_and_takeover_after_expiry() {
         alive
             .iter()
             .copied()
-            .filter(|&i| vms[i].tick(&store, &k, now, true))
+            .filter(|&i| vms[i].tick(&store, &k, now, || true))
             .collect()
     };
     assert_eq!(leaders(1000, &[0, 1, 2, 3]), vec![0]);
@@ -148,20 +148,20 @@ fn released_lease_is_taken_at_once_and_garbage_lease_is_taken() {
     let k = keys();
     let a = Lease::new(&store, &k, 1, 3000);
     let b = Lease::new(&store, &k, 1, 3000);
-    assert!(a.tick(&store, &k, 10, true));
-    assert!(!b.tick(&store, &k, 20, true));
+    assert!(a.tick(&store, &k, 10, || true));
+    assert!(!b.tick(&store, &k, 20, || true));
     b.release(&store, &k); // not the owner: no effect
-    assert!(!b.tick(&store, &k, 30, true));
+    assert!(!b.tick(&store, &k, 30, || true));
     a.release(&store, &k);
-    assert!(b.tick(&store, &k, 40, true));
-    assert!(!a.tick(&store, &k, 50, true));
+    assert!(b.tick(&store, &k, 40, || true));
+    assert!(!a.tick(&store, &k, 50, || true));
     store.set(&k.lease, b"\xff garbage", None);
-    assert!(a.tick(&store, &k, 60, true));
+    assert!(a.tick(&store, &k, 60, || true));
     // Free, but this VM may not claim it: only renewal is allowed.
     a.release(&store, &k);
-    assert!(!b.tick(&store, &k, 70, false));
-    assert!(b.tick(&store, &k, 80, true));
-    assert!(b.tick(&store, &k, 90, false), "renewal");
+    assert!(!b.tick(&store, &k, 70, || false));
+    assert!(b.tick(&store, &k, 80, || true));
+    assert!(b.tick(&store, &k, 90, || false), "renewal");
 }
 
 #[test]
@@ -170,12 +170,12 @@ fn a_stale_claim_cannot_overwrite_a_newer_one() {
     let k = keys();
     let a = Lease::new(&store, &k, 1, 3000);
     let b = Lease::new(&store, &k, 2, 3000);
-    assert!(a.tick(&store, &k, 0, true));
+    assert!(a.tick(&store, &k, 0, || true));
     // b read the lease when it was expired, then a renewed: b's CAS fails.
     let (_, cas) = store.get(&k.lease);
-    assert!(a.tick(&store, &k, 100, true));
+    assert!(a.tick(&store, &k, 100, || true));
     assert!(!store.set(&k.lease, b"b 99999", cas));
-    assert!(!b.tick(&store, &k, 200, true));
+    assert!(!b.tick(&store, &k, 200, || true));
 }
 
 #[test]
