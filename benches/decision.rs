@@ -13,6 +13,8 @@ use keygate::key::{self, Environment};
 use keygate::table::{decode, KeyTable, SnapshotBuilder, Update};
 use std::time::Instant;
 
+const KS: keygate::feed::KeySet = keygate::feed::KeySet([7; 16]);
+
 const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
   {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
   {"path_prefix":"/api/v1/memory","methods":["GET"],"any_of":["memory:read"]},
@@ -24,7 +26,7 @@ fn table_with(n: u64) -> (KeyTable, String) {
     let mut entries: Vec<FeedEntry> = (0..n).map(synthetic).collect();
     entries.push(entry(key::hash(&real), n));
     entries.sort_unstable_by_key(|e| e.hash);
-    let bytes = encode_snapshot(1, &entries);
+    let bytes = encode_snapshot(KS, 1, &entries);
     let started = Instant::now();
     let Update::Snapshot(table) = decode(&bytes).unwrap() else {
         unreachable!()
@@ -56,7 +58,7 @@ fn build_from_pages(entries: &[FeedEntry]) -> KeyTable {
     let pages: Vec<Vec<u8>> = chunks
         .iter()
         .enumerate()
-        .map(|(i, chunk)| encode_snapshot_page(1, chunk, i + 1 < chunks.len()))
+        .map(|(i, chunk)| encode_snapshot_page(KS, 1, chunk, i + 1 < chunks.len()))
         .collect();
     let started = Instant::now();
     let mut builder = SnapshotBuilder::new(entries.len());
@@ -79,7 +81,7 @@ fn time_deltas(table: &mut KeyTable, first_new: u64) {
     let (mut plain, mut plain_count) = (0.0, 0u32);
     for i in first_new..first_new + 100_000 {
         let v = table.version();
-        let body = encode_delta(v, v + 1, &[FeedOp::Upsert(synthetic(i))]);
+        let body = encode_delta(KS, v, v + 1, &[FeedOp::Upsert(synthetic(i))]);
         let Update::Delta(delta) = decode(&body).unwrap() else {
             unreachable!()
         };

@@ -6,6 +6,8 @@ use crate::ids::{KeyId, OrgId};
 use crate::key::generate;
 use crate::table::{decode, Update};
 
+const KS: crate::feed::KeySet = crate::feed::KeySet([7; 16]);
+
 const NOW: u64 = 1_800_000_000;
 const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
   {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
@@ -43,7 +45,7 @@ fn world() -> World {
         entry(&writer, 2, "memory:*", NOW + 60),
         entry(&expired, 3, "memory:read", NOW - 1),
     ];
-    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(9, &entries)) else {
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, 9, &entries)) else {
         panic!("snapshot")
     };
     World {

@@ -1,9 +1,10 @@
-//! The key table feed codec (`KGT1`, see docs/feed-protocol.md).
+//! The key table feed codec (`KGT2`, see docs/feed-protocol.md).
 //!
 //! The control plane encodes snapshots (whole, or in pages of keys in hash
 //! order) and deltas; the filter checks and decodes them into a
-//! [`KeyTable`](crate::table::KeyTable). Decoding is bounds-checked: any byte
-//! string gives an update or an error, never a panic.
+//! [`KeyTable`](crate::table::KeyTable). Every body names its [`KeySet`]:
+//! versions only mean something within one key set's history. Decoding is
+//! bounds-checked: any byte string gives an update or an error, never a panic.
 
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// First bytes of every body.
-pub const MAGIC: &[u8; 4] = b"KGT1";
+pub const MAGIC: &[u8; 4] = b"KGT2";
 /// Keys per snapshot page the control plane sends unless configured
 /// otherwise (about 1.1 MB a page).
 pub const DEFAULT_PAGE_KEYS: u32 = 16_384;
@@ -26,6 +27,40 @@ pub const KIND_PAGE: u8 = 3;
 pub const UPSERT_BYTES: usize = 66;
 const OP_UPSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
+
+/// The identity of one key set's history: 128 random bits made when its
+/// database is created. Two databases never share one, so a version number
+/// is only compared with versions of the same key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct KeySet(pub [u8; 16]);
+
+impl KeySet {
+    /// A fresh id from the OS CSPRNG.
+    #[cfg(feature = "generate")]
+    pub fn random() -> Result<KeySet, crate::key::KeyError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|_| crate::key::KeyError::Random)?;
+        Ok(KeySet(bytes))
+    }
+
+    /// The id as 32 lowercase hex digits.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 32 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<KeySet> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(KeySet(bytes))
+    }
+}
+
+impl fmt::Display for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
 
 /// One key as the feed carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +89,7 @@ pub enum FeedOp {
 pub enum FeedError {
     /// The body ended early or has bytes past its end.
     Truncated,
-    /// Not a `KGT1` body.
+    /// Not a `KGT2` body.
     Magic,
     /// Unknown body kind or op tag.
     Tag(u8),
@@ -71,13 +106,15 @@ pub enum FeedError {
     Order,
     /// A snapshot page that announces more pages holds no key.
     EmptyPage,
+    /// A body of another key set than the table (or the pages before it).
+    KeySet { body: KeySet, have: KeySet },
 }
 
 impl fmt::Display for FeedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FeedError::Truncated => f.write_str("truncated or oversized body"),
-            FeedError::Magic => f.write_str("not a KGT1 body"),
+            FeedError::Magic => f.write_str("not a KGT2 body"),
             FeedError::Tag(t) => write!(f, "unknown tag {t}"),
             FeedError::Utf8 => f.write_str("string is not UTF-8"),
             FeedError::Dictionary => f.write_str("bad dictionary index"),
@@ -87,35 +124,57 @@ impl fmt::Display for FeedError {
             FeedError::RemoveInSnapshot => f.write_str("remove op in a snapshot"),
             FeedError::Order => f.write_str("snapshot keys not in ascending hash order"),
             FeedError::EmptyPage => f.write_str("empty snapshot page before the last"),
+            FeedError::KeySet { body, have } => {
+                write!(f, "body of key set {body} but the table is of key set {have}")
+            }
         }
     }
 }
 
 impl std::error::Error for FeedError {}
 
-/// Encodes the whole table at `version` in one body (keys in hash order).
-pub fn encode_snapshot(version: u64, entries: &[FeedEntry]) -> Vec<u8> {
-    encode_snapshot_page(version, entries, false)
+/// Encodes the whole table of `key_set` at `version` in one body (keys in
+/// hash order).
+pub fn encode_snapshot(key_set: KeySet, version: u64, entries: &[FeedEntry]) -> Vec<u8> {
+    encode_snapshot_page(key_set, version, entries, false)
 }
 
-/// Encodes one page of a snapshot read at `version`, keys in hash order;
-/// `more` when further pages follow (the last page, or a whole snapshot,
-/// has `more == false`).
-pub fn encode_snapshot_page(version: u64, entries: &[FeedEntry], more: bool) -> Vec<u8> {
+/// Encodes one page of a snapshot of `key_set` read at `version`, keys in
+/// hash order; `more` when further pages follow (the last page, or a whole
+/// snapshot, has `more == false`).
+pub fn encode_snapshot_page(
+    key_set: KeySet,
+    version: u64,
+    entries: &[FeedEntry],
+    more: bool,
+) -> Vec<u8> {
     let mut sorted: Vec<&FeedEntry> = entries.iter().collect();
     sorted.sort_unstable_by_key(|e| e.hash);
-    let kind = if more { KIND_PAGE } else { KIND_SNAPSHOT };
     let ops = sorted.into_iter().map(OpRef::Upsert);
-    encode(kind, 0, version, ops, entries.len())
+    let header = Header {
+        snapshot: true,
+        more,
+        key_set,
+        base: 0,
+        version,
+    };
+    encode(&header, ops, entries.len())
 }
 
-/// Encodes the changes that move a table from `base` to `version`.
-pub fn encode_delta(base: u64, version: u64, ops: &[FeedOp]) -> Vec<u8> {
+/// Encodes the changes that move a table of `key_set` from `base` to `version`.
+pub fn encode_delta(key_set: KeySet, base: u64, version: u64, ops: &[FeedOp]) -> Vec<u8> {
     let refs = ops.iter().map(|op| match op {
         FeedOp::Upsert(e) => OpRef::Upsert(e),
         FeedOp::Remove(h) => OpRef::Remove(h),
     });
-    encode(KIND_DELTA, base, version, refs, ops.len())
+    let header = Header {
+        snapshot: false,
+        more: false,
+        key_set,
+        base,
+        version,
+    };
+    encode(&header, refs, ops.len())
 }
 
 enum OpRef<'a> {
@@ -124,9 +183,7 @@ enum OpRef<'a> {
 }
 
 fn encode<'a>(
-    kind: u8,
-    base: u64,
-    version: u64,
+    header: &Header,
     ops: impl Iterator<Item = OpRef<'a>> + Clone,
     count: usize,
 ) -> Vec<u8> {
@@ -162,9 +219,14 @@ fn encode<'a>(
     }
     let mut out = Vec::with_capacity(body.len() + 64);
     out.extend_from_slice(MAGIC);
-    out.push(kind);
-    out.extend_from_slice(&base.to_le_bytes());
-    out.extend_from_slice(&version.to_le_bytes());
+    out.push(match (header.snapshot, header.more) {
+        (false, _) => KIND_DELTA,
+        (true, true) => KIND_PAGE,
+        (true, false) => KIND_SNAPSHOT,
+    });
+    out.extend_from_slice(&header.key_set.0);
+    out.extend_from_slice(&header.base.to_le_bytes());
+    out.extend_from_slice(&header.version.to_le_bytes());
     out.extend_from_slice(&len_u32(strings.len()).to_le_bytes());
     for s in &strings {
         let bytes = s
@@ -213,6 +275,8 @@ pub struct Header {
     pub snapshot: bool,
     /// A snapshot page with more pages to follow.
     pub more: bool,
+    /// The key set whose history `base` and `version` belong to.
+    pub key_set: KeySet,
     pub base: u64,
     pub version: u64,
 }
@@ -249,7 +313,7 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    /// Reads magic, kind, base and version.
+    /// Reads magic, kind, key set, base and version.
     pub fn header(bytes: &'a [u8]) -> Result<(Header, Self), FeedError> {
         let mut r = Reader { rest: bytes };
         if r.take(4).map_err(|_| FeedError::Magic)? != MAGIC {
@@ -264,6 +328,7 @@ impl<'a> Reader<'a> {
         let header = Header {
             snapshot,
             more,
+            key_set: KeySet(r.array()?),
             base: r.u64()?,
             version: r.u64()?,
         };
@@ -329,6 +394,8 @@ impl<'a> Reader<'a> {
 /// What a well-formed snapshot page (or whole snapshot) holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageSummary {
+    /// The key set the page belongs to.
+    pub key_set: KeySet,
     /// The version the page was read at.
     pub version: u64,
     /// More pages follow.
@@ -370,6 +437,7 @@ pub fn check_snapshot_page(
         return Err(FeedError::EmptyPage);
     }
     Ok(PageSummary {
+        key_set: header.key_set,
         version: header.version,
         more: header.more,
         keys: n as usize,
@@ -380,6 +448,8 @@ pub fn check_snapshot_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KS: KeySet = KeySet([7; 16]);
 
     fn entry(n: u8) -> FeedEntry {
         FeedEntry {
@@ -395,18 +465,19 @@ mod tests {
 
     #[test]
     fn pages_are_sorted_and_chained() {
-        let first = encode_snapshot_page(7, &[entry(3), entry(1)], true);
+        let first = encode_snapshot_page(KS, 7, &[entry(3), entry(1)], true);
         let page = check_snapshot_page(&first, None).unwrap();
         assert_eq!(
             page,
             PageSummary {
+                key_set: KS,
                 version: 7,
                 more: true,
                 keys: 2,
                 last_hash: Some([3; 32])
             }
         );
-        let last = encode_snapshot_page(8, &[entry(4)], false);
+        let last = encode_snapshot_page(KS, 8, &[entry(4)], false);
         let page = check_snapshot_page(&last, page.last_hash.as_ref()).unwrap();
         assert_eq!((page.version, page.more, page.keys), (8, false, 1));
         assert_eq!(
@@ -417,13 +488,13 @@ mod tests {
 
     #[test]
     fn bad_pages_are_refused() {
-        let dup = encode_snapshot_page(1, &[entry(2), entry(2)], false);
+        let dup = encode_snapshot_page(KS, 1, &[entry(2), entry(2)], false);
         assert_eq!(check_snapshot_page(&dup, None), Err(FeedError::Order));
-        let empty = encode_snapshot_page(1, &[], true);
+        let empty = encode_snapshot_page(KS, 1, &[], true);
         assert_eq!(check_snapshot_page(&empty, None), Err(FeedError::EmptyPage));
-        let delta = encode_delta(1, 2, &[]);
+        let delta = encode_delta(KS, 1, 2, &[]);
         assert!(check_snapshot_page(&delta, None).is_err());
-        let whole = encode_snapshot(1, &[]);
+        let whole = encode_snapshot(KS, 1, &[]);
         assert_eq!(check_snapshot_page(&whole, None).unwrap().last_hash, None);
     }
 }

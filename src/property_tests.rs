@@ -12,6 +12,8 @@ use crate::table::{decode, KeyTable, SnapshotBuilder, Update};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
+const KS: crate::feed::KeySet = crate::feed::KeySet([7; 16]);
+
 /// 2000 cases per property, or `PROPTEST_CASES` for a long run.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -52,7 +54,7 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
         // One entry per hash (the last one), as a snapshot must be.
         let unique: BTreeMap<u8, u64> = ops.iter().map(|&(n, _, x)| (n, x)).collect();
         let entries: Vec<_> = unique.into_iter().map(|(n, x)| entry(n, x)).collect();
-        encode_snapshot(1, &entries)
+        encode_snapshot(KS, 1, &entries)
     } else {
         let ops: Vec<_> = ops
             .iter()
@@ -64,7 +66,7 @@ fn table_body(ops: &[(u8, bool, u64)], snapshot: bool) -> Vec<u8> {
                 }
             })
             .collect();
-        encode_delta(1, 2, &ops)
+        encode_delta(KS, 1, 2, &ops)
     }
 }
 
@@ -141,7 +143,7 @@ fn model_answers(model: &HashMap<u16, u64>) -> Vec<Option<Answer>> {
 
 fn whole(version: u64, model: &HashMap<u16, u64>) -> KeyTable {
     let entries: Vec<_> = model.iter().map(|(&id, &x)| keyed(id, x)).collect();
-    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(version, &entries)) else {
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, version, &entries)) else {
         panic!("snapshot refused")
     };
     table
@@ -199,7 +201,7 @@ proptest! {
     #[test]
     fn arbitrary_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = decode(&bytes);
-        let mut with_magic = b"KGT1".to_vec();
+        let mut with_magic = b"KGT2".to_vec();
         with_magic.extend_from_slice(&bytes);
         let _ = decode(&with_magic);
     }
@@ -247,7 +249,7 @@ proptest! {
                 .map(|&(id, remove, x)| if remove { FeedOp::Remove(spread_hash(id)) } else { FeedOp::Upsert(keyed(id, x)) })
                 .collect();
             let v = table.version();
-            let Ok(Update::Delta(delta)) = decode(&encode_delta(v, v + 1, &feed_ops)) else { panic!() };
+            let Ok(Update::Delta(delta)) = decode(&encode_delta(KS, v, v + 1, &feed_ops)) else { panic!() };
             table.apply(&delta).unwrap();
             for &(id, remove, x) in ops {
                 if remove { model.remove(&id); } else { model.insert(id, x); }
@@ -281,7 +283,7 @@ proptest! {
         for (i, &(from, to)) in ranges.iter().enumerate() {
             prop_assert!(!builder.is_complete());
             let more = i + 1 < ranges.len();
-            builder.add_page(&encode_snapshot_page(versions[i], &entries[from..to], more)).unwrap();
+            builder.add_page(&encode_snapshot_page(KS, versions[i], &entries[from..to], more)).unwrap();
         }
         prop_assert!(builder.is_complete());
         let paged = builder.finish().unwrap();

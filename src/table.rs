@@ -30,7 +30,7 @@
 //!   keys are appended in order, and the table is only indexed at the end.
 
 use crate::feed::{
-    FeedError, Header, RawEntry, RawOp, Reader, KIND_DELTA, KIND_PAGE, UPSERT_BYTES,
+    FeedError, Header, KeySet, RawEntry, RawOp, Reader, KIND_DELTA, KIND_PAGE, UPSERT_BYTES,
 };
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
@@ -249,9 +249,10 @@ impl Directory {
     }
 }
 
-/// The table at one version.
+/// The table at one version of one key set.
 #[derive(Default, Clone)]
 pub struct KeyTable {
+    key_set: KeySet,
     version: u64,
     /// Sorted by prefix; may hold tombstones.
     base: Vec<Entry>,
@@ -274,8 +275,9 @@ pub enum Update {
     Delta(Delta),
 }
 
-/// Changes from `base` to `version`, with their strings resolved.
+/// Changes from `base` to `version` of `key_set`, with their strings resolved.
 pub struct Delta {
+    pub key_set: KeySet,
     pub base: u64,
     pub version: u64,
     ops: Vec<RawOp>,
@@ -329,6 +331,7 @@ fn decode_delta(header: &Header, mut reader: Reader<'_>) -> Result<Delta, FeedEr
     }
     reader.finish()?;
     let delta = Delta {
+        key_set: header.key_set,
         base: header.base,
         version: header.version,
         ops,
@@ -342,6 +345,11 @@ impl KeyTable {
     /// The version of the feed this table reflects.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The key set whose history the version belongs to.
+    pub fn key_set(&self) -> KeySet {
+        self.key_set
     }
 
     /// Number of live keys.
@@ -399,8 +407,15 @@ impl KeyTable {
         Some(start + i)
     }
 
-    /// Applies a delta whose base is this table's version; on error nothing changes.
+    /// Applies a delta of this table's key set whose base is this table's
+    /// version; on error nothing changes.
     pub fn apply(&mut self, delta: &Delta) -> Result<(), FeedError> {
+        if delta.key_set != self.key_set {
+            return Err(FeedError::KeySet {
+                body: delta.key_set,
+                have: self.key_set,
+            });
+        }
         if delta.base != self.version {
             return Err(FeedError::BaseMismatch {
                 base: delta.base,
@@ -575,6 +590,8 @@ pub struct SnapshotBuilder {
     expected: usize,
     /// Prefix of the last key added.
     last: Option<[u8; 16]>,
+    /// Key set of the first page: every page must share it.
+    key_set: Option<KeySet>,
     /// Lowest page version so far.
     version: Option<u64>,
     progress: Progress,
@@ -590,6 +607,7 @@ impl SnapshotBuilder {
             table: KeyTable::default(),
             expected: expected_keys.min(MAX_EXPECTED_KEYS),
             last: None,
+            key_set: None,
             version: None,
             progress: Progress::Open,
         }
@@ -598,7 +616,8 @@ impl SnapshotBuilder {
     /// Adds the next page (or a whole snapshot). Errors: not a snapshot
     /// (`Tag`), a bad body as in [`decode`], keys not strictly above the
     /// previous ones (`Order`, also for a page after the last one), an empty
-    /// page before the last (`EmptyPage`).
+    /// page before the last (`EmptyPage`), a page of another key set than
+    /// the first (`KeySet`).
     pub fn add_page(&mut self, bytes: &[u8]) -> Result<(), FeedError> {
         if matches!(self.progress, Progress::Complete) {
             self.progress = Progress::Failed(FeedError::Order);
@@ -632,6 +651,7 @@ impl SnapshotBuilder {
         table.base.shrink_to(len + len / 32);
         table.live = len;
         table.version = self.version.unwrap_or(0);
+        table.key_set = self.key_set.unwrap_or_default();
         table.directory.rebuild(&table.base);
         Ok(table)
     }
@@ -641,6 +661,13 @@ impl SnapshotBuilder {
         if !header.snapshot {
             return Err(FeedError::Tag(KIND_DELTA));
         }
+        if let Some(have) = self.key_set.filter(|k| *k != header.key_set) {
+            return Err(FeedError::KeySet {
+                body: header.key_set,
+                have,
+            });
+        }
+        self.key_set = Some(header.key_set);
         let dictionary = reader.dictionary()?;
         let n = reader.op_count()?;
         if header.more && n == 0 {
@@ -696,6 +723,8 @@ mod tests {
     use super::*;
     use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
 
+    const KS: KeySet = KeySet([7; 16]);
+
     fn entry(n: u8, scopes: &str, tier: &str) -> FeedEntry {
         FeedEntry {
             hash: [n; 32],
@@ -709,14 +738,14 @@ mod tests {
     }
 
     fn snapshot(version: u64, entries: &[FeedEntry]) -> KeyTable {
-        match decode(&encode_snapshot(version, entries)).unwrap() {
+        match decode(&encode_snapshot(KS, version, entries)).unwrap() {
             Update::Snapshot(t) => t,
             Update::Delta(_) => panic!("not a snapshot"),
         }
     }
 
     fn delta(base: u64, version: u64, ops: &[FeedOp]) -> Delta {
-        match decode(&encode_delta(base, version, ops)).unwrap() {
+        match decode(&encode_delta(KS, base, version, ops)).unwrap() {
             Update::Delta(d) => d,
             Update::Snapshot(_) => panic!("not a delta"),
         }
@@ -757,9 +786,34 @@ mod tests {
         let mut b = SnapshotBuilder::new(expected);
         for (i, (version, entries)) in pages.iter().enumerate() {
             let more = i + 1 < pages.len();
-            b.add_page(&encode_snapshot_page(*version, entries, more))?;
+            b.add_page(&encode_snapshot_page(KS, *version, entries, more))?;
         }
         b.finish()
+    }
+
+    #[test]
+    fn another_key_set_is_refused() {
+        let other = KeySet([8; 16]);
+        let mut t = snapshot(5, &[entry(1, "a:b", "free")]);
+        assert_eq!(t.key_set(), KS);
+        let foreign = match decode(&encode_delta(other, 5, 6, &[FeedOp::Remove([1; 32])])) {
+            Ok(Update::Delta(d)) => d,
+            _ => panic!("not a delta"),
+        };
+        assert_eq!(
+            t.apply(&foreign),
+            Err(FeedError::KeySet {
+                body: other,
+                have: KS
+            })
+        );
+        assert_eq!((t.version(), t.len()), (5, 1), "nothing changed");
+        let mut b = SnapshotBuilder::new(2);
+        b.add_page(&encode_snapshot_page(KS, 3, &[entry(1, "a:b", "free")], true))
+            .unwrap();
+        let mixed = b.add_page(&encode_snapshot_page(other, 3, &[entry(2, "a:b", "free")], false));
+        assert!(matches!(mixed, Err(FeedError::KeySet { .. })));
+        assert!(b.finish().is_err());
     }
 
     #[test]
@@ -954,10 +1008,10 @@ mod tests {
         assert_eq!(overlap.err(), Some(FeedError::Order));
         let backwards = paged(0, &[(1, &[e(5)]), (1, &[e(4)])]);
         assert_eq!(backwards.err(), Some(FeedError::Order));
-        let duplicate = decode(&encode_snapshot(1, &[e(2), e(2)]));
+        let duplicate = decode(&encode_snapshot(KS, 1, &[e(2), e(2)]));
         assert_eq!(duplicate.err(), Some(FeedError::Order));
         // Swap the two (66-byte) ops of a sorted body.
-        let mut unsorted = encode_snapshot(1, &[e(1), e(2)]);
+        let mut unsorted = encode_snapshot(KS, 1, &[e(1), e(2)]);
         let ops = unsorted.len() - 132;
         let (first, second) = unsorted[ops..].split_at_mut(66);
         first.swap_with_slice(second);
@@ -967,10 +1021,10 @@ mod tests {
     #[test]
     fn a_page_after_the_last_one_breaks_the_build() {
         let mut b = SnapshotBuilder::new(2);
-        b.add_page(&encode_snapshot_page(1, &[entry(1, "a:b", "free")], false))
+        b.add_page(&encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], false))
             .unwrap();
         assert!(b.is_complete());
-        let late = encode_snapshot_page(1, &[entry(2, "a:b", "free")], false);
+        let late = encode_snapshot_page(KS, 1, &[entry(2, "a:b", "free")], false);
         assert_eq!(b.add_page(&late), Err(FeedError::Order));
         assert!(!b.is_complete());
         assert_eq!(b.add_page(&late), Err(FeedError::Order));
@@ -980,17 +1034,17 @@ mod tests {
     #[test]
     fn a_failed_build_refuses_everything_after() {
         let mut b = SnapshotBuilder::new(2);
-        assert_eq!(b.add_page(b"KGT1"), Err(FeedError::Truncated));
-        let good = encode_snapshot_page(1, &[entry(1, "a:b", "free")], false);
+        assert_eq!(b.add_page(b"KGT2"), Err(FeedError::Truncated));
+        let good = encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], false);
         assert_eq!(b.add_page(&good), Err(FeedError::Truncated));
         assert_eq!(b.finish().err(), Some(FeedError::Truncated));
         let mut b = SnapshotBuilder::new(2);
         assert_eq!(
-            b.add_page(&encode_delta(0, 1, &[])),
+            b.add_page(&encode_delta(KS, 0, 1, &[])),
             Err(FeedError::Tag(KIND_DELTA))
         );
         assert_eq!(
-            SnapshotBuilder::new(1).add_page(&encode_snapshot_page(1, &[], true)),
+            SnapshotBuilder::new(1).add_page(&encode_snapshot_page(KS, 1, &[], true)),
             Err(FeedError::EmptyPage)
         );
     }
@@ -1002,7 +1056,7 @@ mod tests {
             Some(FeedError::Truncated)
         );
         let mut b = SnapshotBuilder::new(2);
-        b.add_page(&encode_snapshot_page(1, &[entry(1, "a:b", "free")], true))
+        b.add_page(&encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], true))
             .unwrap();
         assert!(!b.is_complete());
         assert_eq!(b.finish().err(), Some(FeedError::Truncated));
@@ -1010,7 +1064,7 @@ mod tests {
 
     #[test]
     fn decode_refuses_a_page_with_more_to_follow() {
-        let page = encode_snapshot_page(1, &[entry(1, "a:b", "free")], true);
+        let page = encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], true);
         assert_eq!(decode(&page).err(), Some(FeedError::Tag(3)));
         let empty = snapshot(3, &[]);
         assert_eq!((empty.version(), empty.len()), (3, 0));
@@ -1055,10 +1109,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        let good = encode_snapshot(3, &[entry(1, "a:b", "free")]);
+        let good = encode_snapshot(KS, 3, &[entry(1, "a:b", "free")]);
         assert!(matches!(decode(b""), Err(FeedError::Magic)));
         assert!(matches!(
-            decode(b"KGT2xxxxxxxxxxxxxxxxxx"),
+            decode(b"KGT1xxxxxxxxxxxxxxxxxx"),
             Err(FeedError::Magic)
         ));
         for cut in 0..good.len() {
@@ -1070,7 +1124,7 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         assert!(decode(&long).is_err());
-        let mut remove_in_snapshot = encode_delta(0, 1, &[FeedOp::Remove([1; 32])]);
+        let mut remove_in_snapshot = encode_delta(KS, 0, 1, &[FeedOp::Remove([1; 32])]);
         remove_in_snapshot[4] = 1;
         assert!(matches!(
             decode(&remove_in_snapshot),

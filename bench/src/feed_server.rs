@@ -9,7 +9,7 @@
 //! measure the filter; revocation is measured against the real control plane
 //! instead.
 
-use keygate::feed::{encode_snapshot_page, FeedEntry, RawOp, Reader};
+use keygate::feed::{encode_snapshot_page, FeedEntry, KeySet, RawOp, Reader};
 use keygate::ids::{KeyId, OrgId};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,12 +41,13 @@ struct Key {
 
 /// The table served, keys in ascending hash order.
 struct Table {
+    key_set: KeySet,
     strings: Vec<String>,
     keys: Vec<Key>,
 }
 
 impl Table {
-    /// The keys of a `KGT1` snapshot body.
+    /// The keys of a `KGT2` snapshot body.
     fn decode(body: &[u8]) -> io::Result<Table> {
         let invalid = |e: keygate::feed::FeedError| io::Error::new(io::ErrorKind::InvalidData, e);
         let (header, mut reader) = Reader::header(body).map_err(invalid)?;
@@ -79,7 +80,11 @@ impl Table {
         }
         reader.finish().map_err(invalid)?;
         keys.sort_unstable_by_key(|k| k.hash);
-        Ok(Table { strings, keys })
+        Ok(Table {
+            key_set: header.key_set,
+            strings,
+            keys,
+        })
     }
 
     /// The page of at most `page_keys` keys after `after` (from the first
@@ -120,7 +125,7 @@ struct Shared {
 }
 
 impl FeedServer {
-    /// Serves the keys of `body` (a `KGT1` snapshot at `version`), in pages
+    /// Serves the keys of `body` (a `KGT2` snapshot at `version`), in pages
     /// of [`PAGE_KEYS`], to callers presenting `token`.
     pub fn start(body: Vec<u8>, version: u64, token: &str) -> io::Result<FeedServer> {
         FeedServer::start_paged(&body, version, token, PAGE_KEYS)
@@ -322,13 +327,18 @@ fn answer(out: &mut impl Write, request: &Request, shared: &Shared) -> io::Resul
         Some(Some(hash)) if since == 0 => Some(hash),
         Some(_) => return error(out, "400 Bad Request", "invalid_request", "after"),
     };
+    // A client of another key set gets a snapshot whatever its `since`.
+    let same_set = param(&request.target, "key_set")
+        .is_none_or(|k| KeySet::from_hex(k) == Some(shared.table.key_set));
     let version = shared.version.to_string();
     let etag = format!("\"{version}\"");
+    let key_set = shared.table.key_set.to_hex();
     let tags = [
         ("etag", etag.as_str()),
         ("x-keygate-version", version.as_str()),
+        ("x-keygate-key-set", key_set.as_str()),
     ];
-    if since != 0 && since == shared.version {
+    if same_set && since != 0 && since == shared.version {
         let until = Instant::now() + Duration::from_secs(wait);
         while Instant::now() < until {
             if shared.stop.load(Ordering::Relaxed) {
@@ -343,7 +353,7 @@ fn answer(out: &mut impl Write, request: &Request, shared: &Shared) -> io::Resul
         return write_head(out, "304 Not Modified", &tags, 0);
     }
     let (entries, more) = shared.table.page(after.as_ref(), shared.page_keys);
-    let body = encode_snapshot_page(shared.version, &entries, more);
+    let body = encode_snapshot_page(shared.table.key_set, shared.version, &entries, more);
     let mut headers = tags.to_vec();
     headers.push(("content-type", keygate::feed::CONTENT_TYPE));
     if !more {

@@ -5,7 +5,10 @@
 //! a million keys would only slow the harness) plus the hashes of the few
 //! real keys the load generator and the probes present.
 
-use keygate::feed::{encode_snapshot, FeedEntry};
+use keygate::feed::{encode_snapshot, FeedEntry, KeySet};
+
+/// The key set of the synthetic tables.
+const KEY_SET: KeySet = KeySet([0x6b; 16]);
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment};
 
@@ -45,7 +48,7 @@ fn entry(i: u64, hash: [u8; 32]) -> FeedEntry {
     }
 }
 
-/// A `KGT1` snapshot at `version` holding `real` keys plus synthetic ones, `total` in all.
+/// A `KGT2` snapshot at `version` holding `real` keys plus synthetic ones, `total` in all.
 pub fn snapshot(version: u64, total: usize, real: &[String]) -> Vec<u8> {
     let mut rng = SplitMix(0x6b65_7967_6174_6531);
     let mut entries: Vec<FeedEntry> = real
@@ -61,7 +64,7 @@ pub fn snapshot(version: u64, total: usize, real: &[String]) -> Vec<u8> {
         }
         entries.push(entry(i, hash));
     }
-    encode_snapshot(version, &entries)
+    encode_snapshot(KEY_SET, version, &entries)
 }
 
 #[cfg(test)]

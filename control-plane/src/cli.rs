@@ -95,6 +95,11 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub feed_page_keys: u32,
+    /// Longest wait, in milliseconds, of a revocation (or rotation without
+    /// grace) for every Envoy connected to this feed to acknowledge it
+    /// before it answers (0: answer at once, reporting who was reached).
+    #[arg(long, env = "KEYGATE_PROPAGATION_TIMEOUT_MS", default_value_t = 1000)]
+    pub propagation_timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

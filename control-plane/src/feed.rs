@@ -8,8 +8,15 @@
 //! so every Envoy waking on the same change costs one database read. Every
 //! answer and every held long-poll is counted (crate::metrics); a snapshot
 //! page counts as a snapshot.
+//!
+//! Every answer names the database's key set (`x-keygate-key-set`, and in
+//! the body): a filter that sends another `key_set` gets the first page of
+//! a snapshot whatever its `since`. A request naming its fetch stream
+//! (`client`) is tracked for delivered revocations (crate::delivery): its
+//! `since`, in this key set, acknowledges that version.
 
 use crate::api::AppState;
+use crate::delivery;
 use crate::errors::ApiError;
 use crate::metrics::{self, FeedMetrics};
 use crate::store::{FeedAnswer, PageAsk, Store};
@@ -18,7 +25,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keygate::credential::bearer_token;
-use keygate::feed::{self, Reader, CONTENT_TYPE};
+use keygate::feed::{self, KeySet, Reader, CONTENT_TYPE};
 use keygate::key;
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -31,6 +38,7 @@ pub const MAX_WAIT: u64 = 60;
 /// Encoded bodies kept.
 const CACHED_BODIES: usize = 8;
 const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version");
+const X_KEYGATE_KEY_SET: HeaderName = HeaderName::from_static("x-keygate-key-set");
 
 /// The feed's token, body cache and counters.
 pub struct Feed {
@@ -57,12 +65,42 @@ struct Cached {
 }
 
 /// What one request asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Ask {
     since: u64,
     wait: u64,
     /// The snapshot page starts after this hash (only with `since` 0).
     after: Option<[u8; 32]>,
+    /// The key set the client's `since` belongs to.
+    key_set: Option<KeySet>,
+    /// The client's fetch stream.
+    client: Option<String>,
+}
+
+impl Ask {
+    /// The same ask from a client of `ours`: one of another key set starts
+    /// over from the first page of a snapshot.
+    fn in_key_set(self, ours: KeySet) -> Ask {
+        match self.key_set {
+            Some(theirs) if theirs != ours => Ask {
+                since: 0,
+                after: None,
+                ..self
+            },
+            _ => self,
+        }
+    }
+
+    /// The version this request proves its client holds (0: none): its
+    /// `since`, when it names this key set and is not past `current`.
+    fn acknowledges(&self, ours: KeySet, current: u64) -> u64 {
+        let same = self.key_set == Some(ours);
+        if same && self.since <= current {
+            self.since
+        } else {
+            0
+        }
+    }
 }
 
 impl Feed {
@@ -126,7 +164,7 @@ impl Feed {
             FeedAnswer::Unchanged(_) => return Ok(None),
             FeedAnswer::Delta { base, version, ops } => (
                 version,
-                Bytes::from(feed::encode_delta(base, version, &ops)),
+                Bytes::from(feed::encode_delta(store.key_set(), base, version, &ops)),
             ),
             // Every stale base gets the same first page: encode and keep it once.
             FeedAnswer::SnapshotPage {
@@ -138,8 +176,9 @@ impl Feed {
                 match self.cached(page, version) {
                     Some(body) => (version, body),
                     None => {
+                        let key_set = store.key_set();
                         let encoded = tokio::task::spawn_blocking(move || {
-                            feed::encode_snapshot_page(version, &entries, more)
+                            feed::encode_snapshot_page(key_set, version, &entries, more)
                         });
                         let body = Bytes::from(encoded.await.map_err(|_| ApiError::Internal)?);
                         self.remember(page, version, body.clone());
@@ -170,15 +209,39 @@ fn hash(field: &str, value: &str) -> Result<[u8; 32], ApiError> {
     Ok(out)
 }
 
-/// `since`, `wait` and `after` from the query, `since` from `If-None-Match`
-/// if absent.
+/// A key set id: 32 hex digits.
+fn key_set(value: &str) -> Result<KeySet, ApiError> {
+    KeySet::from_hex(value)
+        .ok_or_else(|| ApiError::invalid("key_set", "key_set must be 32 hex digits"))
+}
+
+/// A fetch stream's id.
+fn client(value: &str) -> Result<String, ApiError> {
+    if delivery::valid_client(value) {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::invalid(
+            "client",
+            format!(
+                "client must be 1 to {} characters of A-Z, a-z, 0-9, '.', '_', '-'",
+                delivery::MAX_CLIENT_LEN
+            ),
+        ))
+    }
+}
+
+/// `since`, `wait`, `after`, `key_set` and `client` from the query, `since`
+/// from `If-None-Match` if absent.
 fn parse_ask(query: Option<&str>, headers: &HeaderMap) -> Result<Ask, ApiError> {
     let (mut since, mut wait, mut after) = (None, 0, None);
+    let (mut key_set_id, mut client_id) = (None, None);
     for pair in query.unwrap_or("").split('&') {
         match pair.split_once('=').unwrap_or((pair, "")) {
             ("since", value) => since = Some(number("since", value)?),
             ("wait", value) => wait = number("wait", value)?,
             ("after", value) => after = Some(hash("after", value)?),
+            ("key_set", value) => key_set_id = Some(key_set(value)?),
+            ("client", value) => client_id = Some(client(value)?),
             _ => {}
         }
     }
@@ -200,11 +263,20 @@ fn parse_ask(query: Option<&str>, headers: &HeaderMap) -> Result<Ask, ApiError> 
             "after pages a snapshot: it goes with since=0 only",
         ));
     }
-    Ok(Ask { since, wait, after })
+    Ok(Ask {
+        since,
+        wait,
+        after,
+        key_set: key_set_id,
+        client: client_id,
+    })
 }
 
-fn versioned(mut response: Response, version: u64) -> Response {
+fn versioned(mut response: Response, key_set: KeySet, version: u64) -> Response {
     let headers = response.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(&key_set.to_hex()) {
+        headers.insert(X_KEYGATE_KEY_SET, id);
+    }
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         headers.insert(header::ETAG, etag);
     }
@@ -251,9 +323,13 @@ async fn respond(
     if !state.feed.authorized(headers) {
         return Err(ApiError::Unauthorized("Missing or invalid feed token"));
     }
-    let ask = parse_ask(uri.query(), headers)?;
     let store = state.service.store();
+    let ours = store.key_set();
+    let ask = parse_ask(uri.query(), headers)?.in_key_set(ours);
     let mut versions = store.version();
+    let acked = ask.acknowledges(ours, *versions.borrow());
+    let delivery = state.service.delivery();
+    let _open = ask.client.as_deref().map(|c| delivery.open(c, acked));
     if ask.since != 0 && ask.wait > 0 && *versions.borrow() == ask.since {
         let _waiting = state.feed.metrics.wait();
         let moved = versions.wait_for(|v| *v != ask.since);
@@ -272,14 +348,14 @@ async fn respond(
     Ok(match answer {
         None => (
             metrics::Answer::NotModified,
-            versioned(StatusCode::NOT_MODIFIED.into_response(), ask.since),
+            versioned(StatusCode::NOT_MODIFIED.into_response(), ours, ask.since),
         ),
         Some((version, body)) => {
             let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
             let kind = table_kind(&body);
             (
                 kind,
-                versioned((content_type, body).into_response(), version),
+                versioned((content_type, body).into_response(), ours, version),
             )
         }
     })
@@ -303,6 +379,8 @@ mod tests {
             since,
             wait,
             after: None,
+            key_set: None,
+            client: None,
         };
         assert_eq!(ask("", None).unwrap(), at(0, 0));
         assert_eq!(ask("since=5&wait=30&x=1", None).unwrap(), at(5, 30));
@@ -310,6 +388,23 @@ mod tests {
         assert_eq!(ask("since=3", Some("\"7\"")).unwrap(), at(3, 0));
         assert_eq!(ask("", Some("W/\"9\"")).unwrap(), at(9, 0));
         assert_eq!(ask("", Some("*")).unwrap(), at(0, 0));
+    }
+
+    #[test]
+    fn another_key_set_starts_over_and_acknowledges_nothing() {
+        let (ours, theirs) = (KeySet([1; 16]), KeySet([2; 16]));
+        let query = format!("since=9&client=e.1&key_set={}", theirs.to_hex());
+        let asked = ask(&query, None).unwrap();
+        assert_eq!(asked.client.as_deref(), Some("e.1"));
+        assert_eq!(asked.acknowledges(ours, 20), 0);
+        let moved = asked.in_key_set(ours);
+        assert_eq!((moved.since, moved.after), (0, None));
+        let query = format!("since=9&key_set={}", ours.to_hex().to_uppercase());
+        let same = ask(&query, None).unwrap().in_key_set(ours);
+        assert_eq!(same.since, 9);
+        assert_eq!(same.acknowledges(ours, 20), 9);
+        assert_eq!(same.acknowledges(ours, 8), 0, "a version past ours proves nothing");
+        assert_eq!(ask("since=9", None).unwrap().acknowledges(ours, 20), 0);
     }
 
     #[test]
@@ -356,6 +451,10 @@ mod tests {
             ("since=-1", "since"),
             ("wait=61", "wait"),
             ("wait=", "wait"),
+            ("key_set=abc", "key_set"),
+            ("key_set=", "key_set"),
+            ("client=", "client"),
+            ("client=a%20b", "client"),
         ] {
             match ask(query, None) {
                 Err(ApiError::Invalid { field: f, .. }) => assert_eq!(f, field, "{query}"),

@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod cli;
 mod clock;
+mod delivery;
 mod drafts;
 mod errors;
 mod feed;
@@ -21,12 +22,14 @@ mod views;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use delivery::Delivery;
 use maintenance::Upkeep;
 use policy::Policy;
 use service::Service;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use store::sqlite::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
@@ -61,7 +64,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let store = SqliteStore::open(&common.database)
         .map_err(|e| format!("cannot open {}: {e}", common.database.display()))?;
-    let service = Arc::new(Service::new(Arc::new(store), policy));
+    // Admin commands serve no feed: nobody to wait for.
+    let propagation = match &cli.command {
+        Command::Serve(args) => Duration::from_millis(args.propagation_timeout_ms),
+        _ => Duration::ZERO,
+    };
+    let delivery = Arc::new(Delivery::new(propagation));
+    let service = Arc::new(Service::new(Arc::new(store), policy, delivery));
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {

@@ -8,6 +8,8 @@
 //! - `keygate_feed_waiting`: long-polls held right now. Each Envoy holds one,
 //!   whatever its worker count, so this is the number of connected Envoys.
 //! - `keygate_feed_version`: the current key table version.
+//! - `keygate_feed_envoys`: fetch streams (one per Envoy) connected to this
+//!   replica's feed, as counted for delivered revocations (crate::delivery).
 //!
 //! No authentication: nothing here is secret. The route is served on the
 //! control plane's own address, which Envoy does not forward (only
@@ -104,8 +106,9 @@ impl FeedMetrics {
         Waiting(&self.waiting)
     }
 
-    /// The exposition text, with `version` as the table version.
-    fn render(&self, version: u64) -> String {
+    /// The exposition text, with `version` as the table version and
+    /// `envoys` connected fetch streams.
+    fn render(&self, version: u64, envoys: usize) -> String {
         let mut text = String::new();
         family(
             &mut text,
@@ -134,6 +137,12 @@ impl FeedMetrics {
             "Current key table version.",
             version,
         );
+        gauge(
+            &mut text,
+            "keygate_feed_envoys",
+            "Fetch streams connected to this replica's feed.",
+            envoys as u64,
+        );
         text
     }
 }
@@ -151,8 +160,9 @@ fn gauge(text: &mut String, name: &str, help: &str, value: u64) {
 /// The metrics handler.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let version = *state.service.store().version().borrow();
+    let envoys = state.service.delivery().connected();
     let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
-    (content_type, state.feed.metrics.render(version)).into_response()
+    (content_type, state.feed.metrics.render(version, envoys)).into_response()
 }
 
 #[cfg(test)]
@@ -165,13 +175,14 @@ mod tests {
         metrics.answered(Answer::Delta);
         metrics.answered(Answer::Delta);
         let held = metrics.wait();
-        let text = metrics.render(42);
+        let text = metrics.render(42, 1);
         assert!(text.contains("# TYPE keygate_feed_requests_total counter\n"));
         assert!(text.contains("keygate_feed_requests_total{answer=\"delta\"} 2\n"));
         assert!(text.contains("keygate_feed_requests_total{answer=\"bad_request\"} 0\n"));
         assert!(text.contains("keygate_feed_waiting 1\n"));
         assert!(text.contains("keygate_feed_version 42\n"));
+        assert!(text.contains("keygate_feed_envoys 1\n"));
         drop(held);
-        assert!(metrics.render(42).contains("keygate_feed_waiting 0\n"));
+        assert!(metrics.render(42, 0).contains("keygate_feed_waiting 0\n"));
     }
 }

@@ -1,12 +1,20 @@
 //! The key operations behind both the API and the admin CLI: mint (with the
 //! core's generator), list, revoke and rotate, always within one tenant.
+//!
+//! A change that takes rights away (a revocation, a rotation without grace,
+//! and any later suspension or narrowing) answers only once it was handed to
+//! every Envoy connected to this replica's feed, or the propagation timeout
+//! passed ([`Service::delivered`], crate::delivery).
 
 use crate::clock;
+use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
 use crate::policy::Policy;
 use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant};
-use crate::views::{CreatedKey, CreatedTenant, KeyList, KeyView, RotatedKey, SHOW_ONCE};
+use crate::views::{
+    CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, SHOW_ONCE,
+};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment, KeyError};
 use std::future::Future;
@@ -22,6 +30,7 @@ const ID_ATTEMPTS: usize = 4;
 pub struct Service {
     store: Arc<dyn Store>,
     policy: Policy,
+    delivery: Arc<Delivery>,
 }
 
 /// A freshly generated key, before it is stored.
@@ -51,8 +60,29 @@ where
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, policy: Policy) -> Service {
-        Service { store, policy }
+    pub fn new(store: Arc<dyn Store>, policy: Policy, delivery: Arc<Delivery>) -> Service {
+        Service {
+            store,
+            policy,
+            delivery,
+        }
+    }
+
+    /// The Envoys of this replica's feed and what they acknowledged.
+    pub fn delivery(&self) -> &Arc<Delivery> {
+        &self.delivery
+    }
+
+    /// `value`, once every write committed so far reached every Envoy
+    /// connected now (or the propagation timeout passed): for answers to
+    /// changes that take rights away.
+    async fn delivered<T>(&self, value: T) -> Delivered<T> {
+        let version = *self.store.version().borrow();
+        let propagated = self.delivery.wait(version).await;
+        Delivered {
+            value,
+            propagated: Some(propagated),
+        }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -152,18 +182,24 @@ impl Service {
         })
     }
 
-    /// Revokes a key of `org` (again: no change).
-    pub async fn revoke(&self, org: OrgId, id: KeyId) -> Result<KeyView, ApiError> {
+    /// Revokes a key of `org` (again: no change, but still delivered: an
+    /// earlier revocation may not have reached every Envoy yet).
+    pub async fn revoke(&self, org: OrgId, id: KeyId) -> Result<Delivered<KeyView>, ApiError> {
         let record = self.store.revoke_key(org, id, clock::now()).await?;
         let view = KeyView::from(&record.ok_or(ApiError::NotFound("API key"))?);
         log_key("api key revoked", org, &view);
-        Ok(view)
+        Ok(self.delivered(view).await)
     }
 
     /// Replaces a key of `org` by a new one with the same name, scopes,
     /// environment, tier and expiry; the old key dies now (`grace` 0) or
-    /// `grace` seconds from now.
-    pub async fn rotate(&self, org: OrgId, id: KeyId, grace: u64) -> Result<RotatedKey, ApiError> {
+    /// `grace` seconds from now. Without grace the answer is delivered.
+    pub async fn rotate(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        grace: u64,
+    ) -> Result<Delivered<RotatedKey>, ApiError> {
         let now = clock::now();
         let old = self.store.key(org, id).await?;
         let old = old.ok_or(ApiError::NotFound("API key"))?;
@@ -198,7 +234,13 @@ impl Service {
         .ok_or(ApiError::NotFound("API key"))?;
         log_key("api key rotated, new key", org, &rotated.created.key);
         log_key("api key rotated, old key", org, &rotated.previous_key);
-        Ok(rotated)
+        Ok(match fate {
+            OldKeyFate::RevokeAt(_) => self.delivered(rotated).await,
+            OldKeyFate::ExpireAt(_) => Delivered {
+                value: rotated,
+                propagated: None,
+            },
+        })
     }
 }
 

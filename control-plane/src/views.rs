@@ -2,6 +2,7 @@
 //! the answer that creates it; a hash never appears.
 
 use crate::clock;
+use crate::delivery::Propagated;
 use crate::store::KeyRecord;
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
@@ -54,6 +55,16 @@ pub struct RotatedKey {
     #[serde(flatten)]
     pub created: CreatedKey,
     pub previous_key: KeyView,
+}
+
+/// The answer to a change that takes rights away, and how far it went
+/// before the answer (absent for changes that need no delivery).
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivered<T> {
+    #[serde(flatten)]
+    pub value: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagated: Option<Propagated>,
 }
 
 /// A new tenant and its first key, shown once.

@@ -1,6 +1,8 @@
 //! The lease holder's fetch loop, without host calls (unit-tested natively).
 //!
-//! One request at a time: `GET <path>?since=<version>&wait=<s>`. The leader
+//! One request at a time: `GET <path>?since=<version>&wait=<s>&key_set=<id>`
+//! (the key set of the shared head, or of the snapshot being assembled: the
+//! control plane answers a client of another key set with a snapshot). The leader
 //! keeps no table of its own for this: it checks each 200 body and publishes
 //! it to shared data, where every VM that serves requests picks it up. A
 //! snapshot comes in pages (docs/feed-protocol.md): each is stored as it
@@ -9,11 +11,13 @@
 //! shared chain. A 304 records a successful contact; anything else (no
 //! answer, another status, a body that does not check) keeps what is shared
 //! and retries after `retry_ms`. A delta that does not fit the shared head
-//! makes the next request ask for a snapshot (`since=0`). Requests other than
-//! the next page never start less than `min_gap_ms` apart.
+//! makes the next request ask for a snapshot (`since=0`), as does a delta of
+//! another key set than the head's; a page of another key set than the pages
+//! before it abandons that snapshot, which starts over from its first page.
+//! Requests other than the next page never start less than `min_gap_ms` apart.
 
 use crate::sync::{self, Head, Keys, PagedSnapshot, Store};
-use keygate::feed::{self, FeedError, Reader};
+use keygate::feed::{self, FeedError, KeySet, Reader};
 use keygate::table::{self, Update};
 use std::fmt;
 
@@ -60,6 +64,9 @@ pub enum Outcome {
     NotModified,
     /// A delta that does not apply to the shared table: a snapshot comes next.
     Resync { base: u64, have: Option<u64> },
+    /// A snapshot page of another key set than the pages before it: the
+    /// snapshot starts over from its first page.
+    NewKeySet { key_set: KeySet },
     /// Nothing usable: the table stays, retry later.
     Failed(Failure),
 }
@@ -71,6 +78,9 @@ pub struct Ask {
     pub since: u64,
     /// The snapshot page after this hash.
     pub after: Option<[u8; 32]>,
+    /// The key set `since` (or the pages so far) belong to; `None` before
+    /// the first table.
+    pub key_set: Option<KeySet>,
 }
 
 /// The fetch loop's state.
@@ -114,13 +124,18 @@ impl Fetcher {
             return Ask {
                 since: 0,
                 after: paging.after().copied(),
+                key_set: paging.key_set(),
             };
         }
         let since = match head {
             Some(h) if !self.want_snapshot => h.version,
             _ => 0,
         };
-        Ask { since, after: None }
+        Ask {
+            since,
+            after: None,
+            key_set: head.map(|h| h.key_set),
+        }
     }
 
     /// Makes the next request ask for a snapshot.
@@ -188,7 +203,7 @@ impl Fetcher {
         }
         self.not_before_ms = match outcome {
             Outcome::Failed(_) => now_ms.saturating_add(self.retry_ms),
-            Outcome::Page { .. } => now_ms,
+            Outcome::Page { .. } | Outcome::NewKeySet { .. } => now_ms,
             _ => self.last_start_ms.saturating_add(self.min_gap_ms),
         };
         outcome
@@ -197,16 +212,31 @@ impl Fetcher {
     fn on_body(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
         match Reader::header(body) {
             Err(e) => Outcome::Failed(Failure::Garbage(e)),
-            Ok((header, _)) if header.snapshot => self.on_page(store, keys, body, now_ms),
+            Ok((header, _)) if header.snapshot => {
+                self.on_page(store, keys, body, header.key_set, now_ms)
+            }
             Ok(_) => self.on_delta(store, keys, body, now_ms),
         }
     }
 
-    fn on_page(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+    fn on_page(
+        &mut self,
+        store: &impl Store,
+        keys: &Keys,
+        body: &[u8],
+        key_set: KeySet,
+        now_ms: u64,
+    ) -> Outcome {
         let mut paging = self
             .paging
             .take()
             .unwrap_or_else(|| PagedSnapshot::start(store, keys));
+        if paging.key_set().is_some_and(|k| k != key_set) {
+            // The database changed under the assembly: start it over.
+            paging.abandon(store, keys);
+            self.want_snapshot = true;
+            return Outcome::NewKeySet { key_set };
+        }
         let page = match feed::check_snapshot_page(body, paging.after()) {
             Ok(page) => page,
             Err(e) => {
@@ -238,7 +268,7 @@ impl Fetcher {
             Err(e) => return Outcome::Failed(Failure::Garbage(e)),
         };
         let published = (delta.version > delta.base)
-            .then(|| sync::publish_delta(store, keys, body, delta.base, delta.version, now_ms))
+            .then(|| sync::publish_delta(store, keys, body, now_ms))
             .flatten();
         let Some(head) = published else {
             // A refused delta leaves the head as it was.

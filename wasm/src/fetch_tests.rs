@@ -1,9 +1,9 @@
 //! The leader's fetch loop: answers, failures, resync and pacing.
 
 use super::*;
-use crate::sync::tests::{entry, MemStore};
+use crate::sync::tests::{entry, MemStore, KS};
 use crate::sync::{read_head, Keys};
-use keygate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp};
+use keygate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp, KeySet};
 
 const GAP: u64 = 50;
 const RETRY: u64 = 1000;
@@ -60,7 +60,7 @@ impl Leader {
 fn snapshot_then_delta_then_not_modified() {
     let mut l = Leader::new();
     assert_eq!(l.since(), 0);
-    let snap = encode_snapshot(5, &[entry(1), entry(2)]);
+    let snap = encode_snapshot(KS, 5, &[entry(1), entry(2)]);
     assert_eq!(
         l.exchange(0, Some(200), &snap),
         Outcome::Snapshot {
@@ -71,7 +71,7 @@ fn snapshot_then_delta_then_not_modified() {
     assert_eq!(l.since(), 5);
     assert_eq!(read_head(&l.store, &l.keys).unwrap().version, 5);
 
-    let delta = encode_delta(5, 6, &[FeedOp::Remove([1; 32])]);
+    let delta = encode_delta(KS, 5, 6, &[FeedOp::Remove([1; 32])]);
     assert!(!l.fetcher.due(GAP - 1), "paced");
     assert_eq!(
         l.exchange(GAP, Some(200), &delta),
@@ -87,7 +87,7 @@ fn snapshot_then_delta_then_not_modified() {
 #[test]
 fn failures_keep_the_table_and_wait_retry_ms() {
     let mut l = Leader::new();
-    l.exchange(0, Some(200), &encode_snapshot(5, &[entry(1)]));
+    l.exchange(0, Some(200), &encode_snapshot(KS, 5, &[entry(1)]));
     let mut now = GAP;
     for (status, body, failure) in [
         (None, &b""[..], Failure::NoResponse),
@@ -104,7 +104,7 @@ fn failures_keep_the_table_and_wait_retry_ms() {
         assert_eq!(l.since(), 5);
     }
     // A truncated good body is garbage too.
-    let snap = encode_snapshot(6, &[entry(1), entry(2)]);
+    let snap = encode_snapshot(KS, 6, &[entry(1), entry(2)]);
     let cut = &snap[..snap.len() - 1];
     assert!(matches!(
         l.exchange(now, Some(200), cut),
@@ -122,16 +122,16 @@ fn a_delta_that_does_not_fit_asks_for_a_snapshot() {
     let mut l = Leader::new();
     // A delta before any table.
     assert_eq!(
-        l.exchange(0, Some(200), &encode_delta(5, 6, &[])),
+        l.exchange(0, Some(200), &encode_delta(KS, 5, 6, &[])),
         Outcome::Resync {
             base: 5,
             have: None
         }
     );
     assert_eq!(l.since(), 0);
-    l.exchange(GAP, Some(200), &encode_snapshot(5, &[entry(1)]));
+    l.exchange(GAP, Some(200), &encode_snapshot(KS, 5, &[entry(1)]));
     assert_eq!(
-        l.exchange(2 * GAP, Some(200), &encode_delta(4, 6, &[])),
+        l.exchange(2 * GAP, Some(200), &encode_delta(KS, 4, 6, &[])),
         Outcome::Resync {
             base: 4,
             have: Some(5)
@@ -140,9 +140,9 @@ fn a_delta_that_does_not_fit_asks_for_a_snapshot() {
     assert_eq!(l.since(), 0, "snapshot next");
     assert!(l.fetcher.due(3 * GAP), "at once, not after retry_ms");
     // A delta that does not move forward is refused too.
-    l.exchange(3 * GAP, Some(200), &encode_snapshot(5, &[entry(1)]));
+    l.exchange(3 * GAP, Some(200), &encode_snapshot(KS, 5, &[entry(1)]));
     assert!(matches!(
-        l.exchange(4 * GAP, Some(200), &encode_delta(5, 5, &[])),
+        l.exchange(4 * GAP, Some(200), &encode_delta(KS, 5, 5, &[])),
         Outcome::Resync { .. }
     ));
     assert_eq!(l.shared().0, 5);
@@ -151,19 +151,19 @@ fn a_delta_that_does_not_fit_asks_for_a_snapshot() {
 #[test]
 fn long_chains_and_resync_requests_lead_to_a_snapshot() {
     let mut l = Leader::new();
-    l.exchange(0, Some(200), &encode_snapshot(1, &[entry(1)]));
+    l.exchange(0, Some(200), &encode_snapshot(KS, 1, &[entry(1)]));
     let mut now = 0;
     for v in 1..u64::from(crate::sync::MAX_CHAIN) {
         now += GAP;
-        l.exchange(now, Some(200), &encode_delta(v, v + 1, &[]));
+        l.exchange(now, Some(200), &encode_delta(KS, v, v + 1, &[]));
         assert_eq!(l.since(), v + 1);
     }
     now += GAP;
     let v = u64::from(crate::sync::MAX_CHAIN);
-    l.exchange(now, Some(200), &encode_delta(v, v + 1, &[]));
+    l.exchange(now, Some(200), &encode_delta(KS, v, v + 1, &[]));
     assert_eq!(l.since(), 0, "compaction: a snapshot next");
     now += GAP;
-    l.exchange(now, Some(200), &encode_snapshot(v + 1, &[entry(1)]));
+    l.exchange(now, Some(200), &encode_snapshot(KS, v + 1, &[entry(1)]));
     assert_eq!(l.since(), v + 1);
     l.fetcher.request_snapshot();
     assert_eq!(l.since(), 0);
@@ -177,6 +177,7 @@ fn answers_to_other_requests_are_not_ours() {
         &Ask {
             since: 3,
             after: None,
+            key_set: None,
         },
         0,
     );
@@ -189,16 +190,17 @@ fn answers_to_other_requests_are_not_ours() {
 #[test]
 fn a_snapshot_in_pages_is_fetched_back_to_back_and_published_whole() {
     let mut l = Leader::new();
-    l.exchange(0, Some(200), &encode_snapshot(3, &[entry(9)]));
+    l.exchange(0, Some(200), &encode_snapshot(KS, 3, &[entry(9)]));
     l.fetcher.request_snapshot();
     assert_eq!(
         l.ask(),
         Ask {
             since: 0,
-            after: None
+            after: None,
+            key_set: Some(KS),
         }
     );
-    let p1 = encode_snapshot_page(8, &[entry(1), entry(2)], true);
+    let p1 = encode_snapshot_page(KS, 8, &[entry(1), entry(2)], true);
     assert_eq!(
         l.exchange(GAP, Some(200), &p1),
         Outcome::Page { pages: 1, keys: 2 }
@@ -208,11 +210,12 @@ fn a_snapshot_in_pages_is_fetched_back_to_back_and_published_whole() {
         l.ask(),
         Ask {
             since: 0,
-            after: Some([2; 32])
+            after: Some([2; 32]),
+            key_set: Some(KS),
         }
     );
     assert!(l.fetcher.due(GAP), "the next page at once");
-    let p2 = encode_snapshot_page(7, &[entry(3)], false);
+    let p2 = encode_snapshot_page(KS, 7, &[entry(3)], false);
     assert_eq!(
         l.exchange(GAP, Some(200), &p2),
         Outcome::Snapshot {
@@ -225,7 +228,8 @@ fn a_snapshot_in_pages_is_fetched_back_to_back_and_published_whole() {
         l.ask(),
         Ask {
             since: 7,
-            after: None
+            after: None,
+            key_set: Some(KS),
         }
     );
 }
@@ -233,7 +237,7 @@ fn a_snapshot_in_pages_is_fetched_back_to_back_and_published_whole() {
 #[test]
 fn a_failed_or_bad_page_starts_the_snapshot_over() {
     let mut l = Leader::new();
-    let p1 = encode_snapshot_page(8, &[entry(1), entry(2)], true);
+    let p1 = encode_snapshot_page(KS, 8, &[entry(1), entry(2)], true);
     l.exchange(0, Some(200), &p1);
     assert_eq!(
         l.exchange(0, None, b""),
@@ -243,12 +247,13 @@ fn a_failed_or_bad_page_starts_the_snapshot_over() {
         l.ask(),
         Ask {
             since: 0,
-            after: None
+            after: None,
+            key_set: None,
         }
     );
     l.exchange(RETRY, Some(200), &p1);
     // A page that goes back in hash order.
-    let back = encode_snapshot_page(8, &[entry(1)], false);
+    let back = encode_snapshot_page(KS, 8, &[entry(1)], false);
     assert_eq!(
         l.exchange(RETRY, Some(200), &back),
         Outcome::Failed(Failure::Garbage(FeedError::Order))
@@ -257,7 +262,8 @@ fn a_failed_or_bad_page_starts_the_snapshot_over() {
         l.ask(),
         Ask {
             since: 0,
-            after: None
+            after: None,
+            key_set: None,
         }
     );
     assert!(read_head(&l.store, &l.keys).is_none(), "nothing published");
@@ -266,7 +272,7 @@ fn a_failed_or_bad_page_starts_the_snapshot_over() {
 #[test]
 fn a_snapshot_wanted_by_a_follower_does_not_wait_for_the_held_long_poll() {
     let mut l = Leader::new();
-    l.exchange(0, Some(200), &encode_snapshot(5, &[entry(1)]));
+    l.exchange(0, Some(200), &encode_snapshot(KS, 5, &[entry(1)]));
     // A long-poll is held...
     l.token += 1;
     let held = l.token;
@@ -281,7 +287,8 @@ fn a_snapshot_wanted_by_a_follower_does_not_wait_for_the_held_long_poll() {
         l.ask(),
         Ask {
             since: 0,
-            after: None
+            after: None,
+            key_set: Some(KS),
         }
     );
     l.token += 1;
@@ -293,4 +300,59 @@ fn a_snapshot_wanted_by_a_follower_does_not_wait_for_the_held_long_poll() {
     // The held long-poll's answer is not ours any more.
     assert!(!l.fetcher.finish(held));
     assert!(l.fetcher.finish(snapshot));
+}
+
+/// After a database swap: the control plane's deltas of another key set
+/// are refused, and a snapshot of the new key set replaces the table.
+#[test]
+fn a_delta_of_another_key_set_asks_for_a_snapshot() {
+    let b = KeySet([0xbb; 16]);
+    let mut l = Leader::new();
+    l.exchange(0, Some(200), &encode_snapshot(b, 2, &[entry(1)]));
+    assert_eq!((l.ask().since, l.ask().key_set), (2, Some(b)));
+    let from_a = encode_delta(KS, 2, 300, &[FeedOp::Upsert(entry(2))]);
+    assert_eq!(
+        l.exchange(GAP, Some(200), &from_a),
+        Outcome::Resync {
+            base: 2,
+            have: Some(2)
+        }
+    );
+    assert_eq!(l.since(), 0);
+    assert_eq!(l.shared(), (2, 1), "B's table stays until A's snapshot");
+    l.exchange(2 * GAP, Some(200), &encode_snapshot(KS, 300, &[entry(3)]));
+    assert_eq!(l.shared(), (300, 1));
+    assert_eq!(l.ask().key_set, Some(KS));
+}
+
+#[test]
+fn a_page_of_another_key_set_starts_the_snapshot_over() {
+    let b = KeySet([0xbb; 16]);
+    let mut l = Leader::new();
+    let p1 = encode_snapshot_page(KS, 8, &[entry(1), entry(2)], true);
+    l.exchange(0, Some(200), &p1);
+    assert_eq!(l.ask().key_set, Some(KS));
+    let other = encode_snapshot_page(b, 3, &[entry(5)], false);
+    assert_eq!(
+        l.exchange(0, Some(200), &other),
+        Outcome::NewKeySet { key_set: b }
+    );
+    assert!(l.fetcher.due(0), "the new snapshot starts at once");
+    assert_eq!(
+        l.ask(),
+        Ask {
+            since: 0,
+            after: None,
+            key_set: None
+        }
+    );
+    assert!(read_head(&l.store, &l.keys).is_none(), "nothing published");
+    assert_eq!(
+        l.exchange(0, Some(200), &other),
+        Outcome::Snapshot {
+            version: 3,
+            keys: 1
+        }
+    );
+    assert_eq!(l.shared(), (3, 1));
 }

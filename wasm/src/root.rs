@@ -221,6 +221,12 @@ impl Root {
         if let Some(after) = ask.after {
             let _ = write!(path, "&after={}", hex::encode(after));
         }
+        if let Some(key_set) = ask.key_set {
+            let _ = write!(path, "&key_set={key_set}");
+        }
+        let fresh = format!("{:x}", (unix_now().as_nanos() as u64) ^ u64::from(self.id));
+        let client = sync::client_id(&SharedData, &feed.keys, &fresh);
+        let _ = write!(path, "&client={client}");
         let authorization = format!("Bearer {}", config.token);
         let headers = vec![
             (":method", "GET"),
@@ -278,6 +284,9 @@ impl Root {
             Outcome::Resync { base, have } => log::warn!(
                 "delta from version {base} does not apply to version {}; asking for a snapshot",
                 have.unwrap_or(0)
+            ),
+            Outcome::NewKeySet { key_set } => log::warn!(
+                "snapshot page of another key set ({key_set}) than the pages before it; starting the snapshot over"
             ),
             Outcome::NotModified | Outcome::Failed(_) => {}
         }

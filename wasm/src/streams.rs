@@ -61,6 +61,8 @@ mod tests {
     use keygate::key::Environment;
     use keygate::table::{decode, Update};
 
+    const KS: keygate::feed::KeySet = keygate::feed::KeySet([7; 16]);
+
     fn table(entries: &[(u8, u64)]) -> KeyTable {
         let entries: Vec<FeedEntry> = entries
             .iter()
@@ -74,7 +76,7 @@ mod tests {
                 environment: Environment::Live,
             })
             .collect();
-        match decode(&encode_snapshot(1, &entries)).unwrap() {
+        match decode(&encode_snapshot(KS, 1, &entries)).unwrap() {
             Update::Snapshot(t) => t,
             Update::Delta(_) => unreachable!(),
         }

@@ -11,9 +11,14 @@
 //!   only non-CAS write, which can at worst revoke a claim, never add a second
 //!   owner). A holder that goes away stops renewing and another VM takes over
 //!   once the deadline passes.
-//! - **head** (`<ns>head`): current version, the stored snapshot (version,
-//!   generation, pages, keys), last successful contact with the control
-//!   plane, and chain statistics.
+//! - **head** (`<ns>head`): the key set and current version, the stored
+//!   snapshot (version, generation, pages, keys), last successful contact
+//!   with the control plane, and chain statistics. Versions only count
+//!   within one key set: a table of another key set than the head's is
+//!   replaced by the head's snapshot, never brought forward by its deltas,
+//!   and a delta of another key set never extends the chain.
+//! - **client** (`<ns>client`): the id this Envoy's fetch stream gives the
+//!   control plane (`client=`), the same whichever VM leads.
 //! - **snapshot pages** (`<ns>snap.<generation>.<i>`): the pages of the last
 //!   snapshot, as received (about 1 MiB each, so no VM ever copies a whole
 //!   table's worth of bytes at once). A snapshot bigger than
@@ -31,7 +36,7 @@
 //! bytes than the snapshot) the leader asks the control plane for a fresh
 //! snapshot and clears the old slots.
 
-use keygate::feed::{FeedError, PageSummary, Reader};
+use keygate::feed::{FeedError, KeySet, PageSummary, Reader};
 use keygate::table::{self, KeyTable, SnapshotBuilder, Update};
 
 /// Number of delta slots (keys are reused modulo this).
@@ -60,6 +65,7 @@ pub struct Keys {
     seq: String,
     resync: String,
     delta: String,
+    client: String,
     pub(crate) followers: String,
 }
 
@@ -74,6 +80,7 @@ impl Keys {
             seq: key("seq"),
             resync: key("resync"),
             delta: key("delta."),
+            client: key("client"),
             followers: key("followers"),
         }
     }
@@ -90,6 +97,8 @@ impl Keys {
 /// What the head says about the shared table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Head {
+    /// The key set whose history the versions belong to.
+    pub key_set: KeySet,
     /// Version of the newest table.
     pub version: u64,
     /// Version of the stored snapshot (the chain starts there).
@@ -117,7 +126,8 @@ pub struct Head {
 impl Head {
     fn encode(&self) -> String {
         format!(
-            "kgh2 {} {} {} {} {} {} {} {} {} {} {}",
+            "kgh3 {} {} {} {} {} {} {} {} {} {} {} {}",
+            self.key_set.to_hex(),
             self.version,
             self.snapshot_version,
             self.contact_ms,
@@ -135,11 +145,13 @@ impl Head {
     fn parse(bytes: &[u8]) -> Option<Head> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut words = text.split(' ');
-        if words.next()? != "kgh2" {
+        if words.next()? != "kgh3" {
             return None;
         }
+        let key_set = KeySet::from_hex(words.next()?)?;
         let mut next = || words.next()?.parse::<u64>().ok();
         let head = Head {
+            key_set,
             version: next()?,
             snapshot_version: next()?,
             contact_ms: next()?,
@@ -247,6 +259,23 @@ fn parse_lease(bytes: &[u8]) -> Option<(&str, u64)> {
     Some((owner, deadline.parse().ok()?))
 }
 
+/// The id of this Envoy's fetch stream: the one in shared data, or
+/// `fresh` (e.g. clock nanos mixed with the root id, in hex) stored there
+/// when there is none yet. Only the leader asks, so two VMs never race for
+/// it in practice; if they did, both read back the one that stayed.
+pub fn client_id(store: &impl Store, keys: &Keys, fresh: &str) -> String {
+    let (value, _) = store.get(&keys.client);
+    if let Some(id) = std::str::from_utf8(&value).ok().filter(|v| !v.is_empty()) {
+        return id.to_string();
+    }
+    store.set(&keys.client, fresh.as_bytes(), None);
+    let (value, _) = store.get(&keys.client);
+    String::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| fresh.to_string())
+}
+
 /// The leader's record of a successful answer without change (304).
 pub fn publish_contact(store: &impl Store, keys: &Keys, now_ms: u64) {
     if let Some(head) = read_head(store, keys) {
@@ -265,6 +294,8 @@ pub fn publish_contact(store: &impl Store, keys: &Keys, now_ms: u64) {
 /// once the last page is in ([`publish_snapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PagedSnapshot {
+    /// The key set of its first page: every page must share it.
+    key_set: Option<KeySet>,
     generation: u64,
     pages: u32,
     keys: u64,
@@ -279,6 +310,7 @@ impl PagedSnapshot {
     pub fn start(store: &impl Store, keys: &Keys) -> PagedSnapshot {
         let generation = read_head(store, keys).map_or(1, |h| h.generation.wrapping_add(1));
         PagedSnapshot {
+            key_set: None,
             generation,
             pages: 0,
             keys: 0,
@@ -291,6 +323,11 @@ impl PagedSnapshot {
     /// Hash of the last key stored: the next page starts after it.
     pub fn after(&self) -> Option<&[u8; 32]> {
         self.after.as_ref()
+    }
+
+    /// The key set of the pages stored so far (`None` before the first).
+    pub fn key_set(&self) -> Option<KeySet> {
+        self.key_set
     }
 
     /// Pages stored so far.
@@ -308,9 +345,11 @@ impl PagedSnapshot {
         self.version
     }
 
-    /// Stores a page checked by `keygate::feed::check_snapshot_page`.
+    /// Stores a page checked by `keygate::feed::check_snapshot_page`, of
+    /// the key set of the pages before it (see [`PagedSnapshot::key_set`]).
     pub fn add_page(&mut self, store: &impl Store, keys: &Keys, body: &[u8], page: &PageSummary) {
         store.set(&keys.page(self.generation, self.pages), body, None);
+        self.key_set = Some(page.key_set);
         self.pages = self.pages.saturating_add(1);
         self.keys = self.keys.saturating_add(page.keys as u64);
         self.bytes = self.bytes.saturating_add(body.len() as u64);
@@ -335,6 +374,7 @@ fn clear_pages(store: &impl Store, keys: &Keys, generation: u64, pages: u32) {
 pub fn publish_snapshot(store: &impl Store, keys: &Keys, snapshot: &PagedSnapshot, now_ms: u64) {
     let old = read_head(store, keys);
     let head = Head {
+        key_set: snapshot.key_set.unwrap_or_default(),
         version: snapshot.version,
         snapshot_version: snapshot.version,
         contact_ms: now_ms,
@@ -413,20 +453,15 @@ fn delta_header(bytes: &[u8]) -> Option<(u64, u64)> {
     (!header.snapshot && header.version > header.base).then_some((header.base, header.version))
 }
 
-/// Publishes a delta body `base -> version` after the current head and
-/// returns the new head. `None` when it cannot extend the shared chain (the
-/// head is elsewhere or the slot is still in use): the leader should then
-/// fetch a snapshot.
-pub fn publish_delta(
-    store: &impl Store,
-    keys: &Keys,
-    bytes: &[u8],
-    base: u64,
-    version: u64,
-    now_ms: u64,
-) -> Option<Head> {
+/// Publishes a delta body after the current head and returns the new head.
+/// `None` when it cannot extend the shared chain (not a delta, a delta of
+/// another key set or from another version than the head's, or its slot
+/// still in use): the leader should then fetch a snapshot.
+pub fn publish_delta(store: &impl Store, keys: &Keys, bytes: &[u8], now_ms: u64) -> Option<Head> {
+    let (header, _) = Reader::header(bytes).ok().filter(|(h, _)| !h.snapshot)?;
+    let (key_set, base, version) = (header.key_set, header.base, header.version);
     let head = read_head(store, keys)?;
-    if head.version != base || version <= base {
+    if head.key_set != key_set || head.version != base || version <= base {
         return None;
     }
     let key = keys.delta(base);
@@ -478,11 +513,11 @@ pub fn catch_up(
 }
 
 fn advance(store: &impl Store, keys: &Keys, head: &Head, table: &mut Option<KeyTable>) -> Synced {
-    let local = table.as_ref().map(KeyTable::version);
-    if local == Some(head.version) {
+    let local = table.as_ref().map(|t| (t.key_set(), t.version()));
+    if local == Some((head.key_set, head.version)) {
         return Synced::Unchanged;
     }
-    if let Some(t) = table.as_mut() {
+    if let Some(t) = table.as_mut().filter(|t| t.key_set() == head.key_set) {
         if (head.snapshot_version..head.version).contains(&t.version()) {
             // On the chain: the snapshot cannot be newer than where we stand.
             let before = t.version();
@@ -506,7 +541,7 @@ fn advance(store: &impl Store, keys: &Keys, head: &Head, table: &mut Option<KeyT
             Synced::Stuck
         };
     };
-    if local == Some(snapshot.version()) {
+    if local == Some((snapshot.key_set(), snapshot.version())) {
         return Synced::Stuck;
     }
     let at_head = follow_chain(store, keys, &mut snapshot, head.version).is_ok();

@@ -9,6 +9,9 @@ use keygate::key::Environment;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// The key set of the tests' bodies.
+pub(crate) const KS: KeySet = KeySet([7; 16]);
+
 /// Envoy's shared data: a CAS token per key; a token on a missing key is ignored.
 #[derive(Default)]
 pub struct MemStore {
@@ -70,11 +73,11 @@ fn keys() -> Keys {
 }
 
 fn remove(base: u64, version: u64, n: u8) -> Vec<u8> {
-    encode_delta(base, version, &[FeedOp::Remove([n; 32])])
+    encode_delta(KS, base, version, &[FeedOp::Remove([n; 32])])
 }
 
 fn add(base: u64, version: u64, n: u8) -> Vec<u8> {
-    encode_delta(base, version, &[FeedOp::Upsert(entry(n))])
+    encode_delta(KS, base, version, &[FeedOp::Upsert(entry(n))])
 }
 
 fn has(table: &Option<KeyTable>, n: u8) -> bool {
@@ -84,6 +87,7 @@ fn has(table: &Option<KeyTable>, n: u8) -> bool {
 #[test]
 fn head_round_trip_and_garbage() {
     let head = Head {
+        key_set: KS,
         version: 9,
         snapshot_version: 5,
         contact_ms: 1234,
@@ -99,12 +103,13 @@ fn head_round_trip_and_garbage() {
     assert_eq!(Head::parse(head.encode().as_bytes()), Some(head));
     for bad in [
         &b""[..],
-        b"kgh2 1 2",
-        b"kgh1 1 2 3 4 5 6",
-        b"kgh2 1 2 3 4 5 6 7 8 9 10 1 12",
-        b"kgh2 1 2 3 4 5 6 7 8 9 10 2",
-        b"xxx 1 2 3 4 5 6 7 8 9 10 1",
-        b"kgh2 a 2 3 4 5 6 7 8 9 10 1",
+        b"kgh3 07070707070707070707070707070707 1 2",
+        b"kgh2 1 2 3 4 5 6 7 8 9 10 1",
+        b"kgh3 07070707070707070707070707070707 1 2 3 4 5 6 7 8 9 10 1 12",
+        b"kgh3 07070707070707070707070707070707 1 2 3 4 5 6 7 8 9 10 2",
+        b"kgh3 0707 1 2 3 4 5 6 7 8 9 10 1",
+        b"xxx 07070707070707070707070707070707 1 2 3 4 5 6 7 8 9 10 1",
+        b"kgh3 07070707070707070707070707070707 a 2 3 4 5 6 7 8 9 10 1",
     ] {
         assert_eq!(Head::parse(bad), None, "{bad:?}");
     }
@@ -182,7 +187,7 @@ fn a_stale_claim_cannot_overwrite_a_newer_one() {
 fn followers_apply_the_chain_and_load_the_snapshot_when_behind() {
     let store = MemStore::default();
     let k = keys();
-    let snap = encode_snapshot(5, &[entry(1), entry(2)]);
+    let snap = encode_snapshot(KS, 5, &[entry(1), entry(2)]);
     publish_body(&store, &k, &snap, 100);
     let mut early: Option<KeyTable> = None;
     assert_eq!(
@@ -192,8 +197,8 @@ fn followers_apply_the_chain_and_load_the_snapshot_when_behind() {
             at_head: true
         }
     );
-    assert!(publish_delta(&store, &k, &remove(5, 6, 1), 5, 6, 200).is_some());
-    assert!(publish_delta(&store, &k, &add(6, 9, 3), 6, 9, 300).is_some());
+    assert!(publish_delta(&store, &k, &remove(5, 6, 1), 200).is_some());
+    assert!(publish_delta(&store, &k, &add(6, 9, 3), 300).is_some());
     let head = read_head(&store, &k).unwrap();
     assert_eq!(
         (
@@ -234,14 +239,14 @@ fn followers_apply_the_chain_and_load_the_snapshot_when_behind() {
 fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
     let store = MemStore::default();
     let k = keys();
-    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 0);
-    publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 0).unwrap();
-    publish_delta(&store, &k, &add(6, 7, 3), 6, 7, 0).unwrap();
+    publish_body(&store, &k, &encode_snapshot(KS, 5, &[entry(1)]), 0);
+    publish_delta(&store, &k, &add(5, 6, 2), 0).unwrap();
+    publish_delta(&store, &k, &add(6, 7, 3), 0).unwrap();
     let mut follower = None;
     catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut follower);
     assert_eq!(follower.as_ref().unwrap().version(), 7);
 
-    publish_body(&store, &k, &encode_snapshot(20, &[entry(9)]), 0);
+    publish_body(&store, &k, &encode_snapshot(KS, 20, &[entry(9)]), 0);
     assert!(store.get(&k.delta(5)).0.is_empty() && store.get(&k.delta(6)).0.is_empty());
     let head = read_head(&store, &k).unwrap();
     assert_eq!(
@@ -258,7 +263,7 @@ fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
     assert!(has(&follower, 9) && !has(&follower, 1));
 
     // The control plane's database was replaced: versions go back; followers follow.
-    publish_body(&store, &k, &encode_snapshot(3, &[entry(4)]), 0);
+    publish_body(&store, &k, &encode_snapshot(KS, 3, &[entry(4)]), 0);
     catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut follower);
     assert_eq!(follower.as_ref().unwrap().version(), 3);
 }
@@ -267,9 +272,9 @@ fn a_new_snapshot_clears_the_old_chain_and_followers_jump_to_it() {
 fn a_broken_chain_asks_the_leader_for_a_snapshot_once_per_request() {
     let store = MemStore::default();
     let k = keys();
-    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 0);
-    publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 0).unwrap();
-    publish_delta(&store, &k, &add(6, 7, 3), 6, 7, 0).unwrap();
+    publish_body(&store, &k, &encode_snapshot(KS, 5, &[entry(1)]), 0);
+    publish_delta(&store, &k, &add(5, 6, 2), 0).unwrap();
+    publish_delta(&store, &k, &add(6, 7, 3), 0).unwrap();
     store.set(&k.delta(6), b"garbage", None);
     let head = read_head(&store, &k).unwrap();
 
@@ -303,23 +308,23 @@ fn delta_publication_refuses_to_break_the_chain() {
     let store = MemStore::default();
     let k = keys();
     assert!(
-        publish_delta(&store, &k, &add(0, 1, 1), 0, 1, 0).is_none(),
+        publish_delta(&store, &k, &add(0, 1, 1), 0).is_none(),
         "no head yet"
     );
-    publish_body(&store, &k, &encode_snapshot(5, &[]), 0);
+    publish_body(&store, &k, &encode_snapshot(KS, 5, &[]), 0);
     assert!(
-        publish_delta(&store, &k, &add(4, 6, 1), 4, 6, 0).is_none(),
+        publish_delta(&store, &k, &add(4, 6, 1), 0).is_none(),
         "base is not the head"
     );
     assert!(
-        publish_delta(&store, &k, &add(5, 5, 1), 5, 5, 0).is_none(),
+        publish_delta(&store, &k, &add(5, 5, 1), 0).is_none(),
         "does not move"
     );
-    publish_delta(&store, &k, &add(5, 6, 1), 5, 6, 0).unwrap();
+    publish_delta(&store, &k, &add(5, 6, 1), 0).unwrap();
     // A delta whose slot (base % RING) still holds a link of the chain.
     let base = 5 + RING;
-    publish_delta(&store, &k, &add(6, base, 2), 6, base, 0).unwrap();
-    assert!(publish_delta(&store, &k, &add(base, base + 1, 3), base, base + 1, 0).is_none());
+    publish_delta(&store, &k, &add(6, base, 2), 0).unwrap();
+    assert!(publish_delta(&store, &k, &add(base, base + 1, 3), 0).is_none());
 }
 
 #[test]
@@ -358,7 +363,7 @@ fn contact_updates_only_the_time() {
     let k = keys();
     publish_contact(&store, &k, 5);
     assert!(read_head(&store, &k).is_none());
-    publish_body(&store, &k, &encode_snapshot(5, &[]), 1);
+    publish_body(&store, &k, &encode_snapshot(KS, 5, &[]), 1);
     publish_contact(&store, &k, 99);
     let head = read_head(&store, &k).unwrap();
     assert_eq!((head.version, head.contact_ms), (5, 99));
@@ -370,9 +375,9 @@ fn a_snapshot_in_pages_loads_at_its_lowest_version_and_the_chain_fixes_it() {
     let k = keys();
     // Pages read at versions 7, 5 and 6; key 2 was revoked at version 6,
     // after page 1 (holding it) was read.
-    let p1 = encode_snapshot_page(7, &[entry(1), entry(2)], true);
-    let p2 = encode_snapshot_page(5, &[entry(3)], true);
-    let p3 = encode_snapshot_page(6, &[entry(4)], false);
+    let p1 = encode_snapshot_page(KS, 7, &[entry(1), entry(2)], true);
+    let p2 = encode_snapshot_page(KS, 5, &[entry(3)], true);
+    let p3 = encode_snapshot_page(KS, 6, &[entry(4)], false);
     publish_pages(&store, &k, &[&p1, &p2, &p3], 0);
     let head = read_head(&store, &k).unwrap();
     assert_eq!(
@@ -384,7 +389,7 @@ fn a_snapshot_in_pages_loads_at_its_lowest_version_and_the_chain_fixes_it() {
         ),
         (5, 5, 3, 4)
     );
-    publish_delta(&store, &k, &remove(5, 7, 2), 5, 7, 10).unwrap();
+    publish_delta(&store, &k, &remove(5, 7, 2), 10).unwrap();
     let mut table = None;
     catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut table);
     let t = table.as_ref().unwrap();
@@ -399,7 +404,7 @@ fn pages_leave_shared_data_once_every_follower_holds_them() {
     use crate::followers::{Announcer, Role};
     let mut announcer = Announcer::new("w.1", 0);
     announcer.announce(&store, &k, Role::Follower(0), 0);
-    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 100);
+    publish_body(&store, &k, &encode_snapshot(KS, 5, &[entry(1)]), 100);
     let head = read_head(&store, &k).unwrap();
     let release = Release {
         hold_ms: 2000,
@@ -430,7 +435,7 @@ fn pages_leave_shared_data_once_every_follower_holds_them() {
     assert!(!release_snapshot(&store, &k, 5001, release), "once");
 
     // The follower keeps following the chain; a new VM asks for a snapshot.
-    publish_delta(&store, &k, &add(5, 6, 2), 5, 6, 5100).unwrap();
+    publish_delta(&store, &k, &add(5, 6, 2), 5100).unwrap();
     let head = read_head(&store, &k).unwrap();
     assert_eq!(
         catch_up(&store, &k, &head, &mut table),
@@ -448,11 +453,61 @@ fn pages_leave_shared_data_once_every_follower_holds_them() {
 fn a_snapshot_replaced_while_read_is_retried_not_reported() {
     let store = MemStore::default();
     let k = keys();
-    publish_body(&store, &k, &encode_snapshot(5, &[entry(1)]), 0);
+    publish_body(&store, &k, &encode_snapshot(KS, 5, &[entry(1)]), 0);
     let old = read_head(&store, &k).unwrap();
-    publish_body(&store, &k, &encode_snapshot(8, &[entry(2)]), 0);
+    publish_body(&store, &k, &encode_snapshot(KS, 8, &[entry(2)]), 0);
     let mut table = None;
     assert_eq!(catch_up(&store, &k, &old, &mut table), Synced::Unchanged);
     assert!(!take_resync(&store, &k));
     assert!(table.is_none());
+}
+
+/// The database swap of issue 10: a table of key set B at version 2 must
+/// never take a delta of A from 2, nor count as current at A's version.
+#[test]
+fn a_table_of_another_key_set_is_replaced_never_brought_forward() {
+    let (a, b) = (KS, KeySet([0xbb; 16]));
+    let store = MemStore::default();
+    let k = keys();
+    publish_body(&store, &k, &encode_snapshot(b, 2, &[entry(1)]), 0);
+    let mut table = None;
+    catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut table);
+    assert_eq!(table.as_ref().unwrap().key_set(), b);
+
+    let a_delta = encode_delta(a, 2, 3, &[FeedOp::Upsert(entry(2))]);
+    assert!(
+        publish_delta(&store, &k, &a_delta, 0).is_none(),
+        "a delta of A never extends B's chain"
+    );
+    // A's snapshot at the very same version as B's table.
+    publish_body(&store, &k, &encode_snapshot(a, 2, &[entry(3)]), 0);
+    let head = read_head(&store, &k).unwrap();
+    assert_eq!((head.key_set, head.version), (a, 2));
+    assert_eq!(
+        catch_up(&store, &k, &head, &mut table),
+        Synced::Changed {
+            from_snapshot: true,
+            at_head: true
+        }
+    );
+    let t = table.as_ref().unwrap();
+    assert_eq!((t.key_set(), t.version()), (a, 2));
+    assert!(!has(&table, 1) && has(&table, 3), "only A's keys");
+    assert!(publish_delta(&store, &k, &a_delta, 0).is_some());
+    assert_eq!(
+        catch_up(&store, &k, &read_head(&store, &k).unwrap(), &mut table),
+        Synced::Changed {
+            from_snapshot: false,
+            at_head: true
+        }
+    );
+    assert!(has(&table, 2) && has(&table, 3));
+}
+
+#[test]
+fn the_client_id_is_made_once_and_shared() {
+    let store = MemStore::default();
+    let k = keys();
+    assert_eq!(client_id(&store, &k, "first"), "first");
+    assert_eq!(client_id(&store, &k, "second"), "first", "another VM leads");
 }

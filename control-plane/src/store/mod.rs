@@ -6,7 +6,7 @@
 
 pub mod sqlite;
 
-use keygate::feed::{FeedEntry, FeedOp};
+use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use std::fmt;
@@ -175,4 +175,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current feed version, updated as soon as a write commits.
     fn version(&self) -> watch::Receiver<u64>;
+
+    /// The id of this database's key set, which its versions belong to.
+    fn key_set(&self) -> KeySet;
 }

@@ -389,7 +389,8 @@ pub fn assemble(pages: &[(Reply, PageSummary)]) -> keygate::table::KeyTable {
         .iter()
         .flat_map(|(reply, _)| page_entries(&reply.bytes))
         .collect();
-    snapshot(&keygate::feed::encode_snapshot(version, &entries))
+    let key_set = pages.first().unwrap().1.key_set;
+    snapshot(&keygate::feed::encode_snapshot(key_set, version, &entries))
 }
 
 /// Lowercase hex of a hash, as `after` takes it.

@@ -1,5 +1,5 @@
 //! The embedded SQLite store: one file in WAL mode with `synchronous = FULL`,
-//! created with its schema on first open.
+//! created with its schema (and its key set's id) on first open.
 //!
 //! Writes go through the group-committing [`writer`]; reads use a small pool
 //! of connections on blocking threads, so reading a large table (page by
@@ -11,6 +11,7 @@ mod writer;
 use super::{
     FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture, Tenant,
 };
+use keygate::feed::KeySet;
 use keygate::ids::{KeyId, OrgId};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     writer: Writer,
     version: watch::Sender<u64>,
+    key_set: KeySet,
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -63,6 +65,8 @@ impl SqliteStore {
             return Err(backend(format!("journal_mode is {mode}, not WAL")));
         }
         conn.execute_batch(SCHEMA)?;
+        let fresh = KeySet::random().map_err(backend)?;
+        let key_set = queries::key_set(&conn, fresh)?;
         let (version, _) = watch::channel(queries::version(&conn)?);
         let writer = Writer::start(conn, version.clone()).map_err(backend)?;
         Ok(SqliteStore {
@@ -71,6 +75,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 writer,
                 version,
+                key_set,
             }),
         })
     }
@@ -192,5 +197,9 @@ impl Store for SqliteStore {
 
     fn version(&self) -> watch::Receiver<u64> {
         self.inner.version.subscribe()
+    }
+
+    fn key_set(&self) -> KeySet {
+        self.inner.key_set
     }
 }

@@ -2,7 +2,7 @@
 //! connection: the caller decides the transaction.
 
 use crate::store::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant};
-use keygate::feed::{FeedEntry, FeedOp};
+use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use rusqlite::types::Type;
@@ -198,6 +198,18 @@ pub fn retire_rotated(
         }
         OldKeyFate::ExpireAt(_) => Ok(Some(old)),
     }
+}
+
+/// The key set's id, made (with `fresh`) if the database has none yet: a
+/// new database, or one made before key sets. Two processes opening it at
+/// once both read the one that was inserted first.
+pub fn key_set(conn: &Connection, fresh: KeySet) -> Result<KeySet, StoreError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO key_set (id, key_set) VALUES (1, ?1)")?
+        .execute([fresh.0])?;
+    let bytes: [u8; 16] = conn
+        .prepare_cached("SELECT key_set FROM key_set")?
+        .query_row([], |row| row.get(0))?;
+    Ok(KeySet(bytes))
 }
 
 /// The current feed version and the newest compacted one.

@@ -46,3 +46,11 @@ CREATE TABLE IF NOT EXISTS feed_state (
 ) STRICT;
 
 INSERT OR IGNORE INTO feed_state (id, version, compacted_through) VALUES (1, 1, 1);
+
+-- The key set's id: 16 random bytes, made when the database is created (a
+-- database made before this table gets one on its next open). Feed versions
+-- belong to it: a filter holding another id takes a fresh snapshot.
+CREATE TABLE IF NOT EXISTS key_set (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    key_set BLOB    NOT NULL CHECK (length(key_set) = 16)
+) STRICT;

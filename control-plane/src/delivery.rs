@@ -1,0 +1,241 @@
+//! Delivered writes: which Envoys are connected to this replica's feed, the
+//! version each has acknowledged, and the bounded wait for a change to reach
+//! every one of them (SPEC §14).
+//!
+//! A filter names its fetch stream with `client=<id>` on every feed request
+//! (one id per Envoy process and feed). It is **connected** while one of its
+//! requests is open, and for [`LINGER`] after the last one ended (a filter
+//! asks again within one tick of an answer, or `retry_ms` after a failure):
+//! so an Envoy between two long-polls at commit time counts. It has
+//! **reached** version `v` once it asks `since >= v` of this key set: the
+//! filter only asks a version after it stored that version in its shared
+//! data, so the change survives this process being killed at once.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a client counts as connected after its last request ended.
+pub const LINGER: Duration = Duration::from_secs(5);
+/// Longest accepted client id.
+pub const MAX_CLIENT_LEN: usize = 64;
+
+/// How far a change went when its answer was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Propagated {
+    /// Envoys connected to this replica's feed when the change committed.
+    pub envoys: usize,
+    /// Those that acknowledged it within the wait.
+    pub reached: usize,
+}
+
+/// One fetch stream.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    /// Highest version it acknowledged.
+    acked: u64,
+    /// Its requests open now.
+    open: usize,
+    /// When its last request started or ended.
+    seen: Instant,
+}
+
+impl Client {
+    fn connected(&self, now: Instant) -> bool {
+        self.open > 0 || now.saturating_duration_since(self.seen) <= LINGER
+    }
+}
+
+/// The connected clients of this replica's feed.
+pub struct Delivery {
+    clients: Mutex<HashMap<String, Client>>,
+    /// Bumped whenever a client acknowledges or leaves.
+    changed: watch::Sender<u64>,
+    timeout: Duration,
+}
+
+/// An open feed request; dropping it (answer sent, or the client gone)
+/// ends it.
+pub struct Open {
+    delivery: Arc<Delivery>,
+    client: String,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        self.delivery.update(|clients| {
+            if let Some(c) = clients.get_mut(&self.client) {
+                c.open = c.open.saturating_sub(1);
+                c.seen = now;
+            }
+        });
+    }
+}
+
+/// True for an id the feed accepts: 1 to [`MAX_CLIENT_LEN`] characters of
+/// `A-Z a-z 0-9 . _ -`.
+pub fn valid_client(id: &str) -> bool {
+    (1..=MAX_CLIENT_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Delivery {
+    /// Tracks clients; a change waits at most `timeout` for them.
+    pub fn new(timeout: Duration) -> Delivery {
+        Delivery {
+            clients: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+            timeout,
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut HashMap<String, Client>)) {
+        {
+            let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+            change(&mut clients);
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records a request of `client` that acknowledges `acked` (0: none);
+    /// it counts as open until the returned guard drops.
+    pub fn open(self: &Arc<Self>, client: &str, acked: u64) -> Open {
+        let now = Instant::now();
+        self.update(|clients| {
+            clients.retain(|_, c| c.connected(now));
+            let c = clients.entry(client.to_string()).or_insert(Client {
+                acked: 0,
+                open: 0,
+                seen: now,
+            });
+            c.acked = c.acked.max(acked);
+            c.open = c.open.saturating_add(1);
+            c.seen = now;
+        });
+        Open {
+            delivery: Arc::clone(self),
+            client: client.to_string(),
+        }
+    }
+
+    /// Clients connected now.
+    pub fn connected(&self) -> usize {
+        let now = Instant::now();
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.values().filter(|c| c.connected(now)).count()
+    }
+
+    /// Of `ids`, how many acknowledged `version`.
+    fn reached(&self, ids: &[String], version: u64) -> usize {
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.iter()
+            .filter(|id| clients.get(*id).is_some_and(|c| c.acked >= version))
+            .count()
+    }
+
+    /// Waits until every client connected now has acknowledged `version`,
+    /// or the timeout passes; says how many there were and how many it
+    /// reached.
+    pub async fn wait(&self, version: u64) -> Propagated {
+        let mut changed = self.changed.subscribe();
+        let now = Instant::now();
+        let ids: Vec<String> = {
+            let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+            clients
+                .iter()
+                .filter(|(_, c)| c.connected(now))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let reached = self.reached(&ids, version);
+            if reached == ids.len() {
+                return Propagated {
+                    envoys: ids.len(),
+                    reached,
+                };
+            }
+            let moved = tokio::time::timeout_at(deadline, changed.changed()).await;
+            if !matches!(moved, Ok(Ok(()))) {
+                return Propagated {
+                    envoys: ids.len(),
+                    reached: self.reached(&ids, version),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nobody_connected_answers_at_once() {
+        let d = Delivery::new(Duration::from_secs(5));
+        let start = Instant::now();
+        assert_eq!(
+            d.wait(3).await,
+            Propagated {
+                envoys: 0,
+                reached: 0
+            }
+        );
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_acknowledgement_of_a_client_between_polls() {
+        let d = Arc::new(Delivery::new(Duration::from_secs(5)));
+        drop(d.open("envoy-1", 4));
+        assert_eq!(d.connected(), 1, "between two polls it is still connected");
+        let acker = Arc::clone(&d);
+        let ack = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _held = acker.open("envoy-1", 5);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        let start = Instant::now();
+        let got = d.wait(5).await;
+        assert_eq!(
+            got,
+            Propagated {
+                envoys: 1,
+                reached: 1
+            }
+        );
+        assert!(start.elapsed() >= Duration::from_millis(40));
+        ack.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_wait_is_bounded() {
+        let d = Arc::new(Delivery::new(Duration::from_millis(100)));
+        let _a = d.open("a", 9);
+        let _b = d.open("b", 2);
+        let start = Instant::now();
+        assert_eq!(
+            d.wait(9).await,
+            Propagated {
+                envoys: 2,
+                reached: 1
+            }
+        );
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(90) && took < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn client_ids_are_short_and_plain() {
+        assert!(valid_client("3f9a.17-x_Y"));
+        for bad in ["", "a b", "a&b", "é", &"x".repeat(65)] {
+            assert!(!valid_client(bad), "{bad}");
+        }
+    }
+}
