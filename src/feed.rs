@@ -125,7 +125,10 @@ impl fmt::Display for FeedError {
             FeedError::Order => f.write_str("snapshot keys not in ascending hash order"),
             FeedError::EmptyPage => f.write_str("empty snapshot page before the last"),
             FeedError::KeySet { body, have } => {
-                write!(f, "body of key set {body} but the table is of key set {have}")
+                write!(
+                    f,
+                    "body of key set {body} but the table is of key set {have}"
+                )
             }
         }
     }

@@ -809,9 +809,19 @@ mod tests {
         );
         assert_eq!((t.version(), t.len()), (5, 1), "nothing changed");
         let mut b = SnapshotBuilder::new(2);
-        b.add_page(&encode_snapshot_page(KS, 3, &[entry(1, "a:b", "free")], true))
-            .unwrap();
-        let mixed = b.add_page(&encode_snapshot_page(other, 3, &[entry(2, "a:b", "free")], false));
+        b.add_page(&encode_snapshot_page(
+            KS,
+            3,
+            &[entry(1, "a:b", "free")],
+            true,
+        ))
+        .unwrap();
+        let mixed = b.add_page(&encode_snapshot_page(
+            other,
+            3,
+            &[entry(2, "a:b", "free")],
+            false,
+        ));
         assert!(matches!(mixed, Err(FeedError::KeySet { .. })));
         assert!(b.finish().is_err());
     }
@@ -1021,8 +1031,13 @@ mod tests {
     #[test]
     fn a_page_after_the_last_one_breaks_the_build() {
         let mut b = SnapshotBuilder::new(2);
-        b.add_page(&encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], false))
-            .unwrap();
+        b.add_page(&encode_snapshot_page(
+            KS,
+            1,
+            &[entry(1, "a:b", "free")],
+            false,
+        ))
+        .unwrap();
         assert!(b.is_complete());
         let late = encode_snapshot_page(KS, 1, &[entry(2, "a:b", "free")], false);
         assert_eq!(b.add_page(&late), Err(FeedError::Order));
@@ -1056,8 +1071,13 @@ mod tests {
             Some(FeedError::Truncated)
         );
         let mut b = SnapshotBuilder::new(2);
-        b.add_page(&encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], true))
-            .unwrap();
+        b.add_page(&encode_snapshot_page(
+            KS,
+            1,
+            &[entry(1, "a:b", "free")],
+            true,
+        ))
+        .unwrap();
         assert!(!b.is_complete());
         assert_eq!(b.finish().err(), Some(FeedError::Truncated));
     }

@@ -403,7 +403,11 @@ mod tests {
         let same = ask(&query, None).unwrap().in_key_set(ours);
         assert_eq!(same.since, 9);
         assert_eq!(same.acknowledges(ours, 20), 9);
-        assert_eq!(same.acknowledges(ours, 8), 0, "a version past ours proves nothing");
+        assert_eq!(
+            same.acknowledges(ours, 8),
+            0,
+            "a version past ours proves nothing"
+        );
         assert_eq!(ask("since=9", None).unwrap().acknowledges(ours, 20), 0);
     }
 

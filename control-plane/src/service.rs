@@ -12,9 +12,7 @@ use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
 use crate::policy::Policy;
 use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant};
-use crate::views::{
-    CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, SHOW_ONCE,
-};
+use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, SHOW_ONCE};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment, KeyError};
 use std::future::Future;

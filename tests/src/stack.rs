@@ -61,6 +61,8 @@ pub struct Stack {
     /// Envoys started by [`Stack::start_another_envoy`].
     more_envoys: Vec<Process>,
     control_plane: Option<Process>,
+    /// The control plane's database file, in the stack's directory.
+    database: String,
     _upstream: Process,
     options: StackOptions,
     dir: Option<tempfile::TempDir>,
@@ -95,6 +97,7 @@ impl Stack {
             envoy,
             more_envoys: Vec::new(),
             control_plane: None,
+            database: "keygate.db".to_string(),
             _upstream: upstream,
             options,
             dir: Some(dir),
@@ -272,7 +275,7 @@ impl Stack {
             "--listen".to_string(),
             format!("127.0.0.1:{}", self.ports.control_plane),
             "--database".to_string(),
-            dir.join("keygate.db").display().to_string(),
+            dir.join(&self.database).display().to_string(),
             "--feed-token".to_string(),
             FEED_TOKEN.to_string(),
             // Default tier pro (600/min): the harness polls with the tenant's
@@ -291,6 +294,15 @@ impl Stack {
         self.control_plane = Some(process);
         let url = format!("http://127.0.0.1:{}/healthz", self.ports.control_plane);
         self.wait_http_ok(&url, "control plane").await;
+    }
+
+    /// Kills the control plane and starts it again on the database file
+    /// `file` of the stack's directory (created if new; the first is
+    /// `keygate.db`), same port: a database swapped under a running Envoy.
+    pub async fn restart_control_plane_on(&mut self, file: &str) {
+        self.stop_control_plane();
+        self.database = file.to_string();
+        self.start_control_plane().await;
     }
 
     /// Kills the control plane (an outage).
