@@ -671,3 +671,134 @@ async fn metrics_show_held_long_polls() {
         "a hung-up long-poll is still counted"
     );
 }
+
+/// The key set of a feed answer, from its header (checked against the body).
+fn key_set_of(reply: &common::Reply) -> keygate::feed::KeySet {
+    let named = reply.header("x-keygate-key-set").unwrap();
+    let id = keygate::feed::KeySet::from_hex(named).unwrap();
+    if reply.status == 200 {
+        assert_eq!(raw_ops(&reply.bytes).0.key_set, id, "header and body agree");
+    }
+    id
+}
+
+#[tokio::test]
+async fn every_answer_names_the_key_set_made_with_the_database() {
+    let mut server = Server::start().await;
+    let t = server.create_tenant("acme").await;
+    let first = server.feed("").await;
+    let ours = key_set_of(&first);
+    let version = first.version();
+    let current = format!("since={version}&key_set={ours}");
+    let unchanged = server.feed(&current).await;
+    assert_eq!((unchanged.status, key_set_of(&unchanged)), (304, ours));
+
+    // Another key set's `since`, even the current version, gets the first page.
+    let other = keygate::feed::KeySet([0xee; 16]);
+    for query in [
+        format!("since={version}&key_set={other}&wait=5"),
+        format!("since=0&after={}&key_set={other}", "ff".repeat(32)),
+    ] {
+        let start = Instant::now();
+        let reply = server.feed(&query).await;
+        assert_eq!(reply.status, 200, "{query}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{query}: held");
+        let page = check_snapshot_page(&reply.bytes, None).unwrap();
+        assert_eq!((page.key_set, page.keys), (ours, 1), "{query}");
+    }
+    server
+        .create_key(&t.key, json!({"name": "k", "scopes": ["memory:read"]}))
+        .await;
+    let delta = server.feed(&current).await;
+    assert!(!raw_ops(&delta.bytes).0.snapshot);
+    assert_eq!(key_set_of(&delta), ours);
+
+    // The id lives in the database: the same after a restart...
+    server.kill9();
+    server.restart().await;
+    assert_eq!(key_set_of(&server.feed("").await), ours);
+    // ...and a database made before key sets gets one on its next open.
+    server.kill9();
+    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
+    conn.execute_batch("DROP TABLE key_set").unwrap();
+    drop(conn);
+    server.restart().await;
+    let migrated = key_set_of(&server.feed("").await);
+    assert_ne!(migrated, ours, "a fresh id");
+    server.kill9();
+    server.restart().await;
+    assert_eq!(key_set_of(&server.feed("").await), migrated, "kept");
+    // A new database has its own.
+    let fresh = Server::start().await;
+    assert_ne!(key_set_of(&fresh.feed("").await), ours);
+}
+
+#[tokio::test]
+async fn bad_key_set_or_client_is_a_400_naming_it() {
+    let server = Server::start().await;
+    for (query, field) in [
+        ("key_set=zz", "key_set"),
+        ("since=1&key_set=0123", "key_set"),
+        ("client=", "client"),
+        ("client=a%20b", "client"),
+    ] {
+        let reply = server.feed(query).await;
+        assert_eq!(reply.status, 400, "{query}");
+        assert_eq!(
+            reply.json()["error"]["field"],
+            field,
+            "{query}: {}",
+            reply.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_waits_for_connected_clients_up_to_the_timeout() {
+    let server = Server::start_with(&["--propagation-timeout-ms", "400"]).await;
+    let t = server.create_tenant("acme").await;
+    let revoke = |id: String| {
+        let server = &server;
+        let key = t.key.clone();
+        async move {
+            let start = Instant::now();
+            let path = format!("/api/v1/api-keys/{id}");
+            let reply = server.call("DELETE", &path, Some(&key), None).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            (reply.json()["propagated"].clone(), start.elapsed())
+        }
+    };
+    let mint =
+        |name: &str| server.create_key(&t.key, json!({"name": name, "scopes": ["memory:read"]}));
+    let doomed = mint("a").await["id"].as_str().unwrap().to_string();
+    let (alone, took) = revoke(doomed).await;
+    assert_eq!(alone, json!({"envoys": 0, "reached": 0}));
+    assert!(took < Duration::from_millis(300), "{took:?}");
+
+    // A client that polled once and acknowledges the revocation on its next poll.
+    let first = server.feed("client=envoy-1").await;
+    let ours = key_set_of(&first);
+    let doomed = mint("b").await["id"].as_str().unwrap().to_string();
+    let acking = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let version = server.feed("").await.version();
+        server
+            .feed(&format!("since={version}&key_set={ours}&client=envoy-1"))
+            .await
+    };
+    let ((reached, took), _) = tokio::join!(revoke(doomed), acking);
+    assert_eq!(reached, json!({"envoys": 1, "reached": 1}));
+    assert!(
+        took >= Duration::from_millis(90) && took < Duration::from_millis(390),
+        "{took:?}"
+    );
+
+    // It stops polling: the next revocation waits the timeout and says so.
+    let doomed = mint("c").await["id"].as_str().unwrap().to_string();
+    let (missed, took) = revoke(doomed).await;
+    assert_eq!(missed, json!({"envoys": 1, "reached": 0}));
+    assert!(took >= Duration::from_millis(390), "{took:?}");
+    println!(
+        "revocation with nobody connected: {alone}; with a silent client: {missed} after {took:?}"
+    );
+}
