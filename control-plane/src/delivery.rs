@@ -13,6 +13,7 @@
 
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -51,6 +52,8 @@ impl Client {
 /// The connected clients of this replica's feed.
 pub struct Delivery {
     clients: Mutex<HashMap<String, Client>>,
+    /// Waits that ended with some client not reached.
+    timeouts: AtomicU64,
     /// Bumped whenever a client acknowledges or leaves.
     changed: watch::Sender<u64>,
     timeout: Duration,
@@ -89,6 +92,7 @@ impl Delivery {
     pub fn new(timeout: Duration) -> Delivery {
         Delivery {
             clients: Mutex::new(HashMap::new()),
+            timeouts: AtomicU64::new(0),
             changed: watch::channel(0).0,
             timeout,
         }
@@ -130,6 +134,11 @@ impl Delivery {
         clients.values().filter(|c| c.connected(now)).count()
     }
 
+    /// Waits so far that timed out with some client not reached.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
     /// Of `ids`, how many acknowledged `version`.
     fn reached(&self, ids: &[String], version: u64) -> usize {
         let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
@@ -163,6 +172,7 @@ impl Delivery {
             }
             let moved = tokio::time::timeout_at(deadline, changed.changed()).await;
             if !matches!(moved, Ok(Ok(()))) {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
                 return Propagated {
                     envoys: ids.len(),
                     reached: self.reached(&ids, version),
@@ -229,6 +239,7 @@ mod tests {
         );
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(90) && took < Duration::from_secs(2));
+        assert_eq!(d.timeouts(), 1);
     }
 
     #[test]

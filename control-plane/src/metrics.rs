@@ -10,6 +10,8 @@
 //! - `keygate_feed_version`: the current key table version.
 //! - `keygate_feed_envoys`: fetch streams (one per Envoy) connected to this
 //!   replica's feed, as counted for delivered revocations (crate::delivery).
+//! - `keygate_propagation_timeouts_total`: revocations that answered after
+//!   the propagation timeout, some connected Envoy not reached.
 //!
 //! No authentication: nothing here is secret. The route is served on the
 //! control plane's own address, which Envoy does not forward (only
@@ -106,9 +108,9 @@ impl FeedMetrics {
         Waiting(&self.waiting)
     }
 
-    /// The exposition text, with `version` as the table version and
-    /// `envoys` connected fetch streams.
-    fn render(&self, version: u64, envoys: usize) -> String {
+    /// The exposition text, with `version` as the table version and the
+    /// delivery figures.
+    fn render(&self, version: u64, delivery: Propagation) -> String {
         let mut text = String::new();
         family(
             &mut text,
@@ -141,10 +143,30 @@ impl FeedMetrics {
             &mut text,
             "keygate_feed_envoys",
             "Fetch streams connected to this replica's feed.",
-            envoys as u64,
+            delivery.envoys as u64,
+        );
+        family(
+            &mut text,
+            "keygate_propagation_timeouts_total",
+            "counter",
+            "Revocations answered after the propagation timeout, some Envoy not reached.",
+        );
+        let _ = writeln!(
+            text,
+            "keygate_propagation_timeouts_total {}",
+            delivery.timeouts
         );
         text
     }
+}
+
+/// What the metrics show of delivered revocations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Propagation {
+    /// Fetch streams connected now.
+    envoys: usize,
+    /// Waits that timed out so far.
+    timeouts: u64,
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
@@ -160,9 +182,17 @@ fn gauge(text: &mut String, name: &str, help: &str, value: u64) {
 /// The metrics handler.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let version = *state.service.store().version().borrow();
-    let envoys = state.service.delivery().connected();
+    let delivery = state.service.delivery();
+    let propagation = Propagation {
+        envoys: delivery.connected(),
+        timeouts: delivery.timeouts(),
+    };
     let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
-    (content_type, state.feed.metrics.render(version, envoys)).into_response()
+    (
+        content_type,
+        state.feed.metrics.render(version, propagation),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -175,14 +205,21 @@ mod tests {
         metrics.answered(Answer::Delta);
         metrics.answered(Answer::Delta);
         let held = metrics.wait();
-        let text = metrics.render(42, 1);
+        let propagation = Propagation {
+            envoys: 1,
+            timeouts: 3,
+        };
+        let text = metrics.render(42, propagation);
         assert!(text.contains("# TYPE keygate_feed_requests_total counter\n"));
         assert!(text.contains("keygate_feed_requests_total{answer=\"delta\"} 2\n"));
         assert!(text.contains("keygate_feed_requests_total{answer=\"bad_request\"} 0\n"));
         assert!(text.contains("keygate_feed_waiting 1\n"));
         assert!(text.contains("keygate_feed_version 42\n"));
         assert!(text.contains("keygate_feed_envoys 1\n"));
+        assert!(text.contains("# TYPE keygate_propagation_timeouts_total counter\n"));
+        assert!(text.contains("keygate_propagation_timeouts_total 3\n"));
         drop(held);
-        assert!(metrics.render(42, 0).contains("keygate_feed_waiting 0\n"));
+        let text = metrics.render(42, Propagation::default());
+        assert!(text.contains("keygate_feed_waiting 0\n"));
     }
 }
