@@ -393,6 +393,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.status, 304);
+        assert!(r
+            .headers
+            .contains(&("x-keygate-key-set".into(), page.key_set.to_hex())));
+        let other = format!("/v1/key-table?since=5&wait=0&key_set={}", "ee".repeat(16));
+        let r = http::once(server.addr, "GET", &other, &auth, None).unwrap();
+        assert_eq!(r.status, 200, "another key set gets a snapshot");
         let r = http::once(server.addr, "GET", "/v1/key-table?since=9", &auth, None).unwrap();
         assert_eq!(r.status, 200);
         let r = http::once(server.addr, "GET", "/v1/key-table", &[], None).unwrap();
