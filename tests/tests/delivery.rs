@@ -208,7 +208,7 @@ async fn assert_refused_soon(stack: &Stack, key: &str) {
 
 #[tokio::test]
 async fn the_answer_says_how_many_envoys_were_reached() {
-    let stack = Stack::start().await;
+    let mut stack = Stack::start().await;
     let admin = stack.tenant().api_key.clone();
     let body = json!({"name": "doomed", "scopes": ["memory:read"]});
     let created = stack.create_key(&admin, body.clone()).await;
@@ -247,6 +247,26 @@ async fn the_answer_says_how_many_envoys_were_reached() {
         rotated.json.get("propagated").is_none(),
         "a rotation with grace takes no right away: {:#?}",
         rotated.json
+    );
+
+    // A second Envoy on the same control plane: both are waited for.
+    stack.start_another_envoy().await;
+    let until = Instant::now() + Duration::from_secs(20);
+    while stack.control_plane_metric("keygate_feed_envoys").await < 2 {
+        assert!(Instant::now() < until, "the second Envoy never polled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let doomed = stack.create_key(&admin, body.clone()).await;
+    let path = format!("/api/v1/api-keys/{}", doomed.str("id"));
+    let revoked = stack.call(Method::DELETE, &path, &admin, json!({})).await;
+    revoked.expect(200);
+    println!(
+        "DELETE with two Envoys: propagated {}",
+        revoked.json["propagated"]
+    );
+    assert_eq!(
+        revoked.json["propagated"],
+        json!({"envoys": 2, "reached": 2})
     );
 
     // No Envoy on this control plane's feed: the answer comes at once.
