@@ -787,11 +787,9 @@ async fn a_revocation_waits_for_connected_clients_up_to_the_timeout() {
             .await
     };
     let ((reached, took), _) = tokio::join!(revoke(doomed), acking);
+    // Reached before the timeout, which would have said `"reached": 0`.
     assert_eq!(reached, json!({"envoys": 1, "reached": 1}));
-    assert!(
-        took >= Duration::from_millis(90) && took < Duration::from_millis(390),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(90), "{took:?}");
 
     // It stops polling: the next revocation waits the timeout and says so.
     let doomed = mint("c").await["id"].as_str().unwrap().to_string();

@@ -8,6 +8,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PATH: &str = "/api/v1/memory";
@@ -62,18 +64,22 @@ async fn mint_all(stack: &Stack, admin: &str) -> Vec<Minted> {
 }
 
 /// Revokes `keys` one after the other until an answer is not 200; returns
-/// the keys whose `DELETE` answered 200.
+/// the keys whose `DELETE` answered 200, counting them in `acks` as they come.
 async fn revoke_until_refused(
     client: reqwest::Client,
     base: String,
     admin: String,
     keys: Vec<Minted>,
+    acks: Arc<AtomicUsize>,
 ) -> Vec<Minted> {
     let mut acknowledged = Vec::new();
     for minted in keys {
         let url = format!("{base}/api/v1/api-keys/{}", minted.id);
         match client.delete(&url).bearer_auth(&admin).send().await {
-            Ok(response) if response.status() == 200 => acknowledged.push(minted),
+            Ok(response) if response.status() == 200 => {
+                acks.fetch_add(1, Ordering::Relaxed);
+                acknowledged.push(minted);
+            }
             _ => break,
         }
     }
@@ -93,6 +99,7 @@ async fn acknowledged_revocations_survive_kill_9() {
     println!("{KEYS} keys minted and served in {:?}", start.elapsed());
 
     let mut revokers = Vec::new();
+    let acks = Arc::new(AtomicUsize::new(0));
     for r in 0..REVOKERS {
         let mine: Vec<Minted> = minted.iter().skip(r).step_by(REVOKERS).cloned().collect();
         let job = revoke_until_refused(
@@ -100,10 +107,16 @@ async fn acknowledged_revocations_survive_kill_9() {
             control_plane(&stack),
             admin.clone(),
             mine,
+            Arc::clone(&acks),
         );
         revokers.push(tokio::spawn(job));
     }
     tokio::time::sleep(KILL_AFTER).await;
+    // On a loaded machine, not before one revocation was acknowledged.
+    let until = Instant::now() + Duration::from_secs(10);
+    while acks.load(Ordering::Relaxed) == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stack.stop_control_plane();
     let mut acknowledged = Vec::new();
     for revoker in revokers {
