@@ -84,10 +84,14 @@ pub fn ecds(config: String, dir: &Path) -> String {
 /// Replaces `path` with `text` at once: written next to it, then renamed.
 pub fn replace_file(path: &Path, text: &str) {
     let temp = path.with_extension("yaml.tmp");
-    std::fs::write(&temp, text)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", temp.display()));
-    std::fs::rename(&temp, path)
-        .unwrap_or_else(|e| panic!("cannot rename {} over {}: {e}", temp.display(), path.display()));
+    std::fs::write(&temp, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", temp.display()));
+    std::fs::rename(&temp, path).unwrap_or_else(|e| {
+        panic!(
+            "cannot rename {} over {}: {e}",
+            temp.display(),
+            path.display()
+        )
+    });
 }
 
 /// The text of a resource file.
@@ -131,7 +135,9 @@ mod tests {
         assert!(bootstrap.contains("config_discovery:"));
         assert!(bootstrap.contains(NEXT_FILTER));
         let filter = read(&ecds_path(dir.path()));
-        assert!(filter.contains("\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n"));
+        assert!(filter.contains(
+            "\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n"
+        ));
         assert!(filter.contains("\n        vm_id: keygate\n"));
     }
 }

@@ -123,13 +123,7 @@ async fn wait_one_stream_each(stack: &Stack, envoys: u64) -> Duration {
 /// version), each once Envoy took the last one, under load; asserts 0
 /// non-2xx answers, each revocation within the bound, one feed stream per
 /// Envoy at the end.
-async fn reload_under_load(
-    stack: &Stack,
-    file: &Path,
-    taken: &str,
-    reloads: &[bool],
-    what: &str,
-) {
+async fn reload_under_load(stack: &Stack, file: &Path, taken: &str, reloads: &[bool], what: &str) {
     let base = dynamic::read(file);
     let before = first_table_times(&stack.envoy_log()).len();
     let key = stack.tenant().api_key.clone();
@@ -181,7 +175,9 @@ fn report(what: &str, counts: &Counts) {
 #[tokio::test]
 async fn lds_reloads_refuse_nothing() {
     let stack = Stack::start_with(options(dynamic::lds)).await;
-    let reloads = [true, false, true, false, true, false, true, false, true, false];
+    let reloads = [
+        true, false, true, false, true, false, true, false, true, false,
+    ];
     let file = lds_path(&stack.dir());
     reload_under_load(
         &stack,
@@ -266,8 +262,47 @@ async fn past_the_bound_a_waiting_request_gets_503() {
         .expect_error(503, "unavailable", NOT_READY);
     let waited = sent.elapsed();
     println!("no control plane: 503 after {waited:?} (bound 700 ms)");
-    assert!(waited >= Duration::from_millis(650), "answered before the bound");
-    assert!(waited < Duration::from_millis(3000), "answered long after the bound");
+    assert!(
+        waited >= Duration::from_millis(650),
+        "answered before the bound"
+    );
+    assert!(
+        waited < Duration::from_millis(3000),
+        "answered long after the bound"
+    );
+    // A body arriving while the request waits does not let it through.
+    let sent = Instant::now();
+    stack
+        .send(
+            stack
+                .request(Method::POST, PATH)
+                .bearer_auth(&key)
+                .body("x".repeat(10_000)),
+        )
+        .await
+        .expect_error(503, "unavailable", NOT_READY);
+    println!(
+        "no control plane: POST with a body: 503 after {:?}",
+        sent.elapsed()
+    );
+    // A client that goes away while its request waits is forgotten: the VM
+    // goes on, and the next request waits and is answered as before.
+    let gone = stack
+        .request(Method::GET, PATH)
+        .bearer_auth(&key)
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(gone.is_err(), "answered within 100 ms: {gone:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stack
+        .get(PATH, &key)
+        .await
+        .expect_error(503, "unavailable", NOT_READY);
+    let waited = stack.stat("wasmcustom.keygate_waited").await;
+    println!("no control plane: keygate_waited {waited:?}");
+    assert_eq!(waited, Some(4), "every keyed request waited once");
+    assert!(!stack.envoy_log().contains("panicked"), "a VM crashed");
     // CORS preflights and public routes never wait.
     let sent = Instant::now();
     let preflight = stack
@@ -279,7 +314,11 @@ async fn past_the_bound_a_waiting_request_gets_503() {
         )
         .await;
     let public = stack
-        .send(stack.request(Method::POST, "/api/v1/tenants").json(&json!({})))
+        .send(
+            stack
+                .request(Method::POST, "/api/v1/tenants")
+                .json(&json!({})),
+        )
         .await;
     println!(
         "no control plane: preflight {} and public route {} answered in {:?}",

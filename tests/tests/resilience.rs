@@ -24,7 +24,9 @@ async fn before_the_first_table_requests_get_503() {
     let key = keygate::key::generate("rk", keygate::key::Environment::Live).unwrap();
     let without_key = stack.request(Method::GET, "/anything");
     let requests = [
-        stack.request(Method::GET, "/api/v1/memory").bearer_auth(&key),
+        stack
+            .request(Method::GET, "/api/v1/memory")
+            .bearer_auth(&key),
         stack.request(Method::GET, "/anything").bearer_auth(&key),
         without_key,
     ];
@@ -117,7 +119,10 @@ async fn a_table_older_than_max_staleness_is_not_trusted() {
         .await
         .expect_error(503, "unavailable", NOT_READY);
     println!("stale table: 503 in {:?}", sent.elapsed());
-    assert!(sent.elapsed() < Duration::from_millis(500), "a stale table made the request wait");
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "a stale table made the request wait"
+    );
     stack.start_control_plane().await;
     stack.wait_key_works(&key).await;
 }

@@ -26,7 +26,9 @@ impl Store for LocalStore {
         self.entries
             .borrow()
             .get(key)
-            .map_or((Vec::new(), None), |(value, cas)| (value.clone(), Some(*cas)))
+            .map_or((Vec::new(), None), |(value, cas)| {
+                (value.clone(), Some(*cas))
+            })
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {

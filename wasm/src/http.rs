@@ -114,8 +114,9 @@ fn refuse(state: &State, d: &Deny) -> Step {
 /// may make it wait; false when the request is to be refused now.
 fn wait_for_table(state: &State, id: u32, now: u64) -> bool {
     let wait = state.first_table_wait_ms.get();
-    let paused =
-        wait > 0 && state.table.borrow().is_none() && state.waiting.pause(id, now.saturating_add(wait));
+    let paused = wait > 0
+        && state.table.borrow().is_none()
+        && state.waiting.pause(id, now.saturating_add(wait));
     if paused {
         state.stats.waited();
     }
@@ -222,7 +223,17 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        if self.close_if_key_died() {
+        // Envoy's contract: a Continue for the body (or trailers) of a
+        // request whose headers were stopped sends the headers on too.
+        if self.state.waiting.contains(self.id) || self.close_if_key_died() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.state.waiting.contains(self.id) {
             Action::Pause
         } else {
             Action::Continue

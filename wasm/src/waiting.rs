@@ -6,7 +6,9 @@
 //! `feed.first_table_wait_ms` passed; then the root context decides it as any
 //! other ([`crate::http::decide`]) and lets it go on. At most [`MAX_WAITING`]
 //! wait at once (more get 503 at once), and a request whose client went away
-//! leaves the registry when its context ends. The host calls are the ABI's
+//! leaves the registry when its context ends. While a request waits, its
+//! body and trailers are held too: by Envoy's filter contract, going on with
+//! them would send the stopped headers on, undecided. The host calls are the ABI's
 //! own, with plain integer statuses: the SDK's helpers panic on a status
 //! they do not expect.
 
@@ -59,6 +61,11 @@ impl Waiting {
         self.paused.borrow_mut().remove(&context_id);
     }
 
+    /// True while request `context_id` waits.
+    pub fn contains(&self, context_id: u32) -> bool {
+        self.paused.borrow().contains_key(&context_id)
+    }
+
     /// True when no request waits.
     pub fn is_empty(&self) -> bool {
         self.paused.borrow().is_empty()
@@ -95,6 +102,7 @@ mod tests {
         assert!(waiting.pause(2, 200));
         assert!(waiting.pause(3, 300));
         waiting.forget(2);
+        assert!(waiting.contains(1) && !waiting.contains(2));
         assert_eq!(waiting.take_expired(250), vec![1]);
         assert!(waiting.take_expired(250).is_empty());
         assert_eq!(waiting.take_all(), vec![3]);
