@@ -13,9 +13,9 @@
 //! In Envoy the first is the main thread's VM, which serves no request and so
 //! keeps no table: a big table is held once per worker, not once more.
 //! Followers keep the shared table in their own (as does any VM once it
-//! serves a request). A VM that serves but finds no table in shared data
-//! fetches its first one itself at once ([`crate::bootstrap`]), and ticks
-//! every [`FAST_TICK_MS`] while requests wait for it ([`crate::waiting`]);
+//! serves a request). While requests wait for a VM's first table
+//! ([`crate::waiting`]) it ticks every [`FAST_TICK_MS`] and, if shared data
+//! has no table either, fetches one itself at once ([`crate::bootstrap`]);
 //! they are decided as soon as the table is there. After every table
 //! change, and every second for expiry, open WebSockets whose key died are
 //! reset.
@@ -245,10 +245,11 @@ impl Root {
         }
     }
 
-    /// Starts this VM's own snapshot fetch (or its next page) if it serves,
-    /// has no table, does not lead and finds no table in shared data.
+    /// Starts this VM's own snapshot fetch (or its next page) while
+    /// requests wait for a first table that shared data does not have (and
+    /// this VM does not lead).
     fn bootstrap(&self, feed: &mut Feed, now: u64) {
-        let needed = self.state.serving.get()
+        let needed = (feed.bootstrap.is_some() || !self.state.waiting.is_empty())
             && !feed.leader
             && self.state.table.borrow().is_none()
             && sync::read_head(&SharedData, &feed.keys).is_none();
@@ -293,6 +294,10 @@ impl Root {
             (Outcome::Page { .. }, None) => self.bootstrap(feed, now),
             (Outcome::Failed(failure), None) => {
                 log::debug!("this VM's own key table fetch failed: {failure}");
+                if self.state.waiting.is_empty() {
+                    // Nobody waits: the leader's fetch will do.
+                    feed.bootstrap = None;
+                }
             }
             _ => {}
         }
@@ -610,7 +615,7 @@ impl RootContext for Root {
             if self.follow(feed) {
                 self.table_changed(now_ms());
                 waiting::set_effective_context(context_id);
-            } else {
+            } else if self.state.first_table_wait_ms.get() > 0 {
                 // Its request may wait: the table is fetched on a tick soon.
                 self.pace_ticks(true, feed.config.sync_interval_ms);
             }
