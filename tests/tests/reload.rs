@@ -6,7 +6,7 @@
 
 use keygate_e2e::dynamic::{self, ecds_path, lds_path};
 use keygate_e2e::load::{Counts, Load};
-use keygate_e2e::{Stack, StackOptions, REVOCATION_BOUND};
+use keygate_e2e::{Reply, Stack, StackOptions, REVOCATION_BOUND};
 use reqwest::Method;
 use serde_json::json;
 use std::path::Path;
@@ -223,21 +223,31 @@ async fn at_cold_start_requests_wait_for_the_first_table() {
     let requests: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let request = stack.client.get(&url).bearer_auth(&key);
-            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+            tokio::spawn(async move { Reply::read(request.send().await.unwrap()).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stack.start_control_plane().await;
     let restarted = sent.elapsed();
-    let mut statuses = Vec::new();
+    let mut replies = Vec::new();
     for request in requests {
-        statuses.push(request.await.unwrap().unwrap_or(0));
+        replies.push(request.await.unwrap());
     }
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     println!(
         "cold start: {CLIENTS} requests sent at once answered {statuses:?} after {:?} (control plane up after {restarted:?})",
         sent.elapsed()
     );
-    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(statuses.iter().all(|&s| s == 200), "{replies:#?}");
+    // Decided as any other request: the upstream sees the identity, not the key.
+    for reply in &replies {
+        assert_eq!(
+            reply.echoed_header("x-org-id"),
+            Some(stack.tenant().tenant_id.as_str()),
+            "{reply:#?}"
+        );
+        assert_eq!(reply.echoed_header("authorization"), None, "{reply:#?}");
+    }
     let tables = first_table_times(&read_log(&stack.dir().join("envoy-2.log")));
     println!("cold start: ms from VM configuration to its first table: {tables:?}");
 }
