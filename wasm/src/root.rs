@@ -276,7 +276,13 @@ impl Root {
         let Some(boot) = feed.bootstrap.as_mut() else {
             return;
         };
-        match boot.on_response(status, body, now) {
+        let answer = boot.on_response(status, body, now);
+        if matches!(answer.0, Outcome::Failed(_)) {
+            self.state.stats.fetch_failed();
+        } else {
+            self.state.stats.fetched();
+        }
+        match answer {
             (_, Some(table)) => {
                 feed.bootstrap = None;
                 if self.state.table.borrow().is_some() {

@@ -2,7 +2,8 @@
 //!
 //! Counters: `keygate_allowed`, `keygate_denied_<reason>` (one per
 //! [`DenyReason`]), `keygate_fetches` (answers 200/304 from the control
-//! plane), `keygate_fetch_failures`, `keygate_ws_closed`, `keygate_waited`
+//! plane, to the leader's feed or to a VM's own first fetch),
+//! `keygate_fetch_failures`, `keygate_ws_closed`, `keygate_waited`
 //! (requests that waited for a VM's first table). Gauges:
 //! `keygate_table_version`, `keygate_table_keys`, `keygate_table_age_seconds`
 //! (since the last successful contact with the control plane). A metric
