@@ -58,6 +58,10 @@ pub struct FeedConfig {
     /// for a fresh snapshot from the control plane).
     #[serde(default = "default_keep_snapshot")]
     pub keep_snapshot_bytes: u64,
+    /// Before this VM's first table, a request that needs a key waits up to
+    /// this long for it (then 503); 0 answers 503 at once.
+    #[serde(default = "default_first_table_wait")]
+    pub first_table_wait_ms: u32,
 }
 
 fn default_prefix() -> String {
@@ -83,6 +87,9 @@ fn default_staleness() -> u32 {
 }
 fn default_keep_snapshot() -> u64 {
     16 << 20
+}
+fn default_first_table_wait() -> u32 {
+    2000
 }
 
 /// A configuration error: which field, and what is wrong with it.
@@ -167,6 +174,12 @@ impl FeedConfig {
         if self.retry_ms < 10 {
             return Err(error("feed.retry_ms", "must be at least 10"));
         }
+        if self.first_table_wait_ms > 30_000 {
+            return Err(error(
+                "feed.first_table_wait_ms",
+                "must be between 0 and 30000",
+            ));
+        }
         Ok(())
     }
 }
@@ -211,6 +224,7 @@ mod tests {
         assert!(!c.forward_key);
         assert_eq!(c.feed.path, "/v1/key-table");
         assert_eq!(c.feed.wait_seconds, 20);
+        assert_eq!(c.feed.first_table_wait_ms, 2000);
         assert!(c.rules.is_empty());
     }
 
@@ -257,6 +271,10 @@ mod tests {
                 r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a","publik":true}]}"#
             ),
             "rules[0].publik"
+        );
+        assert_eq!(
+            field_of(r#"{"feed":{"cluster":"cp","token":"t","first_table_wait_ms":30001}}"#),
+            "feed.first_table_wait_ms"
         );
         assert!(FilterConfig::from_json(b"not json").is_err());
     }

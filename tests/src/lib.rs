@@ -19,6 +19,8 @@
 
 mod api;
 mod config;
+pub mod dynamic;
+pub mod load;
 mod paths;
 mod process;
 mod stack;

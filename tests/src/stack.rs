@@ -31,6 +31,11 @@ pub struct StackOptions {
     pub replacements: Vec<(String, String)>,
     /// Extra arguments after `keygate-control-plane serve …`.
     pub control_plane_args: Vec<String>,
+    /// Extra arguments on Envoy's command line.
+    pub envoy_args: Vec<String>,
+    /// Turns the rendered Envoy config into the one Envoy runs, given the
+    /// stack's directory (see [`crate::dynamic`]).
+    pub envoy_config: Option<fn(String, &std::path::Path) -> String>,
 }
 
 impl Default for StackOptions {
@@ -39,6 +44,8 @@ impl Default for StackOptions {
             control_plane: true,
             replacements: Vec::new(),
             control_plane_args: Vec::new(),
+            envoy_args: Vec::new(),
+            envoy_config: None,
         }
     }
 }
@@ -129,7 +136,8 @@ impl Stack {
         format!("ws://127.0.0.1:{}{path}", self.ports.envoy)
     }
 
-    fn dir(&self) -> PathBuf {
+    /// The stack's directory (configs, logs, database).
+    pub fn dir(&self) -> PathBuf {
         self.dir
             .as_ref()
             .map(|d| d.path().to_path_buf())
@@ -482,6 +490,10 @@ fn spawn_envoy(
         FEED_TOKEN,
         &options.replacements,
     );
+    let config = match options.envoy_config {
+        Some(transform) => transform(config, dir.path()),
+        None => config,
+    };
     let config_path = dir.path().join(format!("{name}.yaml"));
     std::fs::write(&config_path, config)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
@@ -497,6 +509,7 @@ fn spawn_envoy(
         "wasm:debug",
     ]
     .map(String::from);
+    let args: Vec<String> = args.into_iter().chain(options.envoy_args.clone()).collect();
     let log = dir.path().join(format!("{name}.log"));
     Process::spawn("envoy", &envoy_bin(), &args, log)
 }

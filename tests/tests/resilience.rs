@@ -8,24 +8,41 @@ use std::time::{Duration, Instant};
 
 const NOT_READY: &str = "Authentication is not ready";
 
+/// Before the first table a request waits `first_table_wait_ms` (500 ms
+/// here), then gets 503.
 #[tokio::test]
 async fn before_the_first_table_requests_get_503() {
-    let mut stack = Stack::start_with(StackOptions {
+    let options = StackOptions {
         control_plane: false,
         ..Default::default()
-    })
-    .await;
+    }
+    .replace(
+        "\"max_staleness_seconds\": 300",
+        "\"max_staleness_seconds\": 300, \"first_table_wait_ms\": 500",
+    );
+    let mut stack = Stack::start_with(options).await;
     let key = keygate::key::generate("rk", keygate::key::Environment::Live).unwrap();
-    for path in ["/api/v1/memory", "/anything"] {
+    let without_key = stack.request(Method::GET, "/anything");
+    let requests = [
         stack
-            .get(path, &key)
+            .request(Method::GET, "/api/v1/memory")
+            .bearer_auth(&key),
+        stack.request(Method::GET, "/anything").bearer_auth(&key),
+        without_key,
+    ];
+    for request in requests {
+        let sent = Instant::now();
+        stack
+            .send(request)
             .await
             .expect_error(503, "unavailable", NOT_READY);
+        let waited = sent.elapsed();
+        println!("no table yet: 503 after {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(450),
+            "refused before the wait"
+        );
     }
-    stack
-        .send(stack.request(Method::GET, "/anything"))
-        .await
-        .expect_error(503, "unavailable", NOT_READY);
 
     let start = Instant::now();
     stack.start_control_plane().await;
@@ -94,6 +111,17 @@ async fn a_table_older_than_max_staleness_is_not_trusted() {
     assert!(
         stopped.elapsed() >= Duration::from_secs(2),
         "refused too early"
+    );
+    // A stale table is refused at once: only a VM that never had one waits.
+    let sent = Instant::now();
+    stack
+        .get("/api/v1/memory", &key)
+        .await
+        .expect_error(503, "unavailable", NOT_READY);
+    println!("stale table: 503 in {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "a stale table made the request wait"
     );
     stack.start_control_plane().await;
     stack.wait_key_works(&key).await;
@@ -201,14 +229,23 @@ fn threads_logging<'l>(log: &'l str, needle: &str) -> Vec<&'l str> {
 }
 
 /// The VM that fetches is the main thread's, which serves no request and so
-/// keeps no table of its own; each worker loads the table from shared data.
+/// keeps no table of its own; each worker loads the table (from shared
+/// data, or for its first table straight from the control plane when shared
+/// data has none yet).
 #[tokio::test]
 async fn the_main_thread_fetches_and_each_worker_holds_the_table() {
     let stack = Stack::start().await;
+    // The workers may have fetched their first table themselves, before the
+    // leader's first fetch (retried every retry_ms until the control plane
+    // came up): wait for that one.
+    let start = Instant::now();
+    while !stack.envoy_log().contains("fetched (") && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = stack.envoy_log();
     let main = threads_logging(&log, "starting main dispatch loop");
     let fetching = threads_logging(&log, "fetched (");
-    let loading = threads_logging(&log, "worker loaded key table");
+    let loading = threads_logging(&log, "first key table (");
     println!("main thread {main:?}, fetching on {fetching:?}, loaded on {loading:?}");
     assert_eq!(main.len(), 1, "one main thread: {main:?}");
     assert_eq!(fetching, main, "the fetch runs on the main thread");

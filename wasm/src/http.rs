@@ -4,14 +4,17 @@
 //! decides; an allow
 //! removes the credential and any client copy of the identity headers, sets
 //! the identity headers and rewrites `:path` when `?api_key=` went away; a
-//! deny answers with the exact JSON of SPEC §4. An allowed WebSocket upgrade
-//! is watched until it ends, and checked again on every frame.
+//! deny answers with the exact JSON of SPEC §4. A request that needs a key in
+//! a VM that has no table yet waits for it ([`crate::waiting`]): the root
+//! context takes its decision ([`decide`]) once the table is there or the
+//! wait is over. An allowed WebSocket upgrade is watched until it ends, and
+//! checked again on every frame.
 
 use crate::headers::RawHeaders;
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
-use keygate::decision::{Allow, Decision, Deny, Request, WWW_AUTHENTICATE};
+use keygate::decision::{Allow, Decision, Deny, DenyReason, Request, WWW_AUTHENTICATE};
 use keygate::key;
 use keygate::rules::path_only;
 use proxy_wasm::hostcalls;
@@ -26,23 +29,28 @@ type Headers<'h> = [(&'h str, Cow<'h, str>)];
 pub struct Http {
     id: u32,
     state: Rc<State>,
-    /// Key hash of an allowed WebSocket upgrade on this stream.
-    websocket: Option<[u8; 32]>,
+}
+
+/// What became of a request once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Allowed: it goes on to the next filter.
+    Continue,
+    /// Refused: the local reply is sent.
+    Refused,
+    /// Paused until the first table or the end of the wait.
+    Waiting,
 }
 
 impl Http {
     pub fn new(id: u32, state: Rc<State>) -> Http {
-        Http {
-            id,
-            state,
-            websocket: None,
-        }
+        Http { id, state }
     }
 
     /// Resets this stream if it is a WebSocket whose key died (revoked or
     /// expired); true when it did.
     fn close_if_key_died(&mut self) -> bool {
-        let Some(hash) = self.websocket else {
+        let Some(hash) = self.state.streams.hash_of(self.id) else {
             return false;
         };
         let now = self.state.clock_ms.get();
@@ -63,10 +71,10 @@ impl Http {
         dead
     }
 
+    /// Forgets this stream: no longer watched, no longer waiting.
     fn forget_stream(&mut self) {
-        if self.websocket.take().is_some() {
-            self.state.streams.unregister(self.id);
-        }
+        self.state.streams.unregister(self.id);
+        self.state.waiting.forget(self.id);
     }
 }
 
@@ -86,14 +94,85 @@ fn is_websocket_upgrade(headers: &Headers<'_>) -> bool {
 }
 
 /// Sends the refusal; the request stops here.
-fn deny(deny: &Deny) -> Action {
+fn deny(deny: &Deny) {
     let mut headers = vec![("content-type", "application/json")];
     if deny.needs_www_authenticate() {
         headers.push(("www-authenticate", WWW_AUTHENTICATE));
     }
     let status = u32::from(deny.status);
     let _ = hostcalls::send_http_response(status, headers, Some(deny.body.as_bytes()));
-    Action::Pause
+}
+
+/// Counts and sends a refusal.
+fn refuse(state: &State, d: &Deny) -> Step {
+    state.stats.denied(d.reason);
+    deny(d);
+    Step::Refused
+}
+
+/// Pauses request `id` until the first table, if this VM never had one and
+/// may make it wait; false when the request is to be refused now.
+fn wait_for_table(state: &State, id: u32, now: u64) -> bool {
+    let wait = state.first_table_wait_ms.get();
+    let paused = wait > 0
+        && state.table.borrow().is_none()
+        && state.waiting.pause(id, now.saturating_add(wait));
+    if paused {
+        state.stats.waited();
+    }
+    paused
+}
+
+/// Decides the request of the effective context `id`. With `may_wait`, a
+/// request that needs a key and finds no table (never loaded) waits instead
+/// of getting 503; a table too stale still gets 503 at once.
+pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
+    let policy = state.policy.borrow();
+    let raw = RawHeaders::read();
+    let headers = raw.as_ref().and_then(RawHeaders::pairs);
+    let (Some(policy), Some(headers)) = (policy.as_ref(), headers) else {
+        return refuse(state, &Deny::not_ready());
+    };
+    let method = header(&headers, ":method").unwrap_or("");
+    let path = header(&headers, ":path").unwrap_or("/");
+    let now = state.clock_ms.get();
+    let table = state.fresh_table(now);
+    let request = Request {
+        method,
+        path,
+        headers: &headers,
+    };
+    match policy.decide(table.as_deref(), &request, now / 1000) {
+        Decision::Allow(a) => {
+            if allow(&a, &headers).is_err() {
+                log::error!("could not rewrite the request headers; refusing it");
+                return refuse(state, &Deny::not_ready());
+            }
+            state.stats.allowed();
+            if let Some(identity) = a.identity.filter(|_| is_websocket_upgrade(&headers)) {
+                state.streams.register(id, identity.hash);
+            }
+            Step::Continue
+        }
+        Decision::Deny(d)
+            if d.reason == DenyReason::NotReady && may_wait && wait_for_table(state, id, now) =>
+        {
+            Step::Waiting
+        }
+        Decision::Deny(d) => {
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!(
+                    "denied {} {} {} ({}), key {}",
+                    method,
+                    path_only(path),
+                    d.status,
+                    d.reason.as_str(),
+                    key_prefix_for_log(&headers, path, &policy.key_prefix)
+                );
+            }
+            refuse(state, &d)
+        }
+    }
 }
 
 /// Rewrites the request for the upstream.
@@ -137,56 +216,24 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let state = Rc::clone(&self.state);
-        let policy = state.policy.borrow();
-        let raw = RawHeaders::read();
-        let headers = raw.as_ref().and_then(RawHeaders::pairs);
-        let (Some(policy), Some(headers)) = (policy.as_ref(), headers) else {
-            state.stats.denied(Deny::not_ready().reason);
-            return deny(&Deny::not_ready());
-        };
-        let method = header(&headers, ":method").unwrap_or("");
-        let path = header(&headers, ":path").unwrap_or("/");
-        let now = state.clock_ms.get();
-        let table = state.fresh_table(now);
-        let request = Request {
-            method,
-            path,
-            headers: &headers,
-        };
-        match policy.decide(table.as_deref(), &request, now / 1000) {
-            Decision::Allow(a) => {
-                if allow(&a, &headers).is_err() {
-                    log::error!("could not rewrite the request headers; refusing it");
-                    state.stats.denied(Deny::not_ready().reason);
-                    return deny(&Deny::not_ready());
-                }
-                state.stats.allowed();
-                if let Some(identity) = a.identity.filter(|_| is_websocket_upgrade(&headers)) {
-                    self.websocket = Some(identity.hash);
-                    state.streams.register(self.id, identity.hash);
-                }
-                Action::Continue
-            }
-            Decision::Deny(d) => {
-                state.stats.denied(d.reason);
-                if log::log_enabled!(log::Level::Debug) {
-                    log::debug!(
-                        "denied {} {} {} ({}), key {}",
-                        method,
-                        path_only(path),
-                        d.status,
-                        d.reason.as_str(),
-                        key_prefix_for_log(&headers, path, &policy.key_prefix)
-                    );
-                }
-                deny(&d)
-            }
+        match decide(&self.state, self.id, true) {
+            Step::Continue => Action::Continue,
+            Step::Refused | Step::Waiting => Action::Pause,
         }
     }
 
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        if self.close_if_key_died() {
+        // Envoy's contract: a Continue for the body (or trailers) of a
+        // request whose headers were stopped sends the headers on too.
+        if self.state.waiting.contains(self.id) || self.close_if_key_died() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.state.waiting.contains(self.id) {
             Action::Pause
         } else {
             Action::Continue

@@ -7,9 +7,13 @@
 //! shared data; pure, tested natively), [`followers`]
 //! (which version each VM holds, so snapshot pages leave shared data),
 //! [`shared`] (shared data as a [`sync::Store`]), [`streams`] (open WebSockets),
-//! [`stats`] (metrics), [`state`] (what a root shares with its requests).
+//! [`stats`] (metrics), [`state`] (what a root shares with its requests),
+//! [`waiting`] (requests paused until the first table), [`bootstrap`] (a
+//! new VM's first table straight from the control plane).
 //!
-//! Behaviour: 503 `not ready` until the first table, and again when the last
+//! Behaviour: before a VM's first table a request that needs a key waits for
+//! it, up to `feed.first_table_wait_ms`, then gets 503 `not ready`; 503 again
+//! when the last
 //! successful answer from the control plane is older than
 //! `feed.max_staleness_seconds` (the table is then treated as absent; open
 //! WebSockets are left alone since nothing says their key died); the
@@ -25,6 +29,7 @@
 //! reader panics on an unexpected status), and the workspace lints deny
 //! unwrap, expect, panic and indexing.
 
+pub mod bootstrap;
 pub mod fetch;
 pub mod followers;
 pub mod headers;
@@ -35,6 +40,7 @@ pub mod state;
 pub mod stats;
 pub mod streams;
 pub mod sync;
+pub mod waiting;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

@@ -13,20 +13,26 @@
 //! In Envoy the first is the main thread's VM, which serves no request and so
 //! keeps no table: a big table is held once per worker, not once more.
 //! Followers keep the shared table in their own (as does any VM once it
-//! serves a request). After every table change, and every second for
-//! expiry, open WebSockets whose key died are reset.
+//! serves a request). While requests wait for a VM's first table
+//! ([`crate::waiting`]) it ticks every [`FAST_TICK_MS`] and, if shared data
+//! has no table either, fetches one itself at once ([`crate::bootstrap`]);
+//! they are decided as soon as the table is there. After every table
+//! change, and every second for expiry, open WebSockets whose key died are
+//! reset.
 
-use crate::fetch::{Fetcher, Outcome};
+use crate::bootstrap::Bootstrap;
+use crate::fetch::{Ask, Fetcher, Outcome};
 use crate::followers::{self, Announcer, Role};
-use crate::http::Http;
+use crate::http::{self, Http, Step};
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
 use crate::sync::{self, Keys, Lease, Release, Synced};
+use crate::waiting;
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, Status};
 use std::cell::Cell;
 use std::fmt::Write;
 use std::rc::Rc;
@@ -44,6 +50,11 @@ const SNAPSHOT_HOLD_MS: u64 = 2000;
 /// A candidate claims the free lease no sooner than this after it was
 /// configured: by then every VM configured with it has announced itself.
 pub const CLAIM_GRACE_MS: u64 = 200;
+/// The tick period while requests wait for this VM's first table.
+const FAST_TICK_MS: u64 = 5;
+/// A VM without any table retries its own fetch at least this often, so
+/// that requests waiting for it see a control plane that just came up.
+const BOOTSTRAP_RETRY_MS: u64 = 250;
 
 /// The feed side of a configured root.
 struct Feed {
@@ -59,6 +70,8 @@ struct Feed {
     candidate: bool,
     /// Unix ms when this VM was configured.
     configured_ms: u64,
+    /// This VM's own first snapshot fetch, while it needs one.
+    bootstrap: Option<Bootstrap>,
 }
 
 /// The root context.
@@ -70,6 +83,10 @@ pub struct Root {
     last_second: u64,
     /// Head version this VM could not reach (logged once).
     stuck_at: Cell<Option<u64>>,
+    /// Unix ms of the configuration, until the first table is logged.
+    first_table_from: Cell<Option<u64>>,
+    /// True while ticking every [`FAST_TICK_MS`].
+    fast_tick: Cell<bool>,
 }
 
 impl Root {
@@ -80,6 +97,8 @@ impl Root {
             feed: None,
             last_second: 0,
             stuck_at: Cell::new(None),
+            first_table_from: Cell::new(None),
+            fast_tick: Cell::new(false),
         }
     }
 
@@ -114,6 +133,10 @@ impl Root {
         self.state
             .max_staleness_ms
             .set(u64::from(feed.max_staleness_seconds) * 1000);
+        self.state
+            .first_table_wait_ms
+            .set(u64::from(feed.first_table_wait_ms));
+        self.first_table_from.set(Some(now));
         self.feed = Some(Feed {
             fetcher: Fetcher::new(tick, u64::from(feed.retry_ms)),
             config: config.feed,
@@ -124,6 +147,7 @@ impl Root {
             announcer,
             candidate: true,
             configured_ms: now,
+            bootstrap: None,
         });
         Ok(())
     }
@@ -212,35 +236,78 @@ impl Root {
         let ask = feed
             .fetcher
             .ask(sync::read_head(&SharedData, &feed.keys).as_ref());
-        let config = &feed.config;
-        let separator = if config.path.contains('?') { '&' } else { '?' };
-        let mut path = format!(
-            "{}{separator}since={}&wait={}",
-            config.path, ask.since, config.wait_seconds
-        );
-        if let Some(after) = ask.after {
-            let _ = write!(path, "&after={}", hex::encode(after));
-        }
-        if let Some(key_set) = ask.key_set {
-            let _ = write!(path, "&key_set={key_set}");
-        }
         let fresh = format!("{:x}", (unix_now().as_nanos() as u64) ^ u64::from(self.id));
         let client = sync::client_id(&SharedData, &feed.keys, &fresh);
-        let _ = write!(path, "&client={client}");
-        let authorization = format!("Bearer {}", config.token);
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", config.authority.as_str()),
-            ("authorization", authorization.as_str()),
-        ];
-        let timeout = Duration::from_secs(u64::from(config.wait_seconds) + CALL_MARGIN_SECS);
-        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], timeout) {
+        match dispatch(&feed.config, &ask, feed.config.wait_seconds, Some(&client)) {
             Ok(token) => feed.fetcher.started(token, &ask, now),
             Err(_) => {
                 let outcome = feed.fetcher.start_failed(now);
                 self.report(feed, &outcome);
             }
+        }
+    }
+
+    /// Starts this VM's own snapshot fetch (or its next page) while
+    /// requests wait for a first table that shared data does not have (and
+    /// this VM does not lead).
+    fn bootstrap(&self, feed: &mut Feed, now: u64) {
+        let needed = (feed.bootstrap.is_some() || !self.state.waiting.is_empty())
+            && !feed.leader
+            && self.state.table.borrow().is_none()
+            && sync::read_head(&SharedData, &feed.keys).is_none();
+        if !needed {
+            feed.bootstrap = None;
+            return;
+        }
+        let retry_ms = u64::from(feed.config.retry_ms).min(BOOTSTRAP_RETRY_MS);
+        let boot = feed
+            .bootstrap
+            .get_or_insert_with(|| Bootstrap::new(retry_ms));
+        if !boot.due(now) {
+            return;
+        }
+        let ask = boot.ask();
+        match dispatch(&feed.config, &ask, 0, None) {
+            Ok(token) => boot.started(token, &ask, now),
+            Err(_) => boot.start_failed(now),
+        }
+    }
+
+    /// Handles the answer to this VM's own snapshot fetch.
+    fn bootstrapped(&self, feed: &mut Feed, status: Option<u16>, body: &[u8], now: u64) {
+        let Some(boot) = feed.bootstrap.as_mut() else {
+            return;
+        };
+        let answer = boot.on_response(status, body, now);
+        if matches!(answer.0, Outcome::Failed(_)) {
+            self.state.stats.fetch_failed();
+        } else {
+            self.state.stats.fetched();
+        }
+        match answer {
+            (_, Some(table)) => {
+                feed.bootstrap = None;
+                if self.state.table.borrow().is_some() {
+                    return;
+                }
+                log::info!(
+                    "key table version {} ({} keys) fetched by this VM directly: no table in shared data yet",
+                    table.version(),
+                    table.len()
+                );
+                *self.state.table.borrow_mut() = Some(table);
+                self.state.contact_ms.set(now);
+                self.table_changed(now);
+            }
+            (Outcome::Page { .. }, None) => self.bootstrap(feed, now),
+            (Outcome::Failed(failure), None) => {
+                log::debug!("this VM's own key table fetch failed: {failure}");
+                if self.state.waiting.is_empty() {
+                    // Nobody waits: the leader's fetch will do.
+                    feed.bootstrap = None;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -292,11 +359,54 @@ impl Root {
         }
     }
 
-    /// After a table change: gauges, and reset of WebSockets whose key died.
+    /// After a table change: gauges, waiting requests decided, and reset of
+    /// WebSockets whose key died.
     fn table_changed(&self, now: u64) {
         let (version, keys) = self.table_summary();
         self.state.stats.table(version, keys);
+        if let Some(configured) = self.first_table_from.take() {
+            log::info!(
+                "first key table (version {version}, {keys} keys) loaded {} ms after this VM was configured",
+                now.saturating_sub(configured)
+            );
+        }
+        self.settle(self.state.waiting.take_all());
         self.close_dead_streams(now);
+    }
+
+    /// Decides requests that waited for the first table (it came, or their
+    /// wait is over) and lets the allowed ones go on.
+    fn settle(&self, ids: Vec<u32>) {
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            // A request whose stream ended is no longer known to the host.
+            if !waiting::set_effective_context(id) {
+                continue;
+            }
+            if http::decide(&self.state, id, false) == Step::Continue && !waiting::resume_request()
+            {
+                log::warn!("could not resume request {id} after its wait for the key table");
+            }
+        }
+        waiting::set_effective_context(self.id);
+    }
+
+    /// Ticks every [`FAST_TICK_MS`] when `fast`, at the configured period
+    /// otherwise.
+    fn pace_ticks(&self, fast: bool, sync_interval_ms: u32) {
+        if fast == self.fast_tick.get() {
+            return;
+        }
+        let period = if fast {
+            FAST_TICK_MS
+        } else {
+            u64::from(sync_interval_ms)
+        };
+        if hostcalls::set_tick_period(Duration::from_millis(period)).is_ok() {
+            self.fast_tick.set(fast);
+        }
     }
 
     fn close_dead_streams(&self, now: u64) {
@@ -309,13 +419,13 @@ impl Root {
         }
         for &id in &dead {
             // The reset happens in Envoy once this callback returns.
-            let closed = hostcalls::set_effective_context(id).is_ok()
-                && hostcalls::reset_http_request().is_ok();
+            let closed =
+                waiting::set_effective_context(id) && hostcalls::reset_http_request().is_ok();
             if closed {
                 log::info!("closing WebSocket stream {id}: its key was revoked or expired");
             }
         }
-        let _ = hostcalls::set_effective_context(self.id);
+        waiting::set_effective_context(self.id);
         self.state.stats.ws_closed(dead.len());
     }
 
@@ -346,6 +456,63 @@ fn effective_wait(feed: &FeedConfig) -> u32 {
     feed.wait_seconds.min(feed.max_staleness_seconds / 4)
 }
 
+/// Starts a feed request for `ask`, held up to `wait_seconds` when unchanged.
+/// Starts a feed request for `ask`. `client` names this Envoy's fetch
+/// stream (the control plane waits for it to acknowledge revocations); a
+/// VM's own first-table fetch sends none.
+fn dispatch(
+    config: &FeedConfig,
+    ask: &Ask,
+    wait_seconds: u32,
+    client: Option<&str>,
+) -> Result<u32, Status> {
+    let separator = if config.path.contains('?') { '&' } else { '?' };
+    let mut path = format!(
+        "{}{separator}since={}&wait={wait_seconds}",
+        config.path, ask.since
+    );
+    if let Some(after) = ask.after {
+        let _ = write!(path, "&after={}", hex::encode(after));
+    }
+    if let Some(key_set) = ask.key_set {
+        let _ = write!(path, "&key_set={key_set}");
+    }
+    if let Some(client) = client {
+        let _ = write!(path, "&client={client}");
+    }
+    let authorization = format!("Bearer {}", config.token);
+    let headers = vec![
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", config.authority.as_str()),
+        ("authorization", authorization.as_str()),
+    ];
+    let timeout = Duration::from_secs(u64::from(wait_seconds) + CALL_MARGIN_SECS);
+    hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], timeout)
+}
+
+/// The status and (for a 200) body of an http call's answer.
+fn call_response(headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+    // A failed call (reset, oversized body) has no headers; the SDK's map
+    // read would panic on it, so it is not read at all.
+    let status = (headers > 0)
+        .then(|| {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        })
+        .flatten()
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+    let body = match status {
+        Some(200) => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    (status, body)
+}
+
 /// Makes `log` filter like Envoy's wasm logger, so filtered lines cost nothing.
 pub fn follow_host_log_level() {
     if let Ok(level) = hostcalls::get_log_level() {
@@ -366,25 +533,12 @@ impl Context for Root {
         let Some(mut feed) = self.feed.take() else {
             return;
         };
-        if feed.fetcher.finish(token) && feed.leader {
+        if feed.bootstrap.as_mut().is_some_and(|b| b.finish(token)) {
+            let (status, body) = call_response(headers, body_size);
+            self.bootstrapped(&mut feed, status, &body, now_ms());
+        } else if feed.fetcher.finish(token) && feed.leader {
             let now = now_ms();
-            // A failed call (reset, oversized body) has no headers; the SDK's
-            // map read would panic on it, so it is not read at all.
-            let status = (headers > 0)
-                .then(|| {
-                    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                        .ok()
-                        .flatten()
-                })
-                .flatten()
-                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
-            let body = match status {
-                Some(200) => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
+            let (status, body) = call_response(headers, body_size);
             let outcome = feed
                 .fetcher
                 .on_response(&SharedData, &feed.keys, status, &body, now);
@@ -407,6 +561,8 @@ impl Context for Root {
     }
 
     fn on_done(&mut self) -> bool {
+        // Requests still waiting are decided now (503 without a table).
+        self.settle(self.state.waiting.take_all());
         if let Some(feed) = &mut self.feed {
             if feed.leader {
                 feed.lease.release(&SharedData, &feed.keys);
@@ -463,6 +619,10 @@ impl RootContext for Root {
             }
         }
         self.poll(&mut feed, now);
+        self.bootstrap(&mut feed, now);
+        self.settle(self.state.waiting.take_expired(now));
+        let waiting = !self.state.waiting.is_empty();
+        self.pace_ticks(waiting, feed.config.sync_interval_ms);
         self.feed = Some(feed);
         self.state.stats.flush();
         self.each_second(now);
@@ -479,6 +639,10 @@ impl RootContext for Root {
         {
             if self.follow(feed) {
                 self.table_changed(now_ms());
+                waiting::set_effective_context(context_id);
+            } else if self.state.first_table_wait_ms.get() > 0 {
+                // Its request may wait: the table is fetched on a tick soon.
+                self.pace_ticks(true, feed.config.sync_interval_ms);
             }
         }
         Some(Box::new(Http::new(context_id, Rc::clone(&self.state))))

@@ -3,6 +3,7 @@
 
 use crate::stats::Stats;
 use crate::streams::Streams;
+use crate::waiting::Waiting;
 use keygate::decision::Policy;
 use keygate::table::KeyTable;
 use proxy_wasm::hostcalls;
@@ -28,6 +29,10 @@ pub struct State {
     pub serving: Cell<bool>,
     /// Open WebSocket streams.
     pub streams: Streams,
+    /// Requests waiting for this VM's first table.
+    pub waiting: Waiting,
+    /// How long such a request may wait (`feed.first_table_wait_ms`).
+    pub first_table_wait_ms: Cell<u64>,
     pub stats: Stats,
 }
 

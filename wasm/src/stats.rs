@@ -2,7 +2,9 @@
 //!
 //! Counters: `keygate_allowed`, `keygate_denied_<reason>` (one per
 //! [`DenyReason`]), `keygate_fetches` (answers 200/304 from the control
-//! plane), `keygate_fetch_failures`, `keygate_ws_closed`. Gauges:
+//! plane, to the leader's feed or to a VM's own first fetch),
+//! `keygate_fetch_failures`, `keygate_ws_closed`, `keygate_waited`
+//! (requests that waited for a VM's first table). Gauges:
 //! `keygate_table_version`, `keygate_table_keys`, `keygate_table_age_seconds`
 //! (since the last successful contact with the control plane). A metric
 //! defined under one name has one value for the whole Envoy process: counters
@@ -46,6 +48,7 @@ impl Counter {
 #[derive(Debug, Default)]
 pub struct Stats {
     allowed: Counter,
+    waited: Counter,
     denied: [Counter; DenyReason::ALL.len()],
     fetches: Option<u32>,
     fetch_failures: Option<u32>,
@@ -79,6 +82,7 @@ impl Stats {
         let gauge = |name: &str| define(MetricType::Gauge, name);
         Stats {
             allowed: Counter::new("keygate_allowed"),
+            waited: Counter::new("keygate_waited"),
             denied: DenyReason::ALL
                 .map(|r| Counter::new(&format!("keygate_denied_{}", r.as_str()))),
             fetches: counter("keygate_fetches"),
@@ -94,6 +98,10 @@ impl Stats {
         self.allowed.count();
     }
 
+    pub fn waited(&self) {
+        self.waited.count();
+    }
+
     pub fn denied(&self, reason: DenyReason) {
         let i = DenyReason::ALL.iter().position(|r| *r == reason);
         if let Some(counter) = i.and_then(|i| self.denied.get(i)) {
@@ -104,6 +112,7 @@ impl Stats {
     /// Adds what requests counted since the last flush to the host's counters.
     pub fn flush(&self) {
         self.allowed.flush();
+        self.waited.flush();
         self.denied.iter().for_each(Counter::flush);
     }
 

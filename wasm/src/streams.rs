@@ -33,6 +33,11 @@ impl Streams {
         self.open.borrow_mut().remove(&context_id);
     }
 
+    /// The key hash stream `context_id` was opened with, if it is watched.
+    pub fn hash_of(&self, context_id: u32) -> Option<[u8; 32]> {
+        self.open.borrow().get(&context_id).copied()
+    }
+
     /// True when no stream is watched.
     pub fn is_empty(&self) -> bool {
         self.open.borrow().is_empty()

@@ -1,0 +1,165 @@
+//! A new VM's first key table, straight from the control plane.
+//!
+//! A VM whose requests wait for a first table that shared data does not
+//! have either (a new `vm_id` after a reload, a cold start) need not wait
+//! for the election and the leader's first fetch: it asks for a snapshot
+//! itself at once, in parallel, and retries often while requests wait. Every page is asked with `wait=0`, so no long-poll is held, and
+//! kept in a private store, then loaded into this VM's own table; from then
+//! on the VM follows shared data like any other, and the leader's long-poll
+//! stays the Envoy's only feed stream. Pure logic over the fetch loop of
+//! [`crate::fetch`] (unit-tested natively).
+
+use crate::fetch::{Ask, Fetcher, Outcome};
+use crate::sync::{self, Keys, Store};
+use keygate::table::KeyTable;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// A [`Store`] in this VM's memory only.
+#[derive(Debug, Default)]
+struct LocalStore {
+    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+}
+
+impl Store for LocalStore {
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+        self.entries
+            .borrow()
+            .get(key)
+            .map_or((Vec::new(), None), |(value, cas)| {
+                (value.clone(), Some(*cas))
+            })
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut entries = self.entries.borrow_mut();
+        let current = entries.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        let next = current.map_or(1, |c| c.wrapping_add(1));
+        entries.insert(key.to_string(), (value.to_vec(), next));
+        true
+    }
+}
+
+/// One VM's own snapshot fetch.
+#[derive(Debug)]
+pub struct Bootstrap {
+    fetcher: Fetcher,
+    store: LocalStore,
+    keys: Keys,
+}
+
+impl Bootstrap {
+    /// A fetch that retries `retry_ms` after a failure.
+    pub fn new(retry_ms: u64) -> Bootstrap {
+        Bootstrap {
+            fetcher: Fetcher::new(0, retry_ms),
+            store: LocalStore::default(),
+            keys: Keys::new("bootstrap"),
+        }
+    }
+
+    /// True when the next request may start now.
+    pub fn due(&self, now_ms: u64) -> bool {
+        self.fetcher.due(now_ms)
+    }
+
+    /// What the next request asks for (a snapshot, or its next page).
+    pub fn ask(&self) -> Ask {
+        self.fetcher.ask(None)
+    }
+
+    pub fn started(&mut self, token: u32, ask: &Ask, now_ms: u64) {
+        self.fetcher.started(token, ask, now_ms);
+    }
+
+    pub fn start_failed(&mut self, now_ms: u64) {
+        self.fetcher.start_failed(now_ms);
+    }
+
+    /// True (once) when `token` is this fetch's request in flight.
+    pub fn finish(&mut self, token: u32) -> bool {
+        self.fetcher.finish(token)
+    }
+
+    /// Handles an answer; with the whole snapshot in, also the table.
+    pub fn on_response(
+        &mut self,
+        status: Option<u16>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> (Outcome, Option<KeyTable>) {
+        let outcome = self
+            .fetcher
+            .on_response(&self.store, &self.keys, status, body, now_ms);
+        let table = match outcome {
+            Outcome::Snapshot { .. } => self.load(),
+            _ => None,
+        };
+        (outcome, table)
+    }
+
+    fn load(&self) -> Option<KeyTable> {
+        let head = sync::read_head(&self.store, &self.keys)?;
+        let mut table = None;
+        sync::catch_up(&self.store, &self.keys, &head, &mut table);
+        table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate::feed::{encode_snapshot, FeedEntry};
+    use keygate::ids::{KeyId, OrgId};
+    use keygate::key::Environment;
+
+    fn entry(n: u8) -> FeedEntry {
+        FeedEntry {
+            hash: [n; 32],
+            key_id: KeyId(u64::from(n)),
+            org_id: OrgId(1),
+            expires_at: 0,
+            scopes: "a:b".into(),
+            tier: "free".into(),
+            environment: Environment::Live,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_becomes_the_table() {
+        let mut boot = Bootstrap::new(1000);
+        assert!(boot.due(0));
+        let ask = boot.ask();
+        assert_eq!((ask.since, ask.after), (0, None));
+        boot.started(7, &ask, 0);
+        assert!(!boot.due(0));
+        assert!(boot.finish(7));
+        let body = encode_snapshot(keygate::feed::KeySet([7; 16]), 42, &[entry(1), entry(2)]);
+        let (outcome, table) = boot.on_response(Some(200), &body, 5);
+        assert_eq!(
+            outcome,
+            Outcome::Snapshot {
+                version: 42,
+                keys: 2
+            }
+        );
+        let table = table.unwrap();
+        assert_eq!((table.version(), table.len()), (42, 2));
+    }
+
+    #[test]
+    fn a_failure_retries_later_and_gives_no_table() {
+        let mut boot = Bootstrap::new(1000);
+        let ask = boot.ask();
+        boot.started(1, &ask, 0);
+        assert!(boot.finish(1));
+        let (outcome, table) = boot.on_response(None, &[], 10);
+        assert!(matches!(outcome, Outcome::Failed(_)));
+        assert!(table.is_none());
+        assert!(!boot.due(500));
+        assert!(boot.due(1010));
+    }
+}
