@@ -13,7 +13,7 @@ use keygate::key::{self, Environment};
 use keygate::table::{decode, KeyTable, SnapshotBuilder, Update};
 use std::time::Instant;
 
-const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
+const CONFIG: &str = r#"{"feed":{"cluster":"cp"},"rules":[
   {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
   {"path_prefix":"/api/v1/memory","methods":["GET"],"any_of":["memory:read"]},
   {"path_prefix":"/api/v1/memory","any_of":["memory:write"]}]}"#;

@@ -34,5 +34,9 @@ pub use time::{rfc3339, unix_now};
 /// The feed token the harness shares between the control plane and the filter.
 pub const FEED_TOKEN: &str = "keygate-e2e-feed-token";
 
+/// The variable of Envoy's environment the shipped config reads the feed
+/// token from (`feed.token_env`); every Envoy the harness starts gets it.
+pub const FEED_TOKEN_ENV: &str = keygate::config::DEFAULT_TOKEN_ENV;
+
 /// The bound every revocation must meet (SPEC section 7: p99 under 1 s).
 pub const REVOCATION_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
