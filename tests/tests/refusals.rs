@@ -36,6 +36,10 @@ impl Failures {
     }
 }
 
+/// Headers a request may add to the few a client sends and stay within
+/// Envoy's limit of 100 (Envoy adds 3 more before the control plane).
+const NEAR_LIMIT_HEADERS: usize = 95;
+
 #[tokio::test]
 async fn envoy_answers_every_refusal_in_json() {
     let mut stack = Stack::start().await;
@@ -88,6 +92,23 @@ async fn envoy_answers_every_refusal_in_json() {
         failures
             .0
             .push(format!("{uploaded} big bodies reached the control plane"));
+    }
+
+    // Just under Envoy's limits, the control plane takes the request: its
+    // own limits are higher, so Envoy is the one that refuses.
+    let mut near = stack
+        .request(Method::POST, "/api/v1/tenants")
+        .json(&serde_json::json!({"name": "near", "email": "near@b.c"}))
+        .header("x-big", "a".repeat(50 * 1024));
+    for i in 0..NEAR_LIMIT_HEADERS {
+        near = near.header(format!("x-h{i}"), "v");
+    }
+    let reply = stack.send(near).await;
+    println!("just under Envoy's limits: {}", reply.status);
+    if reply.status != 201 {
+        failures
+            .0
+            .push(format!("just under Envoy's limits: {reply:?}"));
     }
 
     // The filter's own refusals keep their exact bodies.
