@@ -26,7 +26,7 @@ mod time;
 pub mod ws;
 
 pub use api::{Reply, Tenant};
-pub use config::render_envoy_config;
+pub use config::{render_envoy_config, Ports};
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
 pub use stack::{Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};
