@@ -82,6 +82,26 @@ async fn envoy_answers_every_refusal_in_json() {
             Err(e) => failures.0.push(format!("{case}: no answer: {e}")),
         }
     }
+    let admin = stack.tenant().api_key.clone();
+    let reply = stack
+        .send(
+            stack
+                .request(Method::POST, "/api/v1/api-keys")
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        )
+        .await;
+    failures.check(&reply, 413, "a 100 KB body to /api/v1/api-keys");
+    let mut chunked = b"POST /api/v1/tenants HTTP/1.1\r\nhost: x\r\n\
+        content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        .to_vec();
+    for _ in 0..5 {
+        chunked.extend_from_slice(format!("4000\r\n{}\r\n", "x".repeat(0x4000)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let reply = raw(&envoy, &chunked).await;
+    failures.check(&reply, 413, "an 80 KiB chunked body");
     let uploaded = stack
         .control_plane_log()
         .lines()
