@@ -41,7 +41,8 @@ fn shipped_config_validates_with_the_real_wasm() {
 }
 
 /// Authentication runs before rate limiting (which keys on the headers the
-/// filter sets), and the router comes last.
+/// filter sets), the management API's body limit after both (no buffering
+/// for a refused request), and the router comes last.
 #[test]
 fn filter_order_is_keygate_ratelimit_router() {
     let config = shipped_config();
@@ -52,8 +53,9 @@ fn filter_order_is_keygate_ratelimit_router() {
     };
     let wasm = at("envoy.extensions.filters.http.wasm.v3.Wasm");
     let ratelimit = at("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit");
+    let buffer = at("envoy.extensions.filters.http.buffer.v3.Buffer\n");
     let router = at("envoy.extensions.filters.http.router.v3.Router");
-    assert!(wasm < ratelimit && ratelimit < router);
+    assert!(wasm < ratelimit && ratelimit < buffer && buffer < router);
 }
 
 /// The Istio EnvoyFilter maps Envoy's refusals exactly as envoy/envoy.yaml
