@@ -30,9 +30,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p keygate-filter --target wasm32-wasip1 -- -D warnings
 
-# The shipped envoy/envoy.yaml, checked by Envoy itself (loads the wasm).
+# The shipped envoy/envoy.yaml, checked by Envoy itself (loads the wasm,
+# which needs the feed token in Envoy's environment).
 validate: setup wasm
-	"$$(scripts/ensure-envoy.sh)" --mode validate -c envoy/envoy.yaml
+	KEYGATE_FEED_TOKEN="$${KEYGATE_FEED_TOKEN:-keygate-dev-feed-token}" \
+	  "$$(scripts/ensure-envoy.sh)" --mode validate -c envoy/envoy.yaml
 
 # docker-compose.yml, checked by whichever compose client exists.
 compose-check:

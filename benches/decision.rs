@@ -15,7 +15,7 @@ use std::time::Instant;
 
 const KS: keygate::feed::KeySet = keygate::feed::KeySet([7; 16]);
 
-const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
+const CONFIG: &str = r#"{"feed":{"cluster":"cp"},"rules":[
   {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
   {"path_prefix":"/api/v1/memory","methods":["GET"],"any_of":["memory:read"]},
   {"path_prefix":"/api/v1/memory","any_of":["memory:write"]}]}"#;

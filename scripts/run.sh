@@ -9,14 +9,13 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-feed_token="${KEYGATE_FEED_TOKEN:-keygate-dev-feed-token}"
+# The feed token: the control plane (--feed-token) and the filter in Envoy
+# (feed.token_env) both read it from this variable; a development value
+# unless set. It is in no config file and on no command line.
+export KEYGATE_FEED_TOKEN="${KEYGATE_FEED_TOKEN:-keygate-dev-feed-token}"
 database="${KEYGATE_DATABASE:-data/keygate.db}"
 envoy="$("$root/scripts/ensure-envoy.sh")"
 bin="${CARGO_TARGET_DIR:-target}/release"
-
-if [ "$feed_token" != "keygate-dev-feed-token" ]; then
-  echo "keygate: KEYGATE_FEED_TOKEN differs from envoy/envoy.yaml (\"token\": \"keygate-dev-feed-token\"); change both" >&2
-fi
 
 for port in 10000 9901 8080 8081; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -57,7 +56,7 @@ wait_for() {
 mkdir -p "$(dirname "$database")"
 start upstream "$bin/keygate-demo-upstream" --listen 127.0.0.1:8081
 start control-plane "$bin/keygate-control-plane" serve --listen 127.0.0.1:8080 \
-  --database "$database" --feed-token "$feed_token"
+  --database "$database"
 wait_for "the control plane" http://127.0.0.1:8080/healthz
 start envoy "$envoy" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart --log-level warn
 wait_for "Envoy" http://127.0.0.1:9901/ready

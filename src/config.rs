@@ -1,13 +1,19 @@
 //! The filter's JSON configuration (the wasm plugin `configuration`).
 //!
 //! Serde types with defaults; unknown fields are refused. Every error names
-//! the field (`feed.token`, `rules[2].any_of[0]`, …) so a typo is easy to find.
+//! the field (`feed.token_env`, `rules[2].any_of[0]`, …) so a typo is easy to
+//! find. The feed token itself is never in the JSON: it comes from an
+//! environment variable of the proxy process (an inline token would show in
+//! Envoy's config dump and in an Istio `WasmPlugin`).
 
 use crate::key::{validate_prefix, DEFAULT_PREFIX};
 use crate::rules::Rule;
 use crate::scopes;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::fmt;
+
+/// The variable `feed.token_env` names unless configured otherwise.
+pub const DEFAULT_TOKEN_ENV: &str = "KEYGATE_FEED_TOKEN";
 
 /// The whole filter configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -38,8 +44,17 @@ pub struct FeedConfig {
     /// Path of the feed endpoint.
     #[serde(default = "default_feed_path")]
     pub path: String,
-    /// Bearer token shared with the control plane.
-    pub token: String,
+    /// Environment variable of the proxy process that holds the bearer
+    /// token shared with the control plane (under Envoy it must be listed in
+    /// `vm_config.environment_variables.host_env_keys`).
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// An inline `token`: refused, whatever its value.
+    #[serde(default, rename = "token")]
+    inline_token: Option<Present>,
+    /// The token read from `token_env` by [`FilterConfig::from_json_and_env`].
+    #[serde(skip)]
+    pub token: FeedToken,
     /// Long-poll: seconds the control plane may hold an unchanged request.
     #[serde(default = "default_wait")]
     pub wait_seconds: u32,
@@ -73,6 +88,9 @@ fn default_authority() -> String {
 fn default_feed_path() -> String {
     "/v1/key-table".into()
 }
+fn default_token_env() -> String {
+    DEFAULT_TOKEN_ENV.into()
+}
 fn default_wait() -> u32 {
     20
 }
@@ -90,6 +108,57 @@ fn default_keep_snapshot() -> u64 {
 }
 fn default_first_table_wait() -> u32 {
     2000
+}
+
+/// The feed's bearer token. It is never printed: `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FeedToken(String);
+
+impl FeedToken {
+    /// The `authorization` header value of a feed request.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// The token in the variable `name`, as `env` reads it; the error names
+    /// `feed.token_env` and the variable, never the value.
+    fn from_env(
+        name: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<FeedToken, ConfigError> {
+        let at = |message: String| error("feed.token_env", message);
+        let token = env(name).ok_or_else(|| {
+            at(format!(
+                "the environment variable {name} is not set for the filter: set it in the Envoy \
+                 process and list it in vm_config.environment_variables.host_env_keys"
+            ))
+        })?;
+        if token.is_empty() {
+            return Err(at(format!("the environment variable {name} is empty")));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(at(format!(
+                "the environment variable {name} holds bytes a header cannot carry (only visible ASCII, no spaces or newlines)"
+            )));
+        }
+        Ok(FeedToken(token))
+    }
+}
+
+impl fmt::Debug for FeedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FeedToken(<hidden>)")
+    }
+}
+
+/// A field whose presence is the error (its value is skipped unread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Present;
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Present, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Present)
+    }
 }
 
 /// A configuration error: which field, and what is wrong with it.
@@ -123,7 +192,25 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 impl FilterConfig {
-    /// Parses and validates the JSON configuration.
+    /// Parses and validates the JSON configuration, then reads the feed
+    /// token from the process environment (`feed.token_env`).
+    pub fn from_json_and_env(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
+        FilterConfig::from_json_with_env(bytes, |name| std::env::var(name).ok())
+    }
+
+    /// [`FilterConfig::from_json`], then the feed token from `env` (a
+    /// variable's value by name).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<FilterConfig, ConfigError> {
+        let mut config = FilterConfig::from_json(bytes)?;
+        config.feed.token = FeedToken::from_env(&config.feed.token_env, env)?;
+        Ok(config)
+    }
+
+    /// Parses and validates the JSON configuration; the feed token is left
+    /// empty (see [`FilterConfig::from_json_and_env`]).
     pub fn from_json(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let mut config: FilterConfig = serde_path_to_error::deserialize(de)
@@ -149,10 +236,20 @@ impl FilterConfig {
 
 impl FeedConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.inline_token.is_some() {
+            return Err(error(
+                "feed.token",
+                format!(
+                    "an inline token would show in Envoy's config dump: remove it, put the token \
+                     in an environment variable of the Envoy process and name that variable in \
+                     feed.token_env (default {DEFAULT_TOKEN_ENV})"
+                ),
+            ));
+        }
         let non_empty = [
             ("feed.cluster", &self.cluster),
             ("feed.authority", &self.authority),
-            ("feed.token", &self.token),
+            ("feed.token_env", &self.token_env),
         ];
         for (field, value) in non_empty {
             if value.trim().is_empty() {
@@ -215,7 +312,7 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"{"feed":{"cluster":"cp","token":"t"}}"#;
+    const MINIMAL: &str = r#"{"feed":{"cluster":"cp"}}"#;
 
     #[test]
     fn defaults() {
@@ -225,12 +322,13 @@ mod tests {
         assert_eq!(c.feed.path, "/v1/key-table");
         assert_eq!(c.feed.wait_seconds, 20);
         assert_eq!(c.feed.first_table_wait_ms, 2000);
+        assert_eq!(c.feed.token_env, "KEYGATE_FEED_TOKEN");
         assert!(c.rules.is_empty());
     }
 
     #[test]
     fn methods_are_uppercased() {
-        let json = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"methods":["get"],"path_prefix":"/a"}]}"#;
+        let json = r#"{"feed":{"cluster":"cp"},"rules":[{"methods":["get"],"path_prefix":"/a"}]}"#;
         let c = FilterConfig::from_json(json.as_bytes()).unwrap();
         assert_eq!(c.rules[0].methods, ["GET"]);
     }
@@ -241,39 +339,37 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field_of(r#"{"feed":{"cluster":"cp"}}"#), "feed");
+        assert_eq!(field_of(r#"{"feed":{}}"#), "feed");
         assert_eq!(
-            field_of(r#"{"feed":{"cluster":"cp","token":""}}"#),
-            "feed.token"
+            field_of(r#"{"feed":{"cluster":"cp","token_env":" "}}"#),
+            "feed.token_env"
         );
         assert_eq!(
-            field_of(r#"{"feed":{"cluster":"cp","token":"t","wait_seconds":"x"}}"#),
+            field_of(r#"{"feed":{"cluster":"cp","wait_seconds":"x"}}"#),
             "feed.wait_seconds"
         );
         assert_eq!(
-            field_of(r#"{"feed":{"cluster":"cp","token":"t"},"key_prefix":"R_K"}"#),
+            field_of(r#"{"feed":{"cluster":"cp"},"key_prefix":"R_K"}"#),
             "key_prefix"
         );
         assert_eq!(
             field_of(
-                r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a"},{"path_prefix":"b"}]}"#
+                r#"{"feed":{"cluster":"cp"},"rules":[{"path_prefix":"/a"},{"path_prefix":"b"}]}"#
             ),
             "rules[1].path_prefix"
         );
         assert_eq!(
             field_of(
-                r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a","any_of":["nope"]}]}"#
+                r#"{"feed":{"cluster":"cp"},"rules":[{"path_prefix":"/a","any_of":["nope"]}]}"#
             ),
             "rules[0].any_of[0]"
         );
         assert_eq!(
-            field_of(
-                r#"{"feed":{"cluster":"cp","token":"t"},"rules":[{"path_prefix":"/a","publik":true}]}"#
-            ),
+            field_of(r#"{"feed":{"cluster":"cp"},"rules":[{"path_prefix":"/a","publik":true}]}"#),
             "rules[0].publik"
         );
         assert_eq!(
-            field_of(r#"{"feed":{"cluster":"cp","token":"t","first_table_wait_ms":30001}}"#),
+            field_of(r#"{"feed":{"cluster":"cp","first_table_wait_ms":30001}}"#),
             "feed.first_table_wait_ms"
         );
         assert!(FilterConfig::from_json(b"not json").is_err());
@@ -281,8 +377,61 @@ mod tests {
 
     #[test]
     fn error_message_mentions_field() {
-        let e = FilterConfig::from_json(br#"{"feed":{"cluster":"cp","token":"t","path":"x"}}"#)
-            .unwrap_err();
+        let e = FilterConfig::from_json(br#"{"feed":{"cluster":"cp","path":"x"}}"#).unwrap_err();
         assert!(e.to_string().contains("feed.path"), "{e}");
+    }
+
+    /// An inline token is refused whatever its type, and the error says what
+    /// to use instead without repeating the value.
+    #[test]
+    fn an_inline_token_is_refused() {
+        for value in [r#""s3cret-value""#, "42", r#"{"x":"s3cret-value"}"#] {
+            let json = format!(r#"{{"feed":{{"cluster":"cp","token":{value}}}}}"#);
+            let e = FilterConfig::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, "feed.token");
+            let text = e.to_string();
+            assert!(
+                text.contains("feed.token_env") && text.contains("config dump"),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    fn with_env(json: &str, value: Option<&str>) -> Result<FilterConfig, ConfigError> {
+        FilterConfig::from_json_with_env(json.as_bytes(), |name| {
+            assert_eq!(name, "FEED_SECRET");
+            value.map(String::from)
+        })
+    }
+
+    #[test]
+    fn the_token_comes_from_the_named_variable() {
+        let json = r#"{"feed":{"cluster":"cp","token_env":"FEED_SECRET"}}"#;
+        let c = with_env(json, Some("t0k-en")).unwrap();
+        assert_eq!(c.feed.token.authorization(), "Bearer t0k-en");
+        assert!(
+            !format!("{c:?}").contains("t0k-en"),
+            "Debug shows the token"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unusable_token_is_a_config_error() {
+        let json = r#"{"feed":{"cluster":"cp","token_env":"FEED_SECRET"}}"#;
+        for (value, says) in [
+            (None, "not set"),
+            (Some(""), "empty"),
+            (Some("a b\n"), "visible ASCII"),
+        ] {
+            let e = with_env(json, value).unwrap_err();
+            assert_eq!(e.field, "feed.token_env");
+            let text = e.to_string();
+            assert!(
+                text.contains("FEED_SECRET") && text.contains(says),
+                "{text}"
+            );
+            assert!(!text.contains("a b"), "{text}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::table::{decode, Update};
 const KS: crate::feed::KeySet = crate::feed::KeySet([7; 16]);
 
 const NOW: u64 = 1_800_000_000;
-const CONFIG: &str = r#"{"feed":{"cluster":"cp","token":"t"},"rules":[
+const CONFIG: &str = r#"{"feed":{"cluster":"cp"},"rules":[
   {"path_prefix":"/api/v1/tenants","methods":["POST"],"public":true},
   {"path_prefix":"/api/v1/auth/me","forward_key":true},
   {"path_prefix":"/api/v1/memory","methods":["GET","HEAD"],"any_of":["memory:read"]},

@@ -173,7 +173,7 @@ proptest! {
 
     #[test]
     fn decisions_never_panic(method in "[A-Z]{0,8}", headers in prop::collection::vec(header(), 0..6), path in path(), now in any::<u64>()) {
-        let config = FilterConfig::from_json(br#"{"feed":{"cluster":"c","token":"t"},"rules":[{"path_prefix":"/a","any_of":["a:b"]},{"path_prefix":"/p","public":true}]}"#).unwrap();
+        let config = FilterConfig::from_json(br#"{"feed":{"cluster":"c"},"rules":[{"path_prefix":"/a","any_of":["a:b"]},{"path_prefix":"/p","public":true}]}"#).unwrap();
         let policy = Policy::from(&config);
         let Ok(Update::Snapshot(table)) = decode(&table_body(&[(1, false, 1)], true)) else { panic!() };
         let request = Request { method: &method, path: &path, headers: &headers };

@@ -5,6 +5,7 @@
 //! the router: the numbers measure the filter chain, not an upstream.
 
 use crate::http;
+use keygate::config::DEFAULT_TOKEN_ENV;
 use serde_json::{json, Value};
 use std::fs;
 use std::io;
@@ -28,7 +29,8 @@ pub enum Filter<'a> {
     ApiKeyAuth { keys: &'a [String] },
     /// `ext_authz` over HTTP to an authorizer at this address.
     ExtAuthz { authorizer: SocketAddr },
-    /// keygate, fetching its table from a feed at this address.
+    /// keygate, fetching its table from a feed at this address; `token`
+    /// reaches it in Envoy's environment, as in envoy/envoy.yaml.
     Keygate {
         wasm: &'a Path,
         feed: SocketAddr,
@@ -56,8 +58,9 @@ fn cluster(name: &str, addr: SocketAddr) -> Value {
     })
 }
 
-/// The same plugin settings for every wasm variant: V8, local file, `FAIL_RELOAD`.
-fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> Value {
+/// The same plugin settings for every wasm variant: V8, local file,
+/// `FAIL_RELOAD`; the VM sees the variables `env_keys` of Envoy's environment.
+fn wasm_filter(name: &str, wasm: &Path, configuration: &str, env_keys: &[&str]) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -68,7 +71,8 @@ fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> Value {
                 "vm_config": {
                     "vm_id": name,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm.display().to_string()}}
+                    "code": {"local": {"filename": wasm.display().to_string()}},
+                    "environment_variables": {"host_env_keys": env_keys}
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -80,15 +84,16 @@ fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> Value {
     })
 }
 
-/// The keygate filter's own configuration (a JSON string inside the plugin config).
-pub fn keygate_configuration(token: &str) -> String {
+/// The keygate filter's own configuration (a JSON string inside the plugin
+/// config); the feed token comes from `$KEYGATE_FEED_TOKEN`.
+pub fn keygate_configuration() -> String {
     json!({
         "key_prefix": "rk",
         "feed": {
             "cluster": "keygate_control_plane",
             "authority": "keygate-control-plane",
             "path": "/v1/key-table",
-            "token": token,
+            "token_env": DEFAULT_TOKEN_ENV,
             "wait_seconds": 20
         },
         "rules": []
@@ -100,7 +105,7 @@ pub fn keygate_configuration(token: &str) -> String {
 fn filter_parts(filter: &Filter<'_>) -> (Vec<Value>, Vec<Value>) {
     match filter {
         Filter::None => (vec![], vec![]),
-        Filter::Minimal { wasm, mode } => (vec![wasm_filter("minimal", wasm, mode)], vec![]),
+        Filter::Minimal { wasm, mode } => (vec![wasm_filter("minimal", wasm, mode, &[])], vec![]),
         Filter::ApiKeyAuth { keys } => {
             let credentials: Vec<Value> = keys
                 .iter()
@@ -136,8 +141,13 @@ fn filter_parts(filter: &Filter<'_>) -> (Vec<Value>, Vec<Value>) {
             });
             (vec![filter], vec![cluster("ext_authz", *authorizer)])
         }
-        Filter::Keygate { wasm, feed, token } => (
-            vec![wasm_filter("keygate", wasm, &keygate_configuration(token))],
+        Filter::Keygate { wasm, feed, .. } => (
+            vec![wasm_filter(
+                "keygate",
+                wasm,
+                &keygate_configuration(),
+                &[DEFAULT_TOKEN_ENV],
+            )],
             vec![cluster("keygate_control_plane", *feed)],
         ),
     }
@@ -216,6 +226,9 @@ impl Envoy {
             }
             None => Command::new(launch.binary),
         };
+        if let Filter::Keygate { token, .. } = filter {
+            command.env(DEFAULT_TOKEN_ENV, token);
+        }
         command
             .arg("-c")
             .arg(&config)

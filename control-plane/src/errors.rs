@@ -1,6 +1,7 @@
 //! Every refusal of the control plane as a JSON answer: the authentication
 //! errors of SPEC §4 (the core's exact bodies), 400 `invalid_request` naming
-//! the field, 404, 409 and the rest.
+//! the field, 404, 409, the requests HTTP parsing refuses (400, 414, 431) and
+//! the rest.
 
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -26,6 +27,12 @@ pub enum ApiError {
     TooLarge(usize),
     /// The path exists, the method does not.
     MethodNotAllowed,
+    /// The HTTP request itself could not be parsed (hyper's 400).
+    Malformed,
+    /// The request target is longer than HTTP parsing allows (hyper's 414).
+    UriTooLong,
+    /// The request line and headers are over the limit (hyper's 431).
+    HeadersTooLarge,
     /// The store failed; details are logged, not sent.
     Internal,
 }
@@ -36,6 +43,17 @@ impl ApiError {
         ApiError::Invalid {
             field: field.to_string(),
             message: message.into(),
+        }
+    }
+
+    /// The error of a request hyper refused while parsing it, by the status
+    /// hyper answers (400, 414 or 431).
+    pub fn unparsed(status: u16) -> Option<ApiError> {
+        match status {
+            400 => Some(ApiError::Malformed),
+            414 => Some(ApiError::UriTooLong),
+            431 => Some(ApiError::HeadersTooLarge),
+            _ => None,
         }
     }
 
@@ -50,11 +68,15 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Malformed => StatusCode::BAD_REQUEST,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn body(&self) -> String {
+    /// The JSON body.
+    pub fn body(&self) -> String {
         let (kind, message, field) = match self {
             ApiError::Deny(deny) => return deny.body.to_string(),
             ApiError::Unauthorized(message) => ("unauthorized", (*message).to_string(), None),
@@ -69,6 +91,14 @@ impl ApiError {
                 Some("body"),
             ),
             ApiError::MethodNotAllowed => ("method_not_allowed", "Method not allowed".into(), None),
+            // The same words as Envoy's answers (envoy/envoy.yaml).
+            ApiError::Malformed => ("invalid_request", "Malformed request".into(), None),
+            ApiError::UriTooLong => ("invalid_request", "URI is too long".into(), None),
+            ApiError::HeadersTooLarge => (
+                "invalid_request",
+                "Request headers are too large".into(),
+                None,
+            ),
             ApiError::Internal => ("internal", "Internal error".into(), None),
         };
         let body = ErrorBody {

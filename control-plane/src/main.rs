@@ -18,6 +18,7 @@ mod policy;
 mod server;
 mod service;
 mod store;
+mod unparsed;
 mod views;
 
 use clap::Parser;

@@ -1,21 +1,35 @@
-//! `serve`: binds the address, starts the upkeep and serves until SIGINT or
-//! SIGTERM, then gives open requests (long-polls included) a short grace.
+//! `serve`: binds the address, starts the upkeep and serves HTTP/1 until
+//! SIGINT or SIGTERM, then gives open requests (long-polls included) a short
+//! grace.
+//!
+//! Its parsing limits are above Envoy's (60 KiB of headers, 100 headers), so
+//! a request Envoy lets through is never refused here for its size; what
+//! hyper refuses while parsing a request sent directly is answered in JSON
+//! too ([`crate::unparsed`]).
 
 use crate::api::{self, AppState};
 use crate::feed::Feed;
 use crate::maintenance::{self, Upkeep};
 use crate::service::Service;
-use std::future::IntoFuture;
+use crate::unparsed::JsonRefusals;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 /// Shorter feed tokens get a warning.
 const MIN_TOKEN_LEN: usize = 16;
 /// Time open requests get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Largest request line and headers (Envoy's limit: 60 KiB).
+const MAX_HEAD_BYTES: usize = 256 * 1024;
+/// Most headers in a request (Envoy's limit: 100, plus the few it adds).
+const MAX_HEADERS: usize = 256;
 
 /// Serves `service` on `listen` until stopped, with snapshot pages of at
 /// most `feed_page_keys` keys.
@@ -41,13 +55,8 @@ pub async fn serve(
         feed: Arc::new(Feed::new(feed_token, feed_page_keys)),
     });
     let (stop, stopped) = watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let mut stopped = stopped;
-        // An error means the sender is gone: stop as well.
-        let _ = stopped.wait_for(|s| *s).await;
-    });
     tokio::select! {
-        result = server.into_future() => result.map_err(|e| e.to_string()),
+        () = accept(listener, app, stopped) => Ok(()),
         () = async {
             stop_signal().await;
             tracing::info!("stopping");
@@ -55,6 +64,57 @@ pub async fn serve(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => Ok(()),
     }
+}
+
+/// Serves every connection until `stopped`, then waits for the open ones.
+async fn accept(listener: TcpListener, app: Router, stopped: watch::Receiver<bool>) {
+    // Each connection holds a sender: `recv` ends once all have closed.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let mut stop = stopped.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
+                    tokio::spawn(async move {
+                        connection(stream, app, stopped).await;
+                        drop(open);
+                    });
+                }
+                // Out of file descriptors and the like: try again shortly.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // An error means the sender is gone: stop as well.
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(open);
+    let _ = all_closed.recv().await;
+}
+
+/// Serves one connection; once `stopped`, it ends after the request in flight.
+async fn connection(stream: TcpStream, app: Router, mut stopped: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(JsonRefusals::new(stream));
+    let mut builder = http1::Builder::new();
+    builder
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = stopped.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 async fn stop_signal() {

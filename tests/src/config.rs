@@ -1,7 +1,8 @@
 //! Turns the shipped `envoy/envoy.yaml` into a test config.
 //!
-//! The test runs the very file a user runs, with only ports, the wasm path,
-//! the feed token and any knob a test names replaced. Each replaced text
+//! The test runs the very file a user runs, with only ports, the wasm path
+//! and any knob a test names replaced (the feed token is not in it: Envoy
+//! gets it in its environment). Each replaced text
 //! must occur exactly once, so a drifting template fails loudly.
 
 use std::path::Path;
@@ -15,13 +16,12 @@ pub struct Ports {
     pub upstream: u16,
 }
 
-/// The shipped config with `ports`, `wasm`, `feed_token` and `extra`
+/// The shipped config with `ports`, `wasm` and `extra`
 /// (`(from, to)` text replacements) applied.
 pub fn render_envoy_config(
     template: &str,
     ports: Ports,
     wasm: &Path,
-    feed_token: &str,
     extra: &[(String, String)],
 ) -> String {
     let mut replacements = vec![
@@ -44,10 +44,6 @@ pub fn render_envoy_config(
         (
             "filename: target/wasm32-wasip1/release/keygate_filter.wasm".to_string(),
             format!("filename: {}", wasm.display()),
-        ),
-        (
-            "\"token\": \"keygate-dev-feed-token\"".to_string(),
-            format!("\"token\": \"{feed_token}\""),
         ),
     ];
     replacements.extend(extra.iter().cloned());
@@ -81,12 +77,11 @@ mod tests {
             control_plane: 3,
             upstream: 4,
         };
-        let out = render_envoy_config(&template, ports, Path::new("/x.wasm"), "t0k", &[]);
+        let out = render_envoy_config(&template, ports, Path::new("/x.wasm"), &[]);
         for port in ["10000", "9901", "8080", "8081"] {
             assert!(!out.contains(&format!("port_value: {port}")), "{port} left");
         }
         assert!(out.contains("filename: /x.wasm"));
-        assert!(out.contains("\"token\": \"t0k\""));
     }
 
     #[test]

@@ -112,7 +112,7 @@ mod tests {
             control_plane: 3,
             upstream: 4,
         };
-        crate::render_envoy_config(&template, ports, Path::new("/x.wasm"), "t0k", &[])
+        crate::render_envoy_config(&template, ports, Path::new("/x.wasm"), &[])
     }
 
     #[test]

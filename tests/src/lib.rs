@@ -28,13 +28,17 @@ mod time;
 pub mod ws;
 
 pub use api::{Reply, Tenant};
-pub use config::render_envoy_config;
+pub use config::{render_envoy_config, Ports};
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
 pub use stack::{Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};
 
 /// The feed token the harness shares between the control plane and the filter.
 pub const FEED_TOKEN: &str = "keygate-e2e-feed-token";
+
+/// The variable of Envoy's environment the shipped config reads the feed
+/// token from (`feed.token_env`); every Envoy the harness starts gets it.
+pub const FEED_TOKEN_ENV: &str = keygate::config::DEFAULT_TOKEN_ENV;
 
 /// The bound every revocation must meet (SPEC section 7: p99 under 1 s).
 pub const REVOCATION_BOUND: std::time::Duration = std::time::Duration::from_secs(1);

@@ -14,12 +14,25 @@ pub struct Process {
 impl Process {
     /// Starts `program args…`, stdout and stderr appended to `log`.
     pub fn spawn(name: &'static str, program: &Path, args: &[String], log: PathBuf) -> Process {
+        Process::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// [`Process::spawn`] with `env` (name, value) set on top of the
+    /// inherited environment.
+    pub fn spawn_with_env(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Process {
         let out = open_log(&log);
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot share {}: {e}", log.display()));
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -5,7 +5,7 @@ use crate::api::{Reply, Tenant};
 use crate::config::{render_envoy_config, Ports};
 use crate::paths::{envoy_bin, release_bin, repo_root, wasm_path};
 use crate::process::{read_log, Process};
-use crate::FEED_TOKEN;
+use crate::{FEED_TOKEN, FEED_TOKEN_ENV};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -483,13 +483,7 @@ fn spawn_envoy(
     let template_path = repo_root().join("envoy/envoy.yaml");
     let template = std::fs::read_to_string(&template_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path.display()));
-    let config = render_envoy_config(
-        &template,
-        ports,
-        &wasm_path(),
-        FEED_TOKEN,
-        &options.replacements,
-    );
+    let config = render_envoy_config(&template, ports, &wasm_path(), &options.replacements);
     let config = match options.envoy_config {
         Some(transform) => transform(config, dir.path()),
         None => config,
@@ -511,7 +505,9 @@ fn spawn_envoy(
     .map(String::from);
     let args: Vec<String> = args.into_iter().chain(options.envoy_args.clone()).collect();
     let log = dir.path().join(format!("{name}.log"));
-    Process::spawn("envoy", &envoy_bin(), &args, log)
+    // The filter reads the feed token from Envoy's environment (SPEC §7).
+    let env = [(FEED_TOKEN_ENV, FEED_TOKEN)];
+    Process::spawn_with_env("envoy", &envoy_bin(), &args, &env, log)
 }
 
 fn http_client() -> reqwest::Client {

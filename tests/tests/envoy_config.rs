@@ -1,7 +1,8 @@
 //! The shipped `envoy/envoy.yaml` as Envoy 1.40 sees it (SPEC §7, §8, §9).
 
-use keygate_e2e::{envoy_bin, repo_root, wasm_path};
+use keygate_e2e::{envoy_bin, render_envoy_config, repo_root, wasm_path, FEED_TOKEN_ENV};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn shipped_config() -> String {
     std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap()
@@ -21,6 +22,7 @@ fn shipped_config_validates_with_the_real_wasm() {
     assert!(wasm_path().is_file());
     let out = Command::new(envoy_bin())
         .current_dir(repo_root())
+        .env(FEED_TOKEN_ENV, "a-token-for-validation")
         .args([
             "--mode",
             "validate",
@@ -39,7 +41,8 @@ fn shipped_config_validates_with_the_real_wasm() {
 }
 
 /// Authentication runs before rate limiting (which keys on the headers the
-/// filter sets), and the router comes last.
+/// filter sets), the management API's body limit after both (no buffering
+/// for a refused request), and the router comes last.
 #[test]
 fn filter_order_is_keygate_ratelimit_router() {
     let config = shipped_config();
@@ -50,8 +53,40 @@ fn filter_order_is_keygate_ratelimit_router() {
     };
     let wasm = at("envoy.extensions.filters.http.wasm.v3.Wasm");
     let ratelimit = at("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit");
+    let buffer = at("envoy.extensions.filters.http.buffer.v3.Buffer\n");
     let router = at("envoy.extensions.filters.http.router.v3.Router");
-    assert!(wasm < ratelimit && ratelimit < router);
+    assert!(wasm < ratelimit && ratelimit < buffer && buffer < router);
+}
+
+/// The Istio EnvoyFilter maps Envoy's refusals exactly as envoy/envoy.yaml
+/// does (the same `local_reply_config`, line for line).
+#[test]
+fn istio_maps_refusals_as_the_shipped_config() {
+    let istio = std::fs::read_to_string(repo_root().join("envoy/istio/local-reply.yaml")).unwrap();
+    let shipped = shipped_config();
+    let (ours, theirs) = (local_reply_lines(&shipped), local_reply_lines(&istio));
+    println!("local_reply_config: {} lines", ours.len());
+    assert!(ours.len() > 20, "no local_reply_config in envoy/envoy.yaml");
+    assert_eq!(
+        ours, theirs,
+        "envoy/istio/local-reply.yaml differs from envoy/envoy.yaml"
+    );
+}
+
+/// The lines of the `local_reply_config:` block of a YAML text, unindented.
+fn local_reply_lines(text: &str) -> Vec<&str> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut lines = text
+        .lines()
+        .skip_while(|line| line.trim() != "local_reply_config:");
+    let Some(first) = lines.next() else {
+        return Vec::new();
+    };
+    lines
+        .take_while(|line| line.trim().is_empty() || indent(line) > indent(first))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect()
 }
 
 /// A crashed VM is reloaded, never skipped (FAIL_OPEN would let everyone in).
@@ -60,4 +95,102 @@ fn filter_fails_closed() {
     let config = shipped_config();
     assert!(config.contains("failure_policy: FAIL_RELOAD"));
     assert!(!config.contains("failure_policy: FAIL_OPEN"));
+}
+
+/// Without the feed token in its environment, Envoy refuses the shipped
+/// config at start-up: the filter's configuration error names
+/// `feed.token_env` and the variable, and Envoy exits (SPEC §7). An empty
+/// variable is refused the same way.
+#[test]
+fn envoy_refuses_the_config_without_the_feed_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = shipped_config();
+    let ports = keygate_e2e::Ports {
+        envoy: free_port(),
+        admin: free_port(),
+        control_plane: free_port(),
+        upstream: free_port(),
+    };
+    let config = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &config,
+        render_envoy_config(&template, ports, &wasm_path(), &[]),
+    )
+    .unwrap();
+    for (case, value, says) in [
+        ("unset", None, "is not set"),
+        ("empty", Some(""), "is empty"),
+    ] {
+        let mut command = Command::new(envoy_bin());
+        command.arg("-c").arg(&config).args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+        ]);
+        match value {
+            Some(value) => command.env(FEED_TOKEN_ENV, value),
+            None => command.env_remove(FEED_TOKEN_ENV),
+        };
+        let start = Instant::now();
+        let log_path = dir.path().join(format!("{case}.log"));
+        let status = run_with_timeout(command, &log_path, Duration::from_secs(30));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let error = log
+            .lines()
+            .find(|line| line.contains("feed.token_env"))
+            .unwrap_or("");
+        println!(
+            "{case}: Envoy exited with {} after {:?}; {error}",
+            status,
+            start.elapsed()
+        );
+        assert!(
+            !status.success(),
+            "{case}: Envoy ran without a feed token:\n{log}"
+        );
+        assert!(
+            error.contains(FEED_TOKEN_ENV) && error.contains(says),
+            "{case}: no error naming feed.token_env:\n{log}"
+        );
+        assert!(
+            log.contains("Unable to create Wasm plugin keygate"),
+            "{case}: Envoy did not refuse the filter:\n{log}"
+        );
+    }
+}
+
+/// Runs `command` (its output to `log`) to its end, killing it after `limit`.
+fn run_with_timeout(
+    mut command: Command,
+    log: &std::path::Path,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let out = std::fs::File::create(log).unwrap();
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

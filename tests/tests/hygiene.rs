@@ -1,6 +1,6 @@
 //! Hostile input, metrics, and secrets in logs (SPEC §1, §4, §7).
 
-use keygate_e2e::Stack;
+use keygate_e2e::{Stack, FEED_TOKEN, FEED_TOKEN_ENV};
 use reqwest::Method;
 use std::time::Duration;
 
@@ -166,4 +166,41 @@ async fn no_key_in_logs() {
             "a key is in the control plane's log"
         );
     }
+}
+
+/// The feed token reaches the filter through Envoy's environment only
+/// (SPEC §7): Envoy's whole config dump names the variable, never the
+/// token, and neither log holds it, while the stack works.
+#[tokio::test]
+async fn the_feed_token_is_not_in_the_config_dump() {
+    let stack = Stack::start().await;
+    let key = stack.tenant().api_key.clone();
+    stack.get("/api/v1/memory", &key).await.expect(200);
+    let response = stack
+        .client
+        .get(stack.admin_url("/config_dump"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    let dump = response.text().await.unwrap();
+    println!(
+        "config dump: {} bytes, names {FEED_TOKEN_ENV}: {}, holds the token: {}",
+        dump.len(),
+        dump.contains(FEED_TOKEN_ENV),
+        dump.contains(FEED_TOKEN)
+    );
+    assert!(dump.contains("keygate_filter.wasm") && dump.contains(FEED_TOKEN_ENV));
+    assert!(
+        !dump.contains(FEED_TOKEN),
+        "the feed token is in the config dump"
+    );
+    assert!(
+        !stack.envoy_log().contains(FEED_TOKEN),
+        "the feed token is in Envoy's log"
+    );
+    assert!(
+        !stack.control_plane_log().contains(FEED_TOKEN),
+        "the feed token is in the control plane's log"
+    );
 }

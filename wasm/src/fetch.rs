@@ -44,7 +44,10 @@ impl fmt::Display for Failure {
             Failure::NoResponse => {
                 write!(f, "no response (control plane unreachable or timed out)")
             }
-            Failure::Status(401) => write!(f, "status 401 (the control plane refused feed.token)"),
+            Failure::Status(401) => write!(
+                f,
+                "status 401 (the control plane refused the token in feed.token_env)"
+            ),
             Failure::Status(s) => write!(f, "status {s}"),
             Failure::Garbage(e) => write!(f, "undecodable body ({e})"),
         }

@@ -103,7 +103,7 @@ impl Root {
     }
 
     fn configure(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let mut config = FilterConfig::from_json(bytes).map_err(|e| e.to_string())?;
+        let mut config = FilterConfig::from_json_and_env(bytes).map_err(|e| e.to_string())?;
         let wait = effective_wait(&config.feed);
         if wait < config.feed.wait_seconds {
             log::info!(
@@ -480,7 +480,7 @@ fn dispatch(
     if let Some(client) = client {
         let _ = write!(path, "&client={client}");
     }
-    let authorization = format!("Bearer {}", config.token);
+    let authorization = config.token.authorization();
     let headers = vec![
         (":method", "GET"),
         (":path", path.as_str()),
