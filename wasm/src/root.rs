@@ -18,13 +18,13 @@
 
 use crate::fetch::{Fetcher, Outcome};
 use crate::followers::{self, Announcer, Role};
+use crate::host;
 use crate::http::Http;
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
 use crate::sync::{self, Keys, Lease, Release, Synced};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 use std::cell::Cell;
@@ -108,7 +108,7 @@ impl Root {
             MIN_LEASE_MS.max(4 * tick),
         );
         let announcer = Announcer::new(lease.owner(), now);
-        hostcalls::set_tick_period(Duration::from_millis(tick))
+        host::set_tick_period(Duration::from_millis(tick))
             .map_err(|s| format!("cannot set the tick period: {s:?}"))?;
         *self.state.policy.borrow_mut() = Some(Policy::from(&config));
         self.state
@@ -229,7 +229,7 @@ impl Root {
             ("authorization", authorization.as_str()),
         ];
         let timeout = Duration::from_secs(u64::from(config.wait_seconds) + CALL_MARGIN_SECS);
-        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], timeout) {
+        match host::dispatch_http_call(&config.cluster, headers, timeout) {
             Ok(token) => feed.fetcher.started(token, &ask, now),
             Err(_) => {
                 let outcome = feed.fetcher.start_failed(now);
@@ -300,13 +300,13 @@ impl Root {
         }
         for &id in &dead {
             // The reset happens in Envoy once this callback returns.
-            let closed = hostcalls::set_effective_context(id).is_ok()
-                && hostcalls::reset_http_request().is_ok();
+            let closed =
+                host::set_effective_context(id).is_ok() && host::reset_http_request().is_ok();
             if closed {
                 log::info!("closing WebSocket stream {id}: its key was revoked or expired");
             }
         }
-        let _ = hostcalls::set_effective_context(self.id);
+        let _ = host::set_effective_context(self.id);
         self.state.stats.ws_closed(dead.len());
     }
 
@@ -339,11 +339,7 @@ fn effective_wait(feed: &FeedConfig) -> u32 {
 
 /// Makes `log` filter like Envoy's wasm logger, so filtered lines cost nothing.
 pub fn follow_host_log_level() {
-    if let Ok(level) = hostcalls::get_log_level() {
-        proxy_wasm::set_log_level(level);
-    } else {
-        proxy_wasm::set_log_level(LogLevel::Info);
-    }
+    host::set_log_level(host::log_level().unwrap_or(LogLevel::Info));
 }
 
 impl Context for Root {
@@ -359,18 +355,17 @@ impl Context for Root {
         };
         if feed.fetcher.finish(token) && feed.leader {
             let now = now_ms();
-            // A failed call (reset, oversized body) has no headers; the SDK's
-            // map read would panic on it, so it is not read at all.
+            // A failed call (reset, oversized body) has no headers to read.
             let status = (headers > 0)
                 .then(|| {
-                    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    host::header(MapType::HttpCallResponseHeaders, ":status")
                         .ok()
                         .flatten()
                 })
                 .flatten()
                 .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
             let body = match status {
-                Some(200) => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                Some(200) => host::buffer(BufferType::HttpCallResponseBody, 0, body_size)
                     .ok()
                     .flatten()
                     .unwrap_or_default(),
@@ -411,7 +406,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         follow_host_log_level();
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+        let bytes = host::buffer(BufferType::PluginConfiguration, 0, size)
             .ok()
             .flatten()
             .unwrap_or_default();
