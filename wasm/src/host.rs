@@ -89,7 +89,6 @@ extern "C" {
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
-    #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
