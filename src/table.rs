@@ -45,10 +45,10 @@ const MAX_TIERS: usize = u8::MAX as usize + 1;
 /// 1M-key target); a larger table still loads, growing as its pages come.
 const MAX_EXPECTED_KEYS: usize = 1 << 22;
 /// Fewest pending changes (overlay keys plus tombstones) that trigger a merge.
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 const MIN_MERGE: usize = 4096;
-/// Tests merge early and often.
-#[cfg(test)]
+/// Tests and fuzzing (`fuzz/`, built with `--cfg fuzzing`) merge early and often.
+#[cfg(any(test, fuzzing))]
 const MIN_MERGE: usize = 8;
 /// Most directory bits: 16M buckets, enough for 128M keys.
 const MAX_DIRECTORY_BITS: u32 = 24;

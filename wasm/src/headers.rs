@@ -1,29 +1,21 @@
-//! The request headers in one host call, borrowed from one buffer.
+//! The request headers in one host call, borrowed from one buffer, and the
+//! host's serialized map format (parsed and written here; the call itself is
+//! in [`crate::host`], with every other host call).
 //!
 //! The SDK's `get_map_bytes` copies every name and value into an allocation
 //! of its own and panics on a host status other than Ok or on a name that is
 //! not UTF-8. Here the serialized map the host hands over is kept whole and
 //! parsed with bounds checks into `(name, value)` slices: two allocations a
-//! request whatever the number of headers, and no panic on any input.
+//! request whatever the number of headers, and no panic on any input. The
+//! parser is pure, so it is tested natively and fuzzed (`fuzz/`).
 //!
 //! The host's format (proxy-wasm ABI): `u32` pair count, then per pair the
 //! `u32` name and value lengths, then per pair the name and the value, each
 //! followed by a NUL byte; integers little-endian.
 
-use proxy_wasm::types::{MapType, Status};
+use crate::host;
+use proxy_wasm::types::MapType;
 use std::borrow::Cow;
-use std::ptr::null_mut;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    /// The ABI call behind the SDK's `get_map_bytes` (the same import);
-    /// plain integers, so an unexpected status cannot become an invalid enum.
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> u32;
-}
 
 /// The serialized request header map.
 pub struct RawHeaders(Vec<u8>);
@@ -31,24 +23,9 @@ pub struct RawHeaders(Vec<u8>);
 impl RawHeaders {
     /// Reads the request headers; `None` when the host refuses.
     pub fn read() -> Option<RawHeaders> {
-        let mut data: *mut u8 = null_mut();
-        let mut size: usize = 0;
-        // SAFETY: the host writes a pointer and a size into our two locals;
-        // it has no other effect on our memory.
-        let status = unsafe {
-            proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
-        };
-        if status != Status::Ok as u32 {
-            return None;
-        }
-        if data.is_null() {
-            return Some(RawHeaders(Vec::new()));
-        }
-        // SAFETY: on Ok the host hands over a buffer of `size` bytes that it
-        // allocated through the SDK's `proxy_on_memory_allocate` (a boxed
-        // slice of exactly `size` bytes from the global allocator), so it is
-        // ours to own and free as a Vec of that length and capacity.
-        Some(RawHeaders(unsafe { Vec::from_raw_parts(data, size, size) }))
+        host::header_map(MapType::HttpRequestHeaders)
+            .ok()
+            .map(RawHeaders)
     }
 
     /// The `(name, value)` pairs; bytes of a value that are not UTF-8 read
@@ -59,13 +36,38 @@ impl RawHeaders {
     }
 }
 
+/// Serializes `(name, value)` pairs in the host's format (see the module doc).
+pub fn serialize<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+    let text: usize = pairs
+        .iter()
+        .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
+        .sum();
+    let mut out = Vec::with_capacity(4 + 8 * pairs.len() + text);
+    out.extend_from_slice(&len_u32(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&len_u32(name.as_ref().len()));
+        out.extend_from_slice(&len_u32(value.as_ref().len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_ref());
+        out.push(0);
+        out.extend_from_slice(value.as_ref());
+        out.push(0);
+    }
+    out
+}
+
+fn len_u32(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+}
+
 fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     let word = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes(word.try_into().ok()?) as usize)
 }
 
-/// Parses a serialized map (see the module doc).
-fn parse(bytes: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
+/// Parses a serialized map (see the module doc); `None` when malformed.
+pub fn parse(bytes: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
@@ -91,24 +93,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (name, value) in pairs {
-            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        }
-        for (name, value) in pairs {
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-            out.extend_from_slice(value);
-            out.push(0);
-        }
-        out
-    }
-
     #[test]
     fn parses_what_the_host_sends() {
-        let bytes = serialize(&[
+        let bytes = serialize::<&str, &[u8]>(&[
             (":path", b"/a?b=c"),
             ("x-api-key", b"rk_test_x"),
             ("empty", b""),
@@ -130,7 +117,7 @@ mod tests {
 
     #[test]
     fn malformed_maps_are_refused_without_panic() {
-        let good = serialize(&[("a", b"1"), ("bb", b"22")]);
+        let good = serialize::<&str, &[u8]>(&[("a", b"1"), ("bb", b"22")]);
         for cut in 1..good.len() - 1 {
             assert!(parse(&good[..cut]).is_none(), "prefix of {cut} bytes");
         }
@@ -140,7 +127,7 @@ mod tests {
         let mut long_name = good.clone();
         long_name[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse(&long_name).is_none());
-        let bad_name = serialize(&[("\u{e9}", b"1")]);
+        let bad_name = serialize::<&str, &[u8]>(&[("\u{e9}", b"1")]);
         let mut bad_name = bad_name;
         let at = bad_name.len() - 5;
         bad_name[at] = 0xff;

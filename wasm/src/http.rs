@@ -11,13 +11,13 @@
 //! checked again on every frame.
 
 use crate::headers::RawHeaders;
+use crate::host::{self, Status};
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
 use keygate::decision::{Allow, Decision, Deny, DenyReason, Request, WWW_AUTHENTICATE};
 use keygate::key;
 use keygate::rules::path_only;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::borrow::Cow;
@@ -66,7 +66,7 @@ impl Http {
                 self.id
             );
             // Envoy resets the stream once this callback returns.
-            let _ = hostcalls::reset_http_request();
+            let _ = host::reset_http_request();
         }
         dead
     }
@@ -93,14 +93,18 @@ fn is_websocket_upgrade(headers: &Headers<'_>) -> bool {
     upgrade || header(headers, ":protocol").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Sends the refusal; the request stops here.
+/// Sends the refusal; the request stops here (reset, if the host would not
+/// send it, rather than left hanging).
 fn deny(deny: &Deny) {
     let mut headers = vec![("content-type", "application/json")];
     if deny.needs_www_authenticate() {
         headers.push(("www-authenticate", WWW_AUTHENTICATE));
     }
     let status = u32::from(deny.status);
-    let _ = hostcalls::send_http_response(status, headers, Some(deny.body.as_bytes()));
+    if let Err(e) = host::send_http_response(status, &headers, deny.body.as_bytes()) {
+        log::error!("could not send the {status} refusal ({e:?}); resetting the request");
+        let _ = host::reset_http_request();
+    }
 }
 
 /// Counts and sends a refusal.
@@ -176,20 +180,20 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
 }
 
 /// Rewrites the request for the upstream.
-fn allow(allow: &Allow<'_>, present: &Headers<'_>) -> Result<(), proxy_wasm::types::Status> {
+fn allow(allow: &Allow<'_>, present: &Headers<'_>) -> Result<(), Status> {
     let map = MapType::HttpRequestHeaders;
     for name in allow.headers_to_remove() {
         if header(present, name).is_some() {
-            hostcalls::remove_map_value(map, name)?;
+            host::remove_header(map, name)?;
         }
     }
     if let Some(identity) = &allow.identity {
         for (name, value) in identity.headers().pairs() {
-            hostcalls::add_map_value(map, name, value)?;
+            host::add_header(map, name, value)?;
         }
     }
     if let Some(path) = &allow.new_path {
-        hostcalls::set_map_value(map, ":path", Some(path))?;
+        host::set_header(map, ":path", path)?;
     }
     Ok(())
 }

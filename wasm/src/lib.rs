@@ -1,8 +1,9 @@
 //! keygate's proxy-wasm filter: API-key authentication in Envoy.
 //!
 //! The core crate (`keygate`) takes every decision; this crate glues it to
-//! the host. Modules: [`root`] (configuration, tick, feed), [`http`] (one
-//! decision per request), [`headers`] (request headers in one host call),
+//! the host. Modules: [`host`] (every host call, on the raw ABI), [`root`]
+//! (configuration, tick, feed), [`http`] (one decision per request),
+//! [`headers`] (request headers in one host call, the map format),
 //! [`sync`] and [`fetch`] (one key table feed per Envoy process through
 //! shared data; pure, tested natively), [`followers`]
 //! (which version each VM holds, so snapshot pages leave shared data),
@@ -23,16 +24,17 @@
 //! `feed.sync_interval_ms`, so a revocation reaches every worker within about
 //! one long-poll answer plus one tick.
 //!
-//! Never panics on any input: host calls go through `proxy_wasm::hostcalls`
-//! with every result handled (the SDK's context helpers unwrap), the request
-//! headers through the raw ABI call with a bounds-checked parser (the SDK's
-//! reader panics on an unexpected status), and the workspace lints deny
+//! Never panics on any input: every host call goes through [`host`], on the
+//! raw ABI with every status handled (the SDK's `hostcalls` and logger panic
+//! on a status they do not expect, its context helpers unwrap), the request
+//! headers through a bounds-checked parser, and the workspace lints deny
 //! unwrap, expect, panic and indexing.
 
 pub mod bootstrap;
 pub mod fetch;
 pub mod followers;
 pub mod headers;
+pub mod host;
 pub mod http;
 pub mod root;
 pub mod shared;
@@ -43,6 +45,6 @@ pub mod sync;
 pub mod waiting;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    host::set_log_level(proxy_wasm::types::LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
 }}

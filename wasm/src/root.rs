@@ -23,16 +23,16 @@
 use crate::bootstrap::Bootstrap;
 use crate::fetch::{Ask, Fetcher, Outcome};
 use crate::followers::{self, Announcer, Role};
+use crate::host;
+use crate::host::Status;
 use crate::http::{self, Http, Step};
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
 use crate::sync::{self, Keys, Lease, Release, Synced};
-use crate::waiting;
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 use std::cell::Cell;
 use std::fmt::Write;
 use std::rc::Rc;
@@ -127,7 +127,7 @@ impl Root {
             MIN_LEASE_MS.max(4 * tick),
         );
         let announcer = Announcer::new(lease.owner(), now);
-        hostcalls::set_tick_period(Duration::from_millis(tick))
+        host::set_tick_period(Duration::from_millis(tick))
             .map_err(|s| format!("cannot set the tick period: {s:?}"))?;
         *self.state.policy.borrow_mut() = Some(Policy::from(&config));
         self.state
@@ -382,15 +382,16 @@ impl Root {
         }
         for id in ids {
             // A request whose stream ended is no longer known to the host.
-            if !waiting::set_effective_context(id) {
+            if host::set_effective_context(id).is_err() {
                 continue;
             }
-            if http::decide(&self.state, id, false) == Step::Continue && !waiting::resume_request()
+            if http::decide(&self.state, id, false) == Step::Continue
+                && host::resume_http_request().is_err()
             {
                 log::warn!("could not resume request {id} after its wait for the key table");
             }
         }
-        waiting::set_effective_context(self.id);
+        let _ = host::set_effective_context(self.id);
     }
 
     /// Ticks every [`FAST_TICK_MS`] when `fast`, at the configured period
@@ -404,7 +405,7 @@ impl Root {
         } else {
             u64::from(sync_interval_ms)
         };
-        if hostcalls::set_tick_period(Duration::from_millis(period)).is_ok() {
+        if host::set_tick_period(Duration::from_millis(period)).is_ok() {
             self.fast_tick.set(fast);
         }
     }
@@ -420,12 +421,12 @@ impl Root {
         for &id in &dead {
             // The reset happens in Envoy once this callback returns.
             let closed =
-                waiting::set_effective_context(id) && hostcalls::reset_http_request().is_ok();
+                host::set_effective_context(id).is_ok() && host::reset_http_request().is_ok();
             if closed {
                 log::info!("closing WebSocket stream {id}: its key was revoked or expired");
             }
         }
-        waiting::set_effective_context(self.id);
+        let _ = host::set_effective_context(self.id);
         self.state.stats.ws_closed(dead.len());
     }
 
@@ -488,23 +489,22 @@ fn dispatch(
         ("authorization", authorization.as_str()),
     ];
     let timeout = Duration::from_secs(u64::from(wait_seconds) + CALL_MARGIN_SECS);
-    hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], timeout)
+    host::dispatch_http_call(&config.cluster, headers, timeout)
 }
 
 /// The status and (for a 200) body of an http call's answer.
 fn call_response(headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
-    // A failed call (reset, oversized body) has no headers; the SDK's map
-    // read would panic on it, so it is not read at all.
+    // A failed call (reset, oversized body) has no headers to read.
     let status = (headers > 0)
         .then(|| {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            host::header(MapType::HttpCallResponseHeaders, ":status")
                 .ok()
                 .flatten()
         })
         .flatten()
         .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
     let body = match status {
-        Some(200) => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        Some(200) => host::buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default(),
@@ -515,11 +515,7 @@ fn call_response(headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
 
 /// Makes `log` filter like Envoy's wasm logger, so filtered lines cost nothing.
 pub fn follow_host_log_level() {
-    if let Ok(level) = hostcalls::get_log_level() {
-        proxy_wasm::set_log_level(level);
-    } else {
-        proxy_wasm::set_log_level(LogLevel::Info);
-    }
+    host::set_log_level(host::log_level().unwrap_or(LogLevel::Info));
 }
 
 impl Context for Root {
@@ -576,7 +572,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         follow_host_log_level();
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+        let bytes = host::buffer(BufferType::PluginConfiguration, 0, size)
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -639,7 +635,7 @@ impl RootContext for Root {
         {
             if self.follow(feed) {
                 self.table_changed(now_ms());
-                waiting::set_effective_context(context_id);
+                let _ = host::set_effective_context(context_id);
             } else if self.state.first_table_wait_ms.get() > 0 {
                 // Its request may wait: the table is fetched on a tick soon.
                 self.pace_ticks(true, feed.config.sync_interval_ms);

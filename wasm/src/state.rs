@@ -1,12 +1,12 @@
 //! What a root context shares with the HTTP contexts it creates (one VM, one
 //! thread: `Rc` and `RefCell`).
 
+use crate::host;
 use crate::stats::Stats;
 use crate::streams::Streams;
 use crate::waiting::Waiting;
 use keygate::decision::Policy;
 use keygate::table::KeyTable;
-use proxy_wasm::hostcalls;
 use std::cell::{Cell, Ref, RefCell};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -61,7 +61,7 @@ impl State {
 
 /// The host's clock since the unix epoch (zero if it cannot be read).
 pub fn unix_now() -> Duration {
-    hostcalls::get_current_time()
+    host::current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .unwrap_or_default()

@@ -12,8 +12,8 @@
 //! Per-request counters are kept in the VM and added to the host's on every
 //! tick ([`Stats::flush`]), so a request makes no metric host call.
 
+use crate::host;
 use keygate::decision::DenyReason;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::Cell;
 
@@ -59,19 +59,19 @@ pub struct Stats {
 }
 
 fn define(metric: MetricType, name: &str) -> Option<u32> {
-    hostcalls::define_metric(metric, name).ok()
+    host::define_metric(metric, name).ok()
 }
 
 fn add(id: Option<u32>, n: u64) {
     if let Some(id) = id {
         // A failed metric call is not worth failing a request for.
-        let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        let _ = host::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 
 fn set(id: Option<u32>, value: u64) {
     if let Some(id) = id {
-        let _ = hostcalls::record_metric(id, value);
+        let _ = host::record_metric(id, value);
     }
 }
 

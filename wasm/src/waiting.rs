@@ -1,5 +1,4 @@
-//! Requests paused until this VM's first key table, and the raw host calls
-//! that resume them.
+//! Requests paused until this VM's first key table.
 //!
 //! A request that needs a key in a VM that never had a table waits (paused in
 //! `on_http_request_headers`) until the table arrives or until
@@ -8,36 +7,14 @@
 //! wait at once (more get 503 at once), and a request whose client went away
 //! leaves the registry when its context ends. While a request waits, its
 //! body and trailers are held too: by Envoy's filter contract, going on with
-//! them would send the stopped headers on, undecided. The host calls are the ABI's
-//! own, with plain integer statuses: the SDK's helpers panic on a status
-//! they do not expect.
+//! them would send the stopped headers on, undecided. The root resumes them
+//! through [`crate::host`].
 
-use proxy_wasm::types::{Status, StreamType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Most requests waiting at once in one VM.
 pub const MAX_WAITING: usize = 10_000;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_set_effective_context(context_id: u32) -> u32;
-    fn proxy_continue_stream(stream_type: u32) -> u32;
-}
-
-/// Makes `context_id` the context later host calls act on; false when the
-/// host refuses (the context is gone).
-pub fn set_effective_context(context_id: u32) -> bool {
-    // SAFETY: plain integers in and out; no memory is shared.
-    unsafe { proxy_set_effective_context(context_id) == Status::Ok as u32 }
-}
-
-/// Lets the effective context's paused request go on to the next filter;
-/// false when the host refuses.
-pub fn resume_request() -> bool {
-    // SAFETY: plain integers in and out; no memory is shared.
-    unsafe { proxy_continue_stream(StreamType::HttpRequest as u32) == Status::Ok as u32 }
-}
 
 /// The paused requests of one VM: context id and deadline (unix ms).
 #[derive(Debug, Default)]
