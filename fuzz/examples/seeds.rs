@@ -3,12 +3,17 @@
 //! fuzz/Cargo.toml --example seeds` (rerun it after a change of the feed
 //! format). The text seeds are written by hand.
 
-use keygate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
+use keygate::feed::{
+    encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp, KeySet,
+};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment};
 use keygate_filter::headers::serialize;
 use std::fs;
 use std::path::Path;
+
+/// The key set of every seed body but one (a delta of another key set).
+const KS: KeySet = KeySet([7; 16]);
 
 fn entry(n: u8, scopes: &str, tier: &str, expires_at: u64) -> FeedEntry {
     FeedEntry {
@@ -43,8 +48,9 @@ fn main() -> std::io::Result<()> {
             )
         })
         .collect();
-    let snapshot = encode_snapshot(7, &keys);
+    let snapshot = encode_snapshot(KS, 7, &keys);
     let delta = encode_delta(
+        KS,
         7,
         9,
         &[
@@ -54,7 +60,7 @@ fn main() -> std::io::Result<()> {
             FeedOp::Remove([200; 32]),
         ],
     );
-    let later = encode_delta(9, 10, &[FeedOp::Remove([9; 32])]);
+    let later = encode_delta(KS, 9, 10, &[FeedOp::Remove([9; 32])]);
     let feed = seeds.join("feed");
     write(&feed, "snapshot", &snapshot)?;
     write(
@@ -65,16 +71,21 @@ fn main() -> std::io::Result<()> {
     let (first, rest) = keys.split_at(2);
     let (second, last) = rest.split_at(2);
     let pages = [
-        encode_snapshot_page(5, first, true),
-        encode_snapshot_page(6, second, true),
-        encode_snapshot_page(5, last, false),
-        encode_delta(5, 9, &[FeedOp::Remove([40; 32])]),
+        encode_snapshot_page(KS, 5, first, true),
+        encode_snapshot_page(KS, 6, second, true),
+        encode_snapshot_page(KS, 5, last, false),
+        encode_delta(KS, 5, 9, &[FeedOp::Remove([40; 32])]),
     ];
     write(&feed, "pages-then-delta", &pages.concat())?;
     write(
         &feed,
+        "delta-of-other-key-set",
+        &[snapshot.clone(), encode_delta(KeySet([8; 16]), 7, 8, &[])].concat(),
+    )?;
+    write(
+        &feed,
         "delta-on-other-base",
-        &[snapshot, encode_delta(3, 4, &[])].concat(),
+        &[snapshot, encode_delta(KS, 3, 4, &[])].concat(),
     )?;
 
     let maps = seeds.join("header_map");

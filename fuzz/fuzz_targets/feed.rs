@@ -1,12 +1,12 @@
 //! Feed bodies (`keygate::feed`, `keygate::table`). The input is a run of
-//! bodies, each starting at a `KGT1` magic (bytes before the first one are a
+//! bodies, each starting at the codec's magic (`KGT2`) (bytes before the first one are a
 //! body too). Pages of a snapshot go through `check_snapshot_page` and a
 //! `SnapshotBuilder`; whole snapshots and deltas through `table::decode`,
 //! deltas then through `KeyTable::apply` (again with the table's own base if
 //! theirs did not match). The table is checked against a model built from
 //! the same bytes with the codec's `Reader`: same keys (matched on the
 //! 16-byte hash prefix), same fields, same count, version as announced; a
-//! refused delta changes nothing. Only the public decode API is used.
+//! refused delta (another base or another key set) changes nothing. Only the public decode API is used.
 
 #![no_main]
 
@@ -124,7 +124,7 @@ fn same(a: &KeyTable, b: &KeyTable, probes: &[[u8; 32]]) {
     }
 }
 
-/// Splits the input before every `KGT1`.
+/// Splits the input before every magic.
 fn bodies(data: &[u8]) -> Vec<&[u8]> {
     let mut starts: Vec<usize> = (1..data.len())
         .filter(|&i| data[i..].starts_with(MAGIC))
