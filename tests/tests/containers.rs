@@ -45,7 +45,11 @@ fn images_and_deployment_run_as_the_same_non_root_uid() {
     println!("Dockerfile: {users:?}");
     assert_eq!(users, ["USER 10001:10001", "USER 10001:10001"]);
     let deployment = read("deploy/k8s/deployment.yaml");
-    for line in ["runAsNonRoot: true", "runAsUser: 10001", "runAsGroup: 10001"] {
+    for line in [
+        "runAsNonRoot: true",
+        "runAsUser: 10001",
+        "runAsGroup: 10001",
+    ] {
         assert!(deployment.contains(line), "deployment.yaml lacks {line}");
     }
 }
@@ -57,7 +61,11 @@ fn compose_files_use_a_bridge_network_and_no_inline_secrets() {
     for path in ["docker-compose.yml", "docker-compose.postgres.yml"] {
         let text = read(path);
         assert!(!text.contains("network_mode"), "{path} sets network_mode");
-        for secret in ["KEYGATE_FEED_TOKEN", "KEYGATE_DATABASE", "POSTGRES_PASSWORD"] {
+        for secret in [
+            "KEYGATE_FEED_TOKEN",
+            "KEYGATE_DATABASE",
+            "POSTGRES_PASSWORD",
+        ] {
             let inline = text
                 .lines()
                 .filter(|line| !line.trim_start().starts_with('#'))
@@ -84,4 +92,24 @@ fn deployment_has_two_replicas_probed_on_healthz() {
         );
     }
     assert!(read("deploy/k8s/service.yaml").contains("targetPort: http"));
+}
+
+/// The filter image is what Istio pulls as a Wasm plugin (the "compat"
+/// variant of the Wasm image spec): `FROM scratch` and exactly one COPY, so
+/// exactly one layer, holding `plugin.wasm` at its root.
+#[test]
+fn filter_image_is_one_layer_with_plugin_wasm() {
+    let dockerfile = read("deploy/Dockerfile");
+    let stage: Vec<&str> = dockerfile
+        .lines()
+        .skip_while(|line| *line != "FROM scratch AS filter")
+        .skip(1)
+        .take_while(|line| !line.starts_with("FROM "))
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    println!("filter stage: {stage:?}");
+    assert_eq!(stage.len(), 1, "the filter stage must be one COPY");
+    assert!(stage
+        .iter()
+        .all(|line| line.starts_with("COPY ") && line.ends_with(" /plugin.wasm")));
 }
