@@ -46,7 +46,8 @@ compose() {
 
 ensure_tools
 
-yaml_files=(docker-compose*.yml envoy/compose/*.yaml $(find deploy -name '*.yaml' -o -name '*.yml' | sort))
+mapfile -t deploy_yaml < <(find deploy -name '*.yaml' -o -name '*.yml' | sort)
+yaml_files=(docker-compose*.yml envoy/compose/*.yaml "${deploy_yaml[@]}")
 "$venv/bin/python" - "${yaml_files[@]}" <<'PY'
 import sys, yaml
 for path in sys.argv[1:]:

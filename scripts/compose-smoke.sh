@@ -17,7 +17,7 @@ cd "$root"
 
 if [ "${1:-}" != "--inside" ]; then
   envoy="$(scripts/ensure-envoy.sh)"
-  exec unshare --net --mount env ENVOY="$envoy" "$0" --inside
+  exec unshare --net --mount env KEYGATE_SMOKE_ENVOY="$envoy" "$0" --inside
 fi
 
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -45,7 +45,7 @@ pids+=("$!")
 KEYGATE_LISTEN=127.0.0.2:8080 KEYGATE_DATABASE="$dir/keygate.db" \
   "$bin/keygate-control-plane" serve >"$dir/control-plane.log" 2>&1 &
 pids+=("$!")
-"$ENVOY" -c envoy/compose/envoy.yaml --concurrency 2 --disable-hot-restart --log-level warn >"$dir/envoy.log" 2>&1 &
+"$KEYGATE_SMOKE_ENVOY" -c envoy/compose/envoy.yaml --concurrency 2 --disable-hot-restart --log-level warn >"$dir/envoy.log" 2>&1 &
 pids+=("$!")
 
 start=$(date +%s%N)
@@ -64,7 +64,7 @@ until_status() {
 until_status http://127.0.0.1:10000/ 401
 echo "compose-smoke: filter has its table (401 without a key) after $(ms) ms"
 endpoints="$(curl -s http://127.0.0.1:9901/clusters | grep -oE '^(keygate_control_plane|demo_upstream)::[0-9.]+:[0-9]+' | sort -u)"
-echo "$endpoints" | sed 's/^/compose-smoke: endpoint /'
+while read -r endpoint; do echo "compose-smoke: endpoint $endpoint"; done <<<"$endpoints"
 [ "$(echo "$endpoints" | grep -c '^keygate_control_plane::')" = 2 ] || fail "control-plane did not give two endpoints"
 echo "$endpoints" | grep -q '^demo_upstream::127.0.0.4:8081$' || fail "demo-upstream not resolved"
 
