@@ -19,17 +19,22 @@ fn envoy_is_1_40() {
 /// repository root (the wasm path in it is relative), loading the real wasm.
 #[test]
 fn shipped_config_validates_with_the_real_wasm() {
+    validate_from_repo_root("envoy/envoy.yaml");
+}
+
+/// The same for docker-compose.yml's Envoy config (service names resolve
+/// only at run time: validation creates the DNS clusters without lookups).
+#[test]
+fn compose_config_validates_with_the_real_wasm() {
+    validate_from_repo_root(COMPOSE_CONFIG);
+}
+
+fn validate_from_repo_root(config: &str) {
     assert!(wasm_path().is_file());
     let out = Command::new(envoy_bin())
         .current_dir(repo_root())
         .env(FEED_TOKEN_ENV, "a-token-for-validation")
-        .args([
-            "--mode",
-            "validate",
-            "-c",
-            "envoy/envoy.yaml",
-            "--disable-hot-restart",
-        ])
+        .args(["--mode", "validate", "-c", config, "--disable-hot-restart"])
         .output()
         .unwrap();
     let log =
@@ -38,6 +43,77 @@ fn shipped_config_validates_with_the_real_wasm() {
         out.status.success() && log.contains("OK"),
         "validate failed:\n{log}"
     );
+}
+
+/// docker-compose.yml's Envoy config (see COMPOSE_ADDRESSES).
+const COMPOSE_CONFIG: &str = "envoy/compose/envoy.yaml";
+
+/// What envoy/compose/envoy.yaml changes in envoy/envoy.yaml, and nothing
+/// else: Envoy listens on every interface of its container, and reaches the
+/// control plane and the demo upstream by their compose service names
+/// (STRICT_DNS: every address of a name, so each control-plane replica, is
+/// an endpoint).
+const COMPOSE_ADDRESSES: [(&str, &str); 5] = [
+    (
+        "{ address: 127.0.0.1, port_value: 9901 }",
+        "{ address: 0.0.0.0, port_value: 9901 }",
+    ),
+    (
+        "{ address: 127.0.0.1, port_value: 10000 }",
+        "{ address: 0.0.0.0, port_value: 10000 }",
+    ),
+    (
+        "{ address: 127.0.0.1, port_value: 8080 }",
+        "{ address: control-plane, port_value: 8080 }",
+    ),
+    (
+        "{ address: 127.0.0.1, port_value: 8081 }",
+        "{ address: demo-upstream, port_value: 8081 }",
+    ),
+    ("    type: STATIC\n", "    type: STRICT_DNS\n"),
+];
+
+/// envoy/compose/envoy.yaml is envoy/envoy.yaml with COMPOSE_ADDRESSES
+/// applied, below its own header comment. After a change to envoy/envoy.yaml,
+/// `KEYGATE_BLESS_COMPOSE=1 cargo test -p keygate-e2e --test envoy_config
+/// compose` rewrites it (keeping its header).
+#[test]
+fn compose_config_is_the_shipped_config_with_service_addresses() {
+    let path = repo_root().join(COMPOSE_CONFIG);
+    let compose = std::fs::read_to_string(&path).unwrap();
+    let shipped = shipped_config();
+    let (header, body) = split_header(&compose);
+    let mut expected = split_header(&shipped).1.to_string();
+    for (from, to) in COMPOSE_ADDRESSES {
+        assert!(expected.contains(from), "{from:?} not in envoy/envoy.yaml");
+        expected = expected.replace(from, to);
+    }
+    assert!(
+        !expected.contains("127.0.0.1"),
+        "envoy/envoy.yaml has a loopback address COMPOSE_ADDRESSES does not map"
+    );
+    if std::env::var_os("KEYGATE_BLESS_COMPOSE").is_some() {
+        std::fs::write(&path, format!("{header}{expected}")).unwrap();
+    }
+    println!(
+        "{COMPOSE_CONFIG}: {} lines, {} mapped",
+        expected.lines().count(),
+        COMPOSE_ADDRESSES.len()
+    );
+    assert!(header
+        .lines()
+        .all(|line| line.is_empty() || line.starts_with('#')));
+    assert!(
+        body == expected,
+        "{COMPOSE_CONFIG} differs from envoy/envoy.yaml beyond the addresses; \
+         rerun with KEYGATE_BLESS_COMPOSE=1 to rewrite it"
+    );
+}
+
+/// A config's leading comment block (through its first blank line) and the rest.
+fn split_header(text: &str) -> (&str, &str) {
+    let end = text.find("\n\n").map_or(0, |at| at + 2);
+    text.split_at(end)
 }
 
 /// Authentication runs before rate limiting (which keys on the headers the
