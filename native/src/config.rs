@@ -22,6 +22,7 @@ use crate::stats::Stats;
 use crate::{log, now_ms};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
+use keygate::engine::request::FeedRequest;
 use keygate::feed::KeySet;
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,6 @@ use std::time::Duration;
 
 /// Event of the configuration's scheduler: a tick of the timer.
 pub const EVENT_TICK: u64 = 1;
-/// Extra time a feed call gets beyond the long-poll wait.
-const CALL_MARGIN_MS: u64 = 10_000;
 /// A streak of fetch failures is logged at its start and then this often.
 const FAILURES_LOGGED_EVERY: u32 = 60;
 
@@ -160,24 +159,18 @@ impl ConfigHandle {
         }
         let table = self.shared.table();
         let ask = state.feed.ask(table.as_deref());
+        // A snapshot page is answered at once: no wait.
         let wait = if ask.since == 0 {
             0
         } else {
             self.feed_config.wait_seconds
         };
-        let path = ask.path(&self.feed_config, wait, &self.client);
-        let authorization = self.feed_config.token.authorization();
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", self.feed_config.authority.as_str()),
-            ("authorization", authorization.as_str()),
-        ];
-        let timeout = u64::from(wait) * 1000 + CALL_MARGIN_MS;
-        match host::callout(self.envoy, &self.feed_config.cluster, &headers, timeout) {
+        let request = FeedRequest::new(&self.feed_config, &ask, wait, Some(&self.client));
+        match host::callout(self.envoy, &request) {
             Ok(id) => state.feed.started(id, now),
             Err(code) => {
-                let outcome = state.feed.start_failed(code, now);
+                log::debug(&format!("feed callout not started (result {code})"));
+                let outcome = state.feed.start_failed(now);
                 self.report(state, &outcome);
             }
         }

