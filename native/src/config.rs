@@ -31,6 +31,9 @@ use std::time::Duration;
 
 /// Event of the configuration's scheduler: a tick of the timer.
 pub const EVENT_TICK: u64 = 1;
+/// While requests wait for the first table, a failed fetch is retried at
+/// least this often.
+const WAITING_RETRY_MS: u64 = 250;
 /// A streak of fetch failures is logged at its start and then this often.
 const FAILURES_LOGGED_EVERY: u32 = 60;
 
@@ -147,6 +150,9 @@ impl ConfigHandle {
             return;
         };
         let now = now_ms();
+        if !self.shared.ever_loaded() && self.shared.has_waiting() {
+            state.feed.hurry(WAITING_RETRY_MS);
+        }
         self.poll(&mut state, now);
         self.shared.wake_waiting(Some(now));
         self.each_second(&mut state, now);

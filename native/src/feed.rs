@@ -56,6 +56,8 @@ pub struct Feed {
     in_flight: Option<u64>,
     last_start_ms: u64,
     not_before_ms: u64,
+    /// Unix ms of the last failed answer (or start).
+    failed_ms: u64,
     want_snapshot: bool,
     paging: Option<Paging>,
     min_gap_ms: u64,
@@ -69,6 +71,7 @@ impl Feed {
             in_flight: None,
             last_start_ms: 0,
             not_before_ms: 0,
+            failed_ms: 0,
             want_snapshot: false,
             paging: None,
             min_gap_ms,
@@ -79,6 +82,14 @@ impl Feed {
     /// True when a request may start now.
     pub fn due(&self, now_ms: u64) -> bool {
         self.in_flight.is_none() && now_ms >= self.not_before_ms
+    }
+
+    /// Retries a failure after at most `cap_ms` (requests wait for a first
+    /// table: a control plane that just came up is seen sooner).
+    pub fn hurry(&mut self, cap_ms: u64) {
+        self.not_before_ms = self
+            .not_before_ms
+            .min(self.failed_ms.saturating_add(cap_ms));
     }
 
     /// What the next request asks, given the current table.
@@ -110,6 +121,7 @@ impl Feed {
     /// Records a request that could not start.
     pub fn start_failed(&mut self, now_ms: u64) -> Outcome {
         self.not_before_ms = now_ms.saturating_add(self.retry_ms);
+        self.failed_ms = now_ms;
         Outcome::Failed(Failure::Dispatch)
     }
 
@@ -140,6 +152,7 @@ impl Feed {
         if matches!(outcome, Outcome::Failed(_)) {
             // A snapshot resumes from its first page.
             self.paging = None;
+            self.failed_ms = now_ms;
         }
         self.not_before_ms = match outcome {
             Outcome::Failed(_) => now_ms.saturating_add(self.retry_ms),
@@ -316,6 +329,8 @@ mod tests {
             Outcome::Failed(Failure::NoResponse)
         ));
         assert!(!feed.due(500));
+        feed.hurry(250);
+        assert!(!feed.due(300) && feed.due(350));
         assert!(feed.due(1100));
         assert!(matches!(
             feed.on_answer(None, Some(200), b"garbage", 1100),

@@ -117,6 +117,11 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// True when some request waits for the first table.
+    pub fn has_waiting(&self) -> bool {
+        self.watched().values().any(|w| w.waiting_until.is_some())
+    }
+
     /// Wakes every waiting request (the table came); with `expired_at`,
     /// only those whose wait is over at that unix ms.
     pub fn wake_waiting(&self, expired_at: Option<u64>) {
