@@ -5,7 +5,8 @@
 //! (`keygate::config::FilterConfig`; the feed token from the environment
 //! variable `feed.token_env` names, read from Envoy's process environment),
 //! defines the stats and starts a small timer thread that commits a tick to
-//! the configuration's scheduler every `feed.sync_interval_ms`: Envoy runs
+//! the configuration's scheduler every `feed.sync_interval_ms` (every 5 ms
+//! while requests wait for the first table): Envoy runs
 //! each tick on the main thread (`on_http_filter_config_scheduled`). A tick
 //! starts the next feed request when one is due (config-level HTTP
 //! callouts), decides requests whose wait for the first table is over, and
@@ -31,6 +32,9 @@ use std::time::Duration;
 
 /// Event of the configuration's scheduler: a tick of the timer.
 pub const EVENT_TICK: u64 = 1;
+/// The tick period while requests wait for the first table, so that their
+/// wait ends on time.
+const FAST_TICK: Duration = Duration::from_millis(5);
 /// While requests wait for the first table, a failed fetch is retried at
 /// least this often.
 const WAITING_RETRY_MS: u64 = 250;
@@ -55,13 +59,16 @@ struct Timer {
 }
 
 impl Timer {
-    fn start(scheduler: ConfigScheduler, period: Duration) -> Timer {
+    /// Ticks every `period`, every [`FAST_TICK`] while requests of
+    /// `shared` wait for the first table.
+    fn start(scheduler: ConfigScheduler, period: Duration, shared: Arc<Shared>) -> Timer {
         let scheduler = Arc::new(Mutex::new(Some(scheduler)));
         let ticking = Arc::clone(&scheduler);
         let spawned = thread::Builder::new()
             .name("keygate-timer".into())
             .spawn(move || loop {
-                thread::sleep(period);
+                let fast = !shared.ever_loaded() && shared.has_waiting();
+                thread::sleep(if fast { FAST_TICK } else { period });
                 let guard = ticking
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -131,7 +138,7 @@ impl ConfigHandle {
         let tick = u64::from(feed.sync_interval_ms);
         Ok(ConfigHandle {
             envoy,
-            shared,
+            shared: Arc::clone(&shared),
             client,
             state: RefCell::new(FeedState {
                 feed: Feed::new(tick, u64::from(feed.retry_ms)),
@@ -140,7 +147,7 @@ impl ConfigHandle {
                 first_table_from: Some(now_ms()),
             }),
             feed_config: feed,
-            _timer: Timer::start(scheduler, Duration::from_millis(tick)),
+            _timer: Timer::start(scheduler, Duration::from_millis(tick), Arc::clone(&shared)),
         })
     }
 
