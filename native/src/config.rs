@@ -13,7 +13,9 @@
 //! once a second wakes WebSockets whose key expired and records the table's
 //! age. An answer ([`ConfigHandle::on_answer`]) that brings a new table
 //! publishes it to every worker at once, wakes the waiting requests and the
-//! WebSockets whose key died.
+//! WebSockets whose key died. A configuration made while another of the
+//! same feed runs (a reload) starts with that one's table, and follows the
+//! feed with its own stream from there.
 
 use crate::abi::ConfigEnvoy;
 use crate::feed::{Feed, Outcome};
@@ -52,10 +54,13 @@ struct FeedState {
     first_table_from: Option<u64>,
 }
 
-/// The timer thread's handle: dropping it stops the ticks (and deletes the
-/// scheduler, under the lock the thread commits with).
+/// The timer thread's handle. Dropping it stops the ticks: the scheduler
+/// is deleted under the lock the thread commits with, and the thread is
+/// woken and joined, so no module code runs once the configuration is gone
+/// (the module could be unloaded then).
 struct Timer {
     scheduler: Arc<Mutex<Option<ConfigScheduler>>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Timer {
@@ -68,7 +73,7 @@ impl Timer {
             .name("keygate-timer".into())
             .spawn(move || loop {
                 let fast = !shared.ever_loaded() && shared.has_waiting();
-                thread::sleep(if fast { FAST_TICK } else { period });
+                thread::park_timeout(if fast { FAST_TICK } else { period });
                 let guard = ticking
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -80,17 +85,25 @@ impl Timer {
         if spawned.is_err() {
             log::error("could not start the timer thread: the key table will not be fetched");
         }
-        Timer { scheduler }
+        Timer {
+            scheduler,
+            thread: spawned.ok(),
+        }
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        let mut guard = self
+        let taken = self
             .scheduler
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        drop(guard.take());
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(taken);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 
@@ -130,6 +143,16 @@ impl ConfigHandle {
             u64::from(feed.max_staleness_seconds) * 1000,
             u64::from(feed.first_table_wait_ms),
         ));
+        let feed_key = format!("{}|{}|{}", feed.cluster, feed.authority, feed.path);
+        let adopted = shared.join_peers(&feed_key);
+        if let Some(table) = shared.table().filter(|_| adopted) {
+            log::info(&format!(
+                "starting with key table version {} ({} keys) of a running configuration of this feed",
+                table.version(),
+                table.len()
+            ));
+            shared.stats.table(envoy, table.version(), table.len());
+        }
         let scheduler = ConfigScheduler::new(envoy)
             .ok_or_else(|| "Envoy gave no scheduler to the configuration".to_string())?;
         let client = KeySet::random()
@@ -144,7 +167,7 @@ impl ConfigHandle {
                 feed: Feed::new(tick, u64::from(feed.retry_ms)),
                 failures: 0,
                 last_second: 0,
-                first_table_from: Some(now_ms()),
+                first_table_from: (!adopted).then(now_ms),
             }),
             feed_config: feed,
             _timer: Timer::start(scheduler, Duration::from_millis(tick), Arc::clone(&shared)),
