@@ -27,8 +27,7 @@ use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
 use keygate::engine::request::FeedRequest;
 use keygate::feed::KeySet;
-use std::cell::RefCell;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::Duration;
 
@@ -114,9 +113,15 @@ pub struct ConfigHandle {
     feed_config: FeedConfig,
     /// Names this Envoy's fetch stream to the control plane.
     client: String,
-    state: RefCell<FeedState>,
+    /// Main thread only (a mutex so that the handle is `Sync`; never contended).
+    state: Mutex<FeedState>,
     _timer: Timer,
 }
+
+// SAFETY: workers only read `shared` (in `on_http_filter_new`); `envoy` is
+// used by the main thread's hooks alone, the one thread Envoy calls the
+// configuration's hooks on; the feed state is behind a mutex.
+unsafe impl Sync for ConfigHandle {}
 
 /// The long-poll wait: at most a quarter of the maximum staleness (a held
 /// request is no proof that the control plane is up).
@@ -163,7 +168,7 @@ impl ConfigHandle {
             envoy,
             shared: Arc::clone(&shared),
             client,
-            state: RefCell::new(FeedState {
+            state: Mutex::new(FeedState {
                 feed: Feed::new(tick, u64::from(feed.retry_ms)),
                 failures: 0,
                 last_second: 0,
@@ -174,9 +179,20 @@ impl ConfigHandle {
         })
     }
 
+    /// The feed state, unless a hook up the stack holds it (a callback Envoy
+    /// made from inside a call of ours). A panic caught while it was held
+    /// left it consistent enough to go on: every change is a plain store.
+    fn feed_state(&self) -> Option<MutexGuard<'_, FeedState>> {
+        match self.state.try_lock() {
+            Ok(state) => Some(state),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// A tick of the timer (main thread).
     pub fn on_tick(&self) {
-        let Ok(mut state) = self.state.try_borrow_mut() else {
+        let Some(mut state) = self.feed_state() else {
             return;
         };
         let now = now_ms();
@@ -215,7 +231,7 @@ impl ConfigHandle {
     /// The answer to callout `id` (main thread): `status` `None` when the
     /// call failed without an HTTP answer.
     pub fn on_answer(&self, id: u64, status: Option<u16>, body: &[u8]) {
-        let Ok(mut state) = self.state.try_borrow_mut() else {
+        let Some(mut state) = self.feed_state() else {
             return;
         };
         if !state.feed.finish(id) {
