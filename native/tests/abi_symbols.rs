@@ -27,7 +27,9 @@ fn module() -> PathBuf {
         .status()
         .expect("cargo build --profile native");
     assert!(status.success(), "building the native module failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root().join("target"), PathBuf::from);
+    // A relative CARGO_TARGET_DIR is relative to the workspace root.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or(root().join("target"), |d| root().join(d));
     target.join("native/libkeygate_native.so")
 }
 
