@@ -10,45 +10,15 @@
 //! [`crate::engine::fetch`] (unit-tested natively).
 
 use crate::engine::fetch::{Ask, Fetcher, Outcome};
-use crate::engine::store::{SharedKeys, Store};
+use crate::engine::store::{MemoryStore, SharedKeys};
 use crate::engine::sync;
 use crate::table::KeyTable;
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-/// A [`Store`] in this VM's memory only.
-#[derive(Debug, Default)]
-struct LocalStore {
-    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-}
-
-impl Store for LocalStore {
-    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
-        self.entries
-            .borrow()
-            .get(key)
-            .map_or((Vec::new(), None), |(value, cas)| {
-                (value.clone(), Some(*cas))
-            })
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut entries = self.entries.borrow_mut();
-        let current = entries.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        let next = current.map_or(1, |c| c.wrapping_add(1));
-        entries.insert(key.to_string(), (value.to_vec(), next));
-        true
-    }
-}
 
 /// One VM's own snapshot fetch.
 #[derive(Debug)]
 pub struct Bootstrap {
     fetcher: Fetcher,
-    store: LocalStore,
+    store: MemoryStore,
     keys: SharedKeys,
 }
 
@@ -57,7 +27,7 @@ impl Bootstrap {
     pub fn new(retry_ms: u64) -> Bootstrap {
         Bootstrap {
             fetcher: Fetcher::new(0, retry_ms),
-            store: LocalStore::default(),
+            store: MemoryStore::default(),
             keys: SharedKeys::new("bootstrap"),
         }
     }

@@ -23,7 +23,7 @@
 //!   snapshot, as received (about 1 MiB each, so no VM ever copies a whole
 //!   table's worth of bytes at once). A snapshot bigger than
 //!   `feed.keep_snapshot_bytes` is emptied by the leader once every following
-//!   VM holds its version (see [`crate::followers`]); a VM that needs it
+//!   VM holds its version (see [`crate::engine::followers`]); a VM that needs it
 //!   later asks for a fresh snapshot.
 //! - **deltas** (`<ns>delta.<base % RING>`): delta bodies from the snapshot
 //!   version to the head version, each found under the slot of its base.
