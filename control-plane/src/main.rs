@@ -25,7 +25,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 use delivery::Delivery;
 use maintenance::Upkeep;
-use policy::Policy;
+use policy::MintPolicy;
 use service::Service;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
-    let policy = Policy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
+    let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
     if let Command::Serve(args) = &cli.command {
         if args.feed_token.as_deref().is_none_or(str::is_empty) {
             return Err(
