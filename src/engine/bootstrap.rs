@@ -1,10 +1,11 @@
-//! A new VM's first key table, straight from the control plane.
+//! A new member's (VM's) first key table, straight from the control plane.
 //!
 //! A VM whose requests wait for a first table that shared data does not
 //! have either (a new `vm_id` after a reload, a cold start) need not wait
 //! for the election and the leader's first fetch: it asks for a snapshot
-//! itself at once, in parallel, and retries often while requests wait. Every page is asked with `wait=0`, so no long-poll is held, and
-//! kept in a private store, then loaded into this VM's own table; from then
+//! itself at once, in parallel, and retries often while requests wait.
+//! Every page is asked with `wait=0`, so no long-poll is held, and kept in
+//! a private [`MemoryStore`], then loaded into this VM's own table; from then
 //! on the VM follows shared data like any other, and the leader's long-poll
 //! stays the Envoy's only feed stream. Pure logic over the fetch loop of
 //! [`crate::engine::fetch`] (unit-tested natively).

@@ -1,8 +1,9 @@
-//! One key table feed per Envoy process, shared by every VM through shared data.
+//! One key table feed per proxy process, shared by its members through a store.
 //!
-//! Envoy runs one VM per worker thread (plus one on the main thread); they
-//! share a process-wide key/value store ("shared data", per `vm_id`) with
-//! compare-and-swap. Pure logic over a small [`Store`] trait, so it is
+//! The members are the wasm adapter's VMs: Envoy runs one per worker thread
+//! (plus one on the main thread); they share a process-wide key/value store
+//! ("shared data", per `vm_id`) with compare-and-swap. Pure logic over the
+//! [`Store`] trait and the value names of [`SharedKeys`], so it is
 //! unit-tested natively:
 //!
 //! - **lease** (`<ns>lease` = `"<owner> <deadline ms>"`): the VM holding it is
