@@ -1,10 +1,10 @@
-//! The lease holder's fetch loop, without host calls (unit-tested natively).
+//! The lease holder's fetch loop: what to ask next, what an answer did, pacing.
 //!
 //! One request at a time: `GET <path>?since=<version>&wait=<s>&key_set=<id>`
 //! (the key set of the shared head, or of the snapshot being assembled: the
 //! control plane answers a client of another key set with a snapshot). The leader
 //! keeps no table of its own for this: it checks each 200 body and publishes
-//! it to shared data, where every VM that serves requests picks it up. A
+//! it to the store, where every member that serves requests picks it up. A
 //! snapshot comes in pages (docs/feed-protocol.md): each is stored as it
 //! arrives and the next one is asked for at once (`since=0&after=<hash>`);
 //! the head points at the snapshot after its last page. A delta extends the
@@ -16,9 +16,10 @@
 //! before it abandons that snapshot, which starts over from its first page.
 //! Requests other than the next page never start less than `min_gap_ms` apart.
 
-use crate::sync::{self, Head, Keys, PagedSnapshot, Store};
-use keygate::feed::{self, FeedError, KeySet, Reader};
-use keygate::table::{self, Update};
+use crate::engine::store::{SharedKeys, Store};
+use crate::engine::sync::{self, Head, PagedSnapshot};
+use crate::feed::{self, FeedError, KeySet, Reader};
+use crate::table::{self, Update};
 use std::fmt;
 
 /// Why a fetch gave nothing usable.
@@ -184,7 +185,7 @@ impl Fetcher {
     pub fn on_response(
         &mut self,
         store: &impl Store,
-        keys: &Keys,
+        keys: &SharedKeys,
         status: Option<u16>,
         body: &[u8],
         now_ms: u64,
@@ -212,7 +213,13 @@ impl Fetcher {
         outcome
     }
 
-    fn on_body(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+    fn on_body(
+        &mut self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
         match Reader::header(body) {
             Err(e) => Outcome::Failed(Failure::Garbage(e)),
             Ok((header, _)) if header.snapshot => {
@@ -225,7 +232,7 @@ impl Fetcher {
     fn on_page(
         &mut self,
         store: &impl Store,
-        keys: &Keys,
+        keys: &SharedKeys,
         body: &[u8],
         key_set: KeySet,
         now_ms: u64,
@@ -264,7 +271,13 @@ impl Fetcher {
         }
     }
 
-    fn on_delta(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+    fn on_delta(
+        &mut self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
         let delta = match table::decode(body) {
             Ok(Update::Delta(d)) => d,
             Ok(Update::Snapshot(_)) => return Outcome::Failed(Failure::Garbage(FeedError::Magic)),
