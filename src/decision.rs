@@ -232,7 +232,30 @@ pub struct Request<'a, H, V> {
     pub headers: &'a [(H, V)],
 }
 
-impl<H: AsRef<str>, V: AsRef<str>> Request<'_, H, V> {
+impl<'a, H: AsRef<str>, V: AsRef<str>> Request<'a, H, V> {
+    /// The request as an adapter reads it: method and path from the
+    /// `:method` and `:path` pseudo-headers (`""` and `/` when absent).
+    pub fn from_headers(headers: &'a [(H, V)]) -> Self {
+        Request {
+            method: header(headers, ":method").unwrap_or(""),
+            path: header(headers, ":path").unwrap_or("/"),
+            headers,
+        }
+    }
+
+    /// A WebSocket upgrade: `Upgrade: websocket` (HTTP/1.1) or
+    /// `:protocol: websocket` (extended CONNECT).
+    pub fn is_websocket_upgrade(&self) -> bool {
+        let upgrade = self.header_values("upgrade").any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
+        upgrade
+            || self
+                .header_values(":protocol")
+                .any(|v| v.eq_ignore_ascii_case("websocket"))
+    }
+
     fn header_values<'s>(&'s self, name: &'static str) -> impl Iterator<Item = &'s str> + 's {
         self.headers
             .iter()
@@ -247,6 +270,17 @@ impl<H: AsRef<str>, V: AsRef<str>> Request<'_, H, V> {
                 .next()
                 .is_some()
     }
+}
+
+/// The first value of header `name` (case-insensitive) in `headers`.
+pub fn header<'h, H: AsRef<str>, V: AsRef<str>>(
+    headers: &'h [(H, V)],
+    name: &str,
+) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
 }
 
 /// The configured rules and key settings that decisions use.

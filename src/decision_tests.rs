@@ -359,3 +359,21 @@ fn every_error_body_is_json_of_the_spec_shape() {
         );
     }
 }
+
+#[test]
+fn a_request_reads_its_pseudo_headers_and_upgrades() {
+    let h = [
+        (":Method", "GET"),
+        (":path", "/stream/x?a=1"),
+        ("Upgrade", "h2c, WebSocket"),
+    ];
+    let r = Request::from_headers(&h);
+    assert_eq!((r.method, r.path), ("GET", "/stream/x?a=1"));
+    assert!(r.is_websocket_upgrade());
+    let connect = [(":method", "CONNECT"), (":protocol", "websocket")];
+    assert!(Request::from_headers(&connect).is_websocket_upgrade());
+    let plain: [(&str, &str); 1] = [("upgrade", "h2c")];
+    let r = Request::from_headers(&plain);
+    assert_eq!((r.method, r.path), ("", "/"));
+    assert!(!r.is_websocket_upgrade());
+}

@@ -15,7 +15,9 @@ use crate::abi::FilterEnvoy;
 use crate::host::{self, FilterScheduler, RequestHeaders};
 use crate::shared::{key_is_dead, Shared, Watch};
 use crate::{log, now_ms};
-use keygate::decision::{Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE};
+use keygate::decision::{
+    self, Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE,
+};
 use keygate::rules::path_only;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -44,21 +46,6 @@ pub struct Filter {
     websocket: Option<[u8; 32]>,
 }
 
-fn header<'a>(headers: &'a Headers<'_>, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_ref())
-}
-
-fn is_websocket_upgrade(headers: &Headers<'_>) -> bool {
-    let upgrade = header(headers, "upgrade").is_some_and(|v| {
-        v.split(',')
-            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-    });
-    upgrade || header(headers, ":protocol").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
 /// Sends the refusal of `deny` on `filter`.
 pub fn send_deny(filter: FilterEnvoy, deny: &Deny) {
     let mut headers = vec![("content-type", "application/json")];
@@ -76,7 +63,7 @@ fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> boo
     let mut ok = true;
     for name in allow.headers_to_remove() {
         let replaced = set.iter().any(|(n, _)| *n == name);
-        if !replaced && header(present, name).is_some() {
+        if !replaced && decision::header(present, name).is_some() {
             ok &= host::set_request_header(filter, name, None);
         }
     }
@@ -120,21 +107,15 @@ impl Filter {
             return self.refuse_not_ready();
         };
         let headers = raw.pairs();
-        let method = header(&headers, ":method").unwrap_or("");
-        let path = header(&headers, ":path").unwrap_or("/");
+        let request = Request::from_headers(&headers);
         let now = now_ms();
         let table = self.shared.fresh_table(now);
         let policy: &Policy = &self.shared.policy;
-        let request = Request {
-            method,
-            path,
-            headers: &headers,
-        };
         match policy.decide(table.as_deref(), &request, now / 1000) {
             Decision::Allow(allow) => {
                 let upgrade = allow
                     .identity
-                    .filter(|_| is_websocket_upgrade(&headers))
+                    .filter(|_| request.is_websocket_upgrade())
                     .map(|i| i.hash);
                 if !rewrite(self.envoy, &allow, &headers) {
                     log::error("could not rewrite the request headers; refusing it");
@@ -153,8 +134,9 @@ impl Filter {
                 if log::debug_enabled() {
                     // The path without its query (it may carry ?api_key=).
                     log::debug(&format!(
-                        "denied {method} {} {} ({})",
-                        path_only(path),
+                        "denied {} {} {} ({})",
+                        request.method,
+                        path_only(request.path),
                         d.status,
                         d.reason.as_str()
                     ));

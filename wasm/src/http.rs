@@ -15,7 +15,7 @@ use crate::host::{self, Status};
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
-use keygate::decision::{Allow, Decision, Deny, DenyReason, Request, WWW_AUTHENTICATE};
+use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Request, WWW_AUTHENTICATE};
 use keygate::key;
 use keygate::rules::path_only;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -78,21 +78,6 @@ impl Http {
     }
 }
 
-fn header<'a>(headers: &'a Headers<'_>, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_ref())
-}
-
-fn is_websocket_upgrade(headers: &Headers<'_>) -> bool {
-    let upgrade = header(headers, "upgrade").is_some_and(|v| {
-        v.split(',')
-            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-    });
-    upgrade || header(headers, ":protocol").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
 /// Sends the refusal; the request stops here (reset, if the host would not
 /// send it, rather than left hanging).
 fn deny(deny: &Deny) {
@@ -137,15 +122,10 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
     let (Some(policy), Some(headers)) = (policy.as_ref(), headers) else {
         return refuse(state, &Deny::not_ready());
     };
-    let method = header(&headers, ":method").unwrap_or("");
-    let path = header(&headers, ":path").unwrap_or("/");
+    let request = Request::from_headers(&headers);
+    let (method, path) = (request.method, request.path);
     let now = state.clock_ms.get();
     let table = state.fresh_table(now);
-    let request = Request {
-        method,
-        path,
-        headers: &headers,
-    };
     match policy.decide(table.as_deref(), &request, now / 1000) {
         Decision::Allow(a) => {
             if allow(&a, &headers).is_err() {
@@ -153,7 +133,7 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
                 return refuse(state, &Deny::not_ready());
             }
             state.stats.allowed();
-            if let Some(identity) = a.identity.filter(|_| is_websocket_upgrade(&headers)) {
+            if let Some(identity) = a.identity.filter(|_| request.is_websocket_upgrade()) {
                 state.streams.register(id, identity.hash);
             }
             Step::Continue
@@ -168,7 +148,7 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
                 log::debug!(
                     "denied {} {} {} ({}), key {}",
                     method,
-                    path_only(path),
+                    path_only(request.path),
                     d.status,
                     d.reason.as_str(),
                     key_prefix_for_log(&headers, path, &policy.key_prefix)
@@ -183,7 +163,7 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
 fn allow(allow: &Allow<'_>, present: &Headers<'_>) -> Result<(), Status> {
     let map = MapType::HttpRequestHeaders;
     for name in allow.headers_to_remove() {
-        if header(present, name).is_some() {
+        if decision::header(present, name).is_some() {
             host::remove_header(map, name)?;
         }
     }
