@@ -1,4 +1,4 @@
-//! keygate control plane: owns the API keys (hashed, in SQLite), serves the
+//! keygate control plane: owns the API keys (hashed, in SQLite or PostgreSQL), serves the
 //! management API of SPEC §6 and the key table feed of the filters, and has
 //! admin commands for bootstrapping. See `--help`.
 
@@ -30,7 +30,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use store::sqlite::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -62,15 +61,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
         }
     }
-    let store = SqliteStore::open(&common.database)
-        .map_err(|e| format!("cannot open {}: {e}", common.database.display()))?;
+    let store = store::open(&common.database).await?;
     // Admin commands serve no feed: nobody to wait for.
     let propagation = match &cli.command {
         Command::Serve(args) => Duration::from_millis(args.propagation_timeout_ms),
         _ => Duration::ZERO,
     };
     let delivery = Arc::new(Delivery::new(propagation));
-    let service = Arc::new(Service::new(Arc::new(store), policy, delivery));
+    let service = Arc::new(Service::new(store, policy, delivery));
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {
