@@ -120,9 +120,14 @@ impl Server {
         &self.database
     }
 
+    /// True on a PostgreSQL database.
+    pub fn on_postgres(&self) -> bool {
+        self.database.starts_with("postgres://")
+    }
+
     /// Runs SQL statements on the database (stopped server on SQLite).
     pub async fn sql(&self, statements: &str) {
-        if pg::selected() {
+        if self.on_postgres() {
             pg::execute(&self.database, statements).await;
         } else {
             let conn = rusqlite::Connection::open(&self.database).unwrap();
@@ -133,7 +138,7 @@ impl Server {
     /// Everything the database stores, to look for secrets in: the SQLite
     /// files, or every row of every table as text (key hashes as bytes).
     pub async fn stored(&self) -> Vec<u8> {
-        if !pg::selected() {
+        if !self.on_postgres() {
             let mut stored = Vec::new();
             for entry in std::fs::read_dir(self.db_path().parent().unwrap()).unwrap() {
                 stored.extend(std::fs::read(entry.unwrap().path()).unwrap());
