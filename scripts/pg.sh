@@ -11,6 +11,8 @@
 #                             to the URL; stop and remove; exit as CMD did.
 #   scripts/pg.sh bin         print the directory of initdb/pg_ctl (exit 1 if
 #                             PostgreSQL is not installed).
+#   scripts/pg.sh ensure      install Debian's postgresql package if initdb
+#                             is missing (apt-get, as root), saying so.
 #
 # The URL names the `postgres` database of user keygate, with a random
 # password (scram-sha-256 on TCP); tests CREATE DATABASE their own in it.
@@ -87,9 +89,25 @@ stop() {
   fi
 }
 
+ensure() {
+  if pg_bin >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "pg.sh: the PostgreSQL tests need initdb and pg_ctl: install PostgreSQL (Debian: apt-get install -y postgresql)" >&2
+    return 1
+  fi
+  echo "keygate: installing PostgreSQL for the tests (apt-get install -y postgresql)" >&2
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+  pg_bin >/dev/null
+}
+
 case "${1:-}" in
   bin)
     pg_bin
+    ;;
+  ensure)
+    ensure
     ;;
   while)
     watched="${2:?usage: pg.sh while PID}"
@@ -108,7 +126,7 @@ case "${1:-}" in
     KEYGATE_TEST_POSTGRES="$URL" "$@"
     ;;
   *)
-    echo "usage: scripts/pg.sh while PID | run CMD... | bin" >&2
+    echo "usage: scripts/pg.sh while PID | run CMD... | bin | ensure" >&2
     exit 2
     ;;
 esac
