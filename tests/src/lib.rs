@@ -20,6 +20,7 @@
 mod api;
 mod config;
 mod paths;
+pub mod pg;
 mod process;
 mod stack;
 mod time;
@@ -28,7 +29,7 @@ pub mod ws;
 pub use api::{Reply, Tenant};
 pub use config::render_envoy_config;
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
-pub use stack::{Stack, StackOptions, STEADY};
+pub use stack::{free_port, Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};
 
 /// The feed token the harness shares between the control plane and the filter.
