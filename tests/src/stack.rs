@@ -440,14 +440,28 @@ impl Stack {
 
     /// One counter or gauge from `/stats` (exact name).
     pub async fn stat(&self, name: &str) -> Option<u64> {
-        let text = self.stats(&format!("^{}$", name.replace('.', "\\."))).await;
+        self.stat_on(self.ports.admin, name).await
+    }
+
+    /// [`Stack::stat`] of the Envoy whose admin listens on `admin`.
+    pub async fn stat_on(&self, admin: u16, name: &str) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{admin}/stats");
+        let filter = format!("^{}$", name.replace('.', "\\."));
+        let response = self.client.get(url).query(&[("filter", filter)]).send();
+        let text = response.await.ok()?.text().await.ok()?;
         parse_stat(&text, name)
     }
 
     /// The sum of every sample of the metric `family` (all labels) on the
     /// control plane's `/metrics`.
     pub async fn control_plane_metric(&self, family: &str) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.ports.control_plane);
+        self.control_plane_metric_on(self.ports.control_plane, family)
+            .await
+    }
+
+    /// [`Stack::control_plane_metric`] of the control plane on `port`.
+    pub async fn control_plane_metric_on(&self, port: u16, family: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{port}/metrics");
         let response = self
             .client
             .get(url)
