@@ -101,7 +101,10 @@ async fn a_revocation_through_one_replica_wakes_the_long_polls_of_the_other() {
     let mut took = Vec::new();
     for i in 0..10 {
         let made = a
-            .create_key(&t.key, json!({"name": format!("k{i}"), "scopes": ["memory:read"]}))
+            .create_key(
+                &t.key,
+                json!({"name": format!("k{i}"), "scopes": ["memory:read"]}),
+            )
             .await;
         let current = a.feed("").await.version();
         assert!(
@@ -186,7 +189,10 @@ async fn the_delivered_answer_counts_the_envoys_of_the_replica_that_took_the_wri
     };
     let (reply, _) = tokio::join!(revoke, acking);
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["propagated"], json!({"envoys": 1, "reached": 1}));
+    assert_eq!(
+        reply.json()["propagated"],
+        json!({"envoys": 1, "reached": 1})
+    );
     assert_eq!(b.metric("keygate_feed_envoys").await, 1);
     drop(on_b);
 }

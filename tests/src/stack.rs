@@ -373,10 +373,7 @@ impl Stack {
 
     /// [`Stack::start_another_envoy`] with its own `(from, to)` replacements
     /// in `envoy/envoy.yaml` instead of the stack's.
-    pub async fn start_another_envoy_with(
-        &mut self,
-        replacements: Vec<(String, String)>,
-    ) -> Ports {
+    pub async fn start_another_envoy_with(&mut self, replacements: Vec<(String, String)>) -> Ports {
         let options = StackOptions {
             replacements,
             ..self.options.clone()

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 const READY: &str = "/keygate/ready";
 /// The feed cluster's endpoints start after this line of envoy/envoy.yaml.
-const ENDPOINTS: &str = "    load_assignment:\n      cluster_name: keygate_control_plane\n      endpoints:\n";
+const ENDPOINTS: &str =
+    "    load_assignment:\n      cluster_name: keygate_control_plane\n      endpoints:\n";
 /// Revocations measured across replicas.
 const REVOCATIONS: usize = 20;
 /// Writers per replica during the burst.
@@ -190,17 +191,28 @@ async fn two_replicas_two_envoys_revoke_across_and_survive_a_kill() {
 
     // Each Envoy polls its first replica: A counts Envoy 1, B counts Envoy 2.
     let start = Instant::now();
-    while stack.control_plane_metric_on(a, "keygate_feed_envoys").await != 1
-        || stack.control_plane_metric_on(b, "keygate_feed_envoys").await != 1
+    while stack
+        .control_plane_metric_on(a, "keygate_feed_envoys")
+        .await
+        != 1
+        || stack
+            .control_plane_metric_on(b, "keygate_feed_envoys")
+            .await
+            != 1
     {
-        assert!(start.elapsed() < EFFECTIVE, "each replica should count one Envoy");
+        assert!(
+            start.elapsed() < EFFECTIVE,
+            "each replica should count one Envoy"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Revocations through A, while Envoy 2 polls B.
     let mut across = Vec::new();
     for i in 0..REVOCATIONS {
-        let minted = mint(&client, a, &admin, &format!("across-{i}")).await.unwrap();
+        let minted = mint(&client, a, &admin, &format!("across-{i}"))
+            .await
+            .unwrap();
         effective_at(&stack, both, &minted.key, 200).await;
         let at_envoy2 = async {
             stack
@@ -217,7 +229,10 @@ async fn two_replicas_two_envoys_revoke_across_and_survive_a_kill() {
         let (propagated, took2, took1) =
             tokio::join!(revoke(&client, a, &admin, &minted.id), at_envoy2, at_envoy1);
         let propagated = propagated.unwrap();
-        assert_eq!(propagated["envoys"], 1, "A counts its own Envoy: {propagated}");
+        assert_eq!(
+            propagated["envoys"], 1,
+            "A counts its own Envoy: {propagated}"
+        );
         across.push((took2, took1));
     }
     let mut via_b: Vec<Duration> = across.iter().map(|(t, _)| *t).collect();
@@ -286,7 +301,10 @@ async fn two_replicas_two_envoys_revoke_across_and_survive_a_kill() {
         acked.revoked.len(),
         acked.unknown
     );
-    assert!(resumed < RETRY * 3, "Envoy 1 resumed from B after {resumed:?}");
+    assert!(
+        resumed < RETRY * 3,
+        "Envoy 1 resumed from B after {resumed:?}"
+    );
 
     // Versions never stepped back, and B serves at least what A served.
     let [from_a, from_b] = samples.lock().unwrap().clone();
@@ -327,7 +345,10 @@ async fn two_replicas_two_envoys_revoke_across_and_survive_a_kill() {
     let snapshots_after = stack
         .control_plane_metric_on(b, "keygate_feed_requests_total{answer=\"snapshot\"}")
         .await;
-    assert_eq!(snapshots_after, snapshots_before, "a snapshot after failover");
+    assert_eq!(
+        snapshots_after, snapshots_before,
+        "a snapshot after failover"
+    );
     drop(stack);
     drop(pg);
 }

@@ -244,10 +244,7 @@ mod tests {
             redacted("postgres://keygate:s3cr%40t@db.internal:5432/keygate?sslmode=disable"),
             "postgres://keygate:***@db.internal:5432/keygate?sslmode=disable"
         );
-        assert_eq!(
-            redacted("postgresql://u:p@h/d"),
-            "postgresql://u:***@h/d"
-        );
+        assert_eq!(redacted("postgresql://u:p@h/d"), "postgresql://u:***@h/d");
         for plain in ["postgres://u@h/d", "postgres://h/d", "data/keygate.db"] {
             assert_eq!(redacted(plain), plain);
         }

@@ -146,7 +146,13 @@ impl Server {
             return stored;
         }
         let mut stored = Vec::new();
-        for table in ["tenants", "api_keys", "key_revisions", "feed_state", "key_set"] {
+        for table in [
+            "tenants",
+            "api_keys",
+            "key_revisions",
+            "feed_state",
+            "key_set",
+        ] {
             let sql = format!("SELECT t::text FROM {table} t");
             stored.extend(pg::rows(&self.database, &sql).await);
         }

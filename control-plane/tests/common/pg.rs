@@ -22,6 +22,9 @@ pub fn server_url() -> &'static str {
     SERVER.get_or_init(|| std::env::var("KEYGATE_TEST_POSTGRES").unwrap_or_else(|_| start()))
 }
 
+// The script outlives this process on purpose: it stops and removes the
+// server once the test binary has exited, so it is never waited for here.
+#[allow(clippy::zombie_processes)]
 fn start() -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg.sh");
     let mut child = Command::new(script)

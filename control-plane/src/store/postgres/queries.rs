@@ -129,9 +129,8 @@ pub async fn insert_tenant(w: &Write<'_>, tenant: &Tenant) -> Result<(), StoreEr
 /// Inserts a key and its revision.
 pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreError> {
     let r = &key.record;
-    let stmt = w
-        .tx
-        .prepare_cached(
+    let stmt =
+        w.tx.prepare_cached(
             "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
              environment, tier, created_at, expires_at, revoked_at, in_table) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE)",
@@ -160,9 +159,8 @@ pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreErro
 /// Moves the version on (taking the `feed_state` row lock until commit),
 /// records that `id` changed at it, and notifies [`CHANNEL`] at commit.
 async fn add_revision(w: &mut Write<'_>, id: KeyId) -> Result<(), StoreError> {
-    let stmt = w
-        .tx
-        .prepare_cached(
+    let stmt =
+        w.tx.prepare_cached(
             "WITH moved AS (UPDATE feed_state SET version = version + 1 RETURNING version) \
              INSERT INTO key_revisions (version, key_id) SELECT version, $1 FROM moved \
              RETURNING version, pg_notify($2, version::text)",
@@ -232,14 +230,16 @@ pub async fn revoke(
     id: KeyId,
     now: u64,
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let stmt = w
-        .tx
-        .prepare_cached(
+    let stmt =
+        w.tx.prepare_cached(
             "SELECT in_table, revoked_at IS NOT NULL FROM api_keys \
              WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         )
         .await?;
-    let Some(row) = w.tx.query_opt(&stmt, &[&sql_id(id.0), &sql_id(org.0)]).await? else {
+    let Some(row) =
+        w.tx.query_opt(&stmt, &[&sql_id(id.0), &sql_id(org.0)])
+            .await?
+    else {
         return Ok(None);
     };
     let (in_table, revoked): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
@@ -273,10 +273,9 @@ pub async fn retire_rotated(
     match fate {
         OldKeyFate::RevokeAt(at) => revoke(w, org, id, at).await,
         OldKeyFate::ExpireAt(at) if old.expires_at.is_none_or(|current| at < current) => {
-            let stmt = w
-                .tx
-                .prepare_cached("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
-                .await?;
+            let stmt =
+                w.tx.prepare_cached("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
+                    .await?;
             w.tx.execute(&stmt, &[&int(at)?, &sql_id(id.0)]).await?;
             add_revision(w, id).await?;
             key(&w.tx, org, id).await
@@ -380,9 +379,8 @@ async fn snapshot_page(
 
 /// Takes keys that expired at or before `cutoff` out of the table.
 pub async fn retire_expired(w: &mut Write<'_>, cutoff: u64) -> Result<usize, StoreError> {
-    let stmt = w
-        .tx
-        .prepare_cached(
+    let stmt =
+        w.tx.prepare_cached(
             "UPDATE api_keys SET in_table = FALSE \
              WHERE in_table AND expires_at IS NOT NULL AND expires_at <= $1 RETURNING id",
         )
@@ -403,15 +401,13 @@ pub async fn compact(w: &Write<'_>, keep: u64) -> Result<usize, StoreError> {
         return Ok(0);
     }
     let through = int(through)?;
-    let stmt = w
-        .tx
-        .prepare_cached("UPDATE feed_state SET compacted_through = $1")
-        .await?;
+    let stmt =
+        w.tx.prepare_cached("UPDATE feed_state SET compacted_through = $1")
+            .await?;
     w.tx.execute(&stmt, &[&through]).await?;
-    let stmt = w
-        .tx
-        .prepare_cached("DELETE FROM key_revisions WHERE version <= $1")
-        .await?;
+    let stmt =
+        w.tx.prepare_cached("DELETE FROM key_revisions WHERE version <= $1")
+            .await?;
     let dropped = w.tx.execute(&stmt, &[&through]).await?;
     usize::try_from(dropped).map_err(backend)
 }
