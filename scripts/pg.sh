@@ -56,7 +56,10 @@ start() {
   if [[ $(id -u) -eq 0 ]] && ! id "$PG_USER" >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
   fi
-  DIR="$(mktemp -d "${TMPDIR:-/tmp}/keygate-pg.XXXXXX")"
+  local parent="${TMPDIR:-/tmp}"
+  # The server's owner must reach its directory: as root, under /tmp.
+  [[ $(id -u) -eq 0 ]] && parent=/tmp
+  DIR="$(mktemp -d "$parent/keygate-pg.XXXXXX")"
   [[ $(id -u) -eq 0 ]] && chown "$PG_USER" "$DIR"
   chmod 700 "$DIR"
   local password
@@ -72,7 +75,7 @@ start() {
   for attempt in 1 2 3 4 5; do
     port="$(free_port)"
     if as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$DIR -c fsync=off -c max_connections=300" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$DIR -c fsync=off -c max_connections=500" \
       start >/dev/null; then
       URL="postgres://keygate:$password@127.0.0.1:$port/postgres"
       return 0

@@ -226,3 +226,25 @@ async fn the_database_password_is_never_shown() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("n0t-shown-s3cret"));
 }
+
+#[tokio::test]
+async fn a_filter_ahead_of_a_replica_is_held_not_answered_at_once() {
+    let (a, b) = replicas().await;
+    a.create_tenant("acme").await;
+    let ours = key_set(&b.feed("").await);
+    // A change B has not heard of yet (no NOTIFY; its re-check is 250 ms
+    // away), as a filter coming from another replica would already hold.
+    a.sql("UPDATE feed_state SET version = version + 1").await;
+    let ahead = a.feed("").await.version();
+    let start = Instant::now();
+    let reply = b
+        .feed(&format!("since={ahead}&key_set={ours}&wait=1"))
+        .await;
+    let took = start.elapsed();
+    println!("a filter ahead of replica B was held {took:?} (wait=1)");
+    assert_eq!((reply.status, reply.version()), (304, ahead));
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered at once: {took:?}"
+    );
+}
