@@ -248,3 +248,19 @@ async fn a_filter_ahead_of_a_replica_is_held_not_answered_at_once() {
         "answered at once: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn replicas_starting_together_on_a_new_database_make_one_schema_and_key_set() {
+    let database = pg::fresh_database().await;
+    let started = join_all((0..3).map(|_| Server::start_on(&database, &[]))).await;
+    let mut ids = HashSet::new();
+    for server in &started {
+        ids.insert(key_set(&server.feed("").await));
+    }
+    assert_eq!(ids.len(), 1, "one key set: {ids:?}");
+    let migrated = started
+        .iter()
+        .filter(|s| s.log().contains("database migrated"))
+        .count();
+    assert_eq!(migrated, 1, "the schema was applied once");
+}
