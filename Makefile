@@ -29,9 +29,13 @@ setup:
 run: setup build
 	@scripts/run.sh
 
-# The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS).
+# The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS). The
+# control plane's tests run twice: on SQLite, then on PostgreSQL (a private
+# server started by scripts/pg.sh; Debian's postgresql installed if missing).
 test: setup build
+	@scripts/pg.sh ensure
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output
+	KEYGATE_TEST_BACKEND=postgres $(CARGO) test -p keygate-control-plane --tests -- --show-output
 	$(MAKE) fuzz-smoke
 
 # Fuzzing (fuzz/README.md), one target at a time; a crash fails the build.

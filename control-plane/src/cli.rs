@@ -30,11 +30,13 @@ pub struct Cli {
 /// Settings of every command.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// SQLite database file (created, with its directory, on first use).
+    /// SQLite database file (created, with its directory, on first use), or
+    /// a `postgres://user:password@host/db` URL (schema applied at start).
     #[arg(
         long,
         env = "KEYGATE_DATABASE",
         default_value = "data/keygate.db",
+        hide_env_values = true,
         global = true
     )]
     pub database: PathBuf,

@@ -329,6 +329,11 @@ async fn respond(
     let ours = store.key_set();
     let ask = parse_ask(uri.query(), headers)?.in_key_set(ours);
     let mut versions = store.version();
+    if ask.since > *versions.borrow() {
+        // A filter that came from another replica may be ahead of what this
+        // one has heard of yet: read the version before deciding to hold.
+        store.refresh_version().await?;
+    }
     let acked = ask.acknowledges(ours, *versions.borrow());
     let delivery = service.delivery();
     let _open = ask.client.as_deref().map(|c| delivery.open(c, acked));

@@ -7,7 +7,7 @@ use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::policy::MintPolicy;
 use keygate_control_plane::service::Service;
-use keygate_control_plane::store::sqlite::SqliteStore;
+use keygate_control_plane::store;
 use keygate_control_plane::{admin, server};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -44,15 +44,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
         }
     }
-    let store = SqliteStore::open(&common.database)
-        .map_err(|e| format!("cannot open {}: {e}", common.database.display()))?;
+    let store = store::open(&common.database).await?;
     // Admin commands serve no feed: nobody to wait for.
     let propagation = match &cli.command {
         Command::Serve(args) => Duration::from_millis(args.propagation_timeout_ms),
         _ => Duration::ZERO,
     };
     let delivery = Arc::new(Delivery::new(propagation));
-    let service = Arc::new(Service::new(Arc::new(store), policy, delivery));
+    let service = Arc::new(Service::new(store, policy, delivery));
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {

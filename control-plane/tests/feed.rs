@@ -719,9 +719,12 @@ async fn every_answer_names_the_key_set_made_with_the_database() {
     assert_eq!(key_set_of(&server.feed("").await), ours);
     // ...and a database made before key sets gets one on its next open.
     server.kill9();
-    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
-    conn.execute_batch("DROP TABLE key_set").unwrap();
-    drop(conn);
+    let forget = if common::pg::selected() {
+        "DELETE FROM key_set"
+    } else {
+        "DROP TABLE key_set"
+    };
+    server.sql(forget).await;
     server.restart().await;
     let migrated = key_set_of(&server.feed("").await);
     assert_ne!(migrated, ours, "a fresh id");

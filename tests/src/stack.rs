@@ -36,6 +36,9 @@ pub struct StackOptions {
     /// Turns the rendered Envoy config into the one Envoy runs, given the
     /// stack's directory (see [`crate::dynamic`]).
     pub envoy_config: Option<fn(String, &std::path::Path) -> String>,
+    /// The control planes' `--database` (`postgres://…`) instead of the
+    /// stack's SQLite file.
+    pub database: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -46,6 +49,7 @@ impl Default for StackOptions {
             control_plane_args: Vec::new(),
             envoy_args: Vec::new(),
             envoy_config: None,
+            database: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct Stack {
     /// Envoys started by [`Stack::start_another_envoy`].
     more_envoys: Vec<Process>,
     control_plane: Option<Process>,
+    /// Replicas started by [`Stack::start_replica`], by port.
+    replicas: Vec<(u16, Process)>,
     /// The control plane's database file, in the stack's directory.
     database: String,
     _upstream: Process,
@@ -104,6 +110,7 @@ impl Stack {
             envoy,
             more_envoys: Vec::new(),
             control_plane: None,
+            replicas: Vec::new(),
             database: "keygate.db".to_string(),
             _upstream: upstream,
             options,
@@ -174,8 +181,14 @@ impl Stack {
 
     /// `GET path` with `Authorization: Bearer key`.
     pub async fn get(&self, path: &str, key: &str) -> Reply {
-        self.send(self.request(Method::GET, path).bearer_auth(key))
-            .await
+        self.get_on(self.ports.envoy, path, key).await
+    }
+
+    /// `GET path` with `Authorization: Bearer key` through the Envoy
+    /// listening on `envoy` (this stack's, or another one's).
+    pub async fn get_on(&self, envoy: u16, path: &str, key: &str) -> Reply {
+        let url = format!("http://127.0.0.1:{envoy}{path}");
+        self.send(self.client.get(url).bearer_auth(key)).await
     }
 
     /// A JSON call with a bearer key.
@@ -233,11 +246,24 @@ impl Stack {
         status: u16,
         limit: Duration,
     ) -> (Reply, Duration) {
+        self.wait_steady_on(self.ports.envoy, path, key, status, limit)
+            .await
+    }
+
+    /// [`Stack::wait_steady`] through the Envoy listening on `envoy`.
+    pub async fn wait_steady_on(
+        &self,
+        envoy: u16,
+        path: &str,
+        key: &str,
+        status: u16,
+        limit: Duration,
+    ) -> (Reply, Duration) {
         let start = Instant::now();
         let mut run: Option<(Reply, Duration)> = None;
         let mut streak = 0;
         loop {
-            let reply = self.get(path, key).await;
+            let reply = self.get_on(envoy, path, key).await;
             if reply.status == status {
                 streak += 1;
                 let first = run.get_or_insert_with(|| (reply, start.elapsed()));
@@ -277,13 +303,35 @@ impl Stack {
 
     /// Starts (or restarts) the control plane on its port and database.
     pub async fn start_control_plane(&mut self) {
+        let process = self.spawn_control_plane(self.ports.control_plane, "control-plane.log");
+        self.control_plane = Some(process);
+        let url = format!("http://127.0.0.1:{}/healthz", self.ports.control_plane);
+        self.wait_http_ok(&url, "control plane").await;
+    }
+
+    /// Starts one more control plane on `port` and the same database (a
+    /// replica: give the stack a `postgres://` database), logging to
+    /// `control-plane-<port>.log`; waits until it is up.
+    pub async fn start_replica(&mut self, port: u16) {
+        let process = self.spawn_control_plane(port, &format!("control-plane-{port}.log"));
+        self.replicas.push((port, process));
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        self.wait_http_ok(&url, "control plane replica").await;
+    }
+
+    fn spawn_control_plane(&self, port: u16, log: &str) -> Process {
         let dir = self.dir();
+        let database = self
+            .options
+            .database
+            .clone()
+            .unwrap_or_else(|| dir.join(&self.database).display().to_string());
         let mut args = vec![
             "serve".to_string(),
             "--listen".to_string(),
-            format!("127.0.0.1:{}", self.ports.control_plane),
+            format!("127.0.0.1:{port}"),
             "--database".to_string(),
-            dir.join(&self.database).display().to_string(),
+            database,
             "--feed-token".to_string(),
             FEED_TOKEN.to_string(),
             // Default tier pro (600/min): the harness polls with the tenant's
@@ -293,15 +341,12 @@ impl Stack {
             "pro,free".to_string(),
         ];
         args.extend(self.options.control_plane_args.iter().cloned());
-        let process = Process::spawn(
+        Process::spawn(
             "keygate-control-plane",
             &release_bin("keygate-control-plane"),
             &args,
-            dir.join("control-plane.log"),
-        );
-        self.control_plane = Some(process);
-        let url = format!("http://127.0.0.1:{}/healthz", self.ports.control_plane);
-        self.wait_http_ok(&url, "control plane").await;
+            dir.join(log),
+        )
     }
 
     /// Kills the control plane and starts it again on the database file
@@ -330,6 +375,17 @@ impl Stack {
     /// waits until it is ready; returns its ports. It is not used by the
     /// request helpers.
     pub async fn start_another_envoy(&mut self) -> Ports {
+        let replacements = self.options.replacements.clone();
+        self.start_another_envoy_with(replacements).await
+    }
+
+    /// [`Stack::start_another_envoy`] with its own `(from, to)` replacements
+    /// in `envoy/envoy.yaml` instead of the stack's.
+    pub async fn start_another_envoy_with(&mut self, replacements: Vec<(String, String)>) -> Ports {
+        let options = StackOptions {
+            replacements,
+            ..self.options.clone()
+        };
         let ports = Ports {
             envoy: free_port(),
             admin: free_port(),
@@ -337,7 +393,7 @@ impl Stack {
         };
         let name = format!("envoy-{}", self.more_envoys.len() + 2);
         let envoy = match self.dir.as_ref() {
-            Some(dir) => spawn_envoy(dir, &name, ports, &self.options),
+            Some(dir) => spawn_envoy(dir, &name, ports, &options),
             None => panic!("the stack's directory is gone"),
         };
         self.more_envoys.push(envoy);
@@ -361,6 +417,9 @@ impl Stack {
             if let Some(process) = self.control_plane.as_mut() {
                 process.assert_running();
             }
+            self.replicas
+                .iter_mut()
+                .for_each(|(_, process)| process.assert_running());
             assert!(start.elapsed() < STARTUP, "{what} not ready at {url}");
             tokio::time::sleep(POLL).await;
         }
@@ -386,14 +445,28 @@ impl Stack {
 
     /// One counter or gauge from `/stats` (exact name).
     pub async fn stat(&self, name: &str) -> Option<u64> {
-        let text = self.stats(&format!("^{}$", name.replace('.', "\\."))).await;
+        self.stat_on(self.ports.admin, name).await
+    }
+
+    /// [`Stack::stat`] of the Envoy whose admin listens on `admin`.
+    pub async fn stat_on(&self, admin: u16, name: &str) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{admin}/stats");
+        let filter = format!("^{}$", name.replace('.', "\\."));
+        let response = self.client.get(url).query(&[("filter", filter)]).send();
+        let text = response.await.ok()?.text().await.ok()?;
         parse_stat(&text, name)
     }
 
     /// The sum of every sample of the metric `family` (all labels) on the
     /// control plane's `/metrics`.
     pub async fn control_plane_metric(&self, family: &str) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.ports.control_plane);
+        self.control_plane_metric_on(self.ports.control_plane, family)
+            .await
+    }
+
+    /// [`Stack::control_plane_metric`] of the control plane on `port`.
+    pub async fn control_plane_metric_on(&self, port: u16, family: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{port}/metrics");
         let response = self
             .client
             .get(url)
@@ -524,7 +597,7 @@ fn http_client() -> reqwest::Client {
 static TENANTS: AtomicU32 = AtomicU32::new(0);
 
 /// A port nobody listens on now; never handed out twice by this process.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")

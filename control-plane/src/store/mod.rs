@@ -1,9 +1,10 @@
 //! The key store: every operation on tenants, keys and the key table feed,
-//! behind one trait so that another database (Postgres) can follow SQLite.
+//! behind one trait, on SQLite (a file) or PostgreSQL (`postgres://…`).
 //!
 //! Every write that changes what the filter must know appends a revision in
 //! the same transaction and moves the feed version, which only ever grows.
 
+pub mod postgres;
 pub mod sqlite;
 
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
@@ -11,7 +12,9 @@ use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// A key as stored: never the key itself, only its display prefix.
@@ -178,4 +181,78 @@ pub trait Store: Send + Sync + 'static {
 
     /// The id of this database's key set, which its versions belong to.
     fn key_set(&self) -> KeySet;
+}
+
+/// True for a `--database` that names a PostgreSQL database, not a file.
+pub fn is_postgres(database: &str) -> bool {
+    ["postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| database.starts_with(scheme))
+}
+
+/// The database for logs and errors: a URL's password replaced by `***`.
+pub fn redacted(database: &str) -> String {
+    if !is_postgres(database) {
+        return database.to_string();
+    }
+    let Some((scheme, rest)) = database.split_once("://") else {
+        return database.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return database.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => database.to_string(),
+    }
+}
+
+/// Opens the store `database` names: a `postgres://` URL, or else a SQLite
+/// file. Errors never show the URL's password.
+pub async fn open(database: &Path) -> Result<Arc<dyn Store>, String> {
+    let name = database.to_string_lossy();
+    let shown = redacted(&name);
+    let opened: Result<Arc<dyn Store>, StoreError> = if is_postgres(&name) {
+        postgres::PostgresStore::open(&name)
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+    } else {
+        sqlite::SqliteStore::open(database).map(|s| Arc::new(s) as Arc<dyn Store>)
+    };
+    opened.map_err(|e| format!("cannot open {shown}: {e}"))
+}
+
+/// Moves the published version forward (never back).
+pub fn publish(sender: &watch::Sender<u64>, version: u64) {
+    sender.send_if_modified(|current| {
+        let newer = version > *current;
+        if newer {
+            *current = version;
+        }
+        newer
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_password_is_never_shown() {
+        assert_eq!(
+            redacted("postgres://keygate:s3cr%40t@db.internal:5432/keygate?sslmode=disable"),
+            "postgres://keygate:***@db.internal:5432/keygate?sslmode=disable"
+        );
+        assert_eq!(redacted("postgresql://u:p@h/d"), "postgresql://u:***@h/d");
+        for plain in ["postgres://u@h/d", "postgres://h/d", "data/keygate.db"] {
+            assert_eq!(redacted(plain), plain);
+        }
+    }
+
+    #[test]
+    fn only_postgres_urls_leave_sqlite() {
+        assert!(is_postgres("postgres://h/d") && is_postgres("postgresql://h/d"));
+        assert!(!is_postgres("data/postgres://x") && !is_postgres("keygate.db"));
+    }
 }

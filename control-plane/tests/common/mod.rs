@@ -1,6 +1,10 @@
 //! Test harness: runs the real `keygate-control-plane` binary on a free
-//! loopback port with a temporary SQLite file, and talks HTTP to it.
+//! loopback port with a temporary SQLite file, or a fresh PostgreSQL
+//! database when `KEYGATE_TEST_BACKEND=postgres` ([`pg`]), and talks HTTP
+//! to it.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use keygate::feed::{check_snapshot_page, FeedEntry, PageSummary, RawOp, Reader};
 use keygate::ids::{KeyId, OrgId};
@@ -22,6 +26,8 @@ pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
     dir: TempDir,
+    /// `--database`: the SQLite file, or the PostgreSQL URL.
+    database: String,
     extra: Vec<String>,
     child: Mutex<Child>,
 }
@@ -79,18 +85,79 @@ impl Server {
         Server::start_with(&[]).await
     }
 
-    /// Starts with extra `serve` flags.
+    /// Starts with extra `serve` flags, on a new database of the backend
+    /// the tests run on.
     pub async fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let database = if pg::selected() {
+            pg::fresh_database().await
+        } else {
+            db_path(dir.path()).to_string_lossy().into_owned()
+        };
+        Server::launched(dir, database, extra).await
+    }
+
+    /// Starts on `database` (a replica of another server on PostgreSQL).
+    pub async fn start_on(database: &str, extra: &[&str]) -> Server {
+        Server::launched(tempfile::tempdir().unwrap(), database.to_string(), extra).await
+    }
+
+    async fn launched(dir: TempDir, database: String, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = launch(dir.path(), &extra).await;
+        let (child, base) = launch(dir.path(), &database, &extra).await;
         Server {
             base,
             client: reqwest::Client::new(),
             dir,
+            database,
             extra,
             child: Mutex::new(child),
         }
+    }
+
+    /// The `--database` value.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// True on a PostgreSQL database.
+    pub fn on_postgres(&self) -> bool {
+        self.database.starts_with("postgres://")
+    }
+
+    /// Runs SQL statements on the database (stopped server on SQLite).
+    pub async fn sql(&self, statements: &str) {
+        if self.on_postgres() {
+            pg::execute(&self.database, statements).await;
+        } else {
+            let conn = rusqlite::Connection::open(&self.database).unwrap();
+            conn.execute_batch(statements).unwrap();
+        }
+    }
+
+    /// Everything the database stores, to look for secrets in: the SQLite
+    /// files, or every row of every table as text (key hashes as bytes).
+    pub async fn stored(&self) -> Vec<u8> {
+        if !self.on_postgres() {
+            let mut stored = Vec::new();
+            for entry in std::fs::read_dir(self.db_path().parent().unwrap()).unwrap() {
+                stored.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            return stored;
+        }
+        let mut stored = Vec::new();
+        for table in [
+            "tenants",
+            "api_keys",
+            "key_revisions",
+            "feed_state",
+            "key_set",
+        ] {
+            let sql = format!("SELECT t::text FROM {table} t");
+            stored.extend(pg::rows(&self.database, &sql).await);
+        }
+        stored.extend(pg::rows(&self.database, "SELECT key_hash FROM api_keys").await);
+        stored
     }
 
     pub fn dir(&self) -> &Path {
@@ -110,7 +177,7 @@ impl Server {
 
     /// A new process on the same database (after [`Server::kill9`]).
     pub async fn restart(&mut self) {
-        let (child, base) = launch(self.dir.path(), &self.extra).await;
+        let (child, base) = launch(self.dir.path(), &self.database, &self.extra).await;
         *self.child.lock().unwrap() = child;
         self.base = base;
     }
@@ -258,7 +325,7 @@ impl Server {
         let mut command = Command::new(BIN);
         command
             .arg("--database")
-            .arg(self.db_path())
+            .arg(&self.database)
             .args(args)
             .env("RUST_LOG", "warn");
         command
@@ -289,7 +356,7 @@ fn db_path(dir: &Path) -> PathBuf {
 }
 
 /// Starts the binary and waits for `/healthz` (retrying on a lost port race).
-async fn launch(dir: &Path, extra: &[String]) -> (Child, String) {
+async fn launch(dir: &Path, database: &str, extra: &[String]) -> (Child, String) {
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let port = free_port();
@@ -303,7 +370,7 @@ async fn launch(dir: &Path, extra: &[String]) -> (Child, String) {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--database")
-            .arg(db_path(dir))
+            .arg(database)
             .args(extra)
             .env("KEYGATE_FEED_TOKEN", FEED_TOKEN)
             .env("RUST_LOG", "info")

@@ -190,7 +190,7 @@ impl Store for SqliteStore {
     fn refresh_version(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let version = self.read(|conn| queries::version(conn)).await?;
-            writer::publish(&self.inner.version, version);
+            super::publish(&self.inner.version, version);
             Ok(version)
         })
     }

@@ -7,7 +7,7 @@
 //! durable. The new feed version is published before anyone is answered.
 
 use super::queries;
-use crate::store::StoreError;
+use crate::store::{publish, StoreError};
 use rusqlite::Connection;
 use std::sync::mpsc;
 use std::thread;
@@ -118,15 +118,4 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) -> (Vec<Finish>, Result<(), Sto
         let _ = conn.execute_batch("ROLLBACK");
     }
     (finishers, commit)
-}
-
-/// Moves the published version forward (never back).
-pub fn publish(sender: &watch::Sender<u64>, version: u64) {
-    sender.send_if_modified(|current| {
-        let newer = version > *current;
-        if newer {
-            *current = version;
-        }
-        newer
-    });
 }
