@@ -11,6 +11,7 @@
 mod child;
 mod control_plane;
 mod envoy;
+mod fanout;
 mod feed_server;
 mod http;
 mod keys;
@@ -48,9 +49,15 @@ impl Options {
             connections: 32,
             revocations: if quick { 20 } else { 100 },
             idle_window: Duration::from_secs(if quick { 3 } else { 10 }),
-            phases: ["throughput", "resources", "revocation", "creations"]
-                .map(String::from)
-                .to_vec(),
+            phases: [
+                "throughput",
+                "resources",
+                "revocation",
+                "creations",
+                "fanout",
+            ]
+            .map(String::from)
+            .to_vec(),
             diagnose: false,
         };
         let mut it = args.iter();
@@ -78,7 +85,7 @@ impl Options {
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--rounds N] [--seconds S] [--connections C] \
-[--revocations N] [--only throughput,resources,revocation,creations] [--diagnose]";
+[--revocations N] [--only throughput,resources,revocation,creations,fanout,replicas] [--diagnose]";
 
 /// Where everything is, and how the CPUs are shared.
 pub struct Bench {
@@ -314,6 +321,12 @@ under the 32 MiB limit on wasm http-call answers); memory_allocator_manager rele
     if o.runs("creations") {
         control_plane::creations(bench)?;
     }
+    if o.runs("fanout") {
+        fanout::run(bench)?;
+    }
+    if o.runs("replicas") {
+        fanout::replicas(bench)?;
+    }
     if !summary.is_empty() {
         println!("\n## Targets");
         for line in summary {
@@ -346,7 +359,7 @@ fn main() {
         (bench.minimal_wasm.as_path(), wasm),
         (bench.authorizer.as_path(), native),
     ];
-    if ["revocation", "creations"]
+    if ["revocation", "creations", "fanout", "replicas"]
         .iter()
         .any(|p| bench.options.runs(p))
     {
