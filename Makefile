@@ -81,9 +81,11 @@ compose-smoke: setup build
 
 ci: lint test compose-check
 
-# Side-by-side benchmark (bench/README.md); needs wrk (apt-get install wrk) and taskset.
+# Side-by-side benchmark (bench/README.md); needs wrk (apt-get install wrk) and taskset;
+# the control-plane rows start a private PostgreSQL (scripts/pg.sh).
 # BENCH_ARGS=--quick for a short run, --diagnose for the breakdown rows.
 bench: setup
+	@scripts/pg.sh ensure
 	$(CARGO) build --release -p keygate-filter -p minimal-filter --target wasm32-wasip1
 	$(CARGO) build --release -p keygate-bench -p keygate-control-plane
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" target/release/keygate-bench $(BENCH_ARGS)

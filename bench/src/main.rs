@@ -9,7 +9,9 @@
 //! latency against the real control plane. See bench/README.md.
 
 mod child;
+mod control_plane;
 mod envoy;
+mod fanout;
 mod feed_server;
 mod http;
 mod keys;
@@ -47,9 +49,15 @@ impl Options {
             connections: 32,
             revocations: if quick { 20 } else { 100 },
             idle_window: Duration::from_secs(if quick { 3 } else { 10 }),
-            phases: ["throughput", "resources", "revocation"]
-                .map(String::from)
-                .to_vec(),
+            phases: [
+                "throughput",
+                "resources",
+                "revocation",
+                "creations",
+                "fanout",
+            ]
+            .map(String::from)
+            .to_vec(),
             diagnose: false,
         };
         let mut it = args.iter();
@@ -77,7 +85,7 @@ impl Options {
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--rounds N] [--seconds S] [--connections C] \
-[--revocations N] [--only throughput,resources,revocation] [--diagnose]";
+[--revocations N] [--only throughput,resources,revocation,creations,fanout,replicas] [--diagnose]";
 
 /// Where everything is, and how the CPUs are shared.
 pub struct Bench {
@@ -310,6 +318,15 @@ under the 32 MiB limit on wasm http-call answers); memory_allocator_manager rele
     if o.runs("revocation") {
         summary.extend(revocation::run(bench)?);
     }
+    if o.runs("creations") {
+        control_plane::creations(bench)?;
+    }
+    if o.runs("fanout") {
+        fanout::run(bench)?;
+    }
+    if o.runs("replicas") {
+        fanout::replicas(bench)?;
+    }
     if !summary.is_empty() {
         println!("\n## Targets");
         for line in summary {
@@ -342,7 +359,10 @@ fn main() {
         (bench.minimal_wasm.as_path(), wasm),
         (bench.authorizer.as_path(), native),
     ];
-    if bench.options.runs("revocation") {
+    if ["revocation", "creations", "fanout", "replicas"]
+        .iter()
+        .any(|p| bench.options.runs(p))
+    {
         needed.push((bench.control_plane.as_path(), native));
     }
     if let Err(e) = check(&needed) {

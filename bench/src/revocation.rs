@@ -8,13 +8,12 @@
 //! connections that cover every worker, until the first 401 and until every
 //! connection has seen 401.
 
-use crate::child::Guard;
+use crate::control_plane::{api, create_key, create_tenant, ControlPlane};
 use crate::envoy::{self, Envoy, Filter, KEY_HEADER};
-use crate::http::{self, Conn};
+use crate::http::Conn;
 use crate::stats::{self, percentile};
 use crate::throughput::verdict;
 use crate::{Bench, FEED_TOKEN};
-use serde_json::json;
 use std::io;
 use std::net::SocketAddr;
 use std::thread;
@@ -30,76 +29,16 @@ struct Key {
     secret: String,
 }
 
-fn api(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> io::Result<http::Response> {
-    let auth = format!("Bearer {token}");
-    let headers: Vec<(&str, &str)> = if token.is_empty() {
-        vec![]
-    } else {
-        vec![("authorization", auth.as_str())]
-    };
-    let body = body.map(|b| b.to_string());
-    http::once(
-        addr,
-        method,
-        path,
-        &headers,
-        body.as_deref().map(str::as_bytes),
-    )
-}
-
-fn string_field(value: &serde_json::Value, field: &str) -> io::Result<String> {
-    value
-        .get(field)
-        .and_then(|v| v.as_str())
-        .map(String::from)
-        .ok_or_else(|| io::Error::other(format!("no {field:?} in {value}")))
-}
-
 /// Creates a tenant and `n` keys; the admin key and the keys.
 fn create_keys(cp: SocketAddr, n: usize) -> io::Result<(String, Vec<Key>)> {
-    let r = api(
-        cp,
-        "POST",
-        "/api/v1/tenants",
-        "",
-        Some(json!({"name": "bench", "email": "bench@example.com"})),
-    )?;
-    if r.status != 201 {
-        return Err(io::Error::other(format!(
-            "create tenant: {} {}",
-            r.status,
-            r.text()
-        )));
-    }
-    let admin = string_field(&r.json()?, "api_key")?;
-    let mut keys = Vec::with_capacity(n);
-    for i in 0..n {
-        let r = api(
-            cp,
-            "POST",
-            "/api/v1/api-keys",
-            &admin,
-            Some(json!({"name": format!("revoke-me-{i}"), "scopes": ["memory:read"]})),
-        )?;
-        if r.status != 201 {
-            return Err(io::Error::other(format!(
-                "create key: {} {}",
-                r.status,
-                r.text()
-            )));
-        }
-        let v = r.json()?;
-        keys.push(Key {
-            id: string_field(&v, "id")?,
-            secret: string_field(&v, "api_key")?,
-        });
-    }
+    let admin = create_tenant(cp)?;
+    let mut conn = Conn::connect(cp)?;
+    let keys = (0..n)
+        .map(|i| {
+            let (id, secret) = create_key(&mut conn, &admin, &format!("revoke-me-{i}"))?;
+            Ok(Key { id, secret })
+        })
+        .collect::<io::Result<Vec<Key>>>()?;
     Ok((admin, keys))
 }
 
@@ -197,26 +136,13 @@ fn revoke_once(cp: SocketAddr, admin: &str, e: &Envoy, key: &Key) -> io::Result<
 /// Runs the revocation phase; returns the target lines.
 pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
     let n = bench.options.revocations;
-    let dir = bench.dir.path();
     println!("## Revocation latency (real control plane, Envoy --concurrency 2)");
-    let cp = SocketAddr::from(([127, 0, 0, 1], envoy::free_port()?));
-    let log = dir.join("control-plane.log");
-    let database = dir.join("control-plane.sqlite");
-    let mut control_plane = Guard::spawn(
-        &bench.control_plane,
-        &[
-            "serve",
-            "--listen",
-            &cp.to_string(),
-            "--database",
-            &database.display().to_string(),
-            "--feed-token",
-            FEED_TOKEN,
-        ],
-        bench.all_cpus.as_deref(),
-        &log,
+    let control_plane = ControlPlane::start(
+        bench,
+        "control-plane",
+        &ControlPlane::sqlite(bench, "control-plane"),
     )?;
-    control_plane.wait_port(cp, Duration::from_secs(20), &log)?;
+    let cp = control_plane.addr;
     let (admin, keys) = create_keys(cp, n)?;
 
     let filter = Filter::Keygate {
@@ -262,7 +188,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
 
     let idle = bench.options.idle_window;
     let (envoy_cpu, inner) = stats::cpu_percent_during(e.pid(), || {
-        stats::cpu_percent_during(control_plane.pid(), || thread::sleep(idle))
+        stats::cpu_percent_during(control_plane.guard.pid(), || thread::sleep(idle))
     })?;
     let (cp_cpu, ()) = inner?;
     println!(
