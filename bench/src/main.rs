@@ -10,15 +10,13 @@
 
 mod child;
 mod envoy;
-mod feed_server;
-mod http;
-mod keys;
 mod resources;
 mod revocation;
 mod stats;
 mod throughput;
 mod wrk;
 
+use keygate_bench::{feed_server, http, keys};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
