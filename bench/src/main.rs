@@ -32,6 +32,10 @@ pub struct Options {
     pub phases: Vec<String>,
     /// Add the minimal filter's diagnostic modes to the throughput table.
     pub diagnose: bool,
+    /// Longest wait for a quiet machine before each throughput run.
+    pub patience: Duration,
+    /// How often a disturbed throughput run is repeated.
+    pub repeats: usize,
 }
 
 impl Options {
@@ -49,6 +53,8 @@ impl Options {
                 .map(String::from)
                 .to_vec(),
             diagnose: false,
+            patience: Duration::from_secs(if quick { 10 } else { 120 }),
+            repeats: if quick { 1 } else { 3 },
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -86,6 +92,9 @@ pub struct Bench {
     pub keygate_wasm: PathBuf,
     pub authorizer: PathBuf,
     pub control_plane: PathBuf,
+    /// Where the dynamic modules are (`libminimal_native.so`,
+    /// `libkeygate_native.so`): `target/native` or `$KEYGATE_NATIVE_DIR`.
+    pub native_dir: PathBuf,
     /// CPUs for Envoy and for the load generator (and helpers), when pinned.
     pub envoy_cpus: Option<String>,
     pub load_cpus: Option<String>,
@@ -138,6 +147,8 @@ impl Bench {
             minimal_wasm: wasm_dir.join("minimal_filter.wasm"),
             keygate_wasm: std::env::var_os("KEYGATE_WASM")
                 .map_or_else(|| wasm_dir.join("keygate_filter.wasm"), PathBuf::from),
+            native_dir: std::env::var_os("KEYGATE_NATIVE_DIR")
+                .map_or_else(|| target.join("native"), PathBuf::from),
             authorizer: bin_dir.join("fast-authorizer"),
             control_plane: bin_dir.join("keygate-control-plane"),
             envoy_cpus,
@@ -163,6 +174,13 @@ impl Bench {
                 self.all_cpus.as_deref()
             },
         }
+    }
+
+    /// The native rows run when both dynamic modules are built.
+    pub fn native(&self) -> bool {
+        ["libminimal_native.so", "libkeygate_native.so"]
+            .iter()
+            .all(|m| self.native_dir.join(m).is_file())
     }
 
     /// The key wrk and the probes present.
@@ -342,6 +360,13 @@ fn main() {
     ];
     if bench.options.runs("revocation") {
         needed.push((bench.control_plane.as_path(), native));
+    }
+    if !bench.native() {
+        println!(
+            "dynamic modules not built in {} (cargo build --profile native -p keygate-native \
+-p minimal-native): the native rows are skipped",
+            bench.native_dir.display()
+        );
     }
     if let Err(e) = check(&needed) {
         eprintln!("keygate-bench: {e}");
