@@ -7,7 +7,9 @@
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 
-.PHONY: build wasm services setup run test lint validate compose-check ci bench fuzz fuzz-smoke fuzz-setup
+NATIVE := target/native/libkeygate_native.so
+
+.PHONY: build wasm native services setup run test lint validate validate-native compose-check ci bench fuzz fuzz-smoke fuzz-setup
 
 build: wasm services
 
@@ -16,6 +18,11 @@ wasm:
 
 services:
 	$(CARGO) build --release -p keygate-control-plane -p keygate-demo-upstream
+
+# The native adapter (native/): an Envoy 1.40 dynamic module, built with its
+# own profile (panics unwind, so every hook can catch them) -> $(NATIVE).
+native:
+	$(CARGO) build --profile native -p keygate-native
 
 setup:
 	@scripts/setup.sh
@@ -51,6 +58,12 @@ lint:
 validate: setup wasm
 	KEYGATE_FEED_TOKEN="$${KEYGATE_FEED_TOKEN:-keygate-dev-feed-token}" \
 	  "$$(scripts/ensure-envoy.sh)" --mode validate -c envoy/envoy.yaml
+
+# envoy/envoy-native.yaml, checked by Envoy itself (loads the native module).
+validate-native: setup native
+	KEYGATE_FEED_TOKEN="$${KEYGATE_FEED_TOKEN:-keygate-dev-feed-token}" \
+	  ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/target/native" \
+	  "$$(scripts/ensure-envoy.sh)" --mode validate -c envoy/envoy-native.yaml
 
 # docker-compose.yml, checked by whichever compose client exists.
 compose-check:

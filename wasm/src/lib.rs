@@ -4,13 +4,11 @@
 //! the host. Modules: [`host`] (every host call, on the raw ABI), [`root`]
 //! (configuration, tick, feed), [`http`] (one decision per request),
 //! [`headers`] (request headers in one host call, the map format),
-//! [`sync`] and [`fetch`] (one key table feed per Envoy process through
-//! shared data; pure, tested natively), [`followers`]
-//! (which version each VM holds, so snapshot pages leave shared data),
-//! [`shared`] (shared data as a [`sync::Store`]), [`streams`] (open WebSockets),
-//! [`stats`] (metrics), [`state`] (what a root shares with its requests),
-//! [`waiting`] (requests paused until the first table), [`bootstrap`] (a
-//! new VM's first table straight from the control plane).
+//! [`shared`] (shared data as the feed engine's store), [`streams`] (open
+//! WebSockets), [`stats`] (metrics), [`state`] (what a root shares with its
+//! requests), [`waiting`] (requests paused until the first table). The feed
+//! itself (lease, followers, fetch loop, shared table, a new VM's own first
+//! table) is the core's host-independent [`keygate::engine`].
 //!
 //! Behaviour: before a VM's first table a request that needs a key waits for
 //! it, up to `feed.first_table_wait_ms`, then gets 503 `not ready`; 503 again
@@ -30,9 +28,6 @@
 //! headers through a bounds-checked parser, and the workspace lints deny
 //! unwrap, expect, panic and indexing.
 
-pub mod bootstrap;
-pub mod fetch;
-pub mod followers;
 pub mod headers;
 pub mod host;
 pub mod http;
@@ -41,7 +36,6 @@ pub mod shared;
 pub mod state;
 pub mod stats;
 pub mod streams;
-pub mod sync;
 pub mod waiting;
 
 proxy_wasm::main! {{

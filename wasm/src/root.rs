@@ -5,7 +5,7 @@
 //! it, keeps one request to the control plane in flight, publishing what
 //! comes back to shared data. So an Envoy process has one fetch stream
 //! whatever its concurrency, with no bootstrap extension (it works under
-//! Istio's `WasmPlugin`). Who leads is settled through [`crate::followers`]:
+//! Istio's `WasmPlugin`). Who leads is settled through [`keygate::engine::followers`]:
 //! every VM starts as a candidate; a candidate that sees a live candidate of
 //! its configuration started before it becomes a follower, and candidates
 //! claim the lease only after [`CLAIM_GRACE_MS`], so that every VM has
@@ -15,31 +15,29 @@
 //! Followers keep the shared table in their own (as does any VM once it
 //! serves a request). While requests wait for a VM's first table
 //! ([`crate::waiting`]) it ticks every [`FAST_TICK_MS`] and, if shared data
-//! has no table either, fetches one itself at once ([`crate::bootstrap`]);
+//! has no table either, fetches one itself at once ([`keygate::engine::bootstrap`]);
 //! they are decided as soon as the table is there. After every table
 //! change, and every second for expiry, open WebSockets whose key died are
 //! reset.
 
-use crate::bootstrap::Bootstrap;
-use crate::fetch::{Ask, Fetcher, Outcome};
-use crate::followers::{self, Announcer, Role};
 use crate::host;
 use crate::host::Status;
 use crate::http::{self, Http, Step};
 use crate::shared::SharedData;
 use crate::state::{now_ms, unix_now, State};
-use crate::sync::{self, Keys, Lease, Release, Synced};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
+use keygate::engine::bootstrap::Bootstrap;
+use keygate::engine::fetch::{Ask, Fetcher, Outcome};
+use keygate::engine::followers::{self, Announcer, Role};
+use keygate::engine::request::FeedRequest;
+use keygate::engine::store::SharedKeys;
+use keygate::engine::sync::{self, Lease, Release, Synced};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 use std::cell::Cell;
-use std::fmt::Write;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// Extra time the feed call gets beyond the long-poll wait.
-const CALL_MARGIN_SECS: u64 = 10;
 /// Shortest lease; it is also at least a few ticks long.
 const MIN_LEASE_MS: u64 = 3000;
 /// A streak of fetch failures is logged at its start and then this often.
@@ -59,7 +57,7 @@ const BOOTSTRAP_RETRY_MS: u64 = 250;
 /// The feed side of a configured root.
 struct Feed {
     config: FeedConfig,
-    keys: Keys,
+    keys: SharedKeys,
     lease: Lease,
     fetcher: Fetcher,
     leader: bool,
@@ -114,7 +112,7 @@ impl Root {
             config.feed.wait_seconds = wait;
         }
         let feed = &config.feed;
-        let keys = Keys::new(&format!(
+        let keys = SharedKeys::new(&format!(
             "{}|{}|{}",
             feed.cluster, feed.authority, feed.path
         ));
@@ -457,39 +455,19 @@ fn effective_wait(feed: &FeedConfig) -> u32 {
     feed.wait_seconds.min(feed.max_staleness_seconds / 4)
 }
 
-/// Starts a feed request for `ask`, held up to `wait_seconds` when unchanged.
-/// Starts a feed request for `ask`. `client` names this Envoy's fetch
-/// stream (the control plane waits for it to acknowledge revocations); a
-/// VM's own first-table fetch sends none.
+/// Starts the feed request for `ask` (see [`FeedRequest::new`]).
 fn dispatch(
     config: &FeedConfig,
     ask: &Ask,
     wait_seconds: u32,
     client: Option<&str>,
 ) -> Result<u32, Status> {
-    let separator = if config.path.contains('?') { '&' } else { '?' };
-    let mut path = format!(
-        "{}{separator}since={}&wait={wait_seconds}",
-        config.path, ask.since
-    );
-    if let Some(after) = ask.after {
-        let _ = write!(path, "&after={}", hex::encode(after));
-    }
-    if let Some(key_set) = ask.key_set {
-        let _ = write!(path, "&key_set={key_set}");
-    }
-    if let Some(client) = client {
-        let _ = write!(path, "&client={client}");
-    }
-    let authorization = config.token.authorization();
-    let headers = vec![
-        (":method", "GET"),
-        (":path", path.as_str()),
-        (":authority", config.authority.as_str()),
-        ("authorization", authorization.as_str()),
-    ];
-    let timeout = Duration::from_secs(u64::from(wait_seconds) + CALL_MARGIN_SECS);
-    host::dispatch_http_call(&config.cluster, headers, timeout)
+    let request = FeedRequest::new(config, ask, wait_seconds, client);
+    host::dispatch_http_call(
+        &request.cluster,
+        request.headers().to_vec(),
+        Duration::from_millis(request.timeout_ms),
+    )
 }
 
 /// The status and (for a 200) body of an http call's answer.

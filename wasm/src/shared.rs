@@ -1,7 +1,7 @@
 //! [`Store`] over Envoy's shared data (process-wide, per `vm_id`).
 
 use crate::host;
-use crate::sync::Store;
+use keygate::engine::store::Store;
 
 /// The host's shared data.
 #[derive(Debug, Clone, Copy, Default)]

@@ -36,63 +36,16 @@
 //! bytes than the snapshot) the leader asks the control plane for a fresh
 //! snapshot and clears the old slots.
 
-use keygate::feed::{FeedError, KeySet, PageSummary, Reader};
-use keygate::table::{self, KeyTable, SnapshotBuilder, Update};
+use crate::engine::store::{SharedKeys, Store, RING};
+use crate::feed::{FeedError, KeySet, PageSummary, Reader};
+use crate::table::{self, KeyTable, SnapshotBuilder, Update};
 
-/// Number of delta slots (keys are reused modulo this).
-pub const RING: u64 = 1024;
 /// Longest chain before the leader asks for a fresh snapshot.
 pub const MAX_CHAIN: u32 = 256;
 /// Delta bytes always tolerated before compaction, whatever the snapshot size.
 const MIN_CHAIN_BYTES: u64 = 1 << 20;
 /// Value of a lease nobody holds.
 const NEUTRAL_LEASE: &[u8] = b"- 0";
-
-/// The process-wide shared data, as the sync logic needs it.
-pub trait Store {
-    /// The value (empty when absent) and its CAS token (`None` when absent).
-    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>);
-    /// Writes `value`; with `cas`, only if the key was not written since. True on success.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
-
-/// The shared-data keys of one feed.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    lease: String,
-    head: String,
-    page: String,
-    seq: String,
-    resync: String,
-    delta: String,
-    client: String,
-    pub(crate) followers: String,
-}
-
-impl Keys {
-    /// Keys under `namespace` (one per feed, so two feeds in one VM id never mix).
-    pub fn new(namespace: &str) -> Keys {
-        let key = |name: &str| format!("keygate:{namespace}:{name}");
-        Keys {
-            lease: key("lease"),
-            head: key("head"),
-            page: key("snap."),
-            seq: key("seq"),
-            resync: key("resync"),
-            delta: key("delta."),
-            client: key("client"),
-            followers: key("followers"),
-        }
-    }
-
-    fn page(&self, generation: u64, i: u32) -> String {
-        format!("{}{generation}.{i}", self.page)
-    }
-
-    fn delta(&self, base: u64) -> String {
-        format!("{}{}", self.delta, base % RING)
-    }
-}
 
 /// What the head says about the shared table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -178,11 +131,11 @@ impl Head {
 }
 
 /// Reads the head; `None` before any table was published (or if it is garbage).
-pub fn read_head(store: &impl Store, keys: &Keys) -> Option<Head> {
+pub fn read_head(store: &impl Store, keys: &SharedKeys) -> Option<Head> {
     Head::parse(&store.get(&keys.head).0)
 }
 
-fn write_head(store: &impl Store, keys: &Keys, head: &Head) {
+fn write_head(store: &impl Store, keys: &SharedKeys, head: &Head) {
     store.set(&keys.head, head.encode().as_bytes(), None);
 }
 
@@ -196,7 +149,7 @@ pub struct Lease {
 impl Lease {
     /// A claimant with an id unique in the process: `seed` (e.g. clock nanos)
     /// plus a sequence number taken by CAS.
-    pub fn new(store: &impl Store, keys: &Keys, seed: u64, ttl_ms: u64) -> Lease {
+    pub fn new(store: &impl Store, keys: &SharedKeys, seed: u64, ttl_ms: u64) -> Lease {
         let mut seq = 0;
         for _ in 0..16 {
             let (value, cas) = store.get(&keys.seq);
@@ -216,7 +169,7 @@ impl Lease {
     pub fn tick(
         &self,
         store: &impl Store,
-        keys: &Keys,
+        keys: &SharedKeys,
         now_ms: u64,
         may_claim: impl FnOnce() -> bool,
     ) -> bool {
@@ -242,7 +195,7 @@ impl Lease {
     }
 
     /// Gives the lease up (the VM is going away) so another VM takes over at once.
-    pub fn release(&self, store: &impl Store, keys: &Keys) {
+    pub fn release(&self, store: &impl Store, keys: &SharedKeys) {
         let (value, cas) = store.get(&keys.lease);
         if cas.is_some() && parse_lease(&value).is_some_and(|(owner, _)| owner == self.owner) {
             store.set(&keys.lease, NEUTRAL_LEASE, cas);
@@ -263,7 +216,7 @@ fn parse_lease(bytes: &[u8]) -> Option<(&str, u64)> {
 /// `fresh` (e.g. clock nanos mixed with the root id, in hex) stored there
 /// when there is none yet. Only the leader asks, so two VMs never race for
 /// it in practice; if they did, both read back the one that stayed.
-pub fn client_id(store: &impl Store, keys: &Keys, fresh: &str) -> String {
+pub fn client_id(store: &impl Store, keys: &SharedKeys, fresh: &str) -> String {
     let (value, _) = store.get(&keys.client);
     if let Some(id) = std::str::from_utf8(&value).ok().filter(|v| !v.is_empty()) {
         return id.to_string();
@@ -277,7 +230,7 @@ pub fn client_id(store: &impl Store, keys: &Keys, fresh: &str) -> String {
 }
 
 /// The leader's record of a successful answer without change (304).
-pub fn publish_contact(store: &impl Store, keys: &Keys, now_ms: u64) {
+pub fn publish_contact(store: &impl Store, keys: &SharedKeys, now_ms: u64) {
     if let Some(head) = read_head(store, keys) {
         write_head(
             store,
@@ -307,7 +260,7 @@ pub struct PagedSnapshot {
 
 impl PagedSnapshot {
     /// Starts a snapshot in a generation the head does not use.
-    pub fn start(store: &impl Store, keys: &Keys) -> PagedSnapshot {
+    pub fn start(store: &impl Store, keys: &SharedKeys) -> PagedSnapshot {
         let generation = read_head(store, keys).map_or(1, |h| h.generation.wrapping_add(1));
         PagedSnapshot {
             key_set: None,
@@ -345,9 +298,15 @@ impl PagedSnapshot {
         self.version
     }
 
-    /// Stores a page checked by `keygate::feed::check_snapshot_page`, of
+    /// Stores a page checked by `crate::feed::check_snapshot_page`, of
     /// the key set of the pages before it (see [`PagedSnapshot::key_set`]).
-    pub fn add_page(&mut self, store: &impl Store, keys: &Keys, body: &[u8], page: &PageSummary) {
+    pub fn add_page(
+        &mut self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        body: &[u8],
+        page: &PageSummary,
+    ) {
         store.set(&keys.page(self.generation, self.pages), body, None);
         self.key_set = Some(page.key_set);
         self.pages = self.pages.saturating_add(1);
@@ -358,12 +317,12 @@ impl PagedSnapshot {
     }
 
     /// Empties the pages of an unfinished snapshot.
-    pub fn abandon(&self, store: &impl Store, keys: &Keys) {
+    pub fn abandon(&self, store: &impl Store, keys: &SharedKeys) {
         clear_pages(store, keys, self.generation, self.pages);
     }
 }
 
-fn clear_pages(store: &impl Store, keys: &Keys, generation: u64, pages: u32) {
+fn clear_pages(store: &impl Store, keys: &SharedKeys, generation: u64, pages: u32) {
     for i in 0..pages {
         store.set(&keys.page(generation, i), &[], None);
     }
@@ -371,7 +330,12 @@ fn clear_pages(store: &impl Store, keys: &Keys, generation: u64, pages: u32) {
 
 /// Points the head at a complete snapshot and clears the previous one and
 /// its chain.
-pub fn publish_snapshot(store: &impl Store, keys: &Keys, snapshot: &PagedSnapshot, now_ms: u64) {
+pub fn publish_snapshot(
+    store: &impl Store,
+    keys: &SharedKeys,
+    snapshot: &PagedSnapshot,
+    now_ms: u64,
+) {
     let old = read_head(store, keys);
     let head = Head {
         key_set: snapshot.key_set.unwrap_or_default(),
@@ -407,14 +371,19 @@ pub struct Release {
 
 /// Empties the snapshot's pages once every follower holds its version or
 /// newer, unless `release` says to keep them; true when it did.
-pub fn release_snapshot(store: &impl Store, keys: &Keys, now_ms: u64, release: Release) -> bool {
+pub fn release_snapshot(
+    store: &impl Store,
+    keys: &SharedKeys,
+    now_ms: u64,
+    release: Release,
+) -> bool {
     let Some(head) = read_head(store, keys) else {
         return false;
     };
     let due = !head.released
         && head.snapshot_bytes > release.keep_bytes
         && now_ms >= head.published_ms.saturating_add(release.hold_ms);
-    if !due || !crate::followers::all_hold(store, keys, head.snapshot_version, now_ms) {
+    if !due || !crate::engine::followers::all_hold(store, keys, head.snapshot_version, now_ms) {
         return false;
     }
     clear_pages(store, keys, head.generation, head.pages);
@@ -430,7 +399,7 @@ pub fn release_snapshot(store: &impl Store, keys: &Keys, now_ms: u64, release: R
 }
 
 /// Empties the delta slots of the chain `from..to` (bounded memory).
-fn clear_chain(store: &impl Store, keys: &Keys, from: u64, to: u64) {
+fn clear_chain(store: &impl Store, keys: &SharedKeys, from: u64, to: u64) {
     let mut version = from;
     for _ in 0..RING {
         if version >= to {
@@ -457,7 +426,12 @@ fn delta_header(bytes: &[u8]) -> Option<(u64, u64)> {
 /// `None` when it cannot extend the shared chain (not a delta, a delta of
 /// another key set or from another version than the head's, or its slot
 /// still in use): the leader should then fetch a snapshot.
-pub fn publish_delta(store: &impl Store, keys: &Keys, bytes: &[u8], now_ms: u64) -> Option<Head> {
+pub fn publish_delta(
+    store: &impl Store,
+    keys: &SharedKeys,
+    bytes: &[u8],
+    now_ms: u64,
+) -> Option<Head> {
     let (header, _) = Reader::header(bytes).ok().filter(|(h, _)| !h.snapshot)?;
     let (key_set, base, version) = (header.key_set, header.base, header.version);
     let head = read_head(store, keys)?;
@@ -498,7 +472,7 @@ pub enum Synced {
 /// When the chain is broken it asks the leader for a fresh snapshot.
 pub fn catch_up(
     store: &impl Store,
-    keys: &Keys,
+    keys: &SharedKeys,
     head: &Head,
     table: &mut Option<KeyTable>,
 ) -> Synced {
@@ -512,7 +486,12 @@ pub fn catch_up(
     synced
 }
 
-fn advance(store: &impl Store, keys: &Keys, head: &Head, table: &mut Option<KeyTable>) -> Synced {
+fn advance(
+    store: &impl Store,
+    keys: &SharedKeys,
+    head: &Head,
+    table: &mut Option<KeyTable>,
+) -> Synced {
     let local = table.as_ref().map(|t| (t.key_set(), t.version()));
     if local == Some((head.key_set, head.version)) {
         return Synced::Unchanged;
@@ -553,13 +532,13 @@ fn advance(store: &impl Store, keys: &Keys, head: &Head, table: &mut Option<KeyT
 }
 
 /// True (once) when a follower asked for a fresh snapshot; for the leader.
-pub fn take_resync(store: &impl Store, keys: &Keys) -> bool {
+pub fn take_resync(store: &impl Store, keys: &SharedKeys) -> bool {
     let (value, cas) = store.get(&keys.resync);
     value == b"1" && store.set(&keys.resync, b"0", cas)
 }
 
 /// Builds the head's snapshot from its pages (`None` if one is missing or bad).
-fn load_snapshot(store: &impl Store, keys: &Keys, head: &Head) -> Option<KeyTable> {
+fn load_snapshot(store: &impl Store, keys: &SharedKeys, head: &Head) -> Option<KeyTable> {
     if head.released {
         return None;
     }
@@ -576,7 +555,7 @@ fn load_snapshot(store: &impl Store, keys: &Keys, head: &Head) -> Option<KeyTabl
 /// Applies stored deltas until `table` reaches `target` (or passes it).
 fn follow_chain(
     store: &impl Store,
-    keys: &Keys,
+    keys: &SharedKeys,
     table: &mut KeyTable,
     target: u64,
 ) -> Result<(), FeedError> {

@@ -1,16 +1,17 @@
 //! The leader's fetch loop: answers, failures, resync and pacing.
 
 use super::*;
-use crate::sync::tests::{entry, MemStore, KS};
-use crate::sync::{read_head, Keys};
-use keygate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp, KeySet};
+use crate::engine::store::SharedKeys;
+use crate::engine::sync::read_head;
+use crate::engine::sync::tests::{entry, MemStore, KS};
+use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp, KeySet};
 
 const GAP: u64 = 50;
 const RETRY: u64 = 1000;
 
 struct Leader {
     store: MemStore,
-    keys: Keys,
+    keys: SharedKeys,
     fetcher: Fetcher,
     token: u32,
 }
@@ -19,7 +20,7 @@ impl Leader {
     fn new() -> Leader {
         Leader {
             store: MemStore::default(),
-            keys: Keys::new("t"),
+            keys: SharedKeys::new("t"),
             fetcher: Fetcher::new(GAP, RETRY),
             token: 0,
         }
@@ -50,7 +51,7 @@ impl Leader {
     fn shared(&self) -> (u64, usize) {
         let head = read_head(&self.store, &self.keys).unwrap();
         let mut table = None;
-        crate::sync::catch_up(&self.store, &self.keys, &head, &mut table);
+        crate::engine::sync::catch_up(&self.store, &self.keys, &head, &mut table);
         let t = table.unwrap();
         (t.version(), t.len())
     }
@@ -153,13 +154,13 @@ fn long_chains_and_resync_requests_lead_to_a_snapshot() {
     let mut l = Leader::new();
     l.exchange(0, Some(200), &encode_snapshot(KS, 1, &[entry(1)]));
     let mut now = 0;
-    for v in 1..u64::from(crate::sync::MAX_CHAIN) {
+    for v in 1..u64::from(crate::engine::sync::MAX_CHAIN) {
         now += GAP;
         l.exchange(now, Some(200), &encode_delta(KS, v, v + 1, &[]));
         assert_eq!(l.since(), v + 1);
     }
     now += GAP;
-    let v = u64::from(crate::sync::MAX_CHAIN);
+    let v = u64::from(crate::engine::sync::MAX_CHAIN);
     l.exchange(now, Some(200), &encode_delta(KS, v, v + 1, &[]));
     assert_eq!(l.since(), 0, "compaction: a snapshot next");
     now += GAP;

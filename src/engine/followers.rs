@@ -20,7 +20,7 @@
 //!   the leader for a fresh one (sync's resync), so releasing early costs a
 //!   fetch, never a wrong table.
 
-use crate::sync::{Keys, Store};
+use crate::engine::store::{SharedKeys, Store};
 
 /// A VM re-announces itself this often.
 pub const REFRESH_MS: u64 = 1000;
@@ -118,7 +118,7 @@ impl Announcer {
 
     /// Records this VM's role, if it changed or the last announcement is
     /// getting old.
-    pub fn announce(&mut self, store: &impl Store, keys: &Keys, role: Role, now_ms: u64) {
+    pub fn announce(&mut self, store: &impl Store, keys: &SharedKeys, role: Role, now_ms: u64) {
         let fresh = self
             .last
             .is_some_and(|(r, at)| r == role && now_ms < at.saturating_add(REFRESH_MS));
@@ -128,7 +128,7 @@ impl Announcer {
     }
 
     /// Removes this VM's line (it is going away).
-    pub fn withdraw(&mut self, store: &impl Store, keys: &Keys, now_ms: u64) {
+    pub fn withdraw(&mut self, store: &impl Store, keys: &SharedKeys, now_ms: u64) {
         if self.last.take().is_some() {
             self.write(store, keys, None, now_ms);
         }
@@ -136,7 +136,7 @@ impl Announcer {
 
     /// True when a live candidate configured together with this VM started
     /// before it: that one should lead, and this one follow.
-    pub fn defers(&self, store: &impl Store, keys: &Keys, now_ms: u64) -> bool {
+    pub fn defers(&self, store: &impl Store, keys: &SharedKeys, now_ms: u64) -> bool {
         let (value, _) = store.get(&keys.followers);
         let text = String::from_utf8_lossy(&value);
         let mine = start_order(&self.owner);
@@ -150,7 +150,13 @@ impl Announcer {
     }
 
     /// Replaces this VM's line (or removes it with `None`), dropping dead lines.
-    fn write(&self, store: &impl Store, keys: &Keys, role: Option<Role>, now_ms: u64) -> bool {
+    fn write(
+        &self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        role: Option<Role>,
+        now_ms: u64,
+    ) -> bool {
         for _ in 0..ATTEMPTS {
             let (value, cas) = store.get(&keys.followers);
             let text = String::from_utf8_lossy(&value);
@@ -176,7 +182,7 @@ impl Announcer {
 }
 
 /// True when some VM is a live candidate to lead.
-pub fn any_candidate(store: &impl Store, keys: &Keys, now_ms: u64) -> bool {
+pub fn any_candidate(store: &impl Store, keys: &SharedKeys, now_ms: u64) -> bool {
     let (value, _) = store.get(&keys.followers);
     let text = String::from_utf8_lossy(&value);
     let any = live(&text, now_ms).any(|l| l.role == Role::Candidate);
@@ -185,7 +191,7 @@ pub fn any_candidate(store: &impl Store, keys: &Keys, now_ms: u64) -> bool {
 
 /// True when at least one follower is live and every live one holds
 /// `version` or newer.
-pub fn all_hold(store: &impl Store, keys: &Keys, version: u64, now_ms: u64) -> bool {
+pub fn all_hold(store: &impl Store, keys: &SharedKeys, version: u64, now_ms: u64) -> bool {
     let (value, _) = store.get(&keys.followers);
     let text = String::from_utf8_lossy(&value);
     let mut held = live(&text, now_ms)
@@ -200,12 +206,12 @@ pub fn all_hold(store: &impl Store, keys: &Keys, version: u64, now_ms: u64) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::tests::MemStore;
+    use crate::engine::sync::tests::MemStore;
 
     #[test]
     fn releases_only_when_every_live_follower_holds_the_version() {
         let store = MemStore::default();
-        let keys = Keys::new("t");
+        let keys = SharedKeys::new("t");
         let mut main = Announcer::new("m.1", 0);
         let mut a = Announcer::new("a.2", 0);
         let mut b = Announcer::new("b.3", 0);
@@ -225,7 +231,7 @@ mod tests {
     #[test]
     fn the_first_started_candidate_of_a_configuration_leads() {
         let store = MemStore::default();
-        let keys = Keys::new("t");
+        let keys = SharedKeys::new("t");
         let mut main = Announcer::new("m.9", 0);
         let mut worker = Announcer::new("w.10", 3);
         let mut other = Announcer::new("x.11", 4);
@@ -258,7 +264,7 @@ mod tests {
     #[test]
     fn gone_vms_stop_counting_and_lines_are_rewritten_sparingly() {
         let store = MemStore::default();
-        let keys = Keys::new("t");
+        let keys = SharedKeys::new("t");
         let mut a = Announcer::new("a.1", 0);
         let mut b = Announcer::new("b.2", 0);
         let mut main = Announcer::new("m.0", 0);

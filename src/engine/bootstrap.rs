@@ -7,11 +7,12 @@
 //! kept in a private store, then loaded into this VM's own table; from then
 //! on the VM follows shared data like any other, and the leader's long-poll
 //! stays the Envoy's only feed stream. Pure logic over the fetch loop of
-//! [`crate::fetch`] (unit-tested natively).
+//! [`crate::engine::fetch`] (unit-tested natively).
 
-use crate::fetch::{Ask, Fetcher, Outcome};
-use crate::sync::{self, Keys, Store};
-use keygate::table::KeyTable;
+use crate::engine::fetch::{Ask, Fetcher, Outcome};
+use crate::engine::store::{SharedKeys, Store};
+use crate::engine::sync;
+use crate::table::KeyTable;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -48,7 +49,7 @@ impl Store for LocalStore {
 pub struct Bootstrap {
     fetcher: Fetcher,
     store: LocalStore,
-    keys: Keys,
+    keys: SharedKeys,
 }
 
 impl Bootstrap {
@@ -57,7 +58,7 @@ impl Bootstrap {
         Bootstrap {
             fetcher: Fetcher::new(0, retry_ms),
             store: LocalStore::default(),
-            keys: Keys::new("bootstrap"),
+            keys: SharedKeys::new("bootstrap"),
         }
     }
 
@@ -112,9 +113,9 @@ impl Bootstrap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate::feed::{encode_snapshot, FeedEntry};
-    use keygate::ids::{KeyId, OrgId};
-    use keygate::key::Environment;
+    use crate::feed::{encode_snapshot, FeedEntry};
+    use crate::ids::{KeyId, OrgId};
+    use crate::key::Environment;
 
     fn entry(n: u8) -> FeedEntry {
         FeedEntry {
@@ -137,7 +138,7 @@ mod tests {
         boot.started(7, &ask, 0);
         assert!(!boot.due(0));
         assert!(boot.finish(7));
-        let body = encode_snapshot(keygate::feed::KeySet([7; 16]), 42, &[entry(1), entry(2)]);
+        let body = encode_snapshot(crate::feed::KeySet([7; 16]), 42, &[entry(1), entry(2)]);
         let (outcome, table) = boot.on_response(Some(200), &body, 5);
         assert_eq!(
             outcome,

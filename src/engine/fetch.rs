@@ -16,9 +16,10 @@
 //! before it abandons that snapshot, which starts over from its first page.
 //! Requests other than the next page never start less than `min_gap_ms` apart.
 
-use crate::sync::{self, Head, Keys, PagedSnapshot, Store};
-use keygate::feed::{self, FeedError, KeySet, Reader};
-use keygate::table::{self, Update};
+use crate::engine::store::{SharedKeys, Store};
+use crate::engine::sync::{self, Head, PagedSnapshot};
+use crate::feed::{self, FeedError, KeySet, Reader};
+use crate::table::{self, Update};
 use std::fmt;
 
 /// Why a fetch gave nothing usable.
@@ -184,7 +185,7 @@ impl Fetcher {
     pub fn on_response(
         &mut self,
         store: &impl Store,
-        keys: &Keys,
+        keys: &SharedKeys,
         status: Option<u16>,
         body: &[u8],
         now_ms: u64,
@@ -212,7 +213,13 @@ impl Fetcher {
         outcome
     }
 
-    fn on_body(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+    fn on_body(
+        &mut self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
         match Reader::header(body) {
             Err(e) => Outcome::Failed(Failure::Garbage(e)),
             Ok((header, _)) if header.snapshot => {
@@ -225,7 +232,7 @@ impl Fetcher {
     fn on_page(
         &mut self,
         store: &impl Store,
-        keys: &Keys,
+        keys: &SharedKeys,
         body: &[u8],
         key_set: KeySet,
         now_ms: u64,
@@ -264,7 +271,13 @@ impl Fetcher {
         }
     }
 
-    fn on_delta(&mut self, store: &impl Store, keys: &Keys, body: &[u8], now_ms: u64) -> Outcome {
+    fn on_delta(
+        &mut self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
         let delta = match table::decode(body) {
             Ok(Update::Delta(d)) => d,
             Ok(Update::Snapshot(_)) => return Outcome::Failed(Failure::Garbage(FeedError::Magic)),

@@ -1,11 +1,11 @@
 //! Lease, head and chain logic against an in-memory store with Envoy's CAS rules.
 
 use super::*;
-use keygate::feed::{
+use crate::feed::{
     check_snapshot_page, encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp,
 };
-use keygate::ids::{KeyId, OrgId};
-use keygate::key::Environment;
+use crate::ids::{KeyId, OrgId};
+use crate::key::Environment;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -54,12 +54,12 @@ pub fn entry(n: u8) -> FeedEntry {
 }
 
 /// Publishes `body` (a whole snapshot) as the leader would: one page.
-pub fn publish_body(store: &MemStore, k: &Keys, body: &[u8], now: u64) {
+pub fn publish_body(store: &MemStore, k: &SharedKeys, body: &[u8], now: u64) {
     publish_pages(store, k, &[body], now);
 }
 
 /// Publishes the pages of one snapshot as the leader would.
-pub fn publish_pages(store: &MemStore, k: &Keys, bodies: &[&[u8]], now: u64) {
+pub fn publish_pages(store: &MemStore, k: &SharedKeys, bodies: &[&[u8]], now: u64) {
     let mut snap = PagedSnapshot::start(store, k);
     for body in bodies {
         let page = check_snapshot_page(body, snap.after()).unwrap();
@@ -68,8 +68,8 @@ pub fn publish_pages(store: &MemStore, k: &Keys, bodies: &[&[u8]], now: u64) {
     publish_snapshot(store, k, &snap, now);
 }
 
-fn keys() -> Keys {
-    Keys::new("cp|auth|/v1/key-table")
+fn keys() -> SharedKeys {
+    SharedKeys::new("cp|auth|/v1/key-table")
 }
 
 fn remove(base: u64, version: u64, n: u8) -> Vec<u8> {
@@ -401,7 +401,7 @@ fn a_snapshot_in_pages_loads_at_its_lowest_version_and_the_chain_fixes_it() {
 fn pages_leave_shared_data_once_every_follower_holds_them() {
     let store = MemStore::default();
     let k = keys();
-    use crate::followers::{Announcer, Role};
+    use crate::engine::followers::{Announcer, Role};
     let mut announcer = Announcer::new("w.1", 0);
     announcer.announce(&store, &k, Role::Follower(0), 0);
     publish_body(&store, &k, &encode_snapshot(KS, 5, &[entry(1)]), 100);

@@ -1,0 +1,295 @@
+//! One filter configuration on the main thread: its parsing, its timer, and
+//! the process's one fetch stream.
+//!
+//! `on_http_filter_config_new` parses the same JSON as the wasm filter
+//! (`keygate::config::FilterConfig`; the feed token from the environment
+//! variable `feed.token_env` names, read from Envoy's process environment),
+//! defines the stats and starts a small timer thread that commits a tick to
+//! the configuration's scheduler every `feed.sync_interval_ms`: Envoy runs
+//! each tick on the main thread (`on_http_filter_config_scheduled`). A tick
+//! starts the next feed request when one is due (config-level HTTP
+//! callouts), decides requests whose wait for the first table is over, and
+//! once a second wakes WebSockets whose key expired and records the table's
+//! age. An answer ([`ConfigHandle::on_answer`]) that brings a new table
+//! publishes it to every worker at once, wakes the waiting requests and the
+//! WebSockets whose key died.
+
+use crate::abi::ConfigEnvoy;
+use crate::feed::{Feed, Outcome};
+use crate::host::{self, ConfigScheduler};
+use crate::shared::Shared;
+use crate::stats::Stats;
+use crate::{log, now_ms};
+use keygate::config::{FeedConfig, FilterConfig};
+use keygate::decision::Policy;
+use keygate::feed::KeySet;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// Event of the configuration's scheduler: a tick of the timer.
+pub const EVENT_TICK: u64 = 1;
+/// Extra time a feed call gets beyond the long-poll wait.
+const CALL_MARGIN_MS: u64 = 10_000;
+/// A streak of fetch failures is logged at its start and then this often.
+const FAILURES_LOGGED_EVERY: u32 = 60;
+
+/// The main thread's state of the feed.
+struct FeedState {
+    feed: Feed,
+    /// Fetch failures in a row.
+    failures: u32,
+    /// Unix second of the last once-a-second chores.
+    last_second: u64,
+    /// Unix ms of the configuration, until the first table is logged.
+    first_table_from: Option<u64>,
+}
+
+/// The timer thread's handle: dropping it stops the ticks (and deletes the
+/// scheduler, under the lock the thread commits with).
+struct Timer {
+    scheduler: Arc<Mutex<Option<ConfigScheduler>>>,
+}
+
+impl Timer {
+    fn start(scheduler: ConfigScheduler, period: Duration) -> Timer {
+        let scheduler = Arc::new(Mutex::new(Some(scheduler)));
+        let ticking = Arc::clone(&scheduler);
+        let spawned = thread::Builder::new()
+            .name("keygate-timer".into())
+            .spawn(move || loop {
+                thread::sleep(period);
+                let guard = ticking
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match guard.as_ref() {
+                    Some(s) => s.commit(EVENT_TICK),
+                    None => return,
+                }
+            });
+        if spawned.is_err() {
+            log::error("could not start the timer thread: the key table will not be fetched");
+        }
+        Timer { scheduler }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let mut guard = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(guard.take());
+    }
+}
+
+/// The module's side of one filter configuration.
+pub struct ConfigHandle {
+    envoy: ConfigEnvoy,
+    pub shared: Arc<Shared>,
+    feed_config: FeedConfig,
+    /// Names this Envoy's fetch stream to the control plane.
+    client: String,
+    state: RefCell<FeedState>,
+    _timer: Timer,
+}
+
+/// The long-poll wait: at most a quarter of the maximum staleness (a held
+/// request is no proof that the control plane is up).
+fn effective_wait(feed: &FeedConfig) -> u32 {
+    feed.wait_seconds.min(feed.max_staleness_seconds / 4)
+}
+
+impl ConfigHandle {
+    /// Parses `json` and starts the configuration; the error names the field.
+    pub fn new(envoy: ConfigEnvoy, json: &[u8]) -> Result<ConfigHandle, String> {
+        let mut config = FilterConfig::from_json_and_env(json).map_err(|e| e.to_string())?;
+        let wait = effective_wait(&config.feed);
+        if wait < config.feed.wait_seconds {
+            log::info(&format!(
+                "long-poll wait lowered from {} s to {wait} s: answers must come well within feed.max_staleness_seconds ({} s)",
+                config.feed.wait_seconds, config.feed.max_staleness_seconds
+            ));
+            config.feed.wait_seconds = wait;
+        }
+        let feed = config.feed.clone();
+        let shared = Arc::new(Shared::new(
+            Policy::from(&config),
+            Stats::define(envoy),
+            u64::from(feed.max_staleness_seconds) * 1000,
+            u64::from(feed.first_table_wait_ms),
+        ));
+        let scheduler = ConfigScheduler::new(envoy)
+            .ok_or_else(|| "Envoy gave no scheduler to the configuration".to_string())?;
+        let client = KeySet::random()
+            .map(KeySet::to_hex)
+            .map_err(|e| format!("no random client id: {e}"))?;
+        let tick = u64::from(feed.sync_interval_ms);
+        Ok(ConfigHandle {
+            envoy,
+            shared,
+            client,
+            state: RefCell::new(FeedState {
+                feed: Feed::new(tick, u64::from(feed.retry_ms)),
+                failures: 0,
+                last_second: 0,
+                first_table_from: Some(now_ms()),
+            }),
+            feed_config: feed,
+            _timer: Timer::start(scheduler, Duration::from_millis(tick)),
+        })
+    }
+
+    /// A tick of the timer (main thread).
+    pub fn on_tick(&self) {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
+        };
+        let now = now_ms();
+        self.poll(&mut state, now);
+        self.shared.wake_waiting(Some(now));
+        self.each_second(&mut state, now);
+    }
+
+    /// Starts the next feed request if one is due.
+    fn poll(&self, state: &mut FeedState, now: u64) {
+        if !state.feed.due(now) {
+            return;
+        }
+        let table = self.shared.table();
+        let ask = state.feed.ask(table.as_deref());
+        let wait = if ask.since == 0 {
+            0
+        } else {
+            self.feed_config.wait_seconds
+        };
+        let path = ask.path(&self.feed_config, wait, &self.client);
+        let authorization = self.feed_config.token.authorization();
+        let headers = [
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", self.feed_config.authority.as_str()),
+            ("authorization", authorization.as_str()),
+        ];
+        let timeout = u64::from(wait) * 1000 + CALL_MARGIN_MS;
+        match host::callout(self.envoy, &self.feed_config.cluster, &headers, timeout) {
+            Ok(id) => state.feed.started(id, now),
+            Err(code) => {
+                let outcome = state.feed.start_failed(code, now);
+                self.report(state, &outcome);
+            }
+        }
+    }
+
+    /// The answer to callout `id` (main thread): `status` `None` when the
+    /// call failed without an HTTP answer.
+    pub fn on_answer(&self, id: u64, status: Option<u16>, body: &[u8]) {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
+        };
+        if !state.feed.finish(id) {
+            return;
+        }
+        let now = now_ms();
+        let table = self.shared.table();
+        let outcome = state.feed.on_answer(table.as_deref(), status, body, now);
+        drop(table);
+        self.report(&mut state, &outcome);
+        match outcome {
+            Outcome::Table { table, .. } => {
+                self.shared.publish(*table, now);
+                self.table_changed(&mut state, now);
+            }
+            Outcome::NotModified => self.shared.contact(now),
+            _ => {}
+        }
+        // The next request at once when due (a page, or a long-poll that
+        // was answered: the control plane counts our next `since` as the
+        // acknowledgement of what we just applied).
+        self.poll(&mut state, now);
+    }
+
+    /// After a new table: gauges, waiting requests decided, and WebSockets
+    /// whose key died woken.
+    fn table_changed(&self, state: &mut FeedState, now: u64) {
+        let Some(table) = self.shared.table() else {
+            return;
+        };
+        self.shared
+            .stats
+            .table(self.envoy, table.version(), table.len());
+        if let Some(configured) = state.first_table_from.take() {
+            log::info(&format!(
+                "first key table (version {}, {} keys) loaded {} ms after the configuration, shared by every worker",
+                table.version(),
+                table.len(),
+                now.saturating_sub(configured)
+            ));
+        }
+        self.shared.wake_waiting(None);
+        self.shared.wake_dead_websockets(&table, now / 1000);
+    }
+
+    /// Once a second: age gauge and expiry of open WebSockets.
+    fn each_second(&self, state: &mut FeedState, now: u64) {
+        let second = now / 1000;
+        if second == state.last_second {
+            return;
+        }
+        state.last_second = second;
+        if let Some(table) = self.shared.fresh_table(now) {
+            self.shared.wake_dead_websockets(&table, second);
+        }
+        if self.shared.ever_loaded() {
+            let age = now.saturating_sub(self.shared.contact_ms()) / 1000;
+            self.shared.stats.age(self.envoy, age);
+        }
+    }
+
+    /// Logs and counts the outcome of a fetch. Failures in a row are logged
+    /// once, then every [`FAILURES_LOGGED_EVERY`]; the recovery once.
+    fn report(&self, state: &mut FeedState, outcome: &Outcome) {
+        let cluster = &self.feed_config.cluster;
+        if let Outcome::Failed(failure) = outcome {
+            self.shared.stats.fetched(self.envoy, false);
+            state.failures = state.failures.saturating_add(1);
+            if state.failures == 1 || state.failures.is_multiple_of(FAILURES_LOGGED_EVERY) {
+                let version = self.shared.table().map_or(0, |t| t.version());
+                log::warn(&format!(
+                    "key table fetch from cluster {cluster} failed: {failure}; keeping version {version}, retrying every {} ms ({} failures in a row)",
+                    self.feed_config.retry_ms, state.failures
+                ));
+            }
+            return;
+        }
+        self.shared.stats.fetched(self.envoy, true);
+        if state.failures > 0 {
+            log::info(&format!(
+                "key table fetch from cluster {cluster} works again after {} failures",
+                state.failures
+            ));
+            state.failures = 0;
+        }
+        match outcome {
+            Outcome::Table { table, snapshot } => log::info(&format!(
+                "key table version {} ({} keys) fetched ({})",
+                table.version(),
+                table.len(),
+                if *snapshot { "snapshot" } else { "delta" }
+            )),
+            Outcome::Page { pages, keys } if log::debug_enabled() => log::debug(&format!(
+                "key table snapshot: page {pages} added ({keys} keys so far)"
+            )),
+            Outcome::Resync { base, have } => log::warn(&format!(
+                "delta from version {base} does not apply to version {}; asking for a snapshot",
+                have.unwrap_or(0)
+            )),
+            Outcome::NewKeySet { key_set } => log::warn(&format!(
+                "snapshot page of another key set ({key_set}) than the pages before it; starting the snapshot over"
+            )),
+            _ => {}
+        }
+    }
+}

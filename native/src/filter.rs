@@ -1,0 +1,257 @@
+//! One HTTP stream: one decision, taken from the request headers alone.
+//!
+//! All request headers are read in one call, as pointers into Envoy's map
+//! (no copy); the core decides ([`Policy::decide`]) against the process's
+//! table; an allow removes the credential and any client copy of the
+//! identity headers, sets the identity headers (a set replaces every value
+//! a client sent) and rewrites `:path` when `?api_key=` went away; a deny
+//! answers with the exact JSON of SPEC §4 (`WWW-Authenticate` on a 401).
+//! Before the process's first table a request that needs a key waits, up
+//! to `feed.first_table_wait_ms`, and is decided when the main thread wakes
+//! it. An allowed WebSocket upgrade is watched until it ends and reset when
+//! its key dies (checked on every frame and whenever the main thread wakes it).
+
+use crate::abi::FilterEnvoy;
+use crate::host::{self, FilterScheduler, RequestHeaders};
+use crate::shared::{key_is_dead, Shared, Watch};
+use crate::{log, now_ms};
+use keygate::decision::{Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+type Headers<'h> = [(Cow<'h, str>, Cow<'h, str>)];
+
+/// What became of a request once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Allowed: it goes on to the next filter.
+    Continue,
+    /// Refused: the local reply is sent.
+    Refused,
+    /// Paused until the first table or the end of the wait.
+    Waiting,
+}
+
+/// The module's side of one stream.
+pub struct Filter {
+    shared: Arc<Shared>,
+    envoy: FilterEnvoy,
+    id: u64,
+    /// Paused until the main thread wakes it.
+    waiting: bool,
+    /// The key hash of an allowed WebSocket upgrade.
+    websocket: Option<[u8; 32]>,
+}
+
+fn header<'a>(headers: &'a Headers<'_>, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
+}
+
+fn is_websocket_upgrade(headers: &Headers<'_>) -> bool {
+    let upgrade = header(headers, "upgrade").is_some_and(|v| {
+        v.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    });
+    upgrade || header(headers, ":protocol").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Sends the refusal of `deny` on `filter`.
+pub fn send_deny(filter: FilterEnvoy, deny: &Deny) {
+    let mut headers = vec![("content-type", "application/json")];
+    if deny.needs_www_authenticate() {
+        headers.push(("www-authenticate", WWW_AUTHENTICATE));
+    }
+    host::send_response(filter, deny.status, &headers, deny.body.as_bytes());
+}
+
+/// Rewrites the request for the upstream; false when Envoy refused a change.
+fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> bool {
+    let identity = allow.identity.as_ref().map(|i| i.headers());
+    let pairs = identity.as_ref().map(|h| h.pairs());
+    let set: &[(&str, &str)] = pairs.as_ref().map_or(&[], |p| p.as_slice());
+    let mut ok = true;
+    for name in allow.headers_to_remove() {
+        let replaced = set.iter().any(|(n, _)| *n == name);
+        if !replaced && header(present, name).is_some() {
+            ok &= host::set_request_header(filter, name, None);
+        }
+    }
+    for (name, value) in set {
+        ok &= host::set_request_header(filter, name, Some(value));
+    }
+    if let Some(path) = &allow.new_path {
+        ok &= host::set_request_header(filter, ":path", Some(path));
+    }
+    ok
+}
+
+impl Filter {
+    pub fn new(shared: Arc<Shared>, envoy: FilterEnvoy) -> Filter {
+        let id = shared.stream_id();
+        Filter {
+            shared,
+            envoy,
+            id,
+            waiting: false,
+            websocket: None,
+        }
+    }
+
+    /// Counts and sends a refusal.
+    fn refuse(&self, deny: &Deny) -> Step {
+        self.shared.stats.denied(self.envoy, deny.reason);
+        send_deny(self.envoy, deny);
+        Step::Refused
+    }
+
+    /// Refuses with 503 `not ready` (also the answer to a caught panic).
+    pub fn refuse_not_ready(&self) -> Step {
+        self.refuse(&Deny::not_ready())
+    }
+
+    /// Decides the request. With `may_wait`, a request that needs a key
+    /// before the process's first table waits instead of getting 503.
+    pub fn decide(&mut self, may_wait: bool) -> Step {
+        let Some(raw) = RequestHeaders::read(self.envoy) else {
+            return self.refuse_not_ready();
+        };
+        let headers = raw.pairs();
+        let method = header(&headers, ":method").unwrap_or("");
+        let path = header(&headers, ":path").unwrap_or("/");
+        let now = now_ms();
+        let table = self.shared.fresh_table(now);
+        let policy: &Policy = &self.shared.policy;
+        let request = Request {
+            method,
+            path,
+            headers: &headers,
+        };
+        match policy.decide(table.as_deref(), &request, now / 1000) {
+            Decision::Allow(allow) => {
+                let upgrade = allow
+                    .identity
+                    .filter(|_| is_websocket_upgrade(&headers))
+                    .map(|i| i.hash);
+                if !rewrite(self.envoy, &allow, &headers) {
+                    log::error("could not rewrite the request headers; refusing it");
+                    return self.refuse_not_ready();
+                }
+                self.shared.stats.allowed(self.envoy);
+                if let Some(hash) = upgrade {
+                    self.watch(None, Some(hash));
+                }
+                Step::Continue
+            }
+            Decision::Deny(d) if d.reason == DenyReason::NotReady && may_wait && self.wait(now) => {
+                Step::Waiting
+            }
+            Decision::Deny(d) => self.refuse(&d),
+        }
+    }
+
+    /// Pauses the request until the first table, if none was ever loaded
+    /// and it may wait; false when it is to be refused now.
+    fn wait(&mut self, now: u64) -> bool {
+        let wait = self.shared.first_table_wait_ms;
+        if wait == 0 || self.shared.ever_loaded() {
+            return false;
+        }
+        if !self.watch(Some(now.saturating_add(wait)), None) {
+            return false;
+        }
+        self.waiting = true;
+        self.shared.stats.waited(self.envoy);
+        if self.shared.ever_loaded() {
+            // The table came while registering: its wake-up may have missed us.
+            self.wake();
+        }
+        true
+    }
+
+    /// Registers this stream with the main thread; false when Envoy gave no scheduler.
+    fn watch(&mut self, waiting_until: Option<u64>, websocket: Option<[u8; 32]>) -> bool {
+        let mut watched = self.shared.watched();
+        if let Some(watch) = watched.get_mut(&self.id) {
+            watch.waiting_until = waiting_until;
+            watch.websocket = websocket;
+        } else {
+            let Some(scheduler) = FilterScheduler::new(self.envoy) else {
+                return false;
+            };
+            watched.insert(
+                self.id,
+                Watch {
+                    scheduler,
+                    waiting_until,
+                    websocket,
+                },
+            );
+        }
+        self.websocket = websocket;
+        true
+    }
+
+    /// Commits a decision event to this stream's own scheduler.
+    fn wake(&self) {
+        if let Some(watch) = self.shared.watched().get_mut(&self.id) {
+            watch.waiting_until = None;
+            watch.scheduler.commit(crate::shared::EVENT_DECIDE);
+        }
+    }
+
+    /// True while the request waits for the first table.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// The main thread woke a waiting request: decide it now (503 without a
+    /// table), and let it go on when allowed.
+    pub fn on_decide_event(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        self.waiting = false;
+        if self.decide(false) == Step::Continue {
+            host::continue_decoding(self.envoy);
+        }
+    }
+
+    /// Resets this stream if it is a WebSocket whose key died; true when it did.
+    pub fn close_if_key_died(&mut self) -> bool {
+        let Some(hash) = self.websocket else {
+            return false;
+        };
+        let now = now_ms();
+        let dead = self
+            .shared
+            .fresh_table(now)
+            .is_some_and(|t| key_is_dead(&t, &hash, now / 1000));
+        if dead {
+            self.forget();
+            self.shared.stats.ws_closed(self.envoy);
+            log::info(&format!(
+                "closing WebSocket stream {}: its key was revoked or expired",
+                self.id
+            ));
+            host::reset_stream(self.envoy);
+        }
+        dead
+    }
+
+    /// Stops being watched (its scheduler is deleted).
+    pub fn forget(&mut self) {
+        self.websocket = None;
+        self.waiting = false;
+        let removed = self.shared.watched().remove(&self.id);
+        drop(removed);
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        self.forget();
+    }
+}

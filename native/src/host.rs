@@ -1,0 +1,280 @@
+//! Every call into Envoy, as safe functions over [`crate::abi`].
+//!
+//! The rest of the crate never touches a raw callback: the pointers Envoy
+//! lends are only turned into slices here, for the hook they are valid in,
+//! and every status Envoy returns is handled.
+
+use crate::abi::{self, ConfigEnvoy, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
+use std::borrow::Cow;
+
+/// Logs `message` at `level` (an [`abi::level`] value) under Envoy's
+/// `dynamic_modules` logger.
+pub fn log(level: u32, message: &str) {
+    // SAFETY: the buffer lives for the call.
+    unsafe { abi::envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// True when Envoy would print a line at `level`.
+pub fn log_enabled(level: u32) -> bool {
+    // SAFETY: no pointer.
+    unsafe { abi::envoy_dynamic_module_callback_log_enabled(level) }
+}
+
+/// The request headers of `filter`, in one call, as pointers into Envoy's
+/// header map: valid until the hook returns or a header is changed.
+pub struct RequestHeaders {
+    raw: Vec<EnvoyHeader>,
+}
+
+impl RequestHeaders {
+    /// Reads them; `None` when Envoy has none to give (no request headers).
+    pub fn read(filter: FilterEnvoy) -> Option<RequestHeaders> {
+        // SAFETY: `filter` is the pointer Envoy gave the current hook.
+        let n = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers_size(filter, abi::REQUEST_HEADERS)
+        };
+        let mut raw = vec![EnvoyHeader::empty(); n];
+        // SAFETY: `raw` holds the `n` entries Envoy writes.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers(
+                filter,
+                abi::REQUEST_HEADERS,
+                raw.as_mut_ptr(),
+            )
+        };
+        ok.then_some(RequestHeaders { raw })
+    }
+
+    /// `(name, value)` pairs; a name or value that is not UTF-8 reads with
+    /// U+FFFD (never a valid key, but still a header).
+    pub fn pairs(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+        self.raw
+            .iter()
+            .map(|h| {
+                // SAFETY: Envoy's buffers are valid while `self` is (this hook).
+                let (name, value) = unsafe { (h.key.bytes(), h.value.bytes()) };
+                (
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(value),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Sets request header `name` to `value` (every other value goes), or
+/// removes it when `value` is `None`; false when Envoy refused.
+pub fn set_request_header(filter: FilterEnvoy, name: &str, value: Option<&str>) -> bool {
+    let value = value.map_or(ModuleBuffer::null(), |v| ModuleBuffer::of(v.as_bytes()));
+    // SAFETY: the buffers live for the call; `filter` is the current hook's.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_set_header(
+            filter,
+            abi::REQUEST_HEADERS,
+            ModuleBuffer::of(name.as_bytes()),
+            value,
+        )
+    }
+}
+
+/// Sends a local reply (the stream stops here).
+pub fn send_response(filter: FilterEnvoy, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    let mut headers: Vec<ModuleHeader> = headers
+        .iter()
+        .map(|(n, v)| ModuleHeader::of(n, v))
+        .collect();
+    // SAFETY: every buffer lives for the call.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_send_response(
+            filter,
+            u32::from(status),
+            headers.as_mut_ptr(),
+            headers.len(),
+            ModuleBuffer::of(body),
+            ModuleBuffer::of(b"keygate"),
+        )
+    }
+}
+
+/// Lets a paused request go on to the next filter.
+pub fn continue_decoding(filter: FilterEnvoy) {
+    // SAFETY: `filter` is the current hook's.
+    unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(filter) }
+}
+
+/// Resets the stream (a WebSocket whose key died).
+pub fn reset_stream(filter: FilterEnvoy) {
+    // SAFETY: the buffer lives for the call.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_reset_stream(
+            filter,
+            abi::RESET_LOCAL,
+            ModuleBuffer::of(b"keygate_key_died"),
+        )
+    }
+}
+
+/// A scheduler of one stream: events committed from any thread run as
+/// `on_http_filter_scheduled` on that stream's worker. Deleted on drop.
+#[derive(Debug)]
+pub struct FilterScheduler(abi::SchedulerPtr);
+
+// SAFETY: Envoy's schedulers are made to be committed from any thread.
+unsafe impl Send for FilterScheduler {}
+// SAFETY: as above; `commit` takes `&self` and Envoy serialises.
+unsafe impl Sync for FilterScheduler {}
+
+impl FilterScheduler {
+    pub fn new(filter: FilterEnvoy) -> Option<FilterScheduler> {
+        // SAFETY: `filter` is the current hook's.
+        let ptr = unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_new(filter) };
+        (!ptr.is_null()).then_some(FilterScheduler(ptr))
+    }
+
+    pub fn commit(&self, event: u64) {
+        // SAFETY: the scheduler is alive until drop.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, event) }
+    }
+}
+
+impl Drop for FilterScheduler {
+    fn drop(&mut self) {
+        // SAFETY: made by `new`, deleted once.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+    }
+}
+
+/// The configuration's scheduler: events run as
+/// `on_http_filter_config_scheduled` on the main thread. Deleted on drop.
+#[derive(Debug)]
+pub struct ConfigScheduler(abi::SchedulerPtr);
+
+// SAFETY: Envoy's schedulers are made to be committed from any thread.
+unsafe impl Send for ConfigScheduler {}
+// SAFETY: as above.
+unsafe impl Sync for ConfigScheduler {}
+
+impl ConfigScheduler {
+    pub fn new(config: ConfigEnvoy) -> Option<ConfigScheduler> {
+        // SAFETY: `config` is the pointer of the current config hook.
+        let ptr =
+            unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config) };
+        (!ptr.is_null()).then_some(ConfigScheduler(ptr))
+    }
+
+    pub fn commit(&self, event: u64) {
+        // SAFETY: alive until drop.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0, event)
+        }
+    }
+}
+
+impl Drop for ConfigScheduler {
+    fn drop(&mut self) {
+        // SAFETY: made by `new`, deleted once.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0) }
+    }
+}
+
+/// Starts an HTTP call from the configuration (main thread) to `cluster`;
+/// its id, or Envoy's init result code when it could not start.
+pub fn callout(
+    config: ConfigEnvoy,
+    cluster: &str,
+    headers: &[(&str, &str)],
+    timeout_ms: u64,
+) -> Result<u64, u32> {
+    let mut headers: Vec<ModuleHeader> = headers
+        .iter()
+        .map(|(n, v)| ModuleHeader::of(n, v))
+        .collect();
+    let mut id = 0u64;
+    // SAFETY: every buffer lives for the call; `id` is written by Envoy.
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+            config,
+            &mut id,
+            ModuleBuffer::of(cluster.as_bytes()),
+            headers.as_mut_ptr(),
+            headers.len(),
+            ModuleBuffer::null(),
+            timeout_ms,
+        )
+    };
+    if result == abi::CALLOUT_INIT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(result)
+    }
+}
+
+/// Defines a counter (`gauge` false) or gauge of the configuration; only
+/// while the configuration is being made (`on_http_filter_config_new`).
+pub fn define_metric(config: ConfigEnvoy, name: &str, gauge: bool) -> Option<usize> {
+    let mut id = 0usize;
+    let name = ModuleBuffer::of(name.as_bytes());
+    // SAFETY: the buffer lives for the call; no labels.
+    let result = unsafe {
+        if gauge {
+            abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                config,
+                name,
+                std::ptr::null_mut(),
+                0,
+                &mut id,
+            )
+        } else {
+            abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+                config,
+                name,
+                std::ptr::null_mut(),
+                0,
+                &mut id,
+            )
+        }
+    };
+    (result == abi::METRICS_SUCCESS).then_some(id)
+}
+
+/// Adds `n` to a counter, from a stream's hook.
+pub fn count_on_stream(filter: FilterEnvoy, id: usize, n: u64) {
+    // SAFETY: no labels; `filter` is the current hook's.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_increment_counter(
+            filter,
+            id,
+            std::ptr::null_mut(),
+            0,
+            n,
+        );
+    }
+}
+
+/// Adds `n` to a counter, on the main thread.
+pub fn count_on_config(config: ConfigEnvoy, id: usize, n: u64) {
+    // SAFETY: no labels; `config` is alive (its hooks run on this thread).
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+            config,
+            id,
+            std::ptr::null_mut(),
+            0,
+            n,
+        );
+    }
+}
+
+/// Sets a gauge, on the main thread.
+pub fn set_gauge(config: ConfigEnvoy, id: usize, value: u64) {
+    // SAFETY: as for `count_on_config`.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
+            config,
+            id,
+            std::ptr::null_mut(),
+            0,
+            value,
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Where one feed's shared state lives: the [`Store`] trait and its key names.
+//!
+//! A store is a process-wide key/value map with compare-and-swap (Envoy's
+//! shared data for the wasm adapter, this VM's memory for a bootstrap
+//! fetch, an in-memory map in tests). [`SharedKeys`] names every value one
+//! feed keeps there; [`crate::engine::sync`] and
+//! [`crate::engine::followers`] say what the values mean.
+
+/// Number of delta slots (keys are reused modulo this).
+pub const RING: u64 = 1024;
+
+/// A process-wide key/value store with compare-and-swap.
+pub trait Store {
+    /// The value (empty when absent) and its CAS token (`None` when absent).
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>);
+    /// Writes `value`; with `cas`, only if the key was not written since. True on success.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+/// The store keys of one feed.
+#[derive(Debug, Clone)]
+pub struct SharedKeys {
+    pub(super) lease: String,
+    pub(super) head: String,
+    page: String,
+    pub(super) seq: String,
+    pub(super) resync: String,
+    delta: String,
+    pub(super) client: String,
+    pub(super) followers: String,
+}
+
+impl SharedKeys {
+    /// Keys under `namespace` (one per feed, so two feeds in one store never mix).
+    pub fn new(namespace: &str) -> SharedKeys {
+        let key = |name: &str| format!("keygate:{namespace}:{name}");
+        SharedKeys {
+            lease: key("lease"),
+            head: key("head"),
+            page: key("snap."),
+            seq: key("seq"),
+            resync: key("resync"),
+            delta: key("delta."),
+            client: key("client"),
+            followers: key("followers"),
+        }
+    }
+
+    /// Page `i` of the snapshot of `generation`.
+    pub(super) fn page(&self, generation: u64, i: u32) -> String {
+        format!("{}{generation}.{i}", self.page)
+    }
+
+    /// The delta slot of `base`.
+    pub(super) fn delta(&self, base: u64) -> String {
+        format!("{}{}", self.delta, base % RING)
+    }
+}
