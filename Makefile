@@ -27,8 +27,11 @@ native:
 setup:
 	@scripts/setup.sh
 
-run: setup build
-	@scripts/run.sh
+# ADAPTER=wasm (default) or native: which keygate adapter Envoy loads.
+ADAPTER ?= wasm
+
+run: setup build $(if $(filter native,$(ADAPTER)),native)
+	@ADAPTER=$(ADAPTER) scripts/run.sh
 
 # The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS).
 test: setup build
@@ -78,4 +81,5 @@ ci: lint test compose-check
 bench: setup
 	$(CARGO) build --release -p keygate-filter -p minimal-filter --target wasm32-wasip1
 	$(CARGO) build --release -p keygate-bench -p keygate-control-plane
+	$(CARGO) build --profile native -p keygate-native -p minimal-native
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" target/release/keygate-bench $(BENCH_ARGS)
