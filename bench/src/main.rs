@@ -32,7 +32,7 @@ pub struct Options {
     pub phases: Vec<String>,
     /// Add the minimal filter's diagnostic modes to the throughput table.
     pub diagnose: bool,
-    /// Longest wait for a quiet machine before each throughput run.
+    /// Longest wait for a quiet machine before each measurement.
     pub patience: Duration,
     /// How often a disturbed throughput run is repeated.
     pub repeats: usize,

@@ -131,7 +131,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             bench.keys.get(..1).unwrap_or(&[])
         };
         let feed = FeedServer::start(keys::snapshot(1, total, real), 1, FEED_TOKEN)?;
-        stats::settle(label.trim(), Duration::from_secs(120))?;
+        stats::settle(label.trim(), bench.options.patience)?;
         let filter = if c.native {
             Filter::KeygateNative {
                 dir: &bench.native_dir,

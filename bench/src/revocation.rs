@@ -255,7 +255,7 @@ fn measure(
             Duration::from_secs(30),
         )?;
     }
-    stats::settle("revocations", Duration::from_secs(120))?;
+    stats::settle("revocations", bench.options.patience)?;
     let mut first = Vec::with_capacity(n);
     let mut all = Vec::with_capacity(n);
     let mut covered = 0;
