@@ -443,6 +443,8 @@ mod tests {
         let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/wasm32-wasip1/release/minimal_filter.wasm");
         let wasm = wasm.as_path();
+        let native = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/native");
+        let dir_native = native.as_path();
         let filters = [
             Filter::None,
             Filter::Minimal { wasm, mode: "" },
@@ -453,11 +455,21 @@ mod tests {
                 feed: addr,
                 token: "t",
             },
+            Filter::MinimalNative { dir: dir_native },
+            Filter::KeygateNative {
+                dir: dir_native,
+                feed: addr,
+                token: "t",
+            },
         ];
         for (i, filter) in filters.iter().enumerate() {
             let uses_wasm = matches!(filter, Filter::Minimal { .. } | Filter::Keygate { .. });
             if uses_wasm && !wasm.exists() {
                 eprintln!("{} not built: config {i} not validated", wasm.display());
+                continue;
+            }
+            if filter.module_dir().is_some() && !dir_native.join("libkeygate_native.so").exists() {
+                eprintln!("dynamic modules not built: config {i} not validated");
                 continue;
             }
             let config = bootstrap(filter, 10001, 10002);
@@ -470,7 +482,14 @@ mod tests {
             let path = dir.path().join(format!("{i}.json"));
             fs::write(&path, config.to_string()).unwrap();
             let envoy = std::env::var_os("ENVOY_BIN").unwrap_or_else(|| "envoy".into());
-            let validate = Command::new(envoy)
+            let mut command = Command::new(envoy);
+            if let Some(dir) = filter.module_dir() {
+                command.env(MODULE_SEARCH_PATH_ENV, dir);
+            }
+            if let Some(token) = filter.token() {
+                command.env(DEFAULT_TOKEN_ENV, token);
+            }
+            let validate = command
                 .args(["--mode", "validate", "--disable-hot-restart", "-c"])
                 .arg(&path)
                 .output();
