@@ -9,7 +9,7 @@ WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 
 NATIVE := target/native/libkeygate_native.so
 
-.PHONY: build wasm native services setup run test lint validate validate-native compose-check ci bench fuzz fuzz-smoke fuzz-setup
+.PHONY: build wasm native services setup run test test-native lint validate validate-native compose-check ci bench fuzz fuzz-smoke fuzz-setup
 
 build: wasm services
 
@@ -33,10 +33,19 @@ ADAPTER ?= wasm
 run: setup build $(if $(filter native,$(ADAPTER)),native)
 	@ADAPTER=$(ADAPTER) scripts/run.sh
 
-# The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS).
-test: setup build
+# The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS). The
+# workspace's tests run with the wasm adapter, then the end-to-end suite
+# again against the native one (KEYGATE_ADAPTER=native: envoy-native.yaml
+# and the dynamic module).
+test: setup build native
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output
+	$(MAKE) test-native
 	$(MAKE) fuzz-smoke
+
+# The end-to-end suite against the native adapter only.
+test-native: setup build native
+	KEYGATE_ADAPTER=native ENVOY_BIN="$$(scripts/ensure-envoy.sh)" \
+	  $(CARGO) test -p keygate-e2e -- --show-output
 
 # Fuzzing (fuzz/README.md), one target at a time; a crash fails the build.
 FUZZ_SECONDS ?= 300
