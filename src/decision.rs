@@ -309,30 +309,10 @@ impl Policy {
         H: AsRef<str>,
         V: AsRef<str>,
     {
-        let credential = match extracted {
-            Extracted::Missing => return Err(Deny::missing_key()),
-            Extracted::Conflict => return Err(Deny::invalid_key()),
-            Extracted::Key(c) => c,
-        };
-        key::parse(&credential.key, &self.key_prefix).map_err(|_| Deny::invalid_key())?;
-        let hash = key::hash(&credential.key);
+        let hash = presented_hash(extracted, &self.key_prefix)?;
         let record = table.get(&hash).ok_or_else(Deny::invalid_key)?;
-        if record.is_expired(now) {
-            return Err(Deny::expired());
-        }
-        let org = record.org_id.text();
-        if let Some(other) = request
-            .header_values(X_ORG_ID)
-            .find(|v| v.trim() != org.as_str())
-        {
-            return Err(Deny::wrong_org(other.trim()));
-        }
-        if let Some(rule) = rule {
-            if !scopes::holds_any(record.scopes, &rule.any_of) {
-                let first = rule.any_of.first().map_or("", String::as_str);
-                return Err(Deny::missing_scope(first));
-            }
-        }
+        let any_of = rule.map(|r| r.any_of.as_slice());
+        check_found(&record, request.headers, any_of, now)?;
         Ok(Identity { record, hash })
     }
 
@@ -359,6 +339,54 @@ impl Policy {
             },
         }
     }
+}
+
+/// The SHA-256 of the key a request presents, once its shape and checksum
+/// (with `key_prefix`) hold: the lookup key. No key, two keys or a
+/// malformed one are refused here.
+pub fn presented_hash(extracted: &Extracted<'_>, key_prefix: &str) -> Result<[u8; 32], Deny> {
+    let credential = match extracted {
+        Extracted::Missing => return Err(Deny::missing_key()),
+        Extracted::Conflict => return Err(Deny::invalid_key()),
+        Extracted::Key(c) => c,
+    };
+    key::parse(&credential.key, key_prefix).map_err(|_| Deny::invalid_key())?;
+    Ok(key::hash(&credential.key))
+}
+
+/// The checks once the key is found, in order: expiry, the client's
+/// `X-Org-Id` (each must name the key's organisation), then the scopes,
+/// when `any_of` is given (one of them must be held; the first is named).
+pub fn check_found<H, V, S>(
+    record: &KeyRecord<'_>,
+    headers: &[(H, V)],
+    any_of: Option<&[S]>,
+    now: u64,
+) -> Result<(), Deny>
+where
+    H: AsRef<str>,
+    V: AsRef<str>,
+    S: AsRef<str>,
+{
+    if record.is_expired(now) {
+        return Err(Deny::expired());
+    }
+    let org = record.org_id.text();
+    if let Some(other) = headers
+        .iter()
+        .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(X_ORG_ID))
+        .map(|(_, v)| v.as_ref().trim())
+        .find(|v| *v != org.as_str())
+    {
+        return Err(Deny::wrong_org(other));
+    }
+    if let Some(any_of) = any_of {
+        if !scopes::holds_any(record.scopes, any_of) {
+            let first = any_of.first().map_or("", AsRef::as_ref);
+            return Err(Deny::missing_scope(first));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

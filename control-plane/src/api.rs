@@ -7,13 +7,13 @@ use crate::body::{self, MAX_BODY};
 use crate::clock;
 use crate::drafts::{self, KeyDraft, TenantDraft};
 use crate::errors::{json, ApiError};
-use crate::feed::{self, Feed};
-use crate::metrics;
+use crate::feed::{self, FeedEndpoint};
+use crate::metrics::{self, Propagation};
 use crate::service::Service;
 use crate::views::Me;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -23,11 +23,23 @@ use keygate::ids::KeyId;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What every handler shares.
+/// What every handler shares; a handler extracts the part it needs.
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
-    pub feed: Arc<Feed>,
+    pub feed: Arc<FeedEndpoint>,
+}
+
+impl FromRef<AppState> for Arc<Service> {
+    fn from_ref(state: &AppState) -> Arc<Service> {
+        Arc::clone(&state.service)
+    }
+}
+
+impl FromRef<AppState> for Arc<FeedEndpoint> {
+    fn from_ref(state: &AppState) -> Arc<FeedEndpoint> {
+        Arc::clone(&state.feed)
+    }
 }
 
 /// Every route of the control plane.
@@ -40,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
         .route("/api/v1/auth/me", get(me))
         .route(feed::PATH, get(feed::key_table))
-        .route(metrics::PATH, get(metrics::metrics))
+        .route(metrics::PATH, get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -64,6 +76,17 @@ async fn log_request(request: Request, next: Next) -> Response {
 
 async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /metrics` (crate::metrics).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let version = *state.service.store().version().borrow();
+    let delivery = state.service.delivery();
+    let propagation = Propagation {
+        envoys: delivery.connected(),
+        timeouts: delivery.timeouts(),
+    };
+    metrics::response(&state.feed.metrics, version, propagation)
 }
 
 async fn not_found() -> ApiError {

@@ -1,17 +1,19 @@
 //! The control plane's own authentication of every management call, with the
 //! core (defence in depth: a request that bypasses Envoy gains nothing).
 //!
-//! Same rules and bodies as the filter: credential extraction, shape and
-//! checksum, lookup by SHA-256, revoked, expired, `X-Org-Id`, scopes.
+//! The filter's own rules and bodies, from the core (`keygate::decision`):
+//! credential extraction, shape and checksum, lookup by SHA-256, then
+//! revoked (here, since the filter's table holds no revoked key), expired,
+//! `X-Org-Id`, scopes.
 
 use crate::clock;
 use crate::errors::ApiError;
 use crate::service::Service;
 use crate::store::KeyRecord;
 use axum::http::{HeaderMap, Uri};
-use keygate::credential::{self, Extracted};
-use keygate::decision::{Deny, X_ORG_ID};
-use keygate::{key, scopes};
+use keygate::credential;
+use keygate::decision::{self, Deny};
+use keygate::table;
 
 /// Scopes that manage a tenant's keys.
 pub const ADMIN: &[&str] = &["tenant:admin"];
@@ -32,15 +34,11 @@ pub async fn authenticate(
         .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str(), v)))
         .collect();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let presented = match credential::extract(&pairs, path) {
-        Extracted::Missing => return Err(Deny::missing_key().into()),
-        Extracted::Conflict => return Err(Deny::invalid_key().into()),
-        Extracted::Key(c) => c.key,
-    };
-    key::parse(&presented, &service.policy().key_prefix).map_err(|_| Deny::invalid_key())?;
+    let extracted = credential::extract(&pairs, path);
+    let hash = decision::presented_hash(&extracted, &service.policy().key_prefix)?;
     let record = service
         .store()
-        .key_by_hash(key::hash(&presented))
+        .key_by_hash(hash)
         .await?
         .ok_or_else(Deny::invalid_key)?;
     check(&record, &pairs, any_of, clock::now()).inspect_err(|deny| {
@@ -49,7 +47,7 @@ pub async fn authenticate(
     Ok(record)
 }
 
-/// The checks after the lookup, in the filter's order.
+/// The checks after the lookup: revoked, then the filter's.
 fn check(
     record: &KeyRecord,
     headers: &[(&str, &str)],
@@ -59,22 +57,19 @@ fn check(
     if record.revoked_at.is_some() {
         return Err(Deny::invalid_key());
     }
-    if record.is_expired(now) {
-        return Err(Deny::expired());
+    decision::check_found(&as_table_record(record), headers, Some(any_of), now)
+}
+
+/// A stored key as the filter's table would hold it.
+fn as_table_record(record: &KeyRecord) -> table::KeyRecord<'_> {
+    table::KeyRecord {
+        key_id: record.id,
+        org_id: record.org_id,
+        expires_at: record.expires_at.unwrap_or(0),
+        scopes: &record.scopes,
+        tier: &record.tier,
+        environment: record.environment,
     }
-    let org = record.org_id.text();
-    let other_org = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(X_ORG_ID))
-        .map(|(_, value)| value.trim())
-        .find(|value| *value != org.as_str());
-    if let Some(other) = other_org {
-        return Err(Deny::wrong_org(other));
-    }
-    if !scopes::holds_any(&record.scopes, any_of) {
-        return Err(Deny::missing_scope(any_of.first().copied().unwrap_or("")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

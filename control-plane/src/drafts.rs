@@ -5,7 +5,7 @@
 use crate::body::{required, Fields};
 use crate::clock;
 use crate::errors::ApiError;
-use crate::policy::Policy;
+use crate::policy::MintPolicy;
 use keygate::key::Environment;
 
 /// Longest name of a key or tenant, in characters.
@@ -71,7 +71,7 @@ impl KeyDraft {
     }
 
     /// Checks every field against `policy` at time `now`.
-    pub fn check(self, policy: &Policy, now: u64) -> Result<KeySpec, ApiError> {
+    pub fn check(self, policy: &MintPolicy, now: u64) -> Result<KeySpec, ApiError> {
         Ok(KeySpec {
             name: name(required(self.name, "name")?, "name")?,
             scopes: scopes(required(self.scopes, "scopes")?, policy)?,
@@ -154,7 +154,7 @@ fn email(value: String) -> Result<String, ApiError> {
     }
 }
 
-fn scopes(asked: Vec<String>, policy: &Policy) -> Result<String, ApiError> {
+fn scopes(asked: Vec<String>, policy: &MintPolicy) -> Result<String, ApiError> {
     if asked.is_empty() {
         return Err(ApiError::invalid(
             "scopes",
@@ -213,7 +213,7 @@ fn expires_at(value: &str, now: u64) -> Result<u64, ApiError> {
     Ok(secs)
 }
 
-fn tier(value: Option<String>, policy: &Policy) -> Result<String, ApiError> {
+fn tier(value: Option<String>, policy: &MintPolicy) -> Result<String, ApiError> {
     match value {
         None => Ok(policy.default_tier().to_string()),
         Some(t) if policy.tiers.contains(&t) => Ok(t),
@@ -231,9 +231,9 @@ fn tier(value: Option<String>, policy: &Policy) -> Result<String, ApiError> {
 mod tests {
     use super::*;
 
-    fn policy() -> Policy {
+    fn policy() -> MintPolicy {
         let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
-        Policy::new(
+        MintPolicy::new(
             "rk",
             strings(&["a:read", "a:write"]),
             strings(&["free", "pro"]),

@@ -15,10 +15,10 @@
 //! (`client`) is tracked for delivered revocations (crate::delivery): its
 //! `since`, in this key set, acknowledges that version.
 
-use crate::api::AppState;
 use crate::delivery;
 use crate::errors::ApiError;
 use crate::metrics::{self, FeedMetrics};
+use crate::service::Service;
 use crate::store::{FeedAnswer, PageAsk, Store};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -28,7 +28,7 @@ use keygate::credential::bearer_token;
 use keygate::feed::{self, KeySet, Reader, CONTENT_TYPE};
 use keygate::key;
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Route of the feed.
@@ -40,8 +40,8 @@ const CACHED_BODIES: usize = 8;
 const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version");
 const X_KEYGATE_KEY_SET: HeaderName = HeaderName::from_static("x-keygate-key-set");
 
-/// The feed's token, body cache and counters.
-pub struct Feed {
+/// The feed endpoint's token, body cache and counters.
+pub struct FeedEndpoint {
     /// SHA-256 of the token: compared digest to digest.
     token_hash: [u8; 32],
     /// Most keys in one snapshot page (at least 1).
@@ -103,10 +103,10 @@ impl Ask {
     }
 }
 
-impl Feed {
+impl FeedEndpoint {
     /// A feed behind `token` serving snapshot pages of at most `page_keys` keys.
-    pub fn new(token: &str, page_keys: usize) -> Feed {
-        Feed {
+    pub fn new(token: &str, page_keys: usize) -> FeedEndpoint {
+        FeedEndpoint {
             token_hash: key::hash(token),
             page_keys: page_keys.max(1),
             cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES)),
@@ -304,34 +304,36 @@ fn table_kind(body: &[u8]) -> metrics::Answer {
 
 /// The feed handler.
 pub async fn key_table(
-    State(state): State<AppState>,
+    State(service): State<Arc<Service>>,
+    State(feed): State<Arc<FeedEndpoint>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let answer = respond(&state, &headers, &uri).await;
+    let answer = respond(&service, &feed, &headers, &uri).await;
     let counted = answer.as_ref().map_or_else(refused, |(kind, _)| *kind);
-    state.feed.metrics.answered(counted);
+    feed.metrics.answered(counted);
     answer.map(|(_, response)| response)
 }
 
 /// The answer to one feed request, and what it counts as.
 async fn respond(
-    state: &AppState,
+    service: &Service,
+    feed: &FeedEndpoint,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(metrics::Answer, Response), ApiError> {
-    if !state.feed.authorized(headers) {
+    if !feed.authorized(headers) {
         return Err(ApiError::Unauthorized("Missing or invalid feed token"));
     }
-    let store = state.service.store();
+    let store = service.store();
     let ours = store.key_set();
     let ask = parse_ask(uri.query(), headers)?.in_key_set(ours);
     let mut versions = store.version();
     let acked = ask.acknowledges(ours, *versions.borrow());
-    let delivery = state.service.delivery();
+    let delivery = service.delivery();
     let _open = ask.client.as_deref().map(|c| delivery.open(c, acked));
     if ask.since != 0 && ask.wait > 0 && *versions.borrow() == ask.since {
-        let _waiting = state.feed.metrics.wait();
+        let _waiting = feed.metrics.wait();
         let moved = versions.wait_for(|v| *v != ask.since);
         // Timing out (or a closed store) just means: answer what there is.
         let _ = tokio::time::timeout(Duration::from_secs(ask.wait), moved).await;
@@ -340,10 +342,7 @@ async fn respond(
     let answer = if ask.since != 0 && ask.since == current {
         None
     } else {
-        state
-            .feed
-            .body(store, ask.since, ask.after, current)
-            .await?
+        feed.body(store, ask.since, ask.after, current).await?
     };
     Ok(match answer {
         None => (
@@ -469,7 +468,7 @@ mod tests {
 
     #[test]
     fn token_is_checked() {
-        let feed = Feed::new("secret-token", 16);
+        let feed = FeedEndpoint::new("secret-token", 16);
         let with = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());

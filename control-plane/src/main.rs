@@ -1,37 +1,18 @@
-//! keygate control plane: owns the API keys (hashed, in SQLite), serves the
-//! management API of SPEC §6 and the key table feed of the filters, and has
-//! admin commands for bootstrapping. See `--help`.
-
-mod admin;
-mod api;
-mod auth;
-mod body;
-mod cli;
-mod clock;
-mod delivery;
-mod drafts;
-mod errors;
-mod feed;
-mod maintenance;
-mod metrics;
-mod policy;
-mod server;
-mod service;
-mod store;
-mod unparsed;
-mod views;
+//! The `keygate-control-plane` binary: parses the command line and runs it
+//! (see `--help`); everything else is the library (`lib.rs`).
 
 use clap::Parser;
-use cli::{Cli, Command};
-use delivery::Delivery;
-use maintenance::Upkeep;
-use policy::Policy;
-use service::Service;
+use keygate_control_plane::cli::{Cli, Command};
+use keygate_control_plane::delivery::Delivery;
+use keygate_control_plane::maintenance::Upkeep;
+use keygate_control_plane::policy::MintPolicy;
+use keygate_control_plane::service::Service;
+use keygate_control_plane::store::sqlite::SqliteStore;
+use keygate_control_plane::{admin, server};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use store::sqlite::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -55,7 +36,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
-    let policy = Policy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
+    let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
     if let Command::Serve(args) = &cli.command {
         if args.feed_token.as_deref().is_none_or(str::is_empty) {
             return Err(

@@ -17,8 +17,6 @@
 //! control plane's own address, which Envoy does not forward (only
 //! `/api/v1/…`); keep that address private.
 
-use crate::api::AppState;
-use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
@@ -162,11 +160,11 @@ impl FeedMetrics {
 
 /// What the metrics show of delivered revocations.
 #[derive(Debug, Clone, Copy, Default)]
-struct Propagation {
+pub struct Propagation {
     /// Fetch streams connected now.
-    envoys: usize,
+    pub envoys: usize,
     /// Waits that timed out so far.
-    timeouts: u64,
+    pub timeouts: u64,
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
@@ -179,20 +177,11 @@ fn gauge(text: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(text, "{name} {value}");
 }
 
-/// The metrics handler.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let version = *state.service.store().version().borrow();
-    let delivery = state.service.delivery();
-    let propagation = Propagation {
-        envoys: delivery.connected(),
-        timeouts: delivery.timeouts(),
-    };
+/// The answer to `GET /metrics`, with `version` as the table version and
+/// the delivery figures.
+pub fn response(metrics: &FeedMetrics, version: u64, delivery: Propagation) -> Response {
     let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
-    (
-        content_type,
-        state.feed.metrics.render(version, propagation),
-    )
-        .into_response()
+    (content_type, metrics.render(version, delivery)).into_response()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ const MAX_TIER_LEN: usize = 32;
 
 /// The minting policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
+pub struct MintPolicy {
     pub key_prefix: String,
     pub scopes: Vec<String>,
     pub tiers: Vec<String>,
@@ -34,13 +34,13 @@ fn clean(items: Vec<String>) -> Vec<String> {
     out
 }
 
-impl Policy {
+impl MintPolicy {
     /// Checks the configuration; the error names the bad setting.
     pub fn new(
         key_prefix: &str,
         scopes: Vec<String>,
         tiers: Vec<String>,
-    ) -> Result<Policy, String> {
+    ) -> Result<MintPolicy, String> {
         key::validate_prefix(key_prefix).map_err(|e| format!("--key-prefix: {e}"))?;
         let scopes = clean(scopes);
         if scopes.is_empty() {
@@ -60,7 +60,7 @@ impl Policy {
                 "--tiers: {bad:?} is not a tier name (1-32 of a-z 0-9 _ -)"
             ));
         }
-        Ok(Policy {
+        Ok(MintPolicy {
             key_prefix: key_prefix.to_string(),
             scopes,
             tiers,
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn cleans_and_keeps_order() {
-        let p = Policy::new(
+        let p = MintPolicy::new(
             "rk",
             strings(&["b:read", " a:read", "b:read", ""]),
             strings(&["pro", "free"]),
@@ -103,13 +103,14 @@ mod tests {
     fn names_the_bad_setting() {
         let ok_scopes = strings(&["a:read"]);
         let ok_tiers = strings(&["free"]);
-        let err =
-            |p: &str, s: &[&str], t: &[&str]| Policy::new(p, strings(s), strings(t)).unwrap_err();
+        let err = |p: &str, s: &[&str], t: &[&str]| {
+            MintPolicy::new(p, strings(s), strings(t)).unwrap_err()
+        };
         assert!(err("RK", &["a:read"], &["free"]).starts_with("--key-prefix"));
         assert!(err("rk", &["nocolon"], &["free"]).starts_with("--allowed-scopes"));
         assert!(err("rk", &[], &["free"]).starts_with("--allowed-scopes"));
         assert!(err("rk", &["a:read"], &["Free"]).starts_with("--tiers"));
         assert!(err("rk", &["a:read"], &[]).starts_with("--tiers"));
-        assert!(Policy::new("rk", ok_scopes, ok_tiers).is_ok());
+        assert!(MintPolicy::new("rk", ok_scopes, ok_tiers).is_ok());
     }
 }

@@ -8,7 +8,7 @@
 //! too ([`crate::unparsed`]).
 
 use crate::api::{self, AppState};
-use crate::feed::Feed;
+use crate::feed::FeedEndpoint;
 use crate::maintenance::{self, Upkeep};
 use crate::service::Service;
 use crate::unparsed::JsonRefusals;
@@ -52,7 +52,7 @@ pub async fn serve(
     tracing::info!(%address, version, "control plane listening");
     let app = api::router(AppState {
         service,
-        feed: Arc::new(Feed::new(feed_token, feed_page_keys)),
+        feed: Arc::new(FeedEndpoint::new(feed_token, feed_page_keys)),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::select! {

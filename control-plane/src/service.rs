@@ -10,7 +10,7 @@ use crate::clock;
 use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
-use crate::policy::Policy;
+use crate::policy::MintPolicy;
 use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant};
 use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, SHOW_ONCE};
 use keygate::ids::{KeyId, OrgId};
@@ -27,7 +27,7 @@ const ID_ATTEMPTS: usize = 4;
 /// Key operations on a store under a policy.
 pub struct Service {
     store: Arc<dyn Store>,
-    policy: Policy,
+    policy: MintPolicy,
     delivery: Arc<Delivery>,
 }
 
@@ -58,7 +58,7 @@ where
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, policy: Policy, delivery: Arc<Delivery>) -> Service {
+    pub fn new(store: Arc<dyn Store>, policy: MintPolicy, delivery: Arc<Delivery>) -> Service {
         Service {
             store,
             policy,
@@ -92,7 +92,7 @@ impl Service {
         Arc::clone(&self.store)
     }
 
-    pub fn policy(&self) -> &Policy {
+    pub fn policy(&self) -> &MintPolicy {
         &self.policy
     }
 

@@ -7,7 +7,7 @@
 
 use keygate_control_plane::drafts::{grace_seconds, KeyDraft, TenantDraft};
 use keygate_control_plane::errors::ApiError;
-use keygate_control_plane::policy::Policy;
+use keygate_control_plane::policy::MintPolicy;
 use libfuzzer_sys::fuzz_target;
 
 fn assert_names_its_field<T>(result: Result<T, ApiError>) -> Option<T> {
@@ -25,7 +25,7 @@ fn assert_names_its_field<T>(result: Result<T, ApiError>) -> Option<T> {
 fuzz_target!(|data: &[u8]| {
     let scopes = vec!["memory:read".to_string(), "memory:write".to_string()];
     let tiers = vec!["free".to_string(), "pro".to_string()];
-    let policy = Policy::new("rk", scopes, tiers).expect("a valid policy");
+    let policy = MintPolicy::new("rk", scopes, tiers).expect("a valid policy");
     if let Some(draft) = assert_names_its_field(KeyDraft::from_json(data)) {
         assert_names_its_field(draft.check(&policy, 1_700_000_000));
     }

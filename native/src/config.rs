@@ -5,14 +5,17 @@
 //! (`keygate::config::FilterConfig`; the feed token from the environment
 //! variable `feed.token_env` names, read from Envoy's process environment),
 //! defines the stats and starts a small timer thread that commits a tick to
-//! the configuration's scheduler every `feed.sync_interval_ms`: Envoy runs
+//! the configuration's scheduler every `feed.sync_interval_ms` (every 5 ms
+//! while requests wait for the first table): Envoy runs
 //! each tick on the main thread (`on_http_filter_config_scheduled`). A tick
 //! starts the next feed request when one is due (config-level HTTP
 //! callouts), decides requests whose wait for the first table is over, and
 //! once a second wakes WebSockets whose key expired and records the table's
 //! age. An answer ([`ConfigHandle::on_answer`]) that brings a new table
 //! publishes it to every worker at once, wakes the waiting requests and the
-//! WebSockets whose key died.
+//! WebSockets whose key died. A configuration made while another of the
+//! same feed runs (a reload) starts with that one's table, and follows the
+//! feed with its own stream from there.
 
 use crate::abi::ConfigEnvoy;
 use crate::feed::{Feed, Outcome};
@@ -22,16 +25,20 @@ use crate::stats::Stats;
 use crate::{log, now_ms};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
+use keygate::engine::request::FeedRequest;
 use keygate::feed::KeySet;
-use std::cell::RefCell;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::Duration;
 
 /// Event of the configuration's scheduler: a tick of the timer.
 pub const EVENT_TICK: u64 = 1;
-/// Extra time a feed call gets beyond the long-poll wait.
-const CALL_MARGIN_MS: u64 = 10_000;
+/// The tick period while requests wait for the first table, so that their
+/// wait ends on time.
+const FAST_TICK: Duration = Duration::from_millis(5);
+/// While requests wait for the first table, a failed fetch is retried at
+/// least this often.
+const WAITING_RETRY_MS: u64 = 250;
 /// A streak of fetch failures is logged at its start and then this often.
 const FAILURES_LOGGED_EVERY: u32 = 60;
 
@@ -46,20 +53,26 @@ struct FeedState {
     first_table_from: Option<u64>,
 }
 
-/// The timer thread's handle: dropping it stops the ticks (and deletes the
-/// scheduler, under the lock the thread commits with).
+/// The timer thread's handle. Dropping it stops the ticks: the scheduler
+/// is deleted under the lock the thread commits with, and the thread is
+/// woken and joined, so no module code runs once the configuration is gone
+/// (the module could be unloaded then).
 struct Timer {
     scheduler: Arc<Mutex<Option<ConfigScheduler>>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Timer {
-    fn start(scheduler: ConfigScheduler, period: Duration) -> Timer {
+    /// Ticks every `period`, every [`FAST_TICK`] while requests of
+    /// `shared` wait for the first table.
+    fn start(scheduler: ConfigScheduler, period: Duration, shared: Arc<Shared>) -> Timer {
         let scheduler = Arc::new(Mutex::new(Some(scheduler)));
         let ticking = Arc::clone(&scheduler);
         let spawned = thread::Builder::new()
             .name("keygate-timer".into())
             .spawn(move || loop {
-                thread::sleep(period);
+                let fast = !shared.ever_loaded() && shared.has_waiting();
+                thread::park_timeout(if fast { FAST_TICK } else { period });
                 let guard = ticking
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -71,17 +84,25 @@ impl Timer {
         if spawned.is_err() {
             log::error("could not start the timer thread: the key table will not be fetched");
         }
-        Timer { scheduler }
+        Timer {
+            scheduler,
+            thread: spawned.ok(),
+        }
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        let mut guard = self
+        let taken = self
             .scheduler
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        drop(guard.take());
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(taken);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 
@@ -92,9 +113,15 @@ pub struct ConfigHandle {
     feed_config: FeedConfig,
     /// Names this Envoy's fetch stream to the control plane.
     client: String,
-    state: RefCell<FeedState>,
+    /// Main thread only (a mutex so that the handle is `Sync`; never contended).
+    state: Mutex<FeedState>,
     _timer: Timer,
 }
+
+// SAFETY: workers only read `shared` (in `on_http_filter_new`); `envoy` is
+// used by the main thread's hooks alone, the one thread Envoy calls the
+// configuration's hooks on; the feed state is behind a mutex.
+unsafe impl Sync for ConfigHandle {}
 
 /// The long-poll wait: at most a quarter of the maximum staleness (a held
 /// request is no proof that the control plane is up).
@@ -121,6 +148,16 @@ impl ConfigHandle {
             u64::from(feed.max_staleness_seconds) * 1000,
             u64::from(feed.first_table_wait_ms),
         ));
+        let feed_key = format!("{}|{}|{}", feed.cluster, feed.authority, feed.path);
+        let adopted = shared.join_peers(&feed_key);
+        if let Some(table) = shared.table().filter(|_| adopted) {
+            log::info(&format!(
+                "starting with key table version {} ({} keys) of a running configuration of this feed",
+                table.version(),
+                table.len()
+            ));
+            shared.stats.table(envoy, table.version(), table.len());
+        }
         let scheduler = ConfigScheduler::new(envoy)
             .ok_or_else(|| "Envoy gave no scheduler to the configuration".to_string())?;
         let client = KeySet::random()
@@ -129,25 +166,39 @@ impl ConfigHandle {
         let tick = u64::from(feed.sync_interval_ms);
         Ok(ConfigHandle {
             envoy,
-            shared,
+            shared: Arc::clone(&shared),
             client,
-            state: RefCell::new(FeedState {
+            state: Mutex::new(FeedState {
                 feed: Feed::new(tick, u64::from(feed.retry_ms)),
                 failures: 0,
                 last_second: 0,
-                first_table_from: Some(now_ms()),
+                first_table_from: (!adopted).then(now_ms),
             }),
             feed_config: feed,
-            _timer: Timer::start(scheduler, Duration::from_millis(tick)),
+            _timer: Timer::start(scheduler, Duration::from_millis(tick), Arc::clone(&shared)),
         })
+    }
+
+    /// The feed state, unless a hook up the stack holds it (a callback Envoy
+    /// made from inside a call of ours). A panic caught while it was held
+    /// left it consistent enough to go on: every change is a plain store.
+    fn feed_state(&self) -> Option<MutexGuard<'_, FeedState>> {
+        match self.state.try_lock() {
+            Ok(state) => Some(state),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// A tick of the timer (main thread).
     pub fn on_tick(&self) {
-        let Ok(mut state) = self.state.try_borrow_mut() else {
+        let Some(mut state) = self.feed_state() else {
             return;
         };
         let now = now_ms();
+        if !self.shared.ever_loaded() && self.shared.has_waiting() {
+            state.feed.hurry(WAITING_RETRY_MS);
+        }
         self.poll(&mut state, now);
         self.shared.wake_waiting(Some(now));
         self.each_second(&mut state, now);
@@ -160,24 +211,18 @@ impl ConfigHandle {
         }
         let table = self.shared.table();
         let ask = state.feed.ask(table.as_deref());
+        // A snapshot page is answered at once: no wait.
         let wait = if ask.since == 0 {
             0
         } else {
             self.feed_config.wait_seconds
         };
-        let path = ask.path(&self.feed_config, wait, &self.client);
-        let authorization = self.feed_config.token.authorization();
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", self.feed_config.authority.as_str()),
-            ("authorization", authorization.as_str()),
-        ];
-        let timeout = u64::from(wait) * 1000 + CALL_MARGIN_MS;
-        match host::callout(self.envoy, &self.feed_config.cluster, &headers, timeout) {
+        let request = FeedRequest::new(&self.feed_config, &ask, wait, Some(&self.client));
+        match host::callout(self.envoy, &request) {
             Ok(id) => state.feed.started(id, now),
             Err(code) => {
-                let outcome = state.feed.start_failed(code, now);
+                log::debug(&format!("feed callout not started (result {code})"));
+                let outcome = state.feed.start_failed(now);
                 self.report(state, &outcome);
             }
         }
@@ -186,7 +231,7 @@ impl ConfigHandle {
     /// The answer to callout `id` (main thread): `status` `None` when the
     /// call failed without an HTTP answer.
     pub fn on_answer(&self, id: u64, status: Option<u16>, body: &[u8]) {
-        let Ok(mut state) = self.state.try_borrow_mut() else {
+        let Some(mut state) = self.feed_state() else {
             return;
         };
         if !state.feed.finish(id) {

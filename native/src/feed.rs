@@ -10,74 +10,18 @@
 //! snapshot; a page of another key set than the pages before it starts the
 //! snapshot over. Failures keep the table and retry after `retry_ms`;
 //! requests other than the next page start at least `min_gap_ms` apart.
+//!
+//! It shares the engine's vocabulary (`keygate::engine::fetch`'s [`Ask`]
+//! and [`Failure`], `keygate::engine::request` for the request itself) but
+//! not its `Fetcher`: that one publishes every body to a process-wide store
+//! for follower VMs to load (the wasm filter's model, one table per VM).
+//! Here the process has exactly one table and no followers, so an answer
+//! goes straight into it; keeping the bodies in a store as well would hold
+//! a second copy of a big table.
 
-use keygate::config::FeedConfig;
+pub use keygate::engine::fetch::{Ask, Failure};
 use keygate::feed::{self, FeedError, KeySet, Reader};
 use keygate::table::{self, KeyTable, SnapshotBuilder, Update};
-use std::fmt::{self, Write};
-
-/// What the next request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ask {
-    /// 0 asks for a snapshot (page).
-    pub since: u64,
-    /// The snapshot page after this hash.
-    pub after: Option<[u8; 32]>,
-    /// The key set `since` (or the pages so far) belong to.
-    pub key_set: Option<KeySet>,
-}
-
-impl Ask {
-    /// The request path: `feed.path` with the query of this ask.
-    pub fn path(&self, config: &FeedConfig, wait_seconds: u32, client: &str) -> String {
-        let separator = if config.path.contains('?') { '&' } else { '?' };
-        let mut path = format!(
-            "{}{separator}since={}&wait={wait_seconds}",
-            config.path, self.since
-        );
-        if let Some(after) = self.after {
-            let _ = write!(path, "&after={}", hex::encode(after));
-        }
-        if let Some(key_set) = self.key_set {
-            let _ = write!(path, "&key_set={key_set}");
-        }
-        let _ = write!(path, "&client={client}");
-        path
-    }
-}
-
-/// Why an answer gave nothing usable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The call could not start (Envoy's init result code).
-    Start(u32),
-    /// No HTTP answer: connection refused or reset, or timeout.
-    NoResponse,
-    /// An answer other than 200 or 304.
-    Status(u16),
-    /// A 200 whose body does not decode or check.
-    Garbage(FeedError),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Start(code) => write!(
-                f,
-                "the call could not start (result {code}: is the cluster defined and healthy?)"
-            ),
-            Failure::NoResponse => {
-                write!(f, "no response (control plane unreachable or timed out)")
-            }
-            Failure::Status(401) => write!(
-                f,
-                "status 401 (the control plane refused the token in feed.token_env)"
-            ),
-            Failure::Status(s) => write!(f, "status {s}"),
-            Failure::Garbage(e) => write!(f, "undecodable body ({e})"),
-        }
-    }
-}
 
 /// What one answer did.
 pub enum Outcome {
@@ -112,6 +56,8 @@ pub struct Feed {
     in_flight: Option<u64>,
     last_start_ms: u64,
     not_before_ms: u64,
+    /// Unix ms of the last failed answer (or start).
+    failed_ms: u64,
     want_snapshot: bool,
     paging: Option<Paging>,
     min_gap_ms: u64,
@@ -125,6 +71,7 @@ impl Feed {
             in_flight: None,
             last_start_ms: 0,
             not_before_ms: 0,
+            failed_ms: 0,
             want_snapshot: false,
             paging: None,
             min_gap_ms,
@@ -135,6 +82,14 @@ impl Feed {
     /// True when a request may start now.
     pub fn due(&self, now_ms: u64) -> bool {
         self.in_flight.is_none() && now_ms >= self.not_before_ms
+    }
+
+    /// Retries a failure after at most `cap_ms` (requests wait for a first
+    /// table: a control plane that just came up is seen sooner).
+    pub fn hurry(&mut self, cap_ms: u64) {
+        self.not_before_ms = self
+            .not_before_ms
+            .min(self.failed_ms.saturating_add(cap_ms));
     }
 
     /// What the next request asks, given the current table.
@@ -157,12 +112,6 @@ impl Feed {
         }
     }
 
-    /// True when the request in flight asks for a snapshot page (answered
-    /// at once, not held).
-    pub fn asks_snapshot(&self, table: Option<&KeyTable>) -> bool {
-        self.ask(table).since == 0
-    }
-
     /// Records a request started as `id`.
     pub fn started(&mut self, id: u64, now_ms: u64) {
         self.in_flight = Some(id);
@@ -170,9 +119,10 @@ impl Feed {
     }
 
     /// Records a request that could not start.
-    pub fn start_failed(&mut self, code: u32, now_ms: u64) -> Outcome {
+    pub fn start_failed(&mut self, now_ms: u64) -> Outcome {
         self.not_before_ms = now_ms.saturating_add(self.retry_ms);
-        Outcome::Failed(Failure::Start(code))
+        self.failed_ms = now_ms;
+        Outcome::Failed(Failure::Dispatch)
     }
 
     /// True (once) when `id` is the request in flight: its answer is ours.
@@ -202,6 +152,7 @@ impl Feed {
         if matches!(outcome, Outcome::Failed(_)) {
             // A snapshot resumes from its first page.
             self.paging = None;
+            self.failed_ms = now_ms;
         }
         self.not_before_ms = match outcome {
             Outcome::Failed(_) => now_ms.saturating_add(self.retry_ms),
@@ -352,7 +303,6 @@ mod tests {
         ));
         let ask = feed.ask(None);
         assert_eq!((ask.since, ask.after), (0, Some([2; 32])));
-        assert!(ask.path(&config(), 0, "c1").contains("after=0202"));
         let last = encode_snapshot_page(KS, 4, &[entry(3)], false);
         let (table, _) = take_table(feed.on_answer(None, Some(200), &last, 1));
         assert_eq!((table.version(), table.len()), (3, 3));
@@ -379,29 +329,12 @@ mod tests {
             Outcome::Failed(Failure::NoResponse)
         ));
         assert!(!feed.due(500));
+        feed.hurry(250);
+        assert!(!feed.due(300) && feed.due(350));
         assert!(feed.due(1100));
         assert!(matches!(
             feed.on_answer(None, Some(200), b"garbage", 1100),
             Outcome::Failed(Failure::Garbage(_))
         ));
-    }
-
-    fn config() -> FeedConfig {
-        keygate::config::FilterConfig::from_json(br#"{"feed":{"cluster":"cp"}}"#)
-            .map(|c| c.feed)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn the_path_carries_the_protocol_fields() {
-        let ask = Ask {
-            since: 7,
-            after: None,
-            key_set: Some(KS),
-        };
-        assert_eq!(
-            ask.path(&config(), 20, "abc"),
-            format!("/v1/key-table?since=7&wait=20&key_set={KS}&client=abc")
-        );
     }
 }

@@ -16,6 +16,7 @@ use crate::host::{self, FilterScheduler, RequestHeaders};
 use crate::shared::{key_is_dead, Shared, Watch};
 use crate::{log, now_ms};
 use keygate::decision::{Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE};
+use keygate::rules::path_only;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -148,7 +149,18 @@ impl Filter {
             Decision::Deny(d) if d.reason == DenyReason::NotReady && may_wait && self.wait(now) => {
                 Step::Waiting
             }
-            Decision::Deny(d) => self.refuse(&d),
+            Decision::Deny(d) => {
+                if log::debug_enabled() {
+                    // The path without its query (it may carry ?api_key=).
+                    log::debug(&format!(
+                        "denied {method} {} {} ({})",
+                        path_only(path),
+                        d.status,
+                        d.reason.as_str()
+                    ));
+                }
+                self.refuse(&d)
+            }
         }
     }
 

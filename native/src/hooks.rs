@@ -443,3 +443,32 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
     _ptr: *const c_void,
 ) {
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::ModuleBuffer;
+
+    // Stand-ins for the callbacks these tests reach (Envoy exports the real ones).
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_log(_level: u32, _message: ModuleBuffer) {}
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_log_enabled(_level: u32) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_panic_is_caught_and_answered_with_the_fallback() {
+        let answer = guard("test", 7, || -> u32 { panic!("boom") });
+        assert_eq!(answer, 7);
+    }
+
+    #[test]
+    fn the_module_reports_the_abi_it_was_built_for() {
+        // SAFETY: a static NUL-terminated string.
+        let version = unsafe { std::ffi::CStr::from_ptr(envoy_dynamic_module_on_program_init()) };
+        assert_eq!(version.to_str().unwrap(), "v0.2.0");
+    }
+}

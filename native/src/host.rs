@@ -5,6 +5,7 @@
 //! and every status Envoy returns is handled.
 
 use crate::abi::{self, ConfigEnvoy, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
+use keygate::engine::request::FeedRequest;
 use std::borrow::Cow;
 
 /// Logs `message` at `level` (an [`abi::level`] value) under Envoy's
@@ -177,15 +178,11 @@ impl Drop for ConfigScheduler {
     }
 }
 
-/// Starts an HTTP call from the configuration (main thread) to `cluster`;
-/// its id, or Envoy's init result code when it could not start.
-pub fn callout(
-    config: ConfigEnvoy,
-    cluster: &str,
-    headers: &[(&str, &str)],
-    timeout_ms: u64,
-) -> Result<u64, u32> {
-    let mut headers: Vec<ModuleHeader> = headers
+/// Starts a feed request from the configuration (main thread); its id, or
+/// Envoy's init result code when it could not start.
+pub fn callout(config: ConfigEnvoy, request: &FeedRequest) -> Result<u64, u32> {
+    let mut headers: Vec<ModuleHeader> = request
+        .headers()
         .iter()
         .map(|(n, v)| ModuleHeader::of(n, v))
         .collect();
@@ -195,11 +192,11 @@ pub fn callout(
         abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
             config,
             &mut id,
-            ModuleBuffer::of(cluster.as_bytes()),
+            ModuleBuffer::of(request.cluster.as_bytes()),
             headers.as_mut_ptr(),
             headers.len(),
             ModuleBuffer::null(),
-            timeout_ms,
+            request.timeout_ms,
         )
     };
     if result == abi::CALLOUT_INIT_SUCCESS {

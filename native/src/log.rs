@@ -1,6 +1,6 @@
 //! Lines in Envoy's log (the `dynamic_modules` logger, at Envoy's level).
-//! Never a key, a token or a header value: callers pass fixed text, ids
-//! and counts only.
+//! Never a key, a token or a header value: callers pass fixed text, ids,
+//! counts, and a request's method and path without its query.
 
 use crate::abi::level;
 use crate::host;

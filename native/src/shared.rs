@@ -21,7 +21,12 @@ use keygate::decision::Policy;
 use keygate::table::KeyTable;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// Live configurations by feed (`cluster|authority|path`): a new one (a
+/// listener or filter reload) starts with the table of one already running,
+/// then follows the feed itself.
+static PEERS: Mutex<Vec<(String, Weak<Shared>)>> = Mutex::new(Vec::new());
 
 /// Event: a request waiting for the first table is to be decided now.
 pub const EVENT_DECIDE: u64 = 1;
@@ -94,6 +99,28 @@ impl Shared {
         self.ever_loaded.store(true, Ordering::Release);
     }
 
+    /// Joins the configurations of `feed` and starts with the table of one
+    /// of them, if any holds one (shared, not copied); true when it did.
+    pub fn join_peers(self: &Arc<Shared>, feed: &str) -> bool {
+        let mut peers = PEERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        peers.retain(|(_, peer)| peer.strong_count() > 0);
+        let adopted = peers
+            .iter()
+            .filter(|(key, _)| key == feed)
+            .filter_map(|(_, peer)| peer.upgrade())
+            .find_map(|peer| peer.table().map(|t| (t, peer.contact_ms())));
+        peers.push((feed.to_string(), Arc::downgrade(self)));
+        let Some((table, contact_ms)) = adopted else {
+            return false;
+        };
+        self.contact_ms.store(contact_ms, Ordering::Release);
+        self.table.store(Some(table));
+        self.ever_loaded.store(true, Ordering::Release);
+        true
+    }
+
     /// Records a successful answer that changed nothing (a 304).
     pub fn contact(&self, now_ms: u64) {
         self.contact_ms.store(now_ms, Ordering::Release);
@@ -115,6 +142,11 @@ impl Shared {
         self.watched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True when some request waits for the first table.
+    pub fn has_waiting(&self) -> bool {
+        self.watched().values().any(|w| w.waiting_until.is_some())
     }
 
     /// Wakes every waiting request (the table came); with `expired_at`,

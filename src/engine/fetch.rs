@@ -1,10 +1,10 @@
-//! The lease holder's fetch loop, without host calls (unit-tested natively).
+//! The lease holder's fetch loop: what to ask next, what an answer did, pacing.
 //!
 //! One request at a time: `GET <path>?since=<version>&wait=<s>&key_set=<id>`
 //! (the key set of the shared head, or of the snapshot being assembled: the
 //! control plane answers a client of another key set with a snapshot). The leader
 //! keeps no table of its own for this: it checks each 200 body and publishes
-//! it to shared data, where every VM that serves requests picks it up. A
+//! it to the store, where every member that serves requests picks it up. A
 //! snapshot comes in pages (docs/feed-protocol.md): each is stored as it
 //! arrives and the next one is asked for at once (`since=0&after=<hash>`);
 //! the head points at the snapshot after its last page. A delta extends the

@@ -1,4 +1,4 @@
-//! Every ticking VM of the process, what it holds, and who should lead.
+//! Every ticking member (VM) of the process, what it holds, and who should lead.
 //!
 //! One shared-data value (`<ns>followers`), lines of
 //! `"<owner> <state> <seen ms> <started ms>"`, updated by CAS. `state` is `lead` for a VM

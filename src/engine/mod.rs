@@ -1,11 +1,15 @@
 //! The feed engine: one key table per proxy process, whatever the adapter.
 //!
-//! Host-independent logic that keeps a proxy's key table fed from the
+//! Host-independent logic that keeps a proxy's key tables fed from the
 //! control plane, shared by the wasm filter and the native module. No host
-//! call lives here: the adapter supplies a [`store::Store`] (process-wide
-//! key/value data with CAS), dispatches the [`request::FeedRequest`]s the
-//! engine builds and hands their answers back.
+//! call lives here: an adapter implements [`Host`] (a process-wide
+//! [`store::Store`] with CAS, the clock, starting a [`request::FeedRequest`],
+//! log lines), calls [`Engine::tick`] periodically and hands call answers to
+//! [`Engine::on_response`], and reacts to the [`Changes`] they return.
 //!
+//! - [`driver`]: the [`Engine`] of one member (election, following, the
+//!   leader's fetches, a first table of its own), through a [`Host`];
+//! - [`host`]: the [`Host`] trait an adapter implements;
 //! - [`store`]: the store trait and the names of one feed's values in it;
 //! - [`sync`]: lease, head, snapshot pages and delta chain in the store, and
 //!   a follower's catch-up;
@@ -15,8 +19,13 @@
 //! - [`request`]: the HTTP request a fetch sends.
 
 pub mod bootstrap;
+pub mod driver;
 pub mod fetch;
 pub mod followers;
+pub mod host;
 pub mod request;
 pub mod store;
 pub mod sync;
+
+pub use driver::{Changes, Engine, Member};
+pub use host::{Host, Level};

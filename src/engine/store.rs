@@ -6,6 +6,9 @@
 //! feed keeps there; [`crate::engine::sync`] and
 //! [`crate::engine::followers`] say what the values mean.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 /// Number of delta slots (keys are reused modulo this).
 pub const RING: u64 = 1024;
 
@@ -54,5 +57,33 @@ impl SharedKeys {
     /// The delta slot of `base`.
     pub(super) fn delta(&self, base: u64) -> String {
         format!("{}{}", self.delta, base % RING)
+    }
+}
+
+/// A [`Store`] in this thread's memory only (a CAS token on a missing key fails).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+        self.entries
+            .borrow()
+            .get(key)
+            .map_or((Vec::new(), None), |(value, cas)| {
+                (value.clone(), Some(*cas))
+            })
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut entries = self.entries.borrow_mut();
+        let current = entries.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        let next = current.map_or(1, |c| c.wrapping_add(1));
+        entries.insert(key.to_string(), (value.to_vec(), next));
+        true
     }
 }

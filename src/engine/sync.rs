@@ -1,8 +1,9 @@
-//! One key table feed per Envoy process, shared by every VM through shared data.
+//! One key table feed per proxy process, shared by its members through a store.
 //!
-//! Envoy runs one VM per worker thread (plus one on the main thread); they
-//! share a process-wide key/value store ("shared data", per `vm_id`) with
-//! compare-and-swap. Pure logic over a small [`Store`] trait, so it is
+//! The members are the wasm adapter's VMs: Envoy runs one per worker thread
+//! (plus one on the main thread); they share a process-wide key/value store
+//! ("shared data", per `vm_id`) with compare-and-swap. Pure logic over the
+//! [`Store`] trait and the value names of [`SharedKeys`], so it is
 //! unit-tested natively:
 //!
 //! - **lease** (`<ns>lease` = `"<owner> <deadline ms>"`): the VM holding it is
@@ -23,7 +24,7 @@
 //!   snapshot, as received (about 1 MiB each, so no VM ever copies a whole
 //!   table's worth of bytes at once). A snapshot bigger than
 //!   `feed.keep_snapshot_bytes` is emptied by the leader once every following
-//!   VM holds its version (see [`crate::followers`]); a VM that needs it
+//!   VM holds its version (see [`crate::engine::followers`]); a VM that needs it
 //!   later asks for a fresh snapshot.
 //! - **deltas** (`<ns>delta.<base % RING>`): delta bodies from the snapshot
 //!   version to the head version, each found under the slot of its base.

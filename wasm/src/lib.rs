@@ -2,9 +2,10 @@
 //!
 //! The core crate (`keygate`) takes every decision; this crate glues it to
 //! the host. Modules: [`host`] (every host call, on the raw ABI), [`root`]
-//! (configuration, tick, feed), [`http`] (one decision per request),
-//! [`headers`] (request headers in one host call, the map format),
-//! [`shared`] (shared data as the feed engine's store), [`streams`] (open
+//! (configuration; drives the feed engine from the tick and call answers),
+//! [`http`] (one decision per request), [`headers`] (request headers in one
+//! host call, the map format), [`engine_host`] (the feed engine's host:
+//! shared data, clock, calls, log), [`streams`] (open
 //! WebSockets), [`stats`] (metrics), [`state`] (what a root shares with its
 //! requests), [`waiting`] (requests paused until the first table). The feed
 //! itself (lease, followers, fetch loop, shared table, a new VM's own first
@@ -28,11 +29,11 @@
 //! headers through a bounds-checked parser, and the workspace lints deny
 //! unwrap, expect, panic and indexing.
 
+pub mod engine_host;
 pub mod headers;
 pub mod host;
 pub mod http;
 pub mod root;
-pub mod shared;
 pub mod state;
 pub mod stats;
 pub mod streams;
