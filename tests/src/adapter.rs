@@ -61,10 +61,7 @@ impl Adapter {
     /// Text replacements that point the shipped config at the built artifact.
     pub fn artifact_replacements(self) -> Vec<(String, String)> {
         match self {
-            Adapter::Wasm => vec![(
-                "filename: target/wasm32-wasip1/release/keygate_filter.wasm".to_string(),
-                format!("filename: {}", self.artifact().display()),
-            )],
+            Adapter::Wasm => vec![wasm_replacement(&self.artifact())],
             // The native config names the module; Envoy finds it through its
             // environment ([`Adapter::envoy_env`]).
             Adapter::Native => Vec::new(),
@@ -133,6 +130,14 @@ impl Adapter {
     pub fn stat(self, name: &str) -> String {
         format!("{}.{name}", self.stats_prefix())
     }
+}
+
+/// The replacement that points `envoy/envoy.yaml` at the wasm `path`.
+pub fn wasm_replacement(path: &Path) -> (String, String) {
+    (
+        "filename: target/wasm32-wasip1/release/keygate_filter.wasm".to_string(),
+        format!("filename: {}", path.display()),
+    )
 }
 
 /// The native module: `target/native/libkeygate_native.so` (profile

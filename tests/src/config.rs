@@ -26,10 +26,7 @@ pub fn render_envoy_config(
     wasm: &Path,
     extra: &[(String, String)],
 ) -> String {
-    let mut replacements = vec![(
-        "filename: target/wasm32-wasip1/release/keygate_filter.wasm".to_string(),
-        format!("filename: {}", wasm.display()),
-    )];
+    let mut replacements = vec![crate::adapter::wasm_replacement(wasm)];
     replacements.extend(extra.iter().cloned());
     render_with(template, ports, &replacements)
 }
