@@ -38,9 +38,11 @@ fn rss(pid: u32) -> u64 {
 /// is `key`): its RSS once the key passes on every worker and the loading
 /// garbage is gone.
 async fn rss_with_table(concurrency: u32, total: usize, key: &str) -> u64 {
-    let mut options = StackOptions::default();
-    options.control_plane = false;
-    options.concurrency = concurrency;
+    let options = StackOptions {
+        control_plane: false,
+        concurrency,
+        ..StackOptions::default()
+    };
     let stack = Stack::start_with(options).await;
     let body = keys::snapshot(1, total, &[key.to_string()]);
     let feed_addr = SocketAddr::from(([127, 0, 0, 1], stack.ports.control_plane));
