@@ -8,7 +8,7 @@ CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 NATIVE := target/native/libkeygate_native.so
 
-.PHONY: build wasm native services setup run test lint validate validate-native compose-check compose-smoke ci bench fuzz fuzz-smoke fuzz-setup
+.PHONY: build wasm native services setup run test test-native lint validate validate-native compose-check compose-smoke ci bench fuzz fuzz-smoke fuzz-setup
 
 build: wasm services
 
@@ -26,17 +26,29 @@ native:
 setup:
 	@scripts/setup.sh
 
-run: setup build
-	@scripts/run.sh
+# ADAPTER=wasm (default) or native: which keygate adapter Envoy loads.
+ADAPTER ?= wasm
+
+run: setup build $(if $(filter native,$(ADAPTER)),native)
+	@ADAPTER=$(ADAPTER) scripts/run.sh
 
 # The e2e harness runs at most 2 stacks at once ($$KEYGATE_E2E_JOBS). The
-# control plane's tests run twice: on SQLite, then on PostgreSQL (a private
-# server started by scripts/pg.sh; Debian's postgresql installed if missing).
-test: setup build
+# workspace's tests run with the wasm adapter, then the end-to-end suite
+# again against the native one (KEYGATE_ADAPTER=native: envoy-native.yaml
+# and the dynamic module), then the control plane's tests on PostgreSQL (a
+# private server started by scripts/pg.sh; Debian's postgresql installed if
+# missing).
+test: setup build native
 	@scripts/pg.sh ensure
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output
+	$(MAKE) test-native
 	KEYGATE_TEST_BACKEND=postgres $(CARGO) test -p keygate-control-plane --tests -- --show-output
 	$(MAKE) fuzz-smoke
+
+# The end-to-end suite against the native adapter only.
+test-native: setup build native
+	KEYGATE_ADAPTER=native ENVOY_BIN="$$(scripts/ensure-envoy.sh)" \
+	  $(CARGO) test -p keygate-e2e -- --show-output
 
 # Fuzzing (fuzz/README.md), one target at a time; a crash fails the build.
 FUZZ_SECONDS ?= 300
@@ -88,4 +100,5 @@ bench: setup
 	@scripts/pg.sh ensure
 	$(CARGO) build --release -p keygate-filter -p minimal-filter --target wasm32-wasip1
 	$(CARGO) build --release -p keygate-bench -p keygate-control-plane
+	$(CARGO) build --profile native -p keygate-native -p minimal-native
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" target/release/keygate-bench $(BENCH_ARGS)

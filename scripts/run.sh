@@ -3,7 +3,9 @@
 # under data/) and Envoy with the keygate filter (10000, admin 9901), all on
 # 127.0.0.1; waits until the filter has its key table, prints what to try,
 # and stops everything on Ctrl-C (or when any of the three exits).
-# Expects the wasm and the binaries built (`make run` builds them first).
+# ADAPTER=wasm (default: the wasm filter, envoy/envoy.yaml) or ADAPTER=native
+# (the dynamic module, envoy/envoy-native.yaml; `make run ADAPTER=native`).
+# Expects the filter and the binaries built (`make run` builds them first).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,6 +18,32 @@ export KEYGATE_FEED_TOKEN="${KEYGATE_FEED_TOKEN:-keygate-dev-feed-token}"
 database="${KEYGATE_DATABASE:-data/keygate.db}"
 envoy="$("$root/scripts/ensure-envoy.sh")"
 bin="${CARGO_TARGET_DIR:-target}/release"
+
+adapter="${ADAPTER:-wasm}"
+case "$adapter" in
+  wasm)
+    config=envoy/envoy.yaml
+    # envoy.yaml names the wasm relative to the repository root.
+    artifact=target/wasm32-wasip1/release/keygate_filter.wasm
+    build="make wasm"
+    ;;
+  native)
+    config=envoy/envoy-native.yaml
+    artifact="${CARGO_TARGET_DIR:-target}/native/libkeygate_native.so"
+    build="make native"
+    # envoy-native.yaml names the module; Envoy looks it up in this directory.
+    ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(cd "$(dirname "$artifact")" 2>/dev/null && pwd || true)"
+    export ENVOY_DYNAMIC_MODULES_SEARCH_PATH
+    ;;
+  *)
+    echo "keygate: ADAPTER=$adapter: expected wasm or native" >&2
+    exit 2
+    ;;
+esac
+if [ ! -f "$artifact" ]; then
+  echo "keygate: $artifact is missing; build it first ($build)" >&2
+  exit 1
+fi
 
 for port in 10000 9901 8080 8081; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -58,7 +86,7 @@ start upstream "$bin/keygate-demo-upstream" --listen 127.0.0.1:8081
 start control-plane "$bin/keygate-control-plane" serve --listen 127.0.0.1:8080 \
   --database "$database"
 wait_for "the control plane" http://127.0.0.1:8080/healthz
-start envoy "$envoy" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart --log-level warn
+start envoy "$envoy" -c "$config" --concurrency 2 --disable-hot-restart --log-level warn
 wait_for "Envoy" http://127.0.0.1:9901/ready
 
 # The filter answers 503 until its first key table arrives, 401 after.
@@ -71,7 +99,7 @@ done
 cat <<MSG
 
 keygate is running on 127.0.0.1:
-  Envoy + keygate filter  http://127.0.0.1:10000   (admin http://127.0.0.1:9901)
+  Envoy + keygate ($adapter)  http://127.0.0.1:10000   (admin http://127.0.0.1:9901, $config)
   control plane           http://127.0.0.1:8080    (database $database)
   demo upstream           http://127.0.0.1:8081    (echoes requests as JSON)
 

@@ -36,6 +36,45 @@ pub enum Filter<'a> {
         feed: SocketAddr,
         token: &'a str,
     },
+    /// The minimal dynamic module (`bench/minimal-native`, `libminimal_native.so`
+    /// in `dir`): reads one header, sets one.
+    MinimalNative { dir: &'a Path },
+    /// keygate's dynamic module (`native/`, `libkeygate_native.so` in `dir`),
+    /// fetching its table from a feed at this address; `token` as for [`Filter::Keygate`].
+    KeygateNative {
+        dir: &'a Path,
+        feed: SocketAddr,
+        token: &'a str,
+    },
+}
+
+/// The variable of Envoy's environment it looks dynamic modules up in.
+pub const MODULE_SEARCH_PATH_ENV: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
+
+impl Filter<'_> {
+    /// The directory Envoy must look dynamic modules up in, if any.
+    fn module_dir(&self) -> Option<&Path> {
+        match self {
+            Filter::MinimalNative { dir } | Filter::KeygateNative { dir, .. } => Some(dir),
+            _ => None,
+        }
+    }
+
+    /// The feed token Envoy needs in its environment, if any.
+    fn token(&self) -> Option<&str> {
+        match self {
+            Filter::Keygate { token, .. } | Filter::KeygateNative { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The prefix of the filter's own stats in `/stats`.
+    pub fn stats_prefix(&self) -> &'static str {
+        match self {
+            Filter::MinimalNative { .. } | Filter::KeygateNative { .. } => "dynamicmodulescustom",
+            _ => "wasmcustom",
+        }
+    }
 }
 
 /// A free loopback port (bound then released: good enough on a quiet machine).
@@ -79,6 +118,24 @@ fn wasm_filter(name: &str, wasm: &Path, configuration: &str, env_keys: &[&str]) 
                     "value": configuration
                 },
                 "failure_policy": "FAIL_RELOAD"
+            }
+        }
+    })
+}
+
+/// A dynamic module HTTP filter: `lib<module>.so` (looked up in
+/// `$ENVOY_DYNAMIC_MODULES_SEARCH_PATH`), its filter `filter_name` with
+/// `configuration` (a string).
+fn dynamic_module_filter(module: &str, filter_name: &str, configuration: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": module},
+            "filter_name": filter_name,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": configuration
             }
         }
     })
@@ -147,6 +204,18 @@ fn filter_parts(filter: &Filter<'_>) -> (Vec<Value>, Vec<Value>) {
                 wasm,
                 &keygate_configuration(),
                 &[DEFAULT_TOKEN_ENV],
+            )],
+            vec![cluster("keygate_control_plane", *feed)],
+        ),
+        Filter::MinimalNative { .. } => (
+            vec![dynamic_module_filter("minimal_native", "minimal", "")],
+            vec![],
+        ),
+        Filter::KeygateNative { feed, .. } => (
+            vec![dynamic_module_filter(
+                "keygate_native",
+                "keygate",
+                &keygate_configuration(),
             )],
             vec![cluster("keygate_control_plane", *feed)],
         ),
@@ -226,8 +295,11 @@ impl Envoy {
             }
             None => Command::new(launch.binary),
         };
-        if let Filter::Keygate { token, .. } = filter {
+        if let Some(token) = filter.token() {
             command.env(DEFAULT_TOKEN_ENV, token);
+        }
+        if let Some(dir) = filter.module_dir() {
+            command.env(MODULE_SEARCH_PATH_ENV, dir);
         }
         command
             .arg("-c")
@@ -371,6 +443,8 @@ mod tests {
         let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/wasm32-wasip1/release/minimal_filter.wasm");
         let wasm = wasm.as_path();
+        let native = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/native");
+        let dir_native = native.as_path();
         let filters = [
             Filter::None,
             Filter::Minimal { wasm, mode: "" },
@@ -381,11 +455,21 @@ mod tests {
                 feed: addr,
                 token: "t",
             },
+            Filter::MinimalNative { dir: dir_native },
+            Filter::KeygateNative {
+                dir: dir_native,
+                feed: addr,
+                token: "t",
+            },
         ];
         for (i, filter) in filters.iter().enumerate() {
             let uses_wasm = matches!(filter, Filter::Minimal { .. } | Filter::Keygate { .. });
             if uses_wasm && !wasm.exists() {
                 eprintln!("{} not built: config {i} not validated", wasm.display());
+                continue;
+            }
+            if filter.module_dir().is_some() && !dir_native.join("libkeygate_native.so").exists() {
+                eprintln!("dynamic modules not built: config {i} not validated");
                 continue;
             }
             let config = bootstrap(filter, 10001, 10002);
@@ -398,7 +482,14 @@ mod tests {
             let path = dir.path().join(format!("{i}.json"));
             fs::write(&path, config.to_string()).unwrap();
             let envoy = std::env::var_os("ENVOY_BIN").unwrap_or_else(|| "envoy".into());
-            let validate = Command::new(envoy)
+            let mut command = Command::new(envoy);
+            if let Some(dir) = filter.module_dir() {
+                command.env(MODULE_SEARCH_PATH_ENV, dir);
+            }
+            if let Some(token) = filter.token() {
+                command.env(DEFAULT_TOKEN_ENV, token);
+            }
+            let validate = command
                 .args(["--mode", "validate", "--disable-hot-restart", "-c"])
                 .arg(&path)
                 .output();

@@ -138,8 +138,20 @@ impl FeedServer {
         token: &str,
         page_keys: usize,
     ) -> io::Result<FeedServer> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        FeedServer::start_at(loopback, body, version, token, page_keys)
+    }
+
+    /// Like [`FeedServer::start_paged`], listening on `addr`.
+    pub fn start_at(
+        addr: SocketAddr,
+        body: &[u8],
+        version: u64,
+        token: &str,
+        page_keys: usize,
+    ) -> io::Result<FeedServer> {
         let table = Table::decode(body)?;
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             table,

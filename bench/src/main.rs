@@ -12,15 +12,13 @@ mod child;
 mod control_plane;
 mod envoy;
 mod fanout;
-mod feed_server;
-mod http;
-mod keys;
 mod resources;
 mod revocation;
 mod stats;
 mod throughput;
 mod wrk;
 
+use keygate_bench::{feed_server, http, keys};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +34,10 @@ pub struct Options {
     pub phases: Vec<String>,
     /// Add the minimal filter's diagnostic modes to the throughput table.
     pub diagnose: bool,
+    /// Longest wait for a quiet machine before each measurement.
+    pub patience: Duration,
+    /// How often a disturbed throughput run is repeated.
+    pub repeats: usize,
 }
 
 impl Options {
@@ -59,6 +61,8 @@ impl Options {
             .map(String::from)
             .to_vec(),
             diagnose: false,
+            patience: Duration::from_secs(if quick { 10 } else { 120 }),
+            repeats: if quick { 1 } else { 3 },
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -96,6 +100,9 @@ pub struct Bench {
     pub keygate_wasm: PathBuf,
     pub authorizer: PathBuf,
     pub control_plane: PathBuf,
+    /// Where the dynamic modules are (`libminimal_native.so`,
+    /// `libkeygate_native.so`): `target/native` or `$KEYGATE_NATIVE_DIR`.
+    pub native_dir: PathBuf,
     /// CPUs for Envoy and for the load generator (and helpers), when pinned.
     pub envoy_cpus: Option<String>,
     pub load_cpus: Option<String>,
@@ -148,6 +155,8 @@ impl Bench {
             minimal_wasm: wasm_dir.join("minimal_filter.wasm"),
             keygate_wasm: std::env::var_os("KEYGATE_WASM")
                 .map_or_else(|| wasm_dir.join("keygate_filter.wasm"), PathBuf::from),
+            native_dir: std::env::var_os("KEYGATE_NATIVE_DIR")
+                .map_or_else(|| target.join("native"), PathBuf::from),
             authorizer: bin_dir.join("fast-authorizer"),
             control_plane: bin_dir.join("keygate-control-plane"),
             envoy_cpus,
@@ -173,6 +182,13 @@ impl Bench {
                 self.all_cpus.as_deref()
             },
         }
+    }
+
+    /// The native rows run when both dynamic modules are built.
+    pub fn native(&self) -> bool {
+        ["libminimal_native.so", "libkeygate_native.so"]
+            .iter()
+            .all(|m| self.native_dir.join(m).is_file())
     }
 
     /// The key wrk and the probes present.
@@ -364,6 +380,13 @@ fn main() {
         .any(|p| bench.options.runs(p))
     {
         needed.push((bench.control_plane.as_path(), native));
+    }
+    if !bench.native() {
+        println!(
+            "dynamic modules not built in {} (cargo build --profile native -p keygate-native \
+-p minimal-native): the native rows are skipped",
+            bench.native_dir.display()
+        );
     }
     if let Err(e) = check(&needed) {
         eprintln!("keygate-bench: {e}");

@@ -12,6 +12,10 @@
 //! worker adds and what the process holds once. Envoy's heap (admin
 //! `/memory`) splits RSS into Envoy's side (shared data, buffers) and the rest
 //! (mostly wasm VM memory). Every Envoy here may use every CPU.
+//!
+//! When the dynamic module is built, the same for keygate native with 0 and
+//! 1M keys at `--concurrency 2` and 4: its one table per process should cost
+//! the same at both.
 
 use crate::envoy::{self, Envoy, Filter};
 use crate::feed_server::FeedServer;
@@ -29,6 +33,27 @@ const ALL_WORKERS_STREAK: usize = 8;
 const SETTLE: Duration = Duration::from_secs(4);
 /// The memory target: 100 MB (decimal) per Envoy for a 1M-key table.
 const TARGET_BYTES: u64 = 100_000_000;
+/// The native adapter's: 45 MiB per Envoy for a 1M-key table, at 2 and 4 workers.
+const NATIVE_TARGET_BYTES: u64 = 45 * 1024 * 1024;
+/// The native adapter's load time target (spawn to every worker passing).
+const NATIVE_LOAD_TARGET: Duration = Duration::from_secs(1);
+
+/// One row: which adapter, how many keys, how many workers.
+struct Case {
+    label: &'static str,
+    total: usize,
+    concurrency: u32,
+    native: bool,
+}
+
+const fn case(label: &'static str, total: usize, concurrency: u32, native: bool) -> Case {
+    Case {
+        label,
+        total,
+        concurrency,
+        native,
+    }
+}
 
 struct Loaded {
     rss: u64,
@@ -82,26 +107,43 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         (rss, cpu)
     };
 
-    let mut rows: Vec<(&str, u32, Loaded)> = Vec::new();
-    let cases = [
-        ("keygate 0 keys", 0, 2),
-        ("keygate 10k keys", KEYS_10K, 2),
-        ("keygate 1M keys", KEYS_1M, 2),
-        ("  same, 1 worker: 0", 0, 1),
-        ("  same, 1 worker: 1M", KEYS_1M, 1),
+    let mut rows: Vec<(Case, Loaded)> = Vec::new();
+    let mut cases = vec![
+        case("keygate 0 keys", 0, 2, false),
+        case("keygate 10k keys", KEYS_10K, 2, false),
+        case("keygate 1M keys", KEYS_1M, 2, false),
+        case("  same, 1 worker: 0", 0, 1, false),
+        case("  same, 1 worker: 1M", KEYS_1M, 1, false),
     ];
-    for (label, total, concurrency) in cases {
+    if bench.native() {
+        cases.extend([
+            case("native 0 keys", 0, 2, true),
+            case("native 1M keys", KEYS_1M, 2, true),
+            case("  same, 4 workers: 0", 0, 4, true),
+            case("  same, 4 workers: 1M", KEYS_1M, 4, true),
+        ]);
+    }
+    for c in cases {
+        let (label, total, concurrency) = (c.label, c.total, c.concurrency);
         let real = if total == 0 {
             &[][..]
         } else {
             bench.keys.get(..1).unwrap_or(&[])
         };
         let feed = FeedServer::start(keys::snapshot(1, total, real), 1, FEED_TOKEN)?;
-        stats::settle(label.trim(), Duration::from_secs(120))?;
-        let filter = Filter::Keygate {
-            wasm: &bench.keygate_wasm,
-            feed: feed.addr,
-            token: FEED_TOKEN,
+        stats::settle(label.trim(), bench.options.patience)?;
+        let filter = if c.native {
+            Filter::KeygateNative {
+                dir: &bench.native_dir,
+                feed: feed.addr,
+                token: FEED_TOKEN,
+            }
+        } else {
+            Filter::Keygate {
+                wasm: &bench.keygate_wasm,
+                feed: feed.addr,
+                token: FEED_TOKEN,
+            }
         };
         // Idle CPU only with the workers of the main rows.
         let window = if concurrency == 2 {
@@ -114,8 +156,8 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         let loaded = measure(bench, &launch, &filter, total, &feed, window)?;
         let zero = rows
             .iter()
-            .find(|(_, c, _)| *c == concurrency)
-            .map_or(loaded.rss, |(_, _, l)| l.rss);
+            .find(|(r, _)| r.concurrency == concurrency && r.native == c.native)
+            .map_or(loaded.rss, |(_, l)| l.rss);
         let opt = |d: Option<Duration>| d.map_or("-".to_string(), stats::show);
         let cpu = if window.is_zero() {
             "-".to_string()
@@ -134,21 +176,33 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             cpu
         );
         println!("    {}", loaded.gauges);
-        rows.push((label, concurrency, loaded));
+        rows.push((c, loaded));
     }
-    let table_cost = |concurrency: u32| {
-        let of = |i: usize| rows.get(i).map_or(0, |(_, _, l)| l.rss);
-        match concurrency {
-            2 => of(2).saturating_sub(of(0)),
-            _ => of(4).saturating_sub(of(3)),
-        }
+    // RSS of the 1M-key Envoy over the 0-key one, same adapter and workers.
+    let find = |native: bool, concurrency: u32, total: usize| {
+        rows.iter()
+            .find(|(c, _)| c.native == native && c.concurrency == concurrency && c.total == total)
+            .map(|(_, l)| l)
     };
-    println!(
-        "1M-key table: {} with 2 workers, {} with 1 worker: each worker adds {}",
-        mib(table_cost(2)),
-        mib(table_cost(1)),
-        mib(table_cost(2).saturating_sub(table_cost(1)))
-    );
+    let table_cost = |native: bool, concurrency: u32| {
+        let rss = |total| find(native, concurrency, total).map(|l| l.rss);
+        Some(rss(KEYS_1M)?.saturating_sub(rss(0)?))
+    };
+    if let (Some(two), Some(one)) = (table_cost(false, 2), table_cost(false, 1)) {
+        println!(
+            "1M-key table, wasm: {} with 2 workers, {} with 1 worker: each worker adds {}",
+            mib(two),
+            mib(one),
+            mib(two.saturating_sub(one))
+        );
+    }
+    if let (Some(two), Some(four)) = (table_cost(true, 2), table_cost(true, 4)) {
+        println!(
+            "1M-key table, native: {} with 2 workers, {} with 4 workers (one table per process)",
+            mib(two),
+            mib(four)
+        );
+    }
     println!(
         "(first pass / all workers: from spawning Envoy; after feed: from the feed server \
 finishing the snapshot to the first pass; idle CPU over {} s with an unchanged table, \
@@ -158,7 +212,7 @@ finishing the snapshot to the first pass; idle CPU over {} s with an unchanged t
         mib(baseline.0)
     );
     let mut targets = Vec::new();
-    if let (Some((_, _, zero)), Some((_, _, big))) = (rows.first(), rows.get(2)) {
+    if let (Some(zero), Some(big)) = (find(false, 2, 0), find(false, 2, KEYS_1M)) {
         let cost = big.rss.saturating_sub(zero.rss);
         targets.push(verdict(
             cost < TARGET_BYTES,
@@ -177,6 +231,28 @@ finishing the snapshot to the first pass; idle CPU over {} s with an unchanged t
                 stats::show(load)
             ),
         ));
+    }
+    for concurrency in [2, 4] {
+        if let (Some(cost), Some(big)) = (
+            table_cost(true, concurrency),
+            find(true, concurrency, KEYS_1M),
+        ) {
+            targets.push(verdict(
+                cost <= NATIVE_TARGET_BYTES,
+                &format!(
+                    "native: 1M-key table costs <= 45 MiB per Envoy at --concurrency {concurrency}: {}",
+                    mib(cost)
+                ),
+            ));
+            let load = big.all_workers.unwrap_or(Duration::MAX);
+            targets.push(verdict(
+                load <= NATIVE_LOAD_TARGET,
+                &format!(
+                    "native: 1M-key table loads in <= 1 s at --concurrency {concurrency}: {}",
+                    stats::show(load)
+                ),
+            ));
+        }
     }
     println!();
     Ok(targets)
@@ -218,17 +294,23 @@ fn measure(
         }
     }
     let all_workers = (streak == ALL_WORKERS_STREAK).then(|| e.started.elapsed());
+    let prefix = filter.stats_prefix();
     let mut gauges: Vec<String> = e
-        .stats("^wasmcustom\\.keygate_(table_keys|table_version|fetches)")?
+        .stats(&format!(
+            "^{prefix}\\.keygate_(table_keys|table_version|fetches)"
+        ))?
         .into_iter()
-        .map(|(name, value)| format!("{}={value}", name.trim_start_matches("wasmcustom.")))
+        .map(|(name, value)| {
+            let name = name.strip_prefix(prefix).unwrap_or(&name);
+            format!("{}={value}", name.trim_start_matches('.'))
+        })
         .collect();
     thread::sleep(SETTLE);
     let rss = stats::memory(e.pid(), "VmRSS")?;
     let peak = stats::memory(e.pid(), "VmHWM")?;
     if let Some((live, physical)) = e.heap() {
         gauges.push(format!(
-            "Envoy heap {} live / {} resident (the rest of RSS: wasm VMs, code)",
+            "Envoy heap {} live / {} resident (the rest of RSS: wasm VMs or the native table, code)",
             mib(live),
             mib(physical)
         ));

@@ -6,7 +6,8 @@
 //! every key passes. Then, one key at a time: `DELETE /api/v1/api-keys/{id}`,
 //! and from its 200 answer, poll Envoy with that key on keep-alive
 //! connections that cover every worker, until the first 401 and until every
-//! connection has seen 401.
+//! connection has seen 401. With the dynamic module built, the same again
+//! with keygate native (its own keys, on the same control plane).
 
 use crate::control_plane::{api, create_key, create_tenant, ControlPlane};
 use crate::envoy::{self, Envoy, Filter, KEY_HEADER};
@@ -135,7 +136,6 @@ fn revoke_once(cp: SocketAddr, admin: &str, e: &Envoy, key: &Key) -> io::Result<
 
 /// Runs the revocation phase; returns the target lines.
 pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
-    let n = bench.options.revocations;
     println!("## Revocation latency (real control plane, Envoy --concurrency 2)");
     let control_plane = ControlPlane::start(
         bench,
@@ -143,14 +143,35 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         &ControlPlane::sqlite(bench, "control-plane"),
     )?;
     let cp = control_plane.addr;
-    let (admin, keys) = create_keys(cp, n)?;
-
-    let filter = Filter::Keygate {
+    let wasm = Filter::Keygate {
         wasm: &bench.keygate_wasm,
         feed: cp,
         token: FEED_TOKEN,
     };
-    let e = Envoy::start(&bench.launch(2), "revocation", &filter)?;
+    let mut targets = measure(bench, cp, &control_plane, "wasm", &wasm)?;
+    if bench.native() {
+        let native = Filter::KeygateNative {
+            dir: &bench.native_dir,
+            feed: cp,
+            token: FEED_TOKEN,
+        };
+        targets.extend(measure(bench, cp, &control_plane, "native", &native)?);
+    }
+    Ok(targets)
+}
+
+/// Revocation latency of one adapter (`what`) against the control plane at `cp`.
+fn measure(
+    bench: &Bench,
+    cp: SocketAddr,
+    control_plane: &ControlPlane,
+    what: &str,
+    filter: &Filter<'_>,
+) -> io::Result<Vec<String>> {
+    let n = bench.options.revocations;
+    let (admin, keys) = create_keys(cp, n)?;
+    println!("{what}:");
+    let e = Envoy::start(&bench.launch(2), &format!("revocation-{what}"), filter)?;
     for key in &keys {
         envoy::wait_status(
             e.listen,
@@ -160,7 +181,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             Duration::from_secs(30),
         )?;
     }
-    stats::settle("revocations", Duration::from_secs(120))?;
+    stats::settle("revocations", bench.options.patience)?;
     let mut first = Vec::with_capacity(n);
     let mut all = Vec::with_capacity(n);
     let mut covered = 0;
@@ -200,11 +221,11 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
     Ok(vec![
         verdict(
             p99 < Duration::from_secs(1),
-            &format!("revocation p99 < 1 s: {}", stats::show(p99)),
+            &format!("{what}: revocation p99 < 1 s: {}", stats::show(p99)),
         ),
         verdict(
             p99 < Duration::from_millis(100),
-            &format!("revocation p99 < 100 ms (aim): {}", stats::show(p99)),
+            &format!("{what}: revocation p99 < 100 ms: {}", stats::show(p99)),
         ),
     ])
 }

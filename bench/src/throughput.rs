@@ -1,4 +1,5 @@
-//! Throughput and latency of the six variants, median of interleaved rounds.
+//! Throughput and latency of the variants (six, and three dynamic-module
+//! ones when built), median of interleaved rounds.
 //!
 //! All the Envoys run at once (idle between their turns), each with one
 //! worker pinned to the same CPU; every round runs wrk against each in turn,
@@ -18,10 +19,6 @@ use std::time::{Duration, Instant};
 
 /// CPU (% of one core) taken by other processes or steal that makes a run disturbed.
 const DISTURBED: f64 = 5.0;
-/// How often a disturbed run is repeated.
-const MAX_REPEATS: usize = 3;
-/// Longest wait for a quiet machine before each run.
-const QUIET_PATIENCE: Duration = Duration::from_secs(120);
 
 /// One wrk run against one variant.
 struct Sample {
@@ -139,6 +136,27 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             },
         ),
     ];
+    if bench.native() {
+        filters.push((
+            NATIVE_FLOOR,
+            Filter::MinimalNative {
+                dir: &bench.native_dir,
+            },
+        ));
+        for (name, feed) in [
+            ("8 keygate native 10k", &feed_10k),
+            ("9 keygate native 1M", &feed_1m),
+        ] {
+            filters.push((
+                name,
+                Filter::KeygateNative {
+                    dir: &bench.native_dir,
+                    feed: feed.addr,
+                    token: FEED_TOKEN,
+                },
+            ));
+        }
+    }
     if o.diagnose {
         filters.push(("2b wasm 7 host calls", minimal("hostcalls")));
         filters.push(("2c wasm get+set map", minimal("one-set")));
@@ -163,7 +181,16 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         });
     }
     // The refusal path works too (a wrong key is not let through).
-    for v in variants.iter().skip(2).take(4) {
+    let authenticating = filters.iter().map(|(_, f)| {
+        matches!(
+            f,
+            Filter::ApiKeyAuth { .. }
+                | Filter::ExtAuthz { .. }
+                | Filter::Keygate { .. }
+                | Filter::KeygateNative { .. }
+        )
+    });
+    for (v, _) in variants.iter().zip(authenticating).filter(|(_, a)| *a) {
         let status = envoy::probe(v.envoy.listen, Some("rk_live_not-a-key"))?;
         if status == 200 {
             return Err(io::Error::other(format!(
@@ -198,15 +225,15 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             };
             // Start on a quiet machine; a run disturbed all the same is run again.
             let mut s = None;
-            for attempt in 0..=MAX_REPEATS {
-                waited += stats::wait_quiet(stats::QUIET, QUIET_PATIENCE)?.0;
+            for attempt in 0..=o.repeats {
+                waited += stats::wait_quiet(stats::QUIET, o.patience)?.0;
                 let this = sample(v, &load(o.duration), bench.load_key(), &helpers)?;
                 let disturbed = this.other_cpu > DISTURBED || this.steal > DISTURBED;
                 s = Some(this);
                 if !disturbed {
                     break;
                 }
-                if attempt < MAX_REPEATS {
+                if attempt < o.repeats {
                     repeated += 1;
                 }
             }
@@ -229,26 +256,29 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             .collect();
         median(&per_round)
     };
+    let native_floor = variants.iter().position(|v| v.name == NATIVE_FLOOR);
     println!(
-        "\n{:<20} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}",
-        "variant", "req/s", "p50", "p99", "vs (1)", "vs (2)", "Envoy", "wrk"
+        "\n{:<22} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "variant", "req/s", "p50", "p99", "vs (1)", "vs (2)", "vs (3)", "vs (7)", "Envoy", "wrk"
     );
     for (i, v) in variants.iter().enumerate() {
         let rps = v.median_rps();
         println!(
-            "{:<20} {:>8.0} {:>9} {:>9} {:>7.3} {:>7.3} {:>6.0}% {:>6.0}%",
+            "{:<22} {:>8.0} {:>9} {:>9} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.0}% {:>6.0}%",
             v.name,
             rps,
             stats::show(v.median_latency(|m| m.p50)),
             stats::show(v.median_latency(|m| m.p99)),
             ratio(i, 0),
             ratio(i, 1),
+            ratio(i, 2),
+            native_floor.map_or(f64::NAN, |floor| ratio(i, floor)),
             v.median_of(|s| s.envoy_cpu),
             v.median_of(|s| s.wrk_cpu),
         );
     }
     println!(
-        "(req/s, p50, p99: median of {} round(s); vs (1), vs (2): median of the rounds' ratios; \
+        "(req/s, p50, p99: median of {} round(s); vs (1), (2), (3), (7): median of the rounds' ratios; \
 Envoy and wrk: CPU used during the run, % of one core; Envoy near 100% means the worker, \
 not wrk, was the bottleneck)",
         o.rounds
@@ -261,7 +291,7 @@ not wrk, was the bottleneck)",
                 .iter()
                 .map(|s| format!("{:.0}", s.measured.requests_per_second))
                 .collect();
-            format!("  {:<20} {}", v.name, all.join(" "))
+            format!("  {:<22} {}", v.name, all.join(" "))
         })
         .collect();
     println!("req/s of each round:\n{}", rounds.join("\n"));
@@ -293,9 +323,23 @@ not wrk, was the bottleneck)",
             &format!("{name} >= 3 x ext_authz: {vs_ext_authz:.2}"),
         ));
     }
+    for (i, v) in variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.name.contains("keygate native"))
+    {
+        let vs_api_key_auth = ratio(i, 2);
+        targets.push(verdict(
+            vs_api_key_auth >= 0.95,
+            &format!("{} >= 0.95 x api_key_auth: {vs_api_key_auth:.3}", v.name),
+        ));
+    }
     println!();
     Ok(targets)
 }
+
+/// The name of the dynamic-module floor's row (the base of `vs (7)`).
+const NATIVE_FLOOR: &str = "7 minimal native";
 
 /// A target line: reached or missed.
 pub fn verdict(ok: bool, what: &str) -> String {

@@ -1,10 +1,12 @@
-//! Turns the shipped `envoy/envoy.yaml` into a test config.
+//! Turns the shipped `envoy/envoy.yaml` (or `envoy/envoy-native.yaml`)
+//! into a test config.
 //!
 //! The test runs the very file a user runs, with only ports, the wasm path
 //! and any knob a test names replaced (the feed token is not in it: Envoy
 //! gets it in its environment). Each replaced text
 //! must occur exactly once, so a drifting template fails loudly.
 
+use crate::adapter::Adapter;
 use std::path::Path;
 
 /// Ports of one stack.
@@ -16,7 +18,7 @@ pub struct Ports {
     pub upstream: u16,
 }
 
-/// The shipped config with `ports`, `wasm` and `extra`
+/// The shipped wasm config with `ports`, `wasm` and `extra`
 /// (`(from, to)` text replacements) applied.
 pub fn render_envoy_config(
     template: &str,
@@ -24,6 +26,26 @@ pub fn render_envoy_config(
     wasm: &Path,
     extra: &[(String, String)],
 ) -> String {
+    let mut replacements = vec![crate::adapter::wasm_replacement(wasm)];
+    replacements.extend(extra.iter().cloned());
+    render_with(template, ports, &replacements)
+}
+
+/// The shipped config of `adapter` with `ports`, the built artifact and
+/// `extra` applied.
+pub fn render_adapter_config(
+    adapter: Adapter,
+    template: &str,
+    ports: Ports,
+    extra: &[(String, String)],
+) -> String {
+    let mut replacements = adapter.artifact_replacements();
+    replacements.extend(extra.iter().cloned());
+    render_with(template, ports, &replacements)
+}
+
+/// `template` with the four ports and `extra` replaced.
+fn render_with(template: &str, ports: Ports, extra: &[(String, String)]) -> String {
     let mut replacements = vec![
         (
             "port_value: 10000".to_string(),
@@ -41,10 +63,6 @@ pub fn render_envoy_config(
             "port_value: 8081".to_string(),
             format!("port_value: {}", ports.upstream),
         ),
-        (
-            "filename: target/wasm32-wasip1/release/keygate_filter.wasm".to_string(),
-            format!("filename: {}", wasm.display()),
-        ),
     ];
     replacements.extend(extra.iter().cloned());
     replacements
@@ -58,7 +76,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
     let count = text.matches(from).count();
     assert_eq!(
         count, 1,
-        "envoy/envoy.yaml should contain {from:?} exactly once, found {count}"
+        "the Envoy config should contain {from:?} exactly once, found {count}"
     );
     text.replacen(from, to, 1)
 }

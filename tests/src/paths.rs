@@ -41,7 +41,8 @@ pub fn envoy_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("envoy"))
 }
 
-fn built(path: PathBuf, how: &str) -> PathBuf {
+/// `path`, failing with how to build it if it is missing.
+pub(crate) fn built(path: PathBuf, how: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: run `make test` (or `{how}`) first",

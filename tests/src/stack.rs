@@ -1,9 +1,10 @@
 //! One keygate stack on loopback: Envoy + filter, control plane, demo upstream
 //! (and more Envoys on the same control plane if a test asks).
 
+use crate::adapter::Adapter;
 use crate::api::{Reply, Tenant};
-use crate::config::{render_envoy_config, Ports};
-use crate::paths::{envoy_bin, release_bin, repo_root, wasm_path};
+use crate::config::{render_adapter_config, Ports};
+use crate::paths::{envoy_bin, release_bin, repo_root};
 use crate::process::{read_log, Process};
 use crate::{FEED_TOKEN, FEED_TOKEN_ENV};
 use reqwest::Method;
@@ -39,6 +40,8 @@ pub struct StackOptions {
     /// The control planes' `--database` (`postgres://…`) instead of the
     /// stack's SQLite file.
     pub database: Option<String>,
+    /// Envoy's `--concurrency` (worker threads).
+    pub concurrency: u32,
 }
 
 impl Default for StackOptions {
@@ -50,6 +53,7 @@ impl Default for StackOptions {
             envoy_args: Vec::new(),
             envoy_config: None,
             database: None,
+            concurrency: 2,
         }
     }
 }
@@ -457,6 +461,23 @@ impl Stack {
         parse_stat(&text, name)
     }
 
+    /// One of the filter's own stats by its name (`keygate_allowed`), under
+    /// the adapter's prefix (`wasmcustom.` or `dynamicmodulescustom.`).
+    pub async fn filter_stat(&self, name: &str) -> Option<u64> {
+        self.stat(&Adapter::current().stat(name)).await
+    }
+
+    /// Every stat of the filter, as `/stats` text.
+    pub async fn filter_stats(&self) -> String {
+        self.stats(&format!("^{}\\.", Adapter::current().stats_prefix()))
+            .await
+    }
+
+    /// Envoy's process id (for `/proc/<pid>/status`).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy.pid()
+    }
+
     /// The sum of every sample of the metric `family` (all labels) on the
     /// control plane's `/metrics`.
     pub async fn control_plane_metric(&self, family: &str) -> u64 {
@@ -546,17 +567,19 @@ fn spawn_upstream(dir: &tempfile::TempDir, ports: Ports) -> Process {
     )
 }
 
-/// Starts an Envoy with the stack's config; `name` names its config and log.
+/// Starts an Envoy with the stack's config (the shipped one of the adapter
+/// under test); `name` names its config and log.
 fn spawn_envoy(
     dir: &tempfile::TempDir,
     name: &str,
     ports: Ports,
     options: &StackOptions,
 ) -> Process {
-    let template_path = repo_root().join("envoy/envoy.yaml");
+    let adapter = Adapter::current();
+    let template_path = repo_root().join(adapter.config_file());
     let template = std::fs::read_to_string(&template_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path.display()));
-    let config = render_envoy_config(&template, ports, &wasm_path(), &options.replacements);
+    let config = render_adapter_config(adapter, &template, ports, &options.replacements);
     let config = match options.envoy_config {
         Some(transform) => transform(config, dir.path()),
         None => config,
@@ -568,18 +591,24 @@ fn spawn_envoy(
         "-c",
         &config_path.display().to_string(),
         "--concurrency",
-        "2",
+        &options.concurrency.to_string(),
         "--disable-hot-restart",
         "--log-level",
         "info",
         "--component-log-level",
-        "wasm:debug",
+        adapter.log_component(),
+        // The access log (stdout) reaches the log file within 0.2 s, not
+        // Envoy's default 10 s: tests read it.
+        "--file-flush-interval-msec",
+        "200",
     ]
     .map(String::from);
     let args: Vec<String> = args.into_iter().chain(options.envoy_args.clone()).collect();
     let log = dir.path().join(format!("{name}.log"));
     // The filter reads the feed token from Envoy's environment (SPEC §7).
-    let env = [(FEED_TOKEN_ENV, FEED_TOKEN)];
+    let mut env = vec![(FEED_TOKEN_ENV.to_string(), FEED_TOKEN.to_string())];
+    env.extend(adapter.envoy_env());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Process::spawn_with_env("envoy", &envoy_bin(), &args, &env, log)
 }
 

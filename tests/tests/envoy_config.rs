@@ -1,11 +1,19 @@
-//! The shipped `envoy/envoy.yaml` as Envoy 1.40 sees it (SPEC §7, §8, §9).
+//! The shipped `envoy/envoy.yaml` (or `envoy/envoy-native.yaml` with
+//! `KEYGATE_ADAPTER=native`) as Envoy 1.40 sees it (SPEC §7, §8, §9).
 
-use keygate_e2e::{envoy_bin, render_envoy_config, repo_root, wasm_path, FEED_TOKEN_ENV};
+use keygate_e2e::{
+    envoy_bin, only_on, render_adapter_config, repo_root, wasm_path, Adapter, FEED_TOKEN_ENV,
+};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The shipped config of the adapter under test.
 fn shipped_config() -> String {
-    std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap()
+    read_config(Adapter::current().config_file())
+}
+
+fn read_config(file: &str) -> String {
+    std::fs::read_to_string(repo_root().join(file)).unwrap()
 }
 
 #[test]
@@ -16,24 +24,33 @@ fn envoy_is_1_40() {
 }
 
 /// `envoy --mode validate` on the very file `make run` uses, from the
-/// repository root (the wasm path in it is relative), loading the real wasm.
+/// repository root (the wasm path in it is relative), loading the real
+/// wasm or native module.
 #[test]
-fn shipped_config_validates_with_the_real_wasm() {
-    validate_from_repo_root("envoy/envoy.yaml");
+fn shipped_config_validates_with_the_real_module() {
+    let adapter = Adapter::current();
+    println!(
+        "validating {} with {}",
+        adapter.config_file(),
+        adapter.artifact().display()
+    );
+    validate_from_repo_root(adapter.config_file(), adapter.envoy_env());
 }
 
-/// The same for docker-compose.yml's Envoy config (service names resolve
-/// only at run time: validation creates the DNS clusters without lookups).
+/// The same for docker-compose.yml's Envoy config with the wasm filter
+/// (service names resolve only at run time: validation creates the DNS
+/// clusters without lookups).
 #[test]
 fn compose_config_validates_with_the_real_wasm() {
-    validate_from_repo_root(COMPOSE_CONFIG);
+    assert!(wasm_path().is_file());
+    validate_from_repo_root(COMPOSE_CONFIG, Vec::new());
 }
 
-fn validate_from_repo_root(config: &str) {
-    assert!(wasm_path().is_file());
+fn validate_from_repo_root(config: &str, env: Vec<(String, String)>) {
     let out = Command::new(envoy_bin())
         .current_dir(repo_root())
         .env(FEED_TOKEN_ENV, "a-token-for-validation")
+        .envs(env)
         .args(["--mode", "validate", "-c", config, "--disable-hot-restart"])
         .output()
         .unwrap();
@@ -127,25 +144,41 @@ fn filter_order_is_keygate_ratelimit_router() {
             .find(needle)
             .unwrap_or_else(|| panic!("{needle} missing"))
     };
-    let wasm = at("envoy.extensions.filters.http.wasm.v3.Wasm");
+    let keygate = at(Adapter::current().filter_type());
     let ratelimit = at("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit");
     let buffer = at("envoy.extensions.filters.http.buffer.v3.Buffer\n");
     let router = at("envoy.extensions.filters.http.router.v3.Router");
-    assert!(wasm < ratelimit && ratelimit < buffer && buffer < router);
+    assert!(keygate < ratelimit && ratelimit < buffer && buffer < router);
 }
 
 /// The Istio EnvoyFilter maps Envoy's refusals exactly as envoy/envoy.yaml
 /// does (the same `local_reply_config`, line for line).
 #[test]
 fn istio_maps_refusals_as_the_shipped_config() {
-    let istio = std::fs::read_to_string(repo_root().join("envoy/istio/local-reply.yaml")).unwrap();
-    let shipped = shipped_config();
+    let istio = read_config("envoy/istio/local-reply.yaml");
+    let shipped = read_config("envoy/envoy.yaml");
     let (ours, theirs) = (local_reply_lines(&shipped), local_reply_lines(&istio));
     println!("local_reply_config: {} lines", ours.len());
     assert!(ours.len() > 20, "no local_reply_config in envoy/envoy.yaml");
     assert_eq!(
         ours, theirs,
         "envoy/istio/local-reply.yaml differs from envoy/envoy.yaml"
+    );
+}
+
+/// Both adapters' configs map Envoy's refusals the same way.
+#[test]
+fn the_native_config_maps_refusals_as_the_wasm_config() {
+    if !only_on(Adapter::Native, "compares envoy/envoy-native.yaml") {
+        return;
+    }
+    let wasm = read_config(Adapter::Wasm.config_file());
+    let native = read_config(Adapter::Native.config_file());
+    let (ours, theirs) = (local_reply_lines(&wasm), local_reply_lines(&native));
+    println!("local_reply_config: {} lines", theirs.len());
+    assert_eq!(
+        ours, theirs,
+        "envoy/envoy-native.yaml maps refusals differently from envoy/envoy.yaml"
     );
 }
 
@@ -168,6 +201,12 @@ fn local_reply_lines(text: &str) -> Vec<&str> {
 /// A crashed VM is reloaded, never skipped (FAIL_OPEN would let everyone in).
 #[test]
 fn filter_fails_closed() {
+    if !only_on(
+        Adapter::Wasm,
+        "a dynamic module has no VM and no failure_policy; native/ catches panics at the ABI boundary",
+    ) {
+        return;
+    }
     let config = shipped_config();
     assert!(config.contains("failure_policy: FAIL_RELOAD"));
     assert!(!config.contains("failure_policy: FAIL_OPEN"));
@@ -188,9 +227,10 @@ fn envoy_refuses_the_config_without_the_feed_token() {
         upstream: free_port(),
     };
     let config = dir.path().join("envoy.yaml");
+    let adapter = Adapter::current();
     std::fs::write(
         &config,
-        render_envoy_config(&template, ports, &wasm_path(), &[]),
+        render_adapter_config(adapter, &template, ports, &[]),
     )
     .unwrap();
     for (case, value, says) in [
@@ -198,6 +238,7 @@ fn envoy_refuses_the_config_without_the_feed_token() {
         ("empty", Some(""), "is empty"),
     ] {
         let mut command = Command::new(envoy_bin());
+        command.envs(adapter.envoy_env());
         command.arg("-c").arg(&config).args([
             "--disable-hot-restart",
             "--concurrency",
@@ -231,7 +272,7 @@ fn envoy_refuses_the_config_without_the_feed_token() {
             "{case}: no error naming feed.token_env:\n{log}"
         );
         assert!(
-            log.contains("Unable to create Wasm plugin keygate"),
+            log.contains(adapter.config_refused_message()),
             "{case}: Envoy did not refuse the filter:\n{log}"
         );
     }

@@ -1,6 +1,6 @@
 //! Hostile input, metrics, and secrets in logs (SPEC §1, §4, §7).
 
-use keygate_e2e::{Stack, FEED_TOKEN, FEED_TOKEN_ENV};
+use keygate_e2e::{Adapter, Stack, FEED_TOKEN, FEED_TOKEN_ENV};
 use reqwest::Method;
 use std::time::Duration;
 
@@ -92,16 +92,17 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
     }
 }
 
-/// The filter's counters appear in Envoy's `/stats` (as `wasmcustom.*`)
-/// and count exactly the traffic sent.
+/// The filter's counters appear in Envoy's `/stats` (as `wasmcustom.*`,
+/// or `dynamicmodulescustom.*` for the native adapter) and count exactly
+/// the traffic sent.
 #[tokio::test]
 async fn filter_stats_are_in_envoy_stats() {
     let stack = Stack::start().await;
     let key = stack.tenant().api_key.clone();
-    let allowed = "wasmcustom.keygate_allowed";
-    let missing = "wasmcustom.keygate_denied_missing_key";
+    let allowed = "keygate_allowed";
+    let missing = "keygate_denied_missing_key";
     let stack = &stack;
-    let counter = |name| async move { stack.stat(name).await.unwrap_or(0) };
+    let counter = |name| async move { stack.filter_stat(name).await.unwrap_or(0) };
     // The filter adds its request counts to Envoy's on every tick (50 ms):
     // let the start-up traffic land before taking the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -116,12 +117,12 @@ async fn filter_stats_are_in_envoy_stats() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
         "keygate stats after traffic:\n{}",
-        stack.stats("wasmcustom").await
+        stack.filter_stats().await
     );
     assert_eq!(counter(allowed).await - allowed_before, 5);
     assert_eq!(counter(missing).await - missing_before, 5);
     for gauge in ["keygate_table_version", "keygate_table_keys"] {
-        let value = stack.stat(&format!("wasmcustom.{gauge}")).await;
+        let value = stack.filter_stat(gauge).await;
         assert!(value.is_some_and(|v| v > 0), "{gauge} = {value:?}");
     }
 }
@@ -190,7 +191,8 @@ async fn the_feed_token_is_not_in_the_config_dump() {
         dump.contains(FEED_TOKEN_ENV),
         dump.contains(FEED_TOKEN)
     );
-    assert!(dump.contains("keygate_filter.wasm") && dump.contains(FEED_TOKEN_ENV));
+    let module = Adapter::current().name_in_config_dump();
+    assert!(dump.contains(module) && dump.contains(FEED_TOKEN_ENV));
     assert!(
         !dump.contains(FEED_TOKEN),
         "the feed token is in the config dump"

@@ -2,7 +2,7 @@
 //! two keys a page) reaches a fresh Envoy whole, through the real filter and
 //! control plane, and keeps following changes (docs/feed-protocol.md).
 
-use keygate_e2e::{Stack, StackOptions, STEADY};
+use keygate_e2e::{Adapter, Stack, StackOptions, STEADY};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -69,13 +69,13 @@ async fn a_table_of_many_pages_loads_whole_and_keeps_following() {
         .await
         .unwrap_or_default();
     println!("second Envoy after a paged snapshot:\n{stats}");
-    assert!(
-        stats.contains("wasmcustom.keygate_table_keys: 7\n"),
-        "{stats}"
-    );
+    let adapter = Adapter::current();
+    let table_keys = format!("{}: 7\n", adapter.stat("keygate_table_keys"));
+    assert!(stats.contains(&table_keys), "{stats}");
+    let fetches_prefix = format!("{}: ", adapter.stat("keygate_fetches"));
     let fetches: u64 = stats
         .lines()
-        .find_map(|l| l.strip_prefix("wasmcustom.keygate_fetches: "))
+        .find_map(|l| l.strip_prefix(fetches_prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(fetches >= 4, "7 keys at 2 a page take 4 answers: {stats}");

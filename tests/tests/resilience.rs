@@ -2,7 +2,7 @@
 //! (SPEC §7), counted at the control plane, and which thread fetches and
 //! which hold the table.
 
-use keygate_e2e::{Stack, StackOptions};
+use keygate_e2e::{only_on, Adapter, Stack, StackOptions};
 use reqwest::Method;
 use std::time::{Duration, Instant};
 
@@ -234,6 +234,12 @@ fn threads_logging<'l>(log: &'l str, needle: &str) -> Vec<&'l str> {
 /// data has none yet).
 #[tokio::test]
 async fn the_main_thread_fetches_and_each_worker_holds_the_table() {
+    if !only_on(
+        Adapter::Wasm,
+        "the native module holds one table per process, not one per worker (tests/native_one_table.rs)",
+    ) {
+        return;
+    }
     let stack = Stack::start().await;
     // The workers may have fetched their first table themselves, before the
     // leader's first fetch (retried every retry_ms until the control plane
