@@ -468,8 +468,13 @@ mod tests {
                 eprintln!("{} not built: config {i} not validated", wasm.display());
                 continue;
             }
-            if filter.module_dir().is_some() && !dir_native.join("libkeygate_native.so").exists() {
-                eprintln!("dynamic modules not built: config {i} not validated");
+            let module = match filter {
+                Filter::MinimalNative { .. } => Some("libminimal_native.so"),
+                Filter::KeygateNative { .. } => Some("libkeygate_native.so"),
+                _ => None,
+            };
+            if let Some(module) = module.filter(|m| !dir_native.join(m).exists()) {
+                eprintln!("{module} not built: config {i} not validated");
                 continue;
             }
             let config = bootstrap(filter, 10001, 10002);
