@@ -74,13 +74,21 @@ async fn free_tier_is_60_per_minute_per_key() {
 async fn pro_tier_is_600_per_minute() {
     let stack = Stack::start().await;
     let key = mint(&stack, "pro").await;
+    let started = std::time::Instant::now();
     let (allowed, refused) = burst(&stack, &key, 700).await;
-    println!("pro tier: {allowed} requests allowed in a burst, then 429");
+    let took = started.elapsed();
+    println!("pro tier: {allowed} requests allowed in a burst of {took:?}, then 429");
     let refused = refused.expect("no 429 within 700 requests of a pro key");
     assert_eq!(
         refused.header("x-ratelimit-limit"),
         Some("600"),
         "{refused:#?}"
     );
-    assert!((600..=615).contains(&allowed), "{allowed} requests allowed");
+    // 600 per minute, refilled continuously (10 a second) while the burst
+    // runs: it may gain that many, and no more.
+    let refilled = (took.as_secs_f64() * 10.0).ceil() as usize;
+    assert!(
+        (600..=602 + refilled).contains(&allowed),
+        "{allowed} requests allowed in {took:?}"
+    );
 }

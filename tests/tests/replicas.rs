@@ -9,7 +9,7 @@
 //! at both Envoys.
 
 use keygate_e2e::pg::Postgres;
-use keygate_e2e::{free_port, Stack, StackOptions, REVOCATION_BOUND};
+use keygate_e2e::{free_port, Adapter, Stack, StackOptions, REVOCATION_BOUND};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -373,7 +373,10 @@ async fn two_replicas_two_envoys_revoke_across_and_survive_a_kill() {
     );
     for admin_port in [envoy1.admin, envoy2.admin] {
         let gauge = stack
-            .stat_on(admin_port, "wasmcustom.keygate_table_version")
+            .stat_on(
+                admin_port,
+                &Adapter::current().stat("keygate_table_version"),
+            )
             .await;
         assert_eq!(gauge, Some(last), "the Envoy holds B's version");
     }
