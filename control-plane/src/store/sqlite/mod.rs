@@ -20,7 +20,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use writer::Writer;
 
-const SCHEMA: &str = include_str!("schema.sql");
+/// The migrations, in order; `PRAGMA user_version` holds the number of the
+/// last one applied. Each runs in the transaction that records it.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    include_str!("../../../migrations/sqlite/0001_schema.sql"),
+)];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
 /// How long a statement waits for another process's lock.
@@ -47,6 +52,29 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Applies the migrations the database lacks, each in the write transaction
+/// that records it (so two processes opening one file apply each once).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    for (number, sql) in MIGRATIONS {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let step = if applied < *number {
+            conn.execute_batch(&format!("{sql}; PRAGMA user_version = {number};"))
+        } else {
+            Ok(())
+        };
+        match step.and_then(|()| conn.execute_batch("COMMIT")) {
+            Ok(()) if applied < *number => tracing::info!(migration = number, "database migrated"),
+            Ok(()) => {}
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -64,7 +92,7 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(backend(format!("journal_mode is {mode}, not WAL")));
         }
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let fresh = KeySet::random().map_err(backend)?;
         let key_set = queries::key_set(&conn, fresh)?;
         let (version, _) = watch::channel(queries::version(&conn)?);

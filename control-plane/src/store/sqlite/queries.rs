@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn a_page_reads_the_key_hash_index() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::super::SCHEMA).unwrap();
+        super::super::migrate(&conn).unwrap();
         let sql = format!("EXPLAIN QUERY PLAN {}", page_sql());
         let mut stmt = conn.prepare(&sql).unwrap();
         let plan: Vec<String> = stmt
