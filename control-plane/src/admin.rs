@@ -22,6 +22,9 @@ pub async fn tenant(service: &Service, command: TenantCommand) -> Result<String,
             };
             pretty(&service.create_tenant(draft.check()?).await?)
         }
+        TenantCommand::SetPlan { org_id, plan } => {
+            pretty(&service.set_plan(org_id, &plan, "plan").await?)
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP surface: the management API of SPEC §6 under `/api/v1`, the key
-//! table feed, `/healthz`, `/metrics`, and JSON for every other answer (404,
+//! The HTTP surface: the management API of SPEC §6 under `/api/v1`, the
+//! operator API (crate::operator), the key table feed, `/healthz`, `/metrics`, and JSON for every other answer (404,
 //! 405).
 
 use crate::auth::{self, authenticate};
@@ -9,6 +9,7 @@ use crate::drafts::{self, KeyDraft, TenantDraft};
 use crate::errors::{json, ApiError};
 use crate::feed::{self, FeedEndpoint};
 use crate::metrics::{self, Propagation};
+use crate::operator::{self, OperatorToken};
 use crate::service::Service;
 use crate::views::Me;
 use axum::body::Bytes;
@@ -28,6 +29,7 @@ use std::time::Instant;
 pub struct AppState {
     pub service: Arc<Service>,
     pub feed: Arc<FeedEndpoint>,
+    pub operator: Arc<OperatorToken>,
 }
 
 impl FromRef<AppState> for Arc<Service> {
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/me", get(me))
         .route(feed::PATH, get(feed::key_table))
         .route(metrics::PATH, get(metrics))
+        .merge(operator::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -22,7 +22,8 @@ pub const READ: &[&str] = &["tenant:read", "tenant:admin"];
 /// Any valid key.
 pub const ANY: &[&str] = &[];
 
-/// The caller's key, if it is valid and holds one of `any_of`.
+/// The caller's key, if it is valid and holds one of `any_of` and its
+/// tenant is within its plan's management rate (429 otherwise).
 pub async fn authenticate(
     service: &Service,
     headers: &HeaderMap,
@@ -44,6 +45,7 @@ pub async fn authenticate(
     check(&record, &pairs, any_of, clock::now()).inspect_err(|deny| {
         tracing::info!(prefix = %record.display_prefix, reason = deny.reason.as_str(), "refused");
     })?;
+    service.throttle(record.org_id).await?;
     Ok(record)
 }
 

@@ -55,6 +55,13 @@ pub struct Common {
         global = true
     )]
     pub tiers: Vec<String>,
+    /// Plans file (TOML, see plans.example.toml); without one, one plan per
+    /// tier, named like it, allowing it and every tier before it.
+    #[arg(long, env = "KEYGATE_PLANS", global = true)]
+    pub plans: Option<PathBuf>,
+    /// Plan of new tenants (default: the first plan).
+    #[arg(long, env = "KEYGATE_DEFAULT_PLAN", global = true)]
+    pub default_plan: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +109,11 @@ pub struct ServeArgs {
     /// before it answers (0: answer at once, reporting who was reached).
     #[arg(long, env = "KEYGATE_PROPAGATION_TIMEOUT_MS", default_value_t = 1000)]
     pub propagation_timeout_ms: u64,
+    /// File holding the operator token of `/operator/v1` (or set
+    /// KEYGATE_OPERATOR_TOKEN; never on the command line). Without either,
+    /// the operator API is off (404).
+    #[arg(long)]
+    pub operator_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +124,13 @@ pub enum TenantCommand {
         name: String,
         #[arg(long)]
         email: String,
+    },
+    /// Puts a tenant on a plan (of --plans, or the built-in ones).
+    SetPlan {
+        /// The tenant, `org_…`.
+        org_id: OrgId,
+        /// The plan's name.
+        plan: String,
     },
 }
 

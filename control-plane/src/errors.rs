@@ -1,7 +1,7 @@
 //! Every refusal of the control plane as a JSON answer: the authentication
 //! errors of SPEC §4 (the core's exact bodies), 400 `invalid_request` naming
-//! the field, 404, 409, the requests HTTP parsing refuses (400, 414, 431) and
-//! the rest.
+//! the field, 403 outside the plan, 404, 409, 429 over the management rate,
+//! the requests HTTP parsing refuses (400, 414, 431) and the rest.
 
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -17,6 +17,11 @@ pub enum ApiError {
     Deny(Deny),
     /// A 401 other than a key's (the feed token).
     Unauthorized(&'static str),
+    /// Outside what the tenant's plan allows (403 `forbidden`).
+    Forbidden(String),
+    /// Over the tenant's management-API rate: 429 with `retry-after`
+    /// (whole seconds).
+    RateLimited { retry_after: u64 },
     /// Bad input; `message` names `field` too.
     Invalid { field: String, message: String },
     /// No such thing for this caller (`what`: "API key", "Tenant", …).
@@ -63,6 +68,8 @@ impl ApiError {
                 StatusCode::from_u16(deny.status).unwrap_or(StatusCode::UNAUTHORIZED)
             }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -80,6 +87,9 @@ impl ApiError {
         let (kind, message, field) = match self {
             ApiError::Deny(deny) => return deny.body.to_string(),
             ApiError::Unauthorized(message) => ("unauthorized", (*message).to_string(), None),
+            ApiError::Forbidden(message) => ("forbidden", message.clone(), None),
+            // The words of the data plane's 429 (SPEC §4).
+            ApiError::RateLimited { .. } => ("rate_limited", "Rate limit exceeded".into(), None),
             ApiError::Invalid { field, message } => {
                 ("invalid_request", message.clone(), Some(field.as_str()))
             }
@@ -155,6 +165,11 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = json_body(self.status(), self.body());
+        if let ApiError::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         if response.status() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

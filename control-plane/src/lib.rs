@@ -1,6 +1,6 @@
 //! keygate control plane: owns the API keys (hashed, in SQLite), serves the
-//! management API of SPEC §6 and the key table feed of the filters, and has
-//! admin commands for bootstrapping.
+//! management API of SPEC §6 (within each tenant's plan, §10), the operator
+//! API, and the key table feed of the filters, and has admin commands.
 //!
 //! The one module tree of the crate: the binary (`main.rs`) parses the
 //! command line and runs it through the public modules, and the fuzz
@@ -18,9 +18,12 @@ pub mod errors;
 mod feed;
 pub mod maintenance;
 mod metrics;
+pub mod operator;
+pub mod plans;
 pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;
+mod throttle;
 mod unparsed;
 mod views;

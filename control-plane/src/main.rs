@@ -5,6 +5,8 @@ use clap::Parser;
 use keygate_control_plane::cli::{Cli, Command};
 use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::maintenance::Upkeep;
+use keygate_control_plane::operator::{OperatorToken, TOKEN_ENV};
+use keygate_control_plane::plans::Plans;
 use keygate_control_plane::policy::MintPolicy;
 use keygate_control_plane::service::Service;
 use keygate_control_plane::store;
@@ -37,12 +39,20 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
     let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
+    let plans = Plans::load(
+        common.plans.as_deref(),
+        &policy.tiers,
+        common.default_plan.as_deref(),
+    )?;
+    let mut operator = OperatorToken::default();
     if let Command::Serve(args) = &cli.command {
         if args.feed_token.as_deref().is_none_or(str::is_empty) {
             return Err(
                 "a feed token is required: pass --feed-token or set KEYGATE_FEED_TOKEN".into(),
             );
         }
+        let env = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        operator = OperatorToken::configure(args.operator_token_file.as_deref(), env)?;
     }
     let store = store::open(&common.database).await?;
     // Admin commands serve no feed: nobody to wait for.
@@ -51,7 +61,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         _ => Duration::ZERO,
     };
     let delivery = Arc::new(Delivery::new(propagation));
-    let service = Arc::new(Service::new(store, policy, delivery));
+    let service = Arc::new(Service::new(store, policy, plans, delivery));
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {
@@ -60,7 +70,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let token = args.feed_token.unwrap_or_default();
             let page_keys = usize::try_from(args.feed_page_keys).unwrap_or(usize::MAX);
-            return server::serve(service, args.listen, &token, page_keys, upkeep).await;
+            return server::serve(service, args.listen, &token, page_keys, upkeep, operator).await;
         }
         Command::Tenant(command) => admin::tenant(&service, command).await,
         Command::Key(command) => admin::key(&service, command).await,

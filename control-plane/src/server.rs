@@ -10,6 +10,7 @@
 use crate::api::{self, AppState};
 use crate::feed::FeedEndpoint;
 use crate::maintenance::{self, Upkeep};
+use crate::operator::OperatorToken;
 use crate::service::Service;
 use crate::unparsed::JsonRefusals;
 use axum::Router;
@@ -32,13 +33,14 @@ const MAX_HEAD_BYTES: usize = 256 * 1024;
 const MAX_HEADERS: usize = 256;
 
 /// Serves `service` on `listen` until stopped, with snapshot pages of at
-/// most `feed_page_keys` keys.
+/// most `feed_page_keys` keys, and the operator API if `operator` is set.
 pub async fn serve(
     service: Arc<Service>,
     listen: SocketAddr,
     feed_token: &str,
     feed_page_keys: usize,
     upkeep: Upkeep,
+    operator: OperatorToken,
 ) -> Result<(), String> {
     if feed_token.len() < MIN_TOKEN_LEN {
         tracing::warn!("the feed token is shorter than {MIN_TOKEN_LEN} characters");
@@ -46,13 +48,19 @@ pub async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    service
+        .warn_unknown_plans()
+        .await
+        .map_err(|e| e.to_string())?;
     maintenance::spawn(service.shared_store(), upkeep);
     let version = *service.store().version().borrow();
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%address, version, "control plane listening");
+    tracing::info!(%address, version, operator_api = operator.is_configured(),
+                   "control plane listening");
     let app = api::router(AppState {
         service,
         feed: Arc::new(FeedEndpoint::new(feed_token, feed_page_keys)),
+        operator: Arc::new(operator),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::select! {

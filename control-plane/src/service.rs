@@ -1,5 +1,6 @@
 //! The key operations behind both the API and the admin CLI: mint (with the
-//! core's generator), list, revoke and rotate, always within one tenant.
+//! core's generator), list, revoke and rotate, always within one tenant and
+//! its plan; and the operator's tenant operations (list, get, set plan).
 //!
 //! A change that takes rights away (a revocation, a rotation without grace,
 //! and any later suspension or narrowing) answers only once it was handed to
@@ -10,13 +11,18 @@ use crate::clock;
 use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
+use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
-use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant};
-use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, SHOW_ONCE};
+use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant, TenantPage};
+use crate::throttle::Throttle;
+use crate::views::{
+    CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, TenantView, SHOW_ONCE,
+};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment, KeyError};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 use tracing::info;
 
 /// Name of the key a new tenant gets.
@@ -28,6 +34,8 @@ const ID_ATTEMPTS: usize = 4;
 pub struct Service {
     store: Arc<dyn Store>,
     policy: MintPolicy,
+    plans: Plans,
+    throttle: Throttle,
     delivery: Arc<Delivery>,
 }
 
@@ -58,12 +66,47 @@ where
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, policy: MintPolicy, delivery: Arc<Delivery>) -> Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: MintPolicy,
+        plans: Plans,
+        delivery: Arc<Delivery>,
+    ) -> Service {
         Service {
             store,
             policy,
+            plans,
+            throttle: Throttle::default(),
             delivery,
         }
+    }
+
+    pub fn plans(&self) -> &Plans {
+        &self.plans
+    }
+
+    /// The plan `org` is on now (404 for no such tenant).
+    pub async fn plan_of(&self, org: OrgId) -> Result<&Plan, ApiError> {
+        let tenant = self.store.tenant(org).await?;
+        let tenant = tenant.ok_or(ApiError::NotFound("Tenant"))?;
+        Ok(self.plan_named(&tenant.plan))
+    }
+
+    /// A stored plan name's plan (`""`, as migrated: the default one).
+    fn plan_named(&self, name: &str) -> &Plan {
+        match name {
+            "" => self.plans.default_plan(),
+            name => self.plans.of_tenant(name),
+        }
+    }
+
+    /// Takes one management call of `org` from its plan's bucket; over the
+    /// rate, 429 with `retry-after`.
+    pub async fn throttle(&self, org: OrgId) -> Result<(), ApiError> {
+        let rate = self.plan_of(org).await?.management;
+        self.throttle
+            .take(org, rate, Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })
     }
 
     /// The Envoys of this replica's feed and what they acknowledged.
@@ -135,6 +178,7 @@ impl Service {
                 name: spec.name.clone(),
                 email: spec.email.clone(),
                 created_at: now,
+                plan: self.plans.default_plan().name.clone(),
             };
             let Minted { key, new } = self.mint(org, &first, now)?;
             let answer = CreatedTenant {
@@ -153,8 +197,9 @@ impl Service {
         Ok(created)
     }
 
-    /// Mints a key for `org`.
+    /// Mints a key for `org`, within its plan (403 otherwise).
     pub async fn create_key(&self, org: OrgId, spec: KeySpec) -> Result<CreatedKey, ApiError> {
+        self.plan_of(org).await?.check_tier(&spec.tier)?;
         let now = clock::now();
         let created = with_fresh_ids(|| {
             let Minted { key, new } = self.mint(org, &spec, now)?;
@@ -201,6 +246,7 @@ impl Service {
         let now = clock::now();
         let old = self.store.key(org, id).await?;
         let old = old.ok_or(ApiError::NotFound("API key"))?;
+        self.plan_of(org).await?.check_tier(&old.tier)?;
         let spec = KeySpec {
             name: old.name,
             scopes: old.scopes,
@@ -239,6 +285,53 @@ impl Service {
                 propagated: None,
             },
         })
+    }
+}
+
+/// Operator operations on tenants (SPEC §10), whatever their plan.
+impl Service {
+    fn tenant_view(&self, tenant: Tenant) -> TenantView {
+        let plan = self.plan_named(&tenant.plan).name.clone();
+        TenantView::new(tenant, plan)
+    }
+
+    /// A page of tenants in id order, after `page.after`.
+    pub async fn tenants(&self, page: TenantPage) -> Result<Vec<TenantView>, ApiError> {
+        let tenants = self.store.list_tenants(page).await?;
+        Ok(tenants.into_iter().map(|t| self.tenant_view(t)).collect())
+    }
+
+    /// One tenant.
+    pub async fn tenant(&self, org: OrgId) -> Result<TenantView, ApiError> {
+        let tenant = self.store.tenant(org).await?;
+        Ok(self.tenant_view(tenant.ok_or(ApiError::NotFound("Tenant"))?))
+    }
+
+    /// Puts `org` on the plan `plan` (400 naming `field` if there is none).
+    pub async fn set_plan(
+        &self,
+        org: OrgId,
+        plan: &str,
+        field: &str,
+    ) -> Result<TenantView, ApiError> {
+        let plan = self.plans.named(plan, field)?.name.clone();
+        let tenant = self.store.set_plan(org, plan.clone()).await?;
+        let tenant = tenant.ok_or(ApiError::NotFound("Tenant"))?;
+        info!(org_id = %org, plan, "tenant plan set");
+        Ok(self.tenant_view(tenant))
+    }
+
+    /// Warns about every plan a tenant has that the plans file lacks: those
+    /// tenants get the default plan until the operator sets one.
+    pub async fn warn_unknown_plans(&self) -> Result<(), ApiError> {
+        for plan in self.store.plans_in_use().await? {
+            if !plan.is_empty() && !self.plans.contains(&plan) {
+                tracing::warn!(plan, default = %self.plans.default_plan().name,
+                               "tenants are on a plan the plans file lacks: the default plan \
+                                applies to them until `tenant set-plan`");
+            }
+        }
+        Ok(())
     }
 }
 

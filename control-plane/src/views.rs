@@ -3,7 +3,7 @@
 
 use crate::clock;
 use crate::delivery::Propagated;
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, Tenant};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use serde::Serialize;
@@ -88,4 +88,35 @@ pub struct Me {
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyList {
     pub data: Vec<KeyView>,
+}
+
+/// A tenant as the operator sees it (`/operator/v1/tenants`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantView {
+    pub id: OrgId,
+    pub name: String,
+    pub email: String,
+    /// Its plan (a stored plan the plans file lacks shows the default one).
+    pub plan: String,
+    pub created_at: String,
+}
+
+impl TenantView {
+    /// `tenant`, on the plan `plan` it is under now.
+    pub fn new(tenant: Tenant, plan: String) -> TenantView {
+        TenantView {
+            id: tenant.id,
+            name: tenant.name,
+            email: tenant.email,
+            plan,
+            created_at: clock::rfc3339(tenant.created_at),
+        }
+    }
+}
+
+/// `GET /operator/v1/tenants`: a page and the cursor of the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantList {
+    pub data: Vec<TenantView>,
+    pub next_cursor: Option<String>,
 }

@@ -60,6 +60,17 @@ pub struct Tenant {
     pub name: String,
     pub email: String,
     pub created_at: u64,
+    /// Its plan's name (`""`: the default plan, as migrated tenants have).
+    pub plan: String,
+}
+
+/// Which page of the tenants to read (operator API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantPage {
+    /// Only tenants after this one, in id order (`None`: from the first).
+    pub after: Option<OrgId>,
+    /// Most tenants in the page.
+    pub limit: usize,
 }
 
 /// What happens to the old key of a rotation.
@@ -141,6 +152,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The key with this SHA-256, whatever its state.
     fn key_by_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<KeyRecord>>;
+
+    /// One tenant.
+    fn tenant(&self, org: OrgId) -> StoreFuture<'_, Option<Tenant>>;
+
+    /// A page of tenants in id order.
+    fn list_tenants(&self, page: TenantPage) -> StoreFuture<'_, Vec<Tenant>>;
+
+    /// Sets a tenant's plan; `None` if there is no such tenant.
+    fn set_plan(&self, org: OrgId, plan: String) -> StoreFuture<'_, Option<Tenant>>;
+
+    /// Every plan name some tenant has.
+    fn plans_in_use(&self) -> StoreFuture<'_, Vec<String>>;
 
     /// One key of one tenant.
     fn key(&self, org: OrgId, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>>;

@@ -14,7 +14,7 @@ mod queries;
 
 use super::{
     publish, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture,
-    Tenant,
+    Tenant, TenantPage,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keygate::feed::KeySet;
@@ -25,10 +25,16 @@ use tokio::sync::watch;
 use tokio_postgres::{Config, IsolationLevel, NoTls};
 
 /// The migrations, in order: (number, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_plans.sql"),
+    ),
+];
 /// Most connections of one replica.
 const POOL_SIZE: usize = 16;
 /// The advisory lock that serialises migrations (any fixed number).
@@ -162,6 +168,33 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = connection(&self.inner.pool).await?;
             queries::key_by_hash(&client, &hash).await
+        })
+    }
+
+    fn tenant(&self, org: OrgId) -> StoreFuture<'_, Option<Tenant>> {
+        Box::pin(async move {
+            let client = connection(&self.inner.pool).await?;
+            queries::tenant(&client, org).await
+        })
+    }
+
+    fn list_tenants(&self, page: TenantPage) -> StoreFuture<'_, Vec<Tenant>> {
+        Box::pin(async move {
+            let client = connection(&self.inner.pool).await?;
+            queries::list_tenants(&client, page).await
+        })
+    }
+
+    fn set_plan(&self, org: OrgId, plan: String) -> StoreFuture<'_, Option<Tenant>> {
+        Box::pin(
+            self.write(move |w| Box::pin(async move { queries::set_plan(w, org, &plan).await })),
+        )
+    }
+
+    fn plans_in_use(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let client = connection(&self.inner.pool).await?;
+            queries::plans_in_use(&client).await
         })
     }
 

@@ -2,7 +2,9 @@
 //! connection or transaction: the caller decides the transaction. Writes go
 //! through [`Write`], which remembers the version its revisions reached.
 
-use crate::store::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant};
+use crate::store::{
+    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant, TenantPage,
+};
 use deadpool_postgres::{GenericClient, Transaction};
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
@@ -15,6 +17,7 @@ pub const CHANNEL: &str = "keygate_feed";
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at";
+const TENANT_COLUMNS: &str = "id, name, email, created_at, plan";
 const FEED_COLUMNS: &str =
     "key_hash, id, tenant_id, expires_at, scopes, tier, environment, in_table";
 
@@ -109,9 +112,10 @@ fn feed_op(row: &Row) -> Result<FeedOp, StoreError> {
 }
 
 pub async fn insert_tenant(w: &Write<'_>, tenant: &Tenant) -> Result<(), StoreError> {
-    let stmt = w
-        .tx
-        .prepare_cached("INSERT INTO tenants (id, name, email, created_at) VALUES ($1, $2, $3, $4)")
+    let stmt =
+        w.tx.prepare_cached(
+            "INSERT INTO tenants (id, name, email, created_at, plan) VALUES ($1, $2, $3, $4, $5)",
+        )
         .await?;
     w.tx.execute(
         &stmt,
@@ -120,10 +124,70 @@ pub async fn insert_tenant(w: &Write<'_>, tenant: &Tenant) -> Result<(), StoreEr
             &tenant.name,
             &tenant.email,
             &int(tenant.created_at)?,
+            &tenant.plan,
         ],
     )
     .await?;
     Ok(())
+}
+
+fn tenant_row(row: &Row) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        id: OrgId(id_of(row, 0)?),
+        name: row.try_get(1)?,
+        email: row.try_get(2)?,
+        created_at: uint(row, 3)?,
+        plan: row.try_get(4)?,
+    })
+}
+
+pub async fn tenant(c: &impl GenericClient, org: OrgId) -> Result<Option<Tenant>, StoreError> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+    let stmt = c.prepare_cached(&sql).await?;
+    c.query_opt(&stmt, &[&sql_id(org.0)])
+        .await?
+        .as_ref()
+        .map(tenant_row)
+        .transpose()
+}
+
+/// A page of tenants in (signed) id order.
+pub async fn list_tenants(
+    c: &impl GenericClient,
+    page: TenantPage,
+) -> Result<Vec<Tenant>, StoreError> {
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE $1::BIGINT IS NULL OR id > $1 \
+         ORDER BY id LIMIT $2"
+    );
+    let after = page.after.map(|org| sql_id(org.0));
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    let stmt = c.prepare_cached(&sql).await?;
+    c.query(&stmt, &[&after, &limit])
+        .await?
+        .iter()
+        .map(tenant_row)
+        .collect()
+}
+
+pub async fn set_plan(w: &Write<'_>, org: OrgId, plan: &str) -> Result<Option<Tenant>, StoreError> {
+    let sql = format!("UPDATE tenants SET plan = $1 WHERE id = $2 RETURNING {TENANT_COLUMNS}");
+    let stmt = w.tx.prepare_cached(&sql).await?;
+    w.tx.query_opt(&stmt, &[&plan, &sql_id(org.0)])
+        .await?
+        .as_ref()
+        .map(tenant_row)
+        .transpose()
+}
+
+pub async fn plans_in_use(c: &impl GenericClient) -> Result<Vec<String>, StoreError> {
+    let stmt = c
+        .prepare_cached("SELECT DISTINCT plan FROM tenants ORDER BY plan")
+        .await?;
+    let rows = c.query(&stmt, &[]).await?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(StoreError::from))
+        .collect()
 }
 
 /// Inserts a key and its revision.

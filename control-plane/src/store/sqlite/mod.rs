@@ -10,6 +10,7 @@ mod writer;
 
 use super::{
     FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture, Tenant,
+    TenantPage,
 };
 use keygate::feed::KeySet;
 use keygate::ids::{KeyId, OrgId};
@@ -22,10 +23,13 @@ use writer::Writer;
 
 /// The migrations, in order; `PRAGMA user_version` holds the number of the
 /// last one applied. Each runs in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/sqlite/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (3, include_str!("../../../migrations/sqlite/0003_plans.sql")),
+];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
 /// How long a statement waits for another process's lock.
@@ -167,6 +171,22 @@ impl Store for SqliteStore {
 
     fn key_by_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<KeyRecord>> {
         self.read(move |conn| queries::key_by_hash(conn, &hash))
+    }
+
+    fn tenant(&self, org: OrgId) -> StoreFuture<'_, Option<Tenant>> {
+        self.read(move |conn| queries::tenant(conn, org))
+    }
+
+    fn list_tenants(&self, page: TenantPage) -> StoreFuture<'_, Vec<Tenant>> {
+        self.read(move |conn| queries::list_tenants(conn, page))
+    }
+
+    fn set_plan(&self, org: OrgId, plan: String) -> StoreFuture<'_, Option<Tenant>> {
+        self.write(move |conn| queries::set_plan(conn, org, &plan))
+    }
+
+    fn plans_in_use(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|conn| queries::plans_in_use(conn))
     }
 
     fn key(&self, org: OrgId, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {

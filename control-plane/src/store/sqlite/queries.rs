@@ -1,7 +1,9 @@
 //! The SQL of the SQLite store, one function per operation, on a plain
 //! connection: the caller decides the transaction.
 
-use crate::store::{FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant};
+use crate::store::{
+    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant, TenantPage,
+};
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
@@ -10,6 +12,7 @@ use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at";
+const TENANT_COLUMNS: &str = "id, name, email, created_at, plan";
 const FEED_COLUMNS: &str =
     "key_hash, id, tenant_id, expires_at, scopes, tier, environment, in_table";
 
@@ -78,15 +81,58 @@ fn feed_op(row: &Row) -> rusqlite::Result<FeedOp> {
 
 pub fn insert_tenant(conn: &Connection, tenant: &Tenant) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO tenants (id, name, email, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO tenants (id, name, email, created_at, plan) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         sql_id(tenant.id.0),
         tenant.name,
         tenant.email,
-        tenant.created_at
+        tenant.created_at,
+        tenant.plan
     ])?;
     Ok(())
+}
+
+fn tenant_row(row: &Row) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: OrgId(id_of(row, 0)?),
+        name: row.get(1)?,
+        email: row.get(2)?,
+        created_at: row.get(3)?,
+        plan: row.get(4)?,
+    })
+}
+
+pub fn tenant(conn: &Connection, org: OrgId) -> Result<Option<Tenant>, StoreError> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([sql_id(org.0)], tenant_row)
+        .optional()?)
+}
+
+/// A page of tenants in (signed) id order.
+pub fn list_tenants(conn: &Connection, page: TenantPage) -> Result<Vec<Tenant>, StoreError> {
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
+    );
+    let after = page.after.map(|org| sql_id(org.0));
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![after, limit], tenant_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_plan(conn: &Connection, org: OrgId, plan: &str) -> Result<Option<Tenant>, StoreError> {
+    conn.prepare_cached("UPDATE tenants SET plan = ?1 WHERE id = ?2")?
+        .execute(params![plan, sql_id(org.0)])?;
+    tenant(conn, org)
+}
+
+pub fn plans_in_use(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT plan FROM tenants ORDER BY plan")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Inserts a key and its revision.
