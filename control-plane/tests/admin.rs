@@ -122,6 +122,8 @@ fn admin_commands_bootstrap_without_the_api() {
     ]));
     let org = tenant["tenant_id"].as_str().unwrap();
     assert!(tenant["api_key"].as_str().unwrap().starts_with("rk_live_"));
+    let on_pro = json_of(&admin(&["tenant", "set-plan", org, "pro"]));
+    assert_eq!(on_pro["plan"], "pro");
 
     let key = json_of(&admin(&[
         "key",

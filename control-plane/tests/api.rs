@@ -102,6 +102,7 @@ async fn tenant_creation_rejects_bad_input_naming_the_field() {
 async fn create_key_answers_every_field_once() {
     let server = Server::start().await;
     let t = server.create_tenant("acme").await;
+    server.set_plan(&t.id, "pro").await;
     let expires = rfc3339(now() + 3600);
     let v = server
         .create_key(
@@ -543,6 +544,7 @@ async fn rotate_now(server: &Server, admin: &str, old: &Value, body: Option<&str
 async fn rotate_without_grace_kills_the_old_key_now() {
     let server = Server::start().await;
     let t = server.create_tenant("acme").await;
+    server.set_plan(&t.id, "pro").await;
     let first = server
         .create_key(
             &t.key,

@@ -21,7 +21,8 @@ const KEYS_PER_WRITER: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_lose_and_duplicate_nothing() {
-    let server = Server::start().await;
+    // Thousands of mints at full speed: no management-rate limit.
+    let server = Server::start_with(&common::plans::unthrottled()).await;
     let t = server.create_tenant("acme").await;
     let start = Instant::now();
     let writer = |w: usize| {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod plans;
 
 use keygate::feed::{check_snapshot_page, FeedEntry, PageSummary, RawOp, Reader};
 use keygate::ids::{KeyId, OrgId};
@@ -29,6 +30,8 @@ pub struct Server {
     /// `--database`: the SQLite file, or the PostgreSQL URL.
     database: String,
     extra: Vec<String>,
+    /// Started with [`plans::OPERATOR_TOKEN`] (`KEYGATE_OPERATOR_TOKEN`).
+    operator: bool,
     child: Mutex<Child>,
 }
 
@@ -102,15 +105,27 @@ impl Server {
         Server::launched(tempfile::tempdir().unwrap(), database.to_string(), extra).await
     }
 
+    /// Starts with no operator token: the operator API is off.
+    pub async fn start_without_operator() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let database = db_path(dir.path()).to_string_lossy().into_owned();
+        Server::launched_with(dir, database, &[], false).await
+    }
+
     async fn launched(dir: TempDir, database: String, extra: &[&str]) -> Server {
+        Server::launched_with(dir, database, extra, true).await
+    }
+
+    async fn launched_with(dir: TempDir, database: String, extra: &[&str], operator: bool) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = launch(dir.path(), &database, &extra).await;
+        let (child, base) = launch(dir.path(), &database, &extra, operator).await;
         Server {
             base,
             client: reqwest::Client::new(),
             dir,
             database,
             extra,
+            operator,
             child: Mutex::new(child),
         }
     }
@@ -177,7 +192,7 @@ impl Server {
 
     /// A new process on the same database (after [`Server::kill9`]).
     pub async fn restart(&mut self) {
-        let (child, base) = launch(self.dir.path(), &self.database, &self.extra).await;
+        let (child, base) = launch(self.dir.path(), &self.database, &self.extra, self.operator).await;
         *self.child.lock().unwrap() = child;
         self.base = base;
     }
@@ -356,7 +371,7 @@ fn db_path(dir: &Path) -> PathBuf {
 }
 
 /// Starts the binary and waits for `/healthz` (retrying on a lost port race).
-async fn launch(dir: &Path, database: &str, extra: &[String]) -> (Child, String) {
+async fn launch(dir: &Path, database: &str, extra: &[String], operator: bool) -> (Child, String) {
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let port = free_port();
@@ -365,7 +380,11 @@ async fn launch(dir: &Path, database: &str, extra: &[String]) -> (Child, String)
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if operator {
+            command.env("KEYGATE_OPERATOR_TOKEN", plans::OPERATOR_TOKEN);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
