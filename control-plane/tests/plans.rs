@@ -33,17 +33,29 @@ async fn a_tenant_never_raises_its_own_plan() {
     let server = Server::start().await;
     let t = server.create_tenant("acme").await;
     let path = format!("/operator/v1/tenants/{}", t.id);
-    assert_eq!(server.operator("GET", &path, None).await.json()["plan"], "free");
+    assert_eq!(
+        server.operator("GET", &path, None).await.json()["plan"],
+        "free"
+    );
 
     let refused = server
         .call("POST", "/api/v1/api-keys", Some(&t.key), Some(PRO_KEY))
         .await;
     let message = forbidden(&refused);
-    assert!(message.contains("pro") && message.contains("plan free"), "{message}");
+    assert!(
+        message.contains("pro") && message.contains("plan free"),
+        "{message}"
+    );
     let free = json!({"name": "f", "scopes": ["memory:read"], "rate_limit_tier": "free"});
     server.create_key(&t.key, free).await;
-    let listed = server.call("GET", "/api/v1/api-keys", Some(&t.key), None).await;
-    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 2, "nothing half-made");
+    let listed = server
+        .call("GET", "/api/v1/api-keys", Some(&t.key), None)
+        .await;
+    assert_eq!(
+        listed.json()["data"].as_array().unwrap().len(),
+        2,
+        "nothing half-made"
+    );
 
     server.set_plan(&t.id, "pro").await;
     let pro = server
@@ -53,7 +65,10 @@ async fn a_tenant_never_raises_its_own_plan() {
 
     // Back on free, the pro key cannot be rotated into a new pro key.
     server.set_plan(&t.id, "free").await;
-    let rotate = format!("/api/v1/api-keys/{}/rotate", pro.json()["id"].as_str().unwrap());
+    let rotate = format!(
+        "/api/v1/api-keys/{}/rotate",
+        pro.json()["id"].as_str().unwrap()
+    );
     let message = forbidden(&server.call("POST", &rotate, Some(&t.key), None).await);
     assert!(message.contains("pro"), "{message}");
 }
@@ -64,15 +79,29 @@ async fn the_operator_api_takes_only_the_operator_token() {
     let t = server.create_tenant("acme").await;
     let wrong = "not-the-operator-token-0123456789";
     for token in [None, Some(t.key.as_str()), Some(wrong)] {
-        let reply = server.call("GET", "/operator/v1/tenants", token, None).await;
+        let reply = server
+            .call("GET", "/operator/v1/tenants", token, None)
+            .await;
         assert_eq!(reply.status, 401, "{}", reply.text());
         assert_eq!(reply.json()["error"]["type"], "unauthorized");
-        assert_eq!(reply.header("www-authenticate"), Some("Bearer realm=\"keygate\""));
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer realm=\"keygate\"")
+        );
     }
     let patch = format!("/operator/v1/tenants/{}", t.id);
     let body = Some(r#"{"plan":"pro"}"#);
-    assert_eq!(server.call("PATCH", &patch, Some(&t.key), body).await.status, 401);
-    assert!(!server.log().contains(OPERATOR_TOKEN), "the token is never logged");
+    assert_eq!(
+        server
+            .call("PATCH", &patch, Some(&t.key), body)
+            .await
+            .status,
+        401
+    );
+    assert!(
+        !server.log().contains(OPERATOR_TOKEN),
+        "the token is never logged"
+    );
 
     let off = Server::start_without_operator().await;
     let reply = off.operator("GET", "/operator/v1/tenants", None).await;
@@ -90,7 +119,9 @@ async fn the_operator_lists_reads_and_sets_plans() {
     let mut seen = Vec::new();
     let mut query = "limit=2".to_string();
     loop {
-        let reply = server.operator("GET", &format!("/operator/v1/tenants?{query}"), None).await;
+        let reply = server
+            .operator("GET", &format!("/operator/v1/tenants?{query}"), None)
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let v = reply.json();
         let page = v["data"].as_array().unwrap();
@@ -102,26 +133,43 @@ async fn the_operator_lists_reads_and_sets_plans() {
         }
     }
     assert_eq!(seen.len(), 5, "{seen:?}");
-    assert_eq!(seen.iter().cloned().collect::<HashSet<_>>(), made, "every tenant once");
+    assert_eq!(
+        seen.iter().cloned().collect::<HashSet<_>>(),
+        made,
+        "every tenant once"
+    );
 
     let id = seen[0].clone();
     let path = format!("/operator/v1/tenants/{id}");
     let one = server.operator("GET", &path, None).await.json();
-    assert_eq!((one["id"].as_str(), one["plan"].as_str()), (Some(id.as_str()), Some("free")));
+    assert_eq!(
+        (one["id"].as_str(), one["plan"].as_str()),
+        (Some(id.as_str()), Some("free"))
+    );
     assert!(one["name"].is_string() && one["email"].is_string() && one["created_at"].is_string());
 
-    let bad = server.operator("PATCH", &path, Some(r#"{"plan":"gold"}"#)).await;
+    let bad = server
+        .operator("PATCH", &path, Some(r#"{"plan":"gold"}"#))
+        .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert_eq!(bad.json()["error"]["field"], "plan");
-    let other = server.operator("PATCH", &path, Some(r#"{"plan":"pro","x":1}"#)).await;
+    let other = server
+        .operator("PATCH", &path, Some(r#"{"plan":"pro","x":1}"#))
+        .await;
     assert_eq!(other.json()["error"]["field"], "x");
-    assert_eq!(server.operator("GET", &path, None).await.json()["plan"], "free", "unchanged");
+    assert_eq!(
+        server.operator("GET", &path, None).await.json()["plan"],
+        "free",
+        "unchanged"
+    );
 
     let unknown = "/operator/v1/tenants/org_0000000000000001";
     assert_eq!(server.operator("GET", unknown, None).await.status, 404);
     let body = Some(r#"{"plan":"pro"}"#);
     assert_eq!(server.operator("PATCH", unknown, body).await.status, 404);
-    let cursor = server.operator("GET", "/operator/v1/tenants?cursor=nope", None).await;
+    let cursor = server
+        .operator("GET", "/operator/v1/tenants?cursor=nope", None)
+        .await;
     assert_eq!(cursor.json()["error"]["field"], "cursor");
 }
 
@@ -130,7 +178,11 @@ async fn set_plan_on_the_command_line_and_migrated_or_unknown_plans() {
     let mut server = Server::start().await;
     let t = server.create_tenant("acme").await;
     let out = server.admin(&["tenant", "set-plan", &t.id, "pro"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["plan"], "pro");
     let create = server
@@ -153,9 +205,15 @@ async fn set_plan_on_the_command_line_and_migrated_or_unknown_plans() {
     );
     server.sql(&sql).await;
     server.restart().await;
-    assert!(server.log().contains("plan the plans file lacks"), "{}", server.log());
+    assert!(
+        server.log().contains("plan the plans file lacks"),
+        "{}",
+        server.log()
+    );
     for id in [&t.id, &u.id] {
-        let reply = server.operator("GET", &format!("/operator/v1/tenants/{id}"), None).await;
+        let reply = server
+            .operator("GET", &format!("/operator/v1/tenants/{id}"), None)
+            .await;
         assert_eq!(reply.json()["plan"], "free");
     }
     let refused = server
@@ -174,9 +232,18 @@ fn signed(id: &str) -> i64 {
 fn bad_plans_files_stop_the_start_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[[plan]]\nname = \"free\"\ntiers = [\"free\"]\nprice = 3\n", "line 4"),
-        ("[[plan]]\nname = \"free\"\ntiers = [\"free\", \"gold\"]\n", "tiers"),
-        ("[[plan]]\nname = \"free\"\ntiers = [\"free\"]\nrate_limits = { per_minute = \"x\" }\n", "line 4"),
+        (
+            "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\nprice = 3\n",
+            "line 4",
+        ),
+        (
+            "[[plan]]\nname = \"free\"\ntiers = [\"free\", \"gold\"]\n",
+            "tiers",
+        ),
+        (
+            "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\nrate_limits = { per_minute = \"x\" }\n",
+            "line 4",
+        ),
     ];
     for (i, (text, named)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("plans{i}.toml"));
@@ -184,12 +251,21 @@ fn bad_plans_files_stop_the_start_naming_the_problem() {
         let out = Command::new(BIN)
             .args(["--plans", file.to_str().unwrap(), "--database"])
             .arg(dir.path().join("k.db"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--feed-token", "x".repeat(20).as_str()])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--feed-token",
+                "x".repeat(20).as_str(),
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{text}");
-        assert!(stderr.contains("--plans") && stderr.contains(named), "{named}: {stderr}");
+        assert!(
+            stderr.contains("--plans") && stderr.contains(named),
+            "{named}: {stderr}"
+        );
     }
     let out = Command::new(BIN)
         .args(["--default-plan", "gold", "--database"])
@@ -209,10 +285,15 @@ async fn the_management_api_is_limited_per_tenant_by_its_plan() {
                 management = { rate = 1, burst = 5 }\n";
     std::fs::write(&file, text).unwrap();
     let server = Server::start_with(&["--plans", file.to_str().unwrap()]).await;
-    let (a, b) = (server.create_tenant("a").await, server.create_tenant("b").await);
+    let (a, b) = (
+        server.create_tenant("a").await,
+        server.create_tenant("b").await,
+    );
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let reply = server.call("GET", "/api/v1/auth/me", Some(&a.key), None).await;
+        let reply = server
+            .call("GET", "/api/v1/auth/me", Some(&a.key), None)
+            .await;
         statuses.push(reply.status);
         if reply.status == 429 {
             assert_eq!(
@@ -228,9 +309,13 @@ async fn the_management_api_is_limited_per_tenant_by_its_plan() {
         .call("POST", "/api/v1/api-keys", Some(&a.key), Some(PRO_KEY))
         .await;
     assert_eq!(mint.status, 429, "minting counts too");
-    let other = server.call("GET", "/api/v1/auth/me", Some(&b.key), None).await;
+    let other = server
+        .call("GET", "/api/v1/auth/me", Some(&b.key), None)
+        .await;
     assert_eq!(other.status, 200, "another tenant has its own bucket");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let refilled = server.call("GET", "/api/v1/auth/me", Some(&a.key), None).await;
+    let refilled = server
+        .call("GET", "/api/v1/auth/me", Some(&a.key), None)
+        .await;
     assert_eq!(refilled.status, 200, "a token back after a second");
 }

@@ -27,6 +27,7 @@ pub mod dynamic;
 pub mod load;
 mod paths;
 pub mod pg;
+mod plans;
 mod process;
 mod stack;
 mod time;
@@ -36,6 +37,7 @@ pub use adapter::{only_on, Adapter};
 pub use api::{Reply, Tenant};
 pub use config::{render_adapter_config, render_envoy_config, Ports};
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
+pub use plans::{unthrottled_plans, OPERATOR_TOKEN};
 pub use stack::{free_port, Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};
 

@@ -343,6 +343,10 @@ impl Stack {
             // tests/rate_limits.rs checks with keys minted as `free`.
             "--tiers".to_string(),
             "pro,free".to_string(),
+            "--operator-token-file".to_string(),
+            crate::plans::operator_token_file(&dir)
+                .display()
+                .to_string(),
         ];
         args.extend(self.options.control_plane_args.iter().cloned());
         Process::spawn(

@@ -3,7 +3,7 @@
 //! acknowledged revocation survives the control plane being killed right
 //! after it; the answer says how many Envoys were reached.
 
-use keygate_e2e::{target_dir, Stack, FEED_TOKEN, STEADY};
+use keygate_e2e::{target_dir, unthrottled_plans, Stack, StackOptions, FEED_TOKEN, STEADY};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -88,7 +88,12 @@ async fn revoke_until_refused(
 
 #[tokio::test]
 async fn acknowledged_revocations_survive_kill_9() {
-    let mut stack = Stack::start().await;
+    // Hundreds of mints at full speed: no management-rate limit.
+    let options = StackOptions {
+        control_plane_args: unthrottled_plans(),
+        ..StackOptions::default()
+    };
+    let mut stack = Stack::start_with(options).await;
     let admin = stack.tenant().api_key.clone();
     let start = Instant::now();
     let minted = mint_all(&stack, &admin).await;

@@ -49,6 +49,8 @@ async fn burst(stack: &Stack, key: &str, limit: usize) -> (usize, Option<Reply>)
 #[tokio::test]
 async fn free_tier_is_60_per_minute_per_key() {
     let stack = Stack::start().await;
+    // The harness's default plan (`pro`) allows only the pro tier.
+    stack.set_plan(&stack.tenant().tenant_id, "free").await;
     let key = mint(&stack, "free").await;
     let other = mint(&stack, "free").await;
 

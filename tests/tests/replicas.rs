@@ -9,7 +9,7 @@
 //! at both Envoys.
 
 use keygate_e2e::pg::Postgres;
-use keygate_e2e::{free_port, Adapter, Stack, StackOptions, REVOCATION_BOUND};
+use keygate_e2e::{free_port, unthrottled_plans, Adapter, Stack, StackOptions, REVOCATION_BOUND};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -189,8 +189,10 @@ async fn sample_versions(
 async fn two_replicas_two_envoys_revoke_across_and_survive_a_kill() {
     let pg = Postgres::start();
     let b = free_port();
+    // Writers mint and revoke at full speed: no management-rate limit.
     let options = StackOptions {
         database: Some(pg.url.clone()),
+        control_plane_args: unthrottled_plans(),
         ..StackOptions::default()
     }
     .replace(ENDPOINTS, &with_standby(b));

@@ -116,7 +116,12 @@ impl Server {
         Server::launched_with(dir, database, extra, true).await
     }
 
-    async fn launched_with(dir: TempDir, database: String, extra: &[&str], operator: bool) -> Server {
+    async fn launched_with(
+        dir: TempDir,
+        database: String,
+        extra: &[&str],
+        operator: bool,
+    ) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, base) = launch(dir.path(), &database, &extra, operator).await;
         Server {
@@ -192,7 +197,8 @@ impl Server {
 
     /// A new process on the same database (after [`Server::kill9`]).
     pub async fn restart(&mut self) {
-        let (child, base) = launch(self.dir.path(), &self.database, &self.extra, self.operator).await;
+        let (child, base) =
+            launch(self.dir.path(), &self.database, &self.extra, self.operator).await;
         *self.child.lock().unwrap() = child;
         self.base = base;
     }

@@ -12,7 +12,10 @@ pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
 pub fn unthrottled() -> [&'static str; 2] {
     [
         "--plans",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/unthrottled-plans.toml"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/unthrottled-plans.toml"
+        ),
     ]
 }
 
