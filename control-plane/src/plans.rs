@@ -248,16 +248,6 @@ impl Plans {
         &self.default
     }
 
-    /// The plan of a tenant stored with plan `name`: that plan, or the
-    /// default one (with a warning) if the plans file no longer has it.
-    pub fn of_tenant(&self, name: &str) -> &Plan {
-        self.get(name).unwrap_or_else(|| {
-            tracing::warn!(plan = name, default = %self.default.name,
-                           "a tenant's plan is not in the plans file: the default plan applies");
-            &self.default
-        })
-    }
-
     /// A plan to set, or the 400 naming `field` if there is none so named.
     pub fn named(&self, name: &str, field: &str) -> Result<&Plan, ApiError> {
         self.get(name).ok_or_else(|| {

@@ -92,12 +92,13 @@ impl Service {
         Ok(self.plan_named(&tenant.plan))
     }
 
-    /// A stored plan name's plan (`""`, as migrated: the default one).
+    /// The plan a tenant stored with plan `name` is on: that plan, or the
+    /// default one for `""` (migrated from before plans) or a plan the plans
+    /// file lacks (which the start warns about).
     fn plan_named(&self, name: &str) -> &Plan {
-        match name {
-            "" => self.plans.default_plan(),
-            name => self.plans.of_tenant(name),
-        }
+        self.plans
+            .get(name)
+            .unwrap_or_else(|| self.plans.default_plan())
     }
 
     /// Takes one management call of `org` from its plan's bucket; over the
