@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 /// Concurrent clients of the creation row.
 const CLIENTS: usize = 8;
 
+/// The built-in plans of `--tiers free,pro` without a management-rate
+/// limit: the bench measures the control plane, not a plan's rate.
+const UNTHROTTLED_PLANS: &str = "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\n\
+    management = { rate = 1000000, burst = 1000000 }\n\
+    [[plan]]\nname = \"pro\"\ntiers = [\"free\", \"pro\"]\n\
+    management = { rate = 1000000, burst = 1000000 }\n";
+
 /// A running control plane.
 pub struct ControlPlane {
     pub addr: SocketAddr,
@@ -28,7 +35,12 @@ impl ControlPlane {
         let addr = SocketAddr::from(([127, 0, 0, 1], envoy::free_port()?));
         let log = bench.dir.path().join(format!("{name}.log"));
         let listen = addr.to_string();
+        let plans = bench.dir.path().join("plans.toml");
+        std::fs::write(&plans, UNTHROTTLED_PLANS)?;
+        let plans = plans.display().to_string();
         let args = [
+            "--plans",
+            &plans,
             "serve",
             "--listen",
             &listen,

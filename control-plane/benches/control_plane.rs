@@ -142,7 +142,8 @@ async fn main() {
         println!("benchmark skipped: run it with `cargo bench -p keygate-control-plane`");
         return;
     }
-    let server = Server::start().await;
+    // Creations at full speed: no management-rate limit.
+    let server = Server::start_with(&common::plans::unthrottled()).await;
     let tenant = server.create_tenant("bench").await;
     creations(&server, &tenant.key).await;
     revocations(&server, &tenant.key).await;
