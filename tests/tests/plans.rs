@@ -71,7 +71,22 @@ async fn the_operator_api_refuses_tenant_keys() {
         .map(|d| d.iter().filter_map(|t| t["id"].as_str()).collect())
         .unwrap_or_default();
     assert!(ids.contains(&tenant.tenant_id.as_str()), "{listed:#?}");
-    assert_ne!(OPERATOR_TOKEN, tenant.api_key);
+    for (what, log) in [
+        ("Envoy", stack.envoy_log()),
+        ("control plane", stack.control_plane_log()),
+    ] {
+        assert!(
+            !log.contains(OPERATOR_TOKEN),
+            "the operator token is in the {what} log"
+        );
+    }
+    let dump = stack
+        .send(stack.client.get(stack.admin_url("/config_dump")))
+        .await;
+    assert!(
+        !dump.expect(200).text.contains(OPERATOR_TOKEN),
+        "the token is in the config dump"
+    );
 }
 
 /// Mints `EACH` keys with `admin`; for each, the time from its 201 to its
