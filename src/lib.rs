@@ -10,6 +10,7 @@ pub mod config;
 pub mod credential;
 pub mod decision;
 pub mod engine;
+pub mod errors;
 pub mod feed;
 pub mod ids;
 pub mod key;
