@@ -36,7 +36,8 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
-    let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
+    let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?
+        .with_key_format(common.key_format);
     if let Command::Serve(args) = &cli.command {
         if args.feed_token.as_deref().is_none_or(str::is_empty) {
             return Err(
@@ -60,7 +61,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let token = args.feed_token.unwrap_or_default();
             let page_keys = usize::try_from(args.feed_page_keys).unwrap_or(usize::MAX);
-            return server::serve(service, args.listen, &token, page_keys, upkeep).await;
+            let endpoint = server::Endpoint {
+                listen: args.listen,
+                feed_token: token,
+                feed_page_keys: page_keys,
+                error_format: args.error_format,
+            };
+            return server::serve(service, endpoint, upkeep).await;
         }
         Command::Tenant(command) => admin::tenant(&service, command).await,
         Command::Key(command) => admin::key(&service, command).await,
