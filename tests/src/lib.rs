@@ -29,6 +29,7 @@ mod paths;
 pub mod pg;
 mod process;
 mod stack;
+pub mod subprotocols;
 mod time;
 pub mod ws;
 
