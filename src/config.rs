@@ -338,7 +338,8 @@ mod tests {
 
     #[test]
     fn dialects() {
-        let json = r#"{"feed":{"cluster":"cp"},"key_format":"prefix_secret","error_format":"openai"}"#;
+        let json =
+            r#"{"feed":{"cluster":"cp"},"key_format":"prefix_secret","error_format":"openai"}"#;
         let c = FilterConfig::from_json(json.as_bytes()).unwrap();
         assert_eq!(c.key_format, KeyFormat::PrefixSecret);
         assert_eq!(c.error_format, ErrorFormat::Openai);

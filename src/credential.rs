@@ -128,7 +128,7 @@ pub fn is_websocket_upgrade<H: AsRef<str>, V: AsRef<str>>(headers: &[(H, V)]) ->
 }
 
 /// The entries of `Sec-WebSocket-Protocol` values, trimmed, empty ones skipped.
-fn subprotocols<'a, H, V>(headers: &'a [(H, V)]) -> impl Iterator<Item = &'a str>
+fn subprotocols<H, V>(headers: &[(H, V)]) -> impl Iterator<Item = &str>
 where
     H: AsRef<str>,
     V: AsRef<str>,
@@ -257,9 +257,17 @@ mod tests {
             let plain = [("sec-websocket-protocol", value)];
             assert_eq!(key_of(&plain, "/s"), Extracted::Missing, "{value}");
         }
-        let connect = [(":protocol", "websocket"), ("sec-websocket-protocol", "keygate.bearer.k4")];
+        let connect = [
+            (":protocol", "websocket"),
+            ("sec-websocket-protocol", "keygate.bearer.k4"),
+        ];
         assert_eq!(key_of(&connect, "/s"), in_subprotocol("k4"));
-        for value in ["chat.v2", "keygate.bearer.", "Keygate.Bearer.k4", "keygate.bearer"] {
+        for value in [
+            "chat.v2",
+            "keygate.bearer.",
+            "Keygate.Bearer.k4",
+            "keygate.bearer",
+        ] {
             let headers = [UPGRADE, ("sec-websocket-protocol", value)];
             assert_eq!(key_of(&headers, "/s"), Extracted::Missing, "{value}");
         }
@@ -267,9 +275,19 @@ mod tests {
 
     #[test]
     fn subprotocol_key_conflicts_with_another_key() {
-        let two = [UPGRADE, ("sec-websocket-protocol", "keygate.bearer.a, keygate.bearer.b")];
+        let two = [
+            UPGRADE,
+            (
+                "sec-websocket-protocol",
+                "keygate.bearer.a, keygate.bearer.b",
+            ),
+        ];
         assert_eq!(key_of(&two, "/s"), Extracted::Conflict);
-        let other = [UPGRADE, ("x-api-key", "a"), ("sec-websocket-protocol", "keygate.bearer.b")];
+        let other = [
+            UPGRADE,
+            ("x-api-key", "a"),
+            ("sec-websocket-protocol", "keygate.bearer.b"),
+        ];
         assert_eq!(key_of(&other, "/s"), Extracted::Conflict);
         let split = [
             UPGRADE,
@@ -287,11 +305,16 @@ mod tests {
     #[test]
     fn stripping_the_subprotocol_keeps_the_applications() {
         let strip = |values: &[&str]| {
-            let headers: Vec<(&str, &str)> =
-                values.iter().map(|v| ("Sec-WebSocket-Protocol", *v)).collect();
+            let headers: Vec<(&str, &str)> = values
+                .iter()
+                .map(|v| ("Sec-WebSocket-Protocol", *v))
+                .collect();
             strip_subprotocol_key(&headers)
         };
-        assert_eq!(strip(&["chat.v2, keygate.bearer.k"]), Some("chat.v2".into()));
+        assert_eq!(
+            strip(&["chat.v2, keygate.bearer.k"]),
+            Some("chat.v2".into())
+        );
         assert_eq!(
             strip(&[" a ,keygate.bearer.k,, b", "c"]),
             Some("a, b, c".into())

@@ -95,12 +95,20 @@ impl Deny {
 
     /// Unknown, revoked, malformed, bad checksum or conflicting keys.
     pub fn invalid_key() -> Deny {
-        Deny::new(DenyReason::InvalidKey, ErrorKind::InvalidKey, "Invalid API key")
+        Deny::new(
+            DenyReason::InvalidKey,
+            ErrorKind::InvalidKey,
+            "Invalid API key",
+        )
     }
 
     /// The key's expiry has passed.
     pub fn expired() -> Deny {
-        Deny::new(DenyReason::Expired, ErrorKind::ExpiredKey, "API key has expired")
+        Deny::new(
+            DenyReason::Expired,
+            ErrorKind::ExpiredKey,
+            "API key has expired",
+        )
     }
 
     /// The key lacks the rule's scope (named: the rule's first).

@@ -278,7 +278,8 @@ fn org_header_must_match() {
         "/x",
         &[("x-api-key", &w.reader), ("x-org-id", "o\"}")],
     ));
-    let parsed: serde_json::Value = serde_json::from_str(&tricky.body(ErrorFormat::Keygate)).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&tricky.body(ErrorFormat::Keygate)).unwrap();
     assert_eq!(
         parsed["error"]["message"],
         "API key does not belong to organization o\"}"
@@ -382,7 +383,10 @@ fn a_request_reads_its_pseudo_headers_and_upgrades() {
 fn a_subprotocol_key_is_removed_and_the_applications_kept() {
     let w = world();
     let offer = format!("chat.v2, keygate.bearer.{}", w.reader);
-    let h = [("upgrade", "websocket"), ("sec-websocket-protocol", offer.as_str())];
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", offer.as_str()),
+    ];
     let a = allowed(w.decide("GET", "/stream/chat", &h));
     assert_eq!(a.identity.unwrap().record.key_id, KeyId(1));
     assert_eq!(a.new_subprotocols.as_deref(), Some("chat.v2"));
@@ -390,7 +394,10 @@ fn a_subprotocol_key_is_removed_and_the_applications_kept() {
     assert!(!a.headers_to_remove().any(|n| n == "sec-websocket-protocol"));
 
     let alone = format!("keygate.bearer.{}", w.reader);
-    let h = [("upgrade", "websocket"), ("sec-websocket-protocol", alone.as_str())];
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", alone.as_str()),
+    ];
     let a = allowed(w.decide("GET", "/stream/chat", &h));
     assert_eq!(a.new_subprotocols, None);
     assert!(a.headers_to_remove().any(|n| n == "sec-websocket-protocol"));
@@ -415,7 +422,10 @@ fn a_subprotocol_key_conflicting_or_bad_is_invalid() {
     ];
     assert_eq!(denied(w.decide("GET", "/stream/x", &h)).status, 401);
     let bad = format!("keygate.bearer.{}x", w.reader);
-    let h = [("upgrade", "websocket"), ("sec-websocket-protocol", bad.as_str())];
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", bad.as_str()),
+    ];
     assert_eq!(
         denied(w.decide("GET", "/stream/x", &h)).reason,
         DenyReason::InvalidKey
@@ -426,7 +436,10 @@ fn a_subprotocol_key_conflicting_or_bad_is_invalid() {
 fn a_forwarding_rule_keeps_the_subprotocol_key() {
     let w = world();
     let offer = format!("chat.v2, keygate.bearer.{}", w.reader);
-    let h = [("upgrade", "websocket"), ("sec-websocket-protocol", offer.as_str())];
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", offer.as_str()),
+    ];
     let a = allowed(w.decide("GET", "/api/v1/auth/me", &h));
     assert_eq!(a.new_subprotocols, None);
     assert!(!a.strip_subprotocols);
@@ -453,7 +466,10 @@ fn prefix_secret_keys_and_error_formats() {
         };
         policy.decide(Some(&table), &request, NOW)
     };
-    assert_eq!(allowed(decide(&key)).identity.unwrap().record.key_id, KeyId(5));
+    assert_eq!(
+        allowed(decide(&key)).identity.unwrap().record.key_id,
+        KeyId(5)
+    );
     let env_key = generate("raeh", Environment::Live).unwrap();
     let d = denied(decide(&env_key));
     assert_eq!(d.reason, DenyReason::InvalidKey);

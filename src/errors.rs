@@ -90,8 +90,18 @@ impl ErrorKind {
             MissingScope => row(403, "forbidden", PERMISSION, "insufficient_scope"),
             WrongOrg => row(403, "forbidden", PERMISSION, "organization_mismatch"),
             Suspended => row(403, "forbidden", PERMISSION, "organization_suspended"),
-            QuotaExceeded => row(402, "quota_exceeded", "insufficient_quota", "insufficient_quota"),
-            RateLimited => row(429, "rate_limited", "rate_limit_error", "rate_limit_exceeded"),
+            QuotaExceeded => row(
+                402,
+                "quota_exceeded",
+                "insufficient_quota",
+                "insufficient_quota",
+            ),
+            RateLimited => row(
+                429,
+                "rate_limited",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
             NotReady => row(503, "unavailable", "server_error", "service_unavailable"),
             InvalidRequest => row(400, "invalid_request", INVALID, "invalid_request"),
             NotFound => row(404, "not_found", INVALID, "not_found"),
@@ -167,7 +177,8 @@ struct OpenaiDetail<'a> {
 
 impl ErrorFormat {
     /// Every format, by its configuration name.
-    pub const ALL: [ErrorFormat; 3] = [ErrorFormat::Keygate, ErrorFormat::Flat, ErrorFormat::Openai];
+    pub const ALL: [ErrorFormat; 3] =
+        [ErrorFormat::Keygate, ErrorFormat::Flat, ErrorFormat::Openai];
 
     /// The name used in configuration (`error_format`, `--error-format`).
     pub fn as_str(self) -> &'static str {
@@ -242,7 +253,12 @@ mod tests {
             r#"{"error":{"type":"unauthorized","message":"Invalid API key"}}"#
         );
         assert_eq!(
-            render(ErrorFormat::Keygate, ErrorKind::InvalidRequest, "name must not be empty", Some("name")),
+            render(
+                ErrorFormat::Keygate,
+                ErrorKind::InvalidRequest,
+                "name must not be empty",
+                Some("name")
+            ),
             json!({"error": {"type": "invalid_request", "message": "name must not be empty", "field": "name"}})
         );
     }
@@ -256,7 +272,10 @@ mod tests {
             (ErrorKind::RateLimited, "Too Many Requests"),
             (ErrorKind::NotReady, "Service Unavailable"),
             (ErrorKind::InvalidRequest, "Bad Request"),
-            (ErrorKind::HeadersTooLarge, "Request Header Fields Too Large"),
+            (
+                ErrorKind::HeadersTooLarge,
+                "Request Header Fields Too Large",
+            ),
         ];
         for (kind, word) in cases {
             assert_eq!(
@@ -266,17 +285,30 @@ mod tests {
             );
         }
         let body = ErrorFormat::Flat.render(ErrorKind::ExpiredKey, "API key has expired", None);
-        assert_eq!(body, r#"{"error":"Unauthorized","message":"API key has expired"}"#);
+        assert_eq!(
+            body,
+            r#"{"error":"Unauthorized","message":"API key has expired"}"#
+        );
     }
 
     #[test]
     fn openai_types_and_codes() {
         assert_eq!(
-            render(ErrorFormat::Openai, ErrorKind::InvalidKey, "Invalid API key", None),
+            render(
+                ErrorFormat::Openai,
+                ErrorKind::InvalidKey,
+                "Invalid API key",
+                None
+            ),
             json!({"error": {"message": "Invalid API key", "type": "authentication_error", "param": null, "code": "invalid_api_key"}})
         );
         assert_eq!(
-            render(ErrorFormat::Openai, ErrorKind::InvalidRequest, "bad", Some("scopes")),
+            render(
+                ErrorFormat::Openai,
+                ErrorKind::InvalidRequest,
+                "bad",
+                Some("scopes")
+            ),
             json!({"error": {"message": "bad", "type": "invalid_request_error", "param": "scopes", "code": "invalid_request"}})
         );
         let types = [
@@ -285,7 +317,10 @@ mod tests {
             (ErrorKind::QuotaExceeded, "insufficient_quota"),
         ];
         for (kind, kind_type) in types {
-            assert_eq!(render(ErrorFormat::Openai, kind, "m", None)["error"]["type"], kind_type);
+            assert_eq!(
+                render(ErrorFormat::Openai, kind, "m", None)["error"]["type"],
+                kind_type
+            );
         }
     }
 

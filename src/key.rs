@@ -191,7 +191,9 @@ impl FromStr for KeyFormat {
         KeyFormat::ALL
             .into_iter()
             .find(|f| f.as_str() == s)
-            .ok_or_else(|| format!("{s:?} is not a key format (prefix_env_secret or prefix_secret)"))
+            .ok_or_else(|| {
+                format!("{s:?} is not a key format (prefix_env_secret or prefix_secret)")
+            })
     }
 }
 
@@ -320,7 +322,7 @@ mod tests {
         let key = f.generate("raeh", Environment::Live).unwrap();
         assert!(key.starts_with("raeh_"), "{key}");
         assert_eq!(key.len(), 5 + SECRET_LEN + 6);
-        assert!(key[5..].bytes().all(|c| base62::is_digit(c)), "{key}");
+        assert!(key[5..].bytes().all(base62::is_digit), "{key}");
         assert_eq!(f.parse(&key, "raeh"), Ok(Environment::Live));
         assert_eq!(parse(&key, "raeh"), Err(KeyError::Shape));
         assert_eq!(

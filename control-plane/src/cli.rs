@@ -48,7 +48,12 @@ pub struct Common {
     /// Spelling of minted and accepted keys: `prefix_env_secret`
     /// (`rk_live_…`) or `prefix_secret` (`rk_<secret><check>`, every key `live`);
     /// the filters' `key_format` must match.
-    #[arg(long, env = "KEYGATE_KEY_FORMAT", default_value = "prefix_env_secret", global = true)]
+    #[arg(
+        long,
+        env = "KEYGATE_KEY_FORMAT",
+        default_value = "prefix_env_secret",
+        global = true
+    )]
     pub key_format: KeyFormat,
     /// Scopes keys may hold, comma-separated (others are refused with 400).
     #[arg(long = "allowed-scopes", env = "KEYGATE_SCOPES", value_delimiter = ',', default_values_t = default_scopes(), global = true)]

@@ -289,7 +289,10 @@ mod tests {
         assert_eq!(field(asking("test").check(&p, 100)), "environment");
         let spec = asking("live").check(&p, 100).unwrap();
         assert_eq!(spec.environment, Environment::Live);
-        assert_eq!(draft(&["a:read"]).check(&p, 100).unwrap().environment, Environment::Live);
+        assert_eq!(
+            draft(&["a:read"]).check(&p, 100).unwrap().environment,
+            Environment::Live
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! configured dialect (`--error-format`).
 
 use crate::store::StoreError;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use keygate::decision::{Deny, WWW_AUTHENTICATE};
 use keygate::errors::{ErrorFormat, ErrorKind};
 use serde::Serialize;
@@ -155,7 +155,11 @@ impl IntoResponse for ApiError {
 
 /// Middleware: every error answer with its body in `format`
 /// (`--error-format`).
-pub async fn in_dialect(State(format): State<ErrorFormat>, request: Request, next: Next) -> Response {
+pub async fn in_dialect(
+    State(format): State<ErrorFormat>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     if format == ErrorFormat::Keygate {
         return response;

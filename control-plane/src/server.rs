@@ -13,10 +13,10 @@ use crate::maintenance::{self, Upkeep};
 use crate::service::Service;
 use crate::unparsed::JsonRefusals;
 use axum::Router;
-use keygate::errors::ErrorFormat;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use keygate::errors::ErrorFormat;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,11 @@ pub struct Endpoint {
 }
 
 /// Serves `service` at `endpoint` until stopped.
-pub async fn serve(service: Arc<Service>, endpoint: Endpoint, upkeep: Upkeep) -> Result<(), String> {
+pub async fn serve(
+    service: Arc<Service>,
+    endpoint: Endpoint,
+    upkeep: Upkeep,
+) -> Result<(), String> {
     let Endpoint {
         listen,
         feed_token,

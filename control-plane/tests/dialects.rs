@@ -2,6 +2,14 @@
 //! error (the router's and hyper's own refusals) and `--key-format
 //! prefix_secret` minting and accepting `<prefix>_<secret><check>` keys.
 
+// Test code: a failed unwrap or assertion is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Server, BIN};
@@ -26,7 +34,10 @@ async fn refusals(server: &Server) -> [Value; 4] {
         unauthorized.header("www-authenticate"),
         Some(r#"Bearer realm="keygate""#)
     );
-    assert_eq!(unauthorized.header("content-type"), Some("application/json"));
+    assert_eq!(
+        unauthorized.header("content-type"),
+        Some("application/json")
+    );
     let forbidden = server
         .call("POST", "/api/v1/api-keys", Some(reader), Some(KEY_BODY))
         .await;
@@ -153,7 +164,8 @@ fn unknown_formats_are_refused_at_start() {
 
 #[tokio::test]
 async fn prefix_secret_keys_are_minted_and_accepted() {
-    let server = Server::start_with(&["--key-prefix", "raeh", "--key-format", "prefix_secret"]).await;
+    let server =
+        Server::start_with(&["--key-prefix", "raeh", "--key-format", "prefix_secret"]).await;
     let tenant = server.create_tenant("raeh").await;
     let is_raeh = |key: &str| {
         let body = key.strip_prefix("raeh_").unwrap_or("");
@@ -174,7 +186,9 @@ async fn prefix_secret_keys_are_minted_and_accepted() {
     assert_eq!(me.json()["key"]["environment"], "live");
 
     let env_key = keygate::key::generate("raeh", keygate::key::Environment::Live).unwrap();
-    let refused = server.call("GET", "/api/v1/auth/me", Some(&env_key), None).await;
+    let refused = server
+        .call("GET", "/api/v1/auth/me", Some(&env_key), None)
+        .await;
     assert_eq!(refused.status, 401, "{}", refused.text());
 
     let test = server

@@ -17,10 +17,10 @@ use crate::abi::FilterEnvoy;
 use crate::host::{self, FilterScheduler, RequestHeaders};
 use crate::shared::{key_is_dead, Shared, Watch};
 use crate::{log, now_ms};
+use keygate::credential::SEC_WEBSOCKET_PROTOCOL;
 use keygate::decision::{
     self, Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE,
 };
-use keygate::credential::SEC_WEBSOCKET_PROTOCOL;
 use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use std::borrow::Cow;

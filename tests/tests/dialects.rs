@@ -33,7 +33,9 @@ async fn refusals(stack: &Stack) -> [Reply; 4] {
         .create_key(&admin, json!({"name": "reader", "scopes": ["memory:read"]}))
         .await;
     let reader = reader.str("api_key").to_string();
-    let missing = stack.send(stack.request(Method::GET, "/api/v1/memory")).await;
+    let missing = stack
+        .send(stack.request(Method::GET, "/api/v1/memory"))
+        .await;
     let invalid = stack.get("/api/v1/memory", &format!("{reader}x")).await;
     let forbidden = stack
         .call(Method::POST, "/api/v1/memory", &reader, json!({}))
@@ -91,9 +93,7 @@ async fn the_openai_error_format() {
     let stack = stack_in("openai").await;
     let replies = refusals(&stack).await;
     let [missing, invalid, forbidden, bad_input] = bodies(&replies);
-    let openai = |message: &str, kind: &str, param: Value, code: &str| {
-        json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
-    };
+    let openai = |message: &str, kind: &str, param: Value, code: &str| json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
     assert_eq!(
         *missing,
         openai(
@@ -170,7 +170,11 @@ async fn a_prefix_secret_deployment() {
         .create_key(&admin, json!({"name": "reader", "scopes": ["memory:read"]}))
         .await;
     let key = created.str("api_key");
-    println!("minted {}… (prefix {})", &key[..12], created.str("api_key_prefix"));
+    println!(
+        "minted {}… (prefix {})",
+        &key[..12],
+        created.str("api_key_prefix")
+    );
     assert!(is_raeh(key));
     assert_eq!(created.str("api_key_prefix"), &key[..12]);
     assert_eq!(created.str("environment"), "live");
@@ -186,10 +190,11 @@ async fn a_prefix_secret_deployment() {
         .await
         .expect_error(401, "unauthorized", "Invalid API key");
     let with_env = keygate::key::generate("raeh", keygate::key::Environment::Live).unwrap();
-    stack
-        .get("/api/v1/memory", &with_env)
-        .await
-        .expect_error(401, "unauthorized", "Invalid API key");
+    stack.get("/api/v1/memory", &with_env).await.expect_error(
+        401,
+        "unauthorized",
+        "Invalid API key",
+    );
     let test_key = stack
         .call(
             Method::POST,
@@ -210,7 +215,10 @@ async fn a_websocket_key_in_the_subprotocols() {
     let stack = Stack::start().await;
     let admin = stack.tenant().api_key.clone();
     let created = stack
-        .create_key(&admin, json!({"name": "browser", "scopes": ["memory:read"]}))
+        .create_key(
+            &admin,
+            json!({"name": "browser", "scopes": ["memory:read"]}),
+        )
         .await;
     let key = created.str("api_key").to_string();
     let entry = format!("keygate.bearer.{key}");
@@ -220,7 +228,10 @@ async fn a_websocket_key_in_the_subprotocols() {
     let mut offered = connect_offering(&url, &["chat.v2", &entry])
         .await
         .unwrap_or_else(|e| panic!("upgrade refused: {e:?}"));
-    println!("upgrade with a subprotocol key took {:?}", started.elapsed());
+    println!(
+        "upgrade with a subprotocol key took {:?}",
+        started.elapsed()
+    );
     assert_eq!(offered.upstream_saw.as_deref(), Some("chat.v2"));
     assert_eq!(offered.chosen.as_deref(), Some("chat.v2"));
     assert_eq!(
@@ -308,6 +319,9 @@ async fn a_lone_subprotocol_key_and_a_conflicting_one() {
         .await;
     let bearer = format!("authorization: Bearer {}\r\n", other.str("api_key"));
     let head = upgrade_head(&stack, &format!("chat.v2, {entry}"), &bearer).await;
-    println!("conflicting keys: {}", head.lines().next().unwrap_or_default());
+    println!(
+        "conflicting keys: {}",
+        head.lines().next().unwrap_or_default()
+    );
     assert!(head.starts_with("http/1.1 401"), "{head}");
 }
