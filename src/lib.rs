@@ -3,8 +3,9 @@
 //! No host calls live here, so the filter (`wasm/`) and the control plane
 //! (`control-plane/`) share one tested implementation of the key format,
 //! credential extraction, the key table and its feed codec, route rules and
-//! scopes, the decision, the error bodies in each dialect (`errors`), and the feed engine that
-//! keeps a proxy's key table fed (the same for every adapter).
+//! scopes, the decision, the error bodies in each dialect (`errors`), and
+//! the feed engine that keeps a proxy's key table fed (the same for every
+//! adapter).
 
 pub mod config;
 pub mod credential;
