@@ -6,7 +6,8 @@
 //! environment variable of the proxy process (an inline token would show in
 //! Envoy's config dump and in an Istio `WasmPlugin`).
 
-use crate::key::{validate_prefix, DEFAULT_PREFIX};
+use crate::errors::ErrorFormat;
+use crate::key::{validate_prefix, KeyFormat, DEFAULT_PREFIX};
 use crate::rules::Rule;
 use crate::scopes;
 use serde::{Deserialize, Deserializer};
@@ -22,6 +23,13 @@ pub struct FilterConfig {
     /// First part of every key (`rk` in `rk_live_…`).
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// `prefix_env_secret` (`rk_live_…`, default) or `prefix_secret`
+    /// (`raeh_<secret><check>`, every key `live`).
+    #[serde(default)]
+    pub key_format: KeyFormat,
+    /// Body shape of refusals: `keygate` (default), `flat` or `openai`.
+    #[serde(default)]
+    pub error_format: ErrorFormat,
     /// Keep the credential on requests to the upstream (default: strip it).
     #[serde(default)]
     pub forward_key: bool,
@@ -318,12 +326,29 @@ mod tests {
     fn defaults() {
         let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
         assert_eq!(c.key_prefix, "rk");
+        assert_eq!(c.key_format, KeyFormat::PrefixEnvSecret);
+        assert_eq!(c.error_format, ErrorFormat::Keygate);
         assert!(!c.forward_key);
         assert_eq!(c.feed.path, "/v1/key-table");
         assert_eq!(c.feed.wait_seconds, 20);
         assert_eq!(c.feed.first_table_wait_ms, 2000);
         assert_eq!(c.feed.token_env, "KEYGATE_FEED_TOKEN");
         assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn dialects() {
+        let json =
+            r#"{"feed":{"cluster":"cp"},"key_format":"prefix_secret","error_format":"openai"}"#;
+        let c = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert_eq!(c.key_format, KeyFormat::PrefixSecret);
+        assert_eq!(c.error_format, ErrorFormat::Openai);
+        for field in ["key_format", "error_format"] {
+            let json = format!(r#"{{"feed":{{"cluster":"cp"}},"{field}":"nope"}}"#);
+            let e = FilterConfig::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.message.contains("unknown variant"), "{e}");
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! Sources, all first-class: `Authorization: Bearer <key>` (scheme
 //! case-insensitive), `X-API-Key: <key>`, `?api_key=<key>` (percent-decoded,
-//! possibly repeated). Two different keys anywhere in one request conflict.
+//! possibly repeated) and, on a WebSocket upgrade only, a
+//! `Sec-WebSocket-Protocol` entry `keygate.bearer.<key>` (browsers can set
+//! no other header on a WebSocket). Two different keys anywhere in one
+//! request conflict.
 
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
@@ -13,6 +16,10 @@ pub const AUTHORIZATION: &str = "authorization";
 pub const X_API_KEY: &str = "x-api-key";
 /// Query parameter carrying the key.
 pub const QUERY_PARAM: &str = "api_key";
+/// Header offering WebSocket subprotocols, comma-separated.
+pub const SEC_WEBSOCKET_PROTOCOL: &str = "sec-websocket-protocol";
+/// The subprotocol entry carrying the key is this, then the key.
+pub const SUBPROTOCOL_PREFIX: &str = "keygate.bearer.";
 
 /// Where a key was found; more than one can be true when they agree.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,6 +27,7 @@ pub struct Sources {
     pub bearer: bool,
     pub header: bool,
     pub query: bool,
+    pub subprotocol: bool,
 }
 
 /// A key found in the request and where it was.
@@ -97,7 +105,47 @@ fn query_keys(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
     })
 }
 
-/// Looks for the key in `headers` (name, value) and the query of `path`.
+/// The values of header `name` (case-insensitive), in order.
+fn named<'a, H, V>(headers: &'a [(H, V)], name: &'static str) -> impl Iterator<Item = &'a str>
+where
+    H: AsRef<str>,
+    V: AsRef<str>,
+{
+    headers
+        .iter()
+        .filter(move |(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
+}
+
+/// A WebSocket upgrade: `Upgrade: websocket` (HTTP/1.1) or
+/// `:protocol: websocket` (extended CONNECT).
+pub fn is_websocket_upgrade<H: AsRef<str>, V: AsRef<str>>(headers: &[(H, V)]) -> bool {
+    let upgrade = named(headers, "upgrade").any(|v| {
+        v.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    });
+    upgrade || named(headers, ":protocol").any(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The entries of `Sec-WebSocket-Protocol` values, trimmed, empty ones skipped.
+fn subprotocols<H, V>(headers: &[(H, V)]) -> impl Iterator<Item = &str>
+where
+    H: AsRef<str>,
+    V: AsRef<str>,
+{
+    named(headers, SEC_WEBSOCKET_PROTOCOL)
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+}
+
+/// The key of a `keygate.bearer.<key>` subprotocol entry.
+fn subprotocol_key(entry: &str) -> Option<&str> {
+    entry.strip_prefix(SUBPROTOCOL_PREFIX)
+}
+
+/// Looks for the key in `headers` (name, value), the query of `path` and,
+/// on a WebSocket upgrade, the offered subprotocols.
 pub fn extract<'a, H, V>(headers: &'a [(H, V)], path: &'a str) -> Extracted<'a>
 where
     H: AsRef<str>,
@@ -107,12 +155,7 @@ where
         found: None,
         conflict: false,
     };
-    let named = |want: &'static str| {
-        headers
-            .iter()
-            .filter(move |(n, _)| n.as_ref().eq_ignore_ascii_case(want))
-            .map(|(_, v)| v.as_ref())
-    };
+    let named = |want: &'static str| named(headers, want);
     for token in named(AUTHORIZATION).filter_map(bearer_token) {
         collector.offer(Cow::Borrowed(token), |s| s.bearer = true);
     }
@@ -122,7 +165,26 @@ where
     for key in query_of(path).into_iter().flat_map(query_keys) {
         collector.offer(key, |s| s.query = true);
     }
+    if is_websocket_upgrade(headers) {
+        for key in subprotocols(headers).filter_map(subprotocol_key) {
+            collector.offer(Cow::Borrowed(key), |s| s.subprotocol = true);
+        }
+    }
     collector.finish()
+}
+
+/// The `Sec-WebSocket-Protocol` to send upstream once the keygate entries
+/// are gone: `None` when there were none (leave the header), `Some("")`
+/// when nothing else was offered (remove the header), else the
+/// application's own entries, in order, joined by `", "`.
+pub fn strip_subprotocol_key<H: AsRef<str>, V: AsRef<str>>(headers: &[(H, V)]) -> Option<String> {
+    if !subprotocols(headers).any(|e| subprotocol_key(e).is_some()) {
+        return None;
+    }
+    let kept: Vec<&str> = subprotocols(headers)
+        .filter(|e| subprotocol_key(e).is_none())
+        .collect();
+    Some(kept.join(", "))
 }
 
 /// `path` without any `api_key` parameter (other parameters kept in order),
@@ -165,8 +227,102 @@ mod tests {
                 bearer,
                 header,
                 query,
+                subprotocol: false,
             },
         })
+    }
+
+    fn in_subprotocol(key: &str) -> Extracted<'static> {
+        Extracted::Key(Credential {
+            key: Cow::Owned(key.to_string()),
+            sources: Sources {
+                subprotocol: true,
+                ..Sources::default()
+            },
+        })
+    }
+
+    const UPGRADE: (&str, &str) = ("upgrade", "websocket");
+
+    #[test]
+    fn subprotocol_key_on_upgrades_only() {
+        for value in [
+            "chat.v2, keygate.bearer.k4",
+            "keygate.bearer.k4",
+            "  keygate.bearer.k4 ,chat.v2,",
+            "chat.v2,keygate.bearer.k4, keygate.bearer.k4",
+        ] {
+            let headers = [UPGRADE, ("Sec-WebSocket-Protocol", value)];
+            assert_eq!(key_of(&headers, "/s"), in_subprotocol("k4"), "{value}");
+            let plain = [("sec-websocket-protocol", value)];
+            assert_eq!(key_of(&plain, "/s"), Extracted::Missing, "{value}");
+        }
+        let connect = [
+            (":protocol", "websocket"),
+            ("sec-websocket-protocol", "keygate.bearer.k4"),
+        ];
+        assert_eq!(key_of(&connect, "/s"), in_subprotocol("k4"));
+        for value in [
+            "chat.v2",
+            "keygate.bearer.",
+            "Keygate.Bearer.k4",
+            "keygate.bearer",
+        ] {
+            let headers = [UPGRADE, ("sec-websocket-protocol", value)];
+            assert_eq!(key_of(&headers, "/s"), Extracted::Missing, "{value}");
+        }
+    }
+
+    #[test]
+    fn subprotocol_key_conflicts_with_another_key() {
+        let two = [
+            UPGRADE,
+            (
+                "sec-websocket-protocol",
+                "keygate.bearer.a, keygate.bearer.b",
+            ),
+        ];
+        assert_eq!(key_of(&two, "/s"), Extracted::Conflict);
+        let other = [
+            UPGRADE,
+            ("x-api-key", "a"),
+            ("sec-websocket-protocol", "keygate.bearer.b"),
+        ];
+        assert_eq!(key_of(&other, "/s"), Extracted::Conflict);
+        let split = [
+            UPGRADE,
+            ("sec-websocket-protocol", "keygate.bearer.a"),
+            ("sec-websocket-protocol", "chat, keygate.bearer.b"),
+        ];
+        assert_eq!(key_of(&split, "/s"), Extracted::Conflict);
+        let same = [UPGRADE, ("sec-websocket-protocol", "keygate.bearer.a")];
+        let Extracted::Key(c) = extract(&same, "/s?api_key=a") else {
+            panic!("the same key twice is one key")
+        };
+        assert!(c.sources.query && c.sources.subprotocol);
+    }
+
+    #[test]
+    fn stripping_the_subprotocol_keeps_the_applications() {
+        let strip = |values: &[&str]| {
+            let headers: Vec<(&str, &str)> = values
+                .iter()
+                .map(|v| ("Sec-WebSocket-Protocol", *v))
+                .collect();
+            strip_subprotocol_key(&headers)
+        };
+        assert_eq!(
+            strip(&["chat.v2, keygate.bearer.k"]),
+            Some("chat.v2".into())
+        );
+        assert_eq!(
+            strip(&[" a ,keygate.bearer.k,, b", "c"]),
+            Some("a, b, c".into())
+        );
+        assert_eq!(strip(&["keygate.bearer.k"]), Some(String::new()));
+        assert_eq!(strip(&["keygate.bearer."]), Some(String::new()));
+        assert_eq!(strip(&["chat.v2, superchat"]), None);
+        assert_eq!(strip(&[]), None);
     }
 
     #[test]

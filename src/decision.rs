@@ -7,8 +7,9 @@
 
 use crate::config::FilterConfig;
 use crate::credential::{self, Extracted};
+use crate::errors::{ErrorFormat, ErrorKind};
 use crate::ids::IdText;
-use crate::key::{self, Environment};
+use crate::key::{self, Environment, KeyFormat};
 use crate::rules::{self, Rule};
 use crate::scopes;
 use crate::table::{KeyRecord, KeyTable};
@@ -62,85 +63,85 @@ impl DenyReason {
     }
 }
 
-/// A refusal: status, JSON body and whether to add `WWW-Authenticate`.
+/// A refusal: status, kind and message; its body is rendered in the
+/// deployment's dialect ([`Deny::body`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
     pub status: u16,
     pub reason: DenyReason,
-    pub body: Cow<'static, str>,
+    pub kind: ErrorKind,
+    pub message: Cow<'static, str>,
 }
 
 impl Deny {
-    fn fixed(status: u16, reason: DenyReason, body: &'static str) -> Deny {
+    /// A refusal of `kind` (its status) counted as `reason`.
+    pub fn new(reason: DenyReason, kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Deny {
         Deny {
-            status,
+            status: kind.status(),
             reason,
-            body: Cow::Borrowed(body),
-        }
-    }
-
-    fn forbidden(reason: DenyReason, message: String) -> Deny {
-        // serde_json escapes the message (it may echo a client's header).
-        let message = serde_json::Value::String(message);
-        Deny {
-            status: 403,
-            reason,
-            body: Cow::Owned(format!(
-                r#"{{"error":{{"type":"forbidden","message":{message}}}}}"#
-            )),
+            kind,
+            message: message.into(),
         }
     }
 
     /// No key in the request.
     pub fn missing_key() -> Deny {
-        Deny::fixed(
-            401,
+        Deny::new(
             DenyReason::MissingKey,
-            r#"{"error":{"type":"unauthorized","message":"Missing or invalid API key"}}"#,
+            ErrorKind::MissingKey,
+            "Missing or invalid API key",
         )
     }
 
     /// Unknown, revoked, malformed, bad checksum or conflicting keys.
     pub fn invalid_key() -> Deny {
-        Deny::fixed(
-            401,
+        Deny::new(
             DenyReason::InvalidKey,
-            r#"{"error":{"type":"unauthorized","message":"Invalid API key"}}"#,
+            ErrorKind::InvalidKey,
+            "Invalid API key",
         )
     }
 
     /// The key's expiry has passed.
     pub fn expired() -> Deny {
-        Deny::fixed(
-            401,
+        Deny::new(
             DenyReason::Expired,
-            r#"{"error":{"type":"unauthorized","message":"API key has expired"}}"#,
+            ErrorKind::ExpiredKey,
+            "API key has expired",
         )
     }
 
     /// The key lacks the rule's scope (named: the rule's first).
     pub fn missing_scope(scope: &str) -> Deny {
-        Deny::forbidden(
+        Deny::new(
             DenyReason::MissingScope,
+            ErrorKind::MissingScope,
             format!("API key lacks required scope: {scope}"),
         )
     }
 
     /// The client's `X-Org-Id` names another organisation.
     pub fn wrong_org(org: &str) -> Deny {
-        Deny::forbidden(
+        Deny::new(
             DenyReason::WrongOrg,
+            ErrorKind::WrongOrg,
             format!("API key does not belong to organization {org}"),
         )
     }
 
     /// No key table yet (or too stale to trust).
     pub fn not_ready() -> Deny {
-        Deny::fixed(
-            503,
+        Deny::new(
             DenyReason::NotReady,
-            r#"{"error":{"type":"unavailable","message":"Authentication is not ready"}}"#,
+            ErrorKind::NotReady,
+            "Authentication is not ready",
         )
+    }
+
+    /// The JSON body in `format` (the message is escaped: it may echo a
+    /// client's header).
+    pub fn body(&self, format: ErrorFormat) -> String {
+        format.render(self.kind, &self.message, None)
     }
 
     /// True when the answer must carry `WWW-Authenticate`.
@@ -204,6 +205,12 @@ pub struct Allow<'t> {
     pub strip_api_key: bool,
     /// New `:path` without `api_key`, when the key came in the query.
     pub new_path: Option<String>,
+    /// New `Sec-WebSocket-Protocol` without the `keygate.bearer.` entry,
+    /// when the key came in a subprotocol and others were offered (when
+    /// none were, the header is in [`Allow::headers_to_remove`]).
+    pub new_subprotocols: Option<String>,
+    /// Remove `Sec-WebSocket-Protocol` (it offered only the key).
+    pub strip_subprotocols: bool,
 }
 
 impl Allow<'_> {
@@ -213,7 +220,14 @@ impl Allow<'_> {
             .strip_authorization
             .then_some(credential::AUTHORIZATION);
         let api_key = self.strip_api_key.then_some(credential::X_API_KEY);
-        IDENTITY_HEADERS.into_iter().chain(auth).chain(api_key)
+        let subprotocols = self
+            .strip_subprotocols
+            .then_some(credential::SEC_WEBSOCKET_PROTOCOL);
+        IDENTITY_HEADERS
+            .into_iter()
+            .chain(auth)
+            .chain(api_key)
+            .chain(subprotocols)
     }
 }
 
@@ -246,14 +260,7 @@ impl<'a, H: AsRef<str>, V: AsRef<str>> Request<'a, H, V> {
     /// A WebSocket upgrade: `Upgrade: websocket` (HTTP/1.1) or
     /// `:protocol: websocket` (extended CONNECT).
     pub fn is_websocket_upgrade(&self) -> bool {
-        let upgrade = self.header_values("upgrade").any(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        });
-        upgrade
-            || self
-                .header_values(":protocol")
-                .any(|v| v.eq_ignore_ascii_case("websocket"))
+        credential::is_websocket_upgrade(self.headers)
     }
 
     fn header_values<'s>(&'s self, name: &'static str) -> impl Iterator<Item = &'s str> + 's {
@@ -287,6 +294,8 @@ pub fn header<'h, H: AsRef<str>, V: AsRef<str>>(
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub key_prefix: String,
+    pub key_format: KeyFormat,
+    pub error_format: ErrorFormat,
     pub forward_key: bool,
     pub rules: Vec<Rule>,
 }
@@ -295,6 +304,8 @@ impl From<&FilterConfig> for Policy {
     fn from(c: &FilterConfig) -> Policy {
         Policy {
             key_prefix: c.key_prefix.clone(),
+            key_format: c.key_format,
+            error_format: c.error_format,
             forward_key: c.forward_key,
             rules: c.rules.clone(),
         }
@@ -318,14 +329,14 @@ impl Policy {
         let forward = rule.and_then(|r| r.forward_key).unwrap_or(self.forward_key);
         let extracted = credential::extract(request.headers, request.path);
         if request.is_cors_preflight() || rule.is_some_and(|r| r.public) {
-            return Decision::Allow(self.allow(None, &extracted, request.path, forward));
+            return Decision::Allow(self.allow(None, &extracted, request, forward));
         }
         let Some(table) = table else {
             return Decision::Deny(Deny::not_ready());
         };
         match self.check(table, &extracted, request, rule, now) {
             Ok(identity) => {
-                Decision::Allow(self.allow(Some(identity), &extracted, request.path, forward))
+                Decision::Allow(self.allow(Some(identity), &extracted, request, forward))
             }
             Err(deny) => Decision::Deny(deny),
         }
@@ -343,48 +354,64 @@ impl Policy {
         H: AsRef<str>,
         V: AsRef<str>,
     {
-        let hash = presented_hash(extracted, &self.key_prefix)?;
+        let hash = presented_hash(extracted, &self.key_prefix, self.key_format)?;
         let record = table.get(&hash).ok_or_else(Deny::invalid_key)?;
         let any_of = rule.map(|r| r.any_of.as_slice());
         check_found(&record, request.headers, any_of, now)?;
         Ok(Identity { record, hash })
     }
 
-    fn allow<'t>(
+    fn allow<'t, H, V>(
         &self,
         identity: Option<Identity<'t>>,
         extracted: &Extracted<'_>,
-        path: &str,
+        request: &Request<'_, H, V>,
         forward: bool,
-    ) -> Allow<'t> {
+    ) -> Allow<'t>
+    where
+        H: AsRef<str>,
+        V: AsRef<str>,
+    {
         let sources = match extracted {
             Extracted::Key(c) if !forward => c.sources,
             _ => Default::default(),
         };
         let strip_all = matches!(extracted, Extracted::Conflict) && !forward;
+        let subprotocols = ((sources.subprotocol || strip_all) && request.is_websocket_upgrade())
+            .then(|| credential::strip_subprotocol_key(request.headers))
+            .flatten();
+        let strip_subprotocols = subprotocols.as_ref().is_some_and(String::is_empty);
         Allow {
             identity,
             strip_authorization: sources.bearer || strip_all,
             strip_api_key: sources.header || strip_all,
             new_path: if sources.query || strip_all {
-                credential::strip_query_key(path)
+                credential::strip_query_key(request.path)
             } else {
                 None
             },
+            new_subprotocols: subprotocols.filter(|s| !s.is_empty()),
+            strip_subprotocols,
         }
     }
 }
 
 /// The SHA-256 of the key a request presents, once its shape and checksum
-/// (with `key_prefix`) hold: the lookup key. No key, two keys or a
-/// malformed one are refused here.
-pub fn presented_hash(extracted: &Extracted<'_>, key_prefix: &str) -> Result<[u8; 32], Deny> {
+/// (with `key_prefix`, in `format`) hold: the lookup key. No key, two keys
+/// or a malformed one are refused here.
+pub fn presented_hash(
+    extracted: &Extracted<'_>,
+    key_prefix: &str,
+    format: KeyFormat,
+) -> Result<[u8; 32], Deny> {
     let credential = match extracted {
         Extracted::Missing => return Err(Deny::missing_key()),
         Extracted::Conflict => return Err(Deny::invalid_key()),
         Extracted::Key(c) => c,
     };
-    key::parse(&credential.key, key_prefix).map_err(|_| Deny::invalid_key())?;
+    format
+        .parse(&credential.key, key_prefix)
+        .map_err(|_| Deny::invalid_key())?;
     Ok(key::hash(&credential.key))
 }
 

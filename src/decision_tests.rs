@@ -163,7 +163,7 @@ fn missing_key() {
     assert_eq!(d.status, 401);
     assert!(d.needs_www_authenticate());
     assert_eq!(
-        d.body,
+        d.body(ErrorFormat::Keygate),
         r#"{"error":{"type":"unauthorized","message":"Missing or invalid API key"}}"#
     );
 }
@@ -191,7 +191,7 @@ fn invalid_keys() {
             "{headers:?}"
         );
         assert_eq!(
-            d.body,
+            d.body(ErrorFormat::Keygate),
             r#"{"error":{"type":"unauthorized","message":"Invalid API key"}}"#
         );
     }
@@ -206,7 +206,7 @@ fn expired_key() {
     let d = denied(w.decide("GET", "/x", &[("x-api-key", &w.expired)]));
     assert_eq!(d.status, 401);
     assert_eq!(
-        d.body,
+        d.body(ErrorFormat::Keygate),
         r#"{"error":{"type":"unauthorized","message":"API key has expired"}}"#
     );
     // The writer expires in a minute: fine now, refused after.
@@ -236,7 +236,7 @@ fn scopes_by_method_with_wildcard() {
     assert_eq!(d.status, 403);
     assert!(!d.needs_www_authenticate());
     assert_eq!(
-        d.body,
+        d.body(ErrorFormat::Keygate),
         r#"{"error":{"type":"forbidden","message":"API key lacks required scope: memory:write"}}"#
     );
     assert!(matches!(
@@ -270,7 +270,7 @@ fn org_header_must_match() {
     ));
     assert_eq!(d.status, 403);
     assert_eq!(
-        d.body,
+        d.body(ErrorFormat::Keygate),
         r#"{"error":{"type":"forbidden","message":"API key does not belong to organization org_x"}}"#
     );
     let tricky = denied(w.decide(
@@ -278,7 +278,8 @@ fn org_header_must_match() {
         "/x",
         &[("x-api-key", &w.reader), ("x-org-id", "o\"}")],
     ));
-    let parsed: serde_json::Value = serde_json::from_str(&tricky.body).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&tricky.body(ErrorFormat::Keygate)).unwrap();
     assert_eq!(
         parsed["error"]["message"],
         "API key does not belong to organization o\"}"
@@ -327,7 +328,7 @@ fn not_ready_before_the_first_table() {
     let d = denied(w.policy.decide(None, &request, NOW));
     assert_eq!(d.status, 503);
     assert_eq!(
-        d.body,
+        d.body(ErrorFormat::Keygate),
         r#"{"error":{"type":"unavailable","message":"Authentication is not ready"}}"#
     );
     let public = Request {
@@ -351,11 +352,11 @@ fn every_error_body_is_json_of_the_spec_shape() {
         Deny::wrong_org("o"),
         Deny::not_ready(),
     ] {
-        let v: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&d.body(ErrorFormat::Keygate)).unwrap();
         assert!(
             v["error"]["type"].is_string() && v["error"]["message"].is_string(),
             "{}",
-            d.body
+            d.message
         );
     }
 }
@@ -376,4 +377,104 @@ fn a_request_reads_its_pseudo_headers_and_upgrades() {
     let r = Request::from_headers(&plain);
     assert_eq!((r.method, r.path), ("", "/"));
     assert!(!r.is_websocket_upgrade());
+}
+
+#[test]
+fn a_subprotocol_key_is_removed_and_the_applications_kept() {
+    let w = world();
+    let offer = format!("chat.v2, keygate.bearer.{}", w.reader);
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", offer.as_str()),
+    ];
+    let a = allowed(w.decide("GET", "/stream/chat", &h));
+    assert_eq!(a.identity.unwrap().record.key_id, KeyId(1));
+    assert_eq!(a.new_subprotocols.as_deref(), Some("chat.v2"));
+    assert!(!a.strip_subprotocols);
+    assert!(!a.headers_to_remove().any(|n| n == "sec-websocket-protocol"));
+
+    let alone = format!("keygate.bearer.{}", w.reader);
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", alone.as_str()),
+    ];
+    let a = allowed(w.decide("GET", "/stream/chat", &h));
+    assert_eq!(a.new_subprotocols, None);
+    assert!(a.headers_to_remove().any(|n| n == "sec-websocket-protocol"));
+
+    // Not an upgrade: not a credential, left alone.
+    let h = [("sec-websocket-protocol", offer.as_str())];
+    assert_eq!(
+        denied(w.decide("GET", "/stream/chat", &h)).reason,
+        DenyReason::MissingKey
+    );
+}
+
+#[test]
+fn a_subprotocol_key_conflicting_or_bad_is_invalid() {
+    let w = world();
+    let offer = format!("chat.v2, keygate.bearer.{}", w.writer);
+    let bearer = bearer(&w.reader);
+    let h = [
+        ("upgrade", "websocket"),
+        ("authorization", bearer.as_str()),
+        ("sec-websocket-protocol", offer.as_str()),
+    ];
+    assert_eq!(denied(w.decide("GET", "/stream/x", &h)).status, 401);
+    let bad = format!("keygate.bearer.{}x", w.reader);
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", bad.as_str()),
+    ];
+    assert_eq!(
+        denied(w.decide("GET", "/stream/x", &h)).reason,
+        DenyReason::InvalidKey
+    );
+}
+
+#[test]
+fn a_forwarding_rule_keeps_the_subprotocol_key() {
+    let w = world();
+    let offer = format!("chat.v2, keygate.bearer.{}", w.reader);
+    let h = [
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", offer.as_str()),
+    ];
+    let a = allowed(w.decide("GET", "/api/v1/auth/me", &h));
+    assert_eq!(a.new_subprotocols, None);
+    assert!(!a.strip_subprotocols);
+}
+
+#[test]
+fn prefix_secret_keys_and_error_formats() {
+    let json = r#"{"feed":{"cluster":"cp"},"key_prefix":"raeh","key_format":"prefix_secret","error_format":"flat"}"#;
+    let policy = Policy::from(&FilterConfig::from_json(json.as_bytes()).unwrap());
+    let key = KeyFormat::PrefixSecret
+        .generate("raeh", Environment::Live)
+        .unwrap();
+    let entries = [entry(&key, 5, "memory:read", 0)];
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, 9, &entries)) else {
+        panic!("snapshot")
+    };
+    let decide = |key: &str| {
+        let bearer = bearer(key);
+        let headers = [("authorization", bearer.as_str())];
+        let request = Request {
+            method: "GET",
+            path: "/x",
+            headers: &headers,
+        };
+        policy.decide(Some(&table), &request, NOW)
+    };
+    assert_eq!(
+        allowed(decide(&key)).identity.unwrap().record.key_id,
+        KeyId(5)
+    );
+    let env_key = generate("raeh", Environment::Live).unwrap();
+    let d = denied(decide(&env_key));
+    assert_eq!(d.reason, DenyReason::InvalidKey);
+    assert_eq!(
+        d.body(policy.error_format),
+        r#"{"error":"Unauthorized","message":"Invalid API key"}"#
+    );
 }

@@ -1,4 +1,6 @@
-//! API key format (SPEC §1): `<prefix>_<env>_<secret><check>`.
+//! API key format (SPEC §1): `<prefix>_<env>_<secret><check>`, or
+//! `<prefix>_<secret><check>` (every key `live`) under
+//! [`KeyFormat::PrefixSecret`].
 //!
 //! `secret` is 43 base62 characters (256 bits) from the OS CSPRNG and `check`
 //! is the CRC32 of everything before it in six base62 characters, so a typo or
@@ -100,21 +102,105 @@ pub fn validate_prefix(prefix: &str) -> Result<(), KeyError> {
     }
 }
 
-/// Mints a new key from the OS CSPRNG.
+/// How keys are spelled: with an environment segment (`rk_live_…`, the
+/// default) or without (`raeh_<secret><check>`, every key `live`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    #[default]
+    PrefixEnvSecret,
+    PrefixSecret,
+}
+
+impl KeyFormat {
+    /// Every format, by its configuration name.
+    pub const ALL: [KeyFormat; 2] = [KeyFormat::PrefixEnvSecret, KeyFormat::PrefixSecret];
+
+    /// The name used in configuration (`key_format`, `--key-format`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyFormat::PrefixEnvSecret => "prefix_env_secret",
+            KeyFormat::PrefixSecret => "prefix_secret",
+        }
+    }
+
+    /// True when keys of `env` can be spelled in this format.
+    pub fn allows(self, env: Environment) -> bool {
+        self == KeyFormat::PrefixEnvSecret || env == Environment::Live
+    }
+
+    /// Mints a new key from the OS CSPRNG ([`KeyError::Environment`] for a
+    /// `test` key in a format without an environment segment).
+    #[cfg(feature = "generate")]
+    pub fn generate(self, prefix: &str, env: Environment) -> Result<String, KeyError> {
+        validate_prefix(prefix)?;
+        if !self.allows(env) {
+            return Err(KeyError::Environment);
+        }
+        let mut key = String::with_capacity(prefix.len() + 6 + SECRET_LEN + base62::U32_WIDTH);
+        key.push_str(prefix);
+        key.push('_');
+        if self == KeyFormat::PrefixEnvSecret {
+            key.push_str(env.as_str());
+            key.push('_');
+        }
+        for c in random_base62(SECRET_LEN)? {
+            key.push(char::from(c));
+        }
+        let check = base62::encode_u32(crc32fast::hash(key.as_bytes()));
+        key.extend(check.iter().map(|&c| char::from(c)));
+        Ok(key)
+    }
+
+    /// Validates shape and checksum of `key` for `prefix`, without any lookup.
+    pub fn parse(self, key: &str, prefix: &str) -> Result<Environment, KeyError> {
+        let rest = key
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('_'))
+            .ok_or(KeyError::Shape)?;
+        let (env, body) = match self {
+            KeyFormat::PrefixEnvSecret => {
+                let (env, body) = rest.split_once('_').ok_or(KeyError::Shape)?;
+                (env.parse().map_err(|_| KeyError::Shape)?, body)
+            }
+            KeyFormat::PrefixSecret => (Environment::Live, rest),
+        };
+        check_body(body.as_bytes())?;
+        let split = key.len().saturating_sub(base62::U32_WIDTH);
+        let (signed, check) = key
+            .as_bytes()
+            .split_at_checked(split)
+            .ok_or(KeyError::Shape)?;
+        if base62::encode_u32(crc32fast::hash(signed)) == check {
+            Ok(env)
+        } else {
+            Err(KeyError::Checksum)
+        }
+    }
+}
+
+impl fmt::Display for KeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        KeyFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a key format (prefix_env_secret or prefix_secret)")
+            })
+    }
+}
+
+/// Mints a new key in the default format ([`KeyFormat::generate`]).
 #[cfg(feature = "generate")]
 pub fn generate(prefix: &str, env: Environment) -> Result<String, KeyError> {
-    validate_prefix(prefix)?;
-    let mut key = String::with_capacity(prefix.len() + 6 + SECRET_LEN + base62::U32_WIDTH);
-    key.push_str(prefix);
-    key.push('_');
-    key.push_str(env.as_str());
-    key.push('_');
-    for c in random_base62(SECRET_LEN)? {
-        key.push(char::from(c));
-    }
-    let check = base62::encode_u32(crc32fast::hash(key.as_bytes()));
-    key.extend(check.iter().map(|&c| char::from(c)));
-    Ok(key)
+    KeyFormat::PrefixEnvSecret.generate(prefix, env)
 }
 
 /// `n` uniformly random base62 digits (rejection sampling, no modulo bias).
@@ -133,33 +219,23 @@ fn random_base62(n: usize) -> Result<Vec<u8>, KeyError> {
     Ok(out)
 }
 
-/// Validates shape and checksum of `key` for `prefix`, without any lookup.
+/// Validates a key in the default format ([`KeyFormat::parse`]).
 pub fn parse(key: &str, prefix: &str) -> Result<Environment, KeyError> {
-    let rest = key
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('_'))
-        .ok_or(KeyError::Shape)?;
-    let (env, body) = rest.split_once('_').ok_or(KeyError::Shape)?;
-    let env: Environment = env.parse().map_err(|_| KeyError::Shape)?;
-    let body = body.as_bytes();
+    KeyFormat::PrefixEnvSecret.parse(key, prefix)
+}
+
+/// Checks `<secret><check>`: base62 only, a secret of an accepted length.
+fn check_body(body: &[u8]) -> Result<(), KeyError> {
     let secret_len = body
         .len()
         .checked_sub(base62::U32_WIDTH)
         .ok_or(KeyError::Shape)?;
-    if !(SECRET_LEN..=MAX_SECRET_LEN).contains(&secret_len)
-        || !body.iter().all(|&c| base62::is_digit(c))
+    if (SECRET_LEN..=MAX_SECRET_LEN).contains(&secret_len)
+        && body.iter().all(|&c| base62::is_digit(c))
     {
-        return Err(KeyError::Shape);
-    }
-    let split = key.len().saturating_sub(base62::U32_WIDTH);
-    let (signed, check) = key
-        .as_bytes()
-        .split_at_checked(split)
-        .ok_or(KeyError::Shape)?;
-    if base62::encode_u32(crc32fast::hash(signed)) == check {
-        Ok(env)
+        Ok(())
     } else {
-        Err(KeyError::Checksum)
+        Err(KeyError::Shape)
     }
 }
 
@@ -238,6 +314,37 @@ mod tests {
         for case in cases {
             assert!(parse(&case, "rk").is_err(), "{case:?} parsed");
         }
+    }
+
+    #[test]
+    fn prefix_secret_keys_have_no_environment_segment() {
+        let f = KeyFormat::PrefixSecret;
+        let key = f.generate("raeh", Environment::Live).unwrap();
+        assert!(key.starts_with("raeh_"), "{key}");
+        assert_eq!(key.len(), 5 + SECRET_LEN + 6);
+        assert!(key[5..].bytes().all(base62::is_digit), "{key}");
+        assert_eq!(f.parse(&key, "raeh"), Ok(Environment::Live));
+        assert_eq!(parse(&key, "raeh"), Err(KeyError::Shape));
+        assert_eq!(
+            f.generate("raeh", Environment::Test),
+            Err(KeyError::Environment)
+        );
+        // A key of the other format, even with a good checksum, is a bad shape.
+        let env_key = generate("raeh", Environment::Live).unwrap();
+        assert_eq!(f.parse(&env_key, "raeh"), Err(KeyError::Shape));
+        let mut typo = key.into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        assert_eq!(f.parse(&typo, "raeh"), Err(KeyError::Checksum));
+    }
+
+    #[test]
+    fn key_format_names() {
+        for f in KeyFormat::ALL {
+            assert_eq!(f.as_str().parse::<KeyFormat>(), Ok(f));
+        }
+        assert_eq!(KeyFormat::default(), KeyFormat::PrefixEnvSecret);
+        assert!("prefix-secret".parse::<KeyFormat>().is_err());
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! any page split. `PROPTEST_CASES=200000 cargo test -p keygate property` for a long run.
 
 use crate::config::FilterConfig;
-use crate::credential::{extract, strip_query_key, Extracted};
+use crate::credential::{
+    extract, strip_query_key, strip_subprotocol_key, Extracted, SEC_WEBSOCKET_PROTOCOL,
+    SUBPROTOCOL_PREFIX,
+};
 use crate::decision::{Decision, Policy, Request};
+use crate::errors::ErrorFormat;
 use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
 use crate::ids::{KeyId, OrgId};
 use crate::key::{self, Environment};
@@ -28,11 +32,17 @@ fn header() -> impl Strategy<Value = (String, String)> {
         Just("x-api-key".to_string()),
         Just("x-org-id".to_string()),
         Just("access-control-request-method".to_string()),
+        Just("sec-websocket-protocol".to_string()),
         "\\PC{0,12}",
     ];
     (
         names,
-        prop_oneof!["Bearer \\PC{0,80}", "\\PC{0,80}", ".{0,80}"],
+        prop_oneof![
+            "Bearer \\PC{0,80}",
+            "\\PC{0,80}",
+            ".{0,80}",
+            "( ?(keygate\\.bearer\\.)?[a-z0-9_.]{0,20} ?,?){0,4}",
+        ],
     )
 }
 
@@ -172,6 +182,22 @@ proptest! {
     }
 
     #[test]
+    fn stripping_the_subprotocol_removes_only_the_key(values in prop::collection::vec("( ?(keygate\\.bearer\\.)?[a-z0-9_.]{0,12} ?,?){0,4}", 0..3)) {
+        let mut headers = vec![("upgrade".to_string(), "websocket".to_string())];
+        headers.extend(values.iter().map(|v| (SEC_WEBSOCKET_PROTOCOL.to_string(), v.clone())));
+        let offered: Vec<String> = values.iter().flat_map(|v| v.split(',')).map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+        match strip_subprotocol_key(&headers) {
+            None => prop_assert!(offered.iter().all(|e| !e.starts_with(SUBPROTOCOL_PREFIX))),
+            Some(kept) => {
+                let apps: Vec<&String> = offered.iter().filter(|e| !e.starts_with(SUBPROTOCOL_PREFIX)).collect();
+                prop_assert_eq!(kept.clone(), apps.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
+                let after = [("upgrade".to_string(), "websocket".to_string()), (SEC_WEBSOCKET_PROTOCOL.to_string(), kept)];
+                prop_assert!(matches!(extract(&after, "/"), Extracted::Missing));
+            }
+        }
+    }
+
+    #[test]
     fn decisions_never_panic(method in "[A-Z]{0,8}", headers in prop::collection::vec(header(), 0..6), path in path(), now in any::<u64>()) {
         let config = FilterConfig::from_json(br#"{"feed":{"cluster":"c"},"rules":[{"path_prefix":"/a","any_of":["a:b"]},{"path_prefix":"/p","public":true}]}"#).unwrap();
         let policy = Policy::from(&config);
@@ -179,7 +205,9 @@ proptest! {
         let request = Request { method: &method, path: &path, headers: &headers };
         for t in [None, Some(&table)] {
             match policy.decide(t, &request, now) {
-                Decision::Deny(d) => { serde_json::from_str::<serde_json::Value>(&d.body).unwrap(); }
+                Decision::Deny(d) => for format in ErrorFormat::ALL {
+                    serde_json::from_str::<serde_json::Value>(&d.body(format)).unwrap();
+                },
                 Decision::Allow(a) => prop_assert!(a.identity.is_none() || t.is_some()),
             }
         }
@@ -187,7 +215,9 @@ proptest! {
 
     #[test]
     fn key_parse_never_panics(s in "\\PC{0,80}", prefix in "[a-z]{1,4}") {
-        let _ = key::parse(&s, &prefix);
+        for format in key::KeyFormat::ALL {
+            let _ = format.parse(&s, &prefix);
+        }
         let _ = key::display_prefix(&s);
     }
 
@@ -196,6 +226,8 @@ proptest! {
         let env = if live { Environment::Live } else { Environment::Test };
         let k = key::generate("rk", env).unwrap();
         prop_assert_eq!(key::parse(&k, "rk"), Ok(env));
+        let k = key::KeyFormat::PrefixSecret.generate("raeh", Environment::Live).unwrap();
+        prop_assert_eq!(key::KeyFormat::PrefixSecret.parse(&k, "raeh"), Ok(Environment::Live));
     }
 
     #[test]

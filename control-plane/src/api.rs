@@ -6,7 +6,7 @@ use crate::auth::{self, authenticate};
 use crate::body::{self, MAX_BODY};
 use crate::clock;
 use crate::drafts::{self, KeyDraft, TenantDraft};
-use crate::errors::{json, ApiError};
+use crate::errors::{self, json, ApiError};
 use crate::feed::{self, FeedEndpoint};
 use crate::metrics::{self, Propagation};
 use crate::operator::{self, OperatorToken};
@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use keygate::errors::ErrorFormat;
 use keygate::ids::KeyId;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub feed: Arc<FeedEndpoint>,
     pub operator: Arc<OperatorToken>,
+    /// The dialect of every JSON error (`--error-format`).
+    pub error_format: ErrorFormat,
 }
 
 impl FromRef<AppState> for Arc<Service> {
@@ -59,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.error_format,
+            errors::in_dialect,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -36,7 +36,8 @@ pub async fn authenticate(
         .collect();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let extracted = credential::extract(&pairs, path);
-    let hash = decision::presented_hash(&extracted, &service.policy().key_prefix)?;
+    let policy = service.policy();
+    let hash = decision::presented_hash(&extracted, &policy.key_prefix, policy.key_format)?;
     let record = service
         .store()
         .key_by_hash(hash)

@@ -3,7 +3,9 @@
 //! `KEYGATE_*` environment variable.
 
 use clap::{Args, Parser, Subcommand};
+use keygate::errors::ErrorFormat;
 use keygate::ids::{KeyId, OrgId};
+use keygate::key::KeyFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -43,6 +45,16 @@ pub struct Common {
     /// Prefix of minted keys.
     #[arg(long, env = "KEYGATE_KEY_PREFIX", default_value = keygate::key::DEFAULT_PREFIX, global = true)]
     pub key_prefix: String,
+    /// Spelling of minted and accepted keys: `prefix_env_secret`
+    /// (`rk_live_…`) or `prefix_secret` (`rk_<secret><check>`, every key `live`);
+    /// the filters' `key_format` must match.
+    #[arg(
+        long,
+        env = "KEYGATE_KEY_FORMAT",
+        default_value = "prefix_env_secret",
+        global = true
+    )]
+    pub key_format: KeyFormat,
     /// Scopes keys may hold, comma-separated (others are refused with 400).
     #[arg(long = "allowed-scopes", env = "KEYGATE_SCOPES", value_delimiter = ',', default_values_t = default_scopes(), global = true)]
     pub allowed_scopes: Vec<String>,
@@ -114,6 +126,11 @@ pub struct ServeArgs {
     /// the operator API is off (404).
     #[arg(long)]
     pub operator_token_file: Option<PathBuf>,
+    /// Body shape of every JSON error: `keygate` (`{"error":{"type","message"}}`),
+    /// `flat` (`{"error":"Unauthorized","message"}`) or `openai`
+    /// (`{"error":{"message","type","param","code"}}`).
+    #[arg(long, env = "KEYGATE_ERROR_FORMAT", default_value = "keygate")]
+    pub error_format: ErrorFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,7 +75,7 @@ impl KeyDraft {
         Ok(KeySpec {
             name: name(required(self.name, "name")?, "name")?,
             scopes: scopes(required(self.scopes, "scopes")?, policy)?,
-            environment: environment(self.environment)?,
+            environment: environment(self.environment, policy)?,
             expires_at: self.expires_at.map(|at| expires_at(&at, now)).transpose()?,
             tier: tier(self.rate_limit_tier, policy)?,
         })
@@ -179,12 +179,23 @@ fn scopes(asked: Vec<String>, policy: &MintPolicy) -> Result<String, ApiError> {
     Ok(kept.join(" "))
 }
 
-fn environment(value: Option<String>) -> Result<Environment, ApiError> {
-    value.map_or(Ok(Environment::Live), |v| {
+/// `live` unless asked; `test` only where keys carry their environment.
+fn environment(value: Option<String>, policy: &MintPolicy) -> Result<Environment, ApiError> {
+    let env = value.map_or(Ok(Environment::Live), |v| {
         v.parse().map_err(|_| {
             ApiError::invalid("environment", "environment must be \"live\" or \"test\"")
         })
-    })
+    })?;
+    if !policy.key_format.allows(env) {
+        return Err(ApiError::invalid(
+            "environment",
+            format!(
+                "environment must be \"live\": keys in the {} format have no environment",
+                policy.key_format
+            ),
+        ));
+    }
+    Ok(env)
 }
 
 fn expires_at(value: &str, now: u64) -> Result<u64, ApiError> {
@@ -266,6 +277,22 @@ mod tests {
         assert_eq!(spec.environment, Environment::Live);
         assert_eq!(spec.tier, "free");
         assert_eq!(spec.expires_at, None);
+    }
+
+    #[test]
+    fn prefix_secret_keys_are_all_live() {
+        let p = policy().with_key_format(keygate::key::KeyFormat::PrefixSecret);
+        let asking = |env: &str| KeyDraft {
+            environment: Some(env.into()),
+            ..draft(&["a:read"])
+        };
+        assert_eq!(field(asking("test").check(&p, 100)), "environment");
+        let spec = asking("live").check(&p, 100).unwrap();
+        assert_eq!(spec.environment, Environment::Live);
+        assert_eq!(
+            draft(&["a:read"]).check(&p, 100).unwrap().environment,
+            Environment::Live
+        );
     }
 
     #[test]

@@ -1,13 +1,20 @@
 //! Every refusal of the control plane as a JSON answer: the authentication
-//! errors of SPEC §4 (the core's exact bodies), 400 `invalid_request` naming
-//! the field, 403 outside the plan, 404, 409, 429 over the management rate,
-//! the requests HTTP parsing refuses (400, 414, 431) and the rest.
+//! errors of SPEC §4 (the core's kinds and messages), 400 `invalid_request`
+//! naming the field, 403 outside the plan, 404, 409, 429 over the
+//! management rate, the requests HTTP parsing refuses (400, 414,
+//! 431) and the rest, each rendered by the core's renderer in the
+//! configured dialect (`--error-format`).
 
 use crate::store::StoreError;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keygate::decision::{Deny, WWW_AUTHENTICATE};
+use keygate::errors::{ErrorFormat, ErrorKind};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a request failed.
@@ -63,83 +70,62 @@ impl ApiError {
     }
 
     fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The refusal's kind: its status and its names in each dialect.
+    fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::Deny(deny) => {
-                StatusCode::from_u16(deny.status).unwrap_or(StatusCode::UNAUTHORIZED)
-            }
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Malformed => StatusCode::BAD_REQUEST,
-            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
-            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Deny(deny) => deny.kind,
+            ApiError::Unauthorized(_) => ErrorKind::Unauthorized,
+            ApiError::Forbidden(_) => ErrorKind::OutsidePlan,
+            ApiError::RateLimited { .. } => ErrorKind::RateLimited,
+            ApiError::Invalid { .. } | ApiError::Malformed => ErrorKind::InvalidRequest,
+            ApiError::NotFound(_) => ErrorKind::NotFound,
+            ApiError::Conflict(_) => ErrorKind::Conflict,
+            ApiError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            ApiError::UriTooLong => ErrorKind::UriTooLong,
+            ApiError::HeadersTooLarge => ErrorKind::HeadersTooLarge,
+            ApiError::Internal => ErrorKind::Internal,
         }
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> String {
-        let (kind, message, field) = match self {
-            ApiError::Deny(deny) => return deny.body.to_string(),
-            ApiError::Unauthorized(message) => ("unauthorized", (*message).to_string(), None),
-            ApiError::Forbidden(message) => ("forbidden", message.clone(), None),
+    /// The message, and the field a bad input names.
+    fn message(&self) -> (Cow<'_, str>, Option<&str>) {
+        let text = |s: &'static str| (Cow::Borrowed(s), None);
+        match self {
+            ApiError::Deny(deny) => (Cow::Borrowed(&*deny.message), None),
+            ApiError::Unauthorized(message) => text(message),
+            ApiError::Forbidden(message) => (Cow::Borrowed(message), None),
             // The words of the data plane's 429 (SPEC §4).
-            ApiError::RateLimited { .. } => ("rate_limited", "Rate limit exceeded".into(), None),
-            ApiError::Invalid { field, message } => {
-                ("invalid_request", message.clone(), Some(field.as_str()))
-            }
-            ApiError::NotFound(what) => ("not_found", format!("{what} not found"), None),
-            ApiError::Conflict(message) => ("conflict", message.clone(), None),
+            ApiError::RateLimited { .. } => text("Rate limit exceeded"),
+            ApiError::Invalid { field, message } => (Cow::Borrowed(message), Some(field)),
+            ApiError::NotFound(what) => (Cow::Owned(format!("{what} not found")), None),
+            ApiError::Conflict(message) => (Cow::Borrowed(message), None),
             ApiError::TooLarge(limit) => (
-                "invalid_request",
-                format!("body is larger than {limit} bytes"),
+                Cow::Owned(format!("body is larger than {limit} bytes")),
                 Some("body"),
             ),
-            ApiError::MethodNotAllowed => ("method_not_allowed", "Method not allowed".into(), None),
+            ApiError::MethodNotAllowed => text("Method not allowed"),
             // The same words as Envoy's answers (envoy/envoy.yaml).
-            ApiError::Malformed => ("invalid_request", "Malformed request".into(), None),
-            ApiError::UriTooLong => ("invalid_request", "URI is too long".into(), None),
-            ApiError::HeadersTooLarge => (
-                "invalid_request",
-                "Request headers are too large".into(),
-                None,
-            ),
-            ApiError::Internal => ("internal", "Internal error".into(), None),
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                kind,
-                message: &message,
-                field,
-            },
-        };
-        serde_json::to_string(&body).unwrap_or_default()
+            ApiError::Malformed => text("Malformed request"),
+            ApiError::UriTooLong => text("URI is too long"),
+            ApiError::HeadersTooLarge => text("Request headers are too large"),
+            ApiError::Internal => text("Internal error"),
+        }
     }
-}
 
-/// `{"error":{"type","message","field"?}}`, in the order of SPEC §4.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    /// The JSON body in `format`.
+    pub fn body(&self, format: ErrorFormat) -> String {
+        let (message, field) = self.message();
+        format.render(self.kind(), &message, field)
+    }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.body())
+        f.write_str(&self.body(ErrorFormat::Keygate))
     }
 }
 
@@ -162,9 +148,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The answer in the `keygate` dialect; [`in_dialect`] re-renders it in the
+/// configured one (it finds the error in the answer's extensions).
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = json_body(self.status(), self.body());
+        let mut response = json_body(self.status(), self.body(ErrorFormat::Keygate));
         if let ApiError::RateLimited { retry_after } = self {
             response
                 .headers_mut()
@@ -176,8 +164,29 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(WWW_AUTHENTICATE),
             );
         }
+        response.extensions_mut().insert(self);
         response
     }
+}
+
+/// Middleware: every error answer with its body in `format`
+/// (`--error-format`).
+pub async fn in_dialect(
+    State(format): State<ErrorFormat>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if format == ErrorFormat::Keygate {
+        return response;
+    }
+    if let Some(error) = response.extensions_mut().remove::<ApiError>() {
+        let body = error.body(format);
+        let headers = response.headers_mut();
+        headers.remove(header::CONTENT_LENGTH);
+        *response.body_mut() = Body::from(body);
+    }
+    response
 }
 
 /// A JSON answer from already-encoded JSON.

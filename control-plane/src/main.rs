@@ -38,7 +38,8 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
-    let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?;
+    let policy = MintPolicy::new(&common.key_prefix, common.allowed_scopes, common.tiers)?
+        .with_key_format(common.key_format);
     let plans = Plans::load(
         common.plans.as_deref(),
         &policy.tiers,
@@ -70,7 +71,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let token = args.feed_token.unwrap_or_default();
             let page_keys = usize::try_from(args.feed_page_keys).unwrap_or(usize::MAX);
-            return server::serve(service, args.listen, &token, page_keys, upkeep, operator).await;
+            let endpoint = server::Endpoint {
+                listen: args.listen,
+                feed_token: token,
+                feed_page_keys: page_keys,
+                error_format: args.error_format,
+                operator,
+            };
+            return server::serve(service, endpoint, upkeep).await;
         }
         Command::Tenant(command) => admin::tenant(&service, command).await,
         Command::Key(command) => admin::key(&service, command).await,

@@ -1,7 +1,8 @@
-//! What keys may be minted with: the key prefix, the allowed scopes and the
-//! rate-limit tiers (the first tier is the default), checked once at start.
+//! What keys may be minted with: the key prefix and format, the allowed
+//! scopes and the rate-limit tiers (the first tier is the default), checked
+//! once at start.
 
-use keygate::key;
+use keygate::key::{self, KeyFormat};
 use keygate::scopes;
 
 /// Longest tier name.
@@ -11,6 +12,7 @@ const MAX_TIER_LEN: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MintPolicy {
     pub key_prefix: String,
+    pub key_format: KeyFormat,
     pub scopes: Vec<String>,
     pub tiers: Vec<String>,
 }
@@ -62,9 +64,18 @@ impl MintPolicy {
         }
         Ok(MintPolicy {
             key_prefix: key_prefix.to_string(),
+            key_format: KeyFormat::default(),
             scopes,
             tiers,
         })
+    }
+
+    /// The same policy minting keys in `format` (`--key-format`).
+    pub fn with_key_format(self, format: KeyFormat) -> MintPolicy {
+        MintPolicy {
+            key_format: format,
+            ..self
+        }
     }
 
     /// The tier of keys that name none.

@@ -17,6 +17,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use keygate::errors::ErrorFormat;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,16 +33,33 @@ const MAX_HEAD_BYTES: usize = 256 * 1024;
 /// Most headers in a request (Envoy's limit: 100, plus the few it adds).
 const MAX_HEADERS: usize = 256;
 
-/// Serves `service` on `listen` until stopped, with snapshot pages of at
-/// most `feed_page_keys` keys, and the operator API if `operator` is set.
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub listen: SocketAddr,
+    /// The bearer token of the key table feed.
+    pub feed_token: String,
+    /// Most keys in one snapshot page.
+    pub feed_page_keys: usize,
+    /// The dialect of every JSON error.
+    pub error_format: ErrorFormat,
+    /// The operator API's token (the API is off without one).
+    pub operator: OperatorToken,
+}
+
+/// Serves `service` at `endpoint` until stopped.
 pub async fn serve(
     service: Arc<Service>,
-    listen: SocketAddr,
-    feed_token: &str,
-    feed_page_keys: usize,
+    endpoint: Endpoint,
     upkeep: Upkeep,
-    operator: OperatorToken,
 ) -> Result<(), String> {
+    let Endpoint {
+        listen,
+        feed_token,
+        feed_page_keys,
+        error_format,
+        operator,
+    } = endpoint;
     if feed_token.len() < MIN_TOKEN_LEN {
         tracing::warn!("the feed token is shorter than {MIN_TOKEN_LEN} characters");
     }
@@ -59,12 +77,13 @@ pub async fn serve(
                    "control plane listening");
     let app = api::router(AppState {
         service,
-        feed: Arc::new(FeedEndpoint::new(feed_token, feed_page_keys)),
+        feed: Arc::new(FeedEndpoint::new(&feed_token, feed_page_keys)),
         operator: Arc::new(operator),
+        error_format,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::select! {
-        () = accept(listener, app, stopped) => Ok(()),
+        () = accept(listener, app, error_format, stopped) => Ok(()),
         () = async {
             stop_signal().await;
             tracing::info!("stopping");
@@ -75,7 +94,12 @@ pub async fn serve(
 }
 
 /// Serves every connection until `stopped`, then waits for the open ones.
-async fn accept(listener: TcpListener, app: Router, stopped: watch::Receiver<bool>) {
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    format: ErrorFormat,
+    stopped: watch::Receiver<bool>,
+) {
     // Each connection holds a sender: `recv` ends once all have closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     let mut stop = stopped.clone();
@@ -85,7 +109,7 @@ async fn accept(listener: TcpListener, app: Router, stopped: watch::Receiver<boo
                 Ok((stream, _)) => {
                     let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
                     tokio::spawn(async move {
-                        connection(stream, app, stopped).await;
+                        connection(stream, app, format, stopped).await;
                         drop(open);
                     });
                 }
@@ -104,9 +128,14 @@ async fn accept(listener: TcpListener, app: Router, stopped: watch::Receiver<boo
 }
 
 /// Serves one connection; once `stopped`, it ends after the request in flight.
-async fn connection(stream: TcpStream, app: Router, mut stopped: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    format: ErrorFormat,
+    mut stopped: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(JsonRefusals::new(stream));
+    let io = TokioIo::new(JsonRefusals::new(stream, format));
     let mut builder = http1::Builder::new();
     builder
         .max_header_size(MAX_HEAD_BYTES)

@@ -141,8 +141,11 @@ impl Service {
     }
 
     fn mint(&self, org: OrgId, spec: &KeySpec, now: u64) -> Result<Minted, ApiError> {
-        let key =
-            key::generate(&self.policy.key_prefix, spec.environment).map_err(random_failed)?;
+        let key = self
+            .policy
+            .key_format
+            .generate(&self.policy.key_prefix, spec.environment)
+            .map_err(random_failed)?;
         let record = KeyRecord {
             id: KeyId::random().map_err(random_failed)?,
             org_id: org,

@@ -1,6 +1,6 @@
 //! A connection wrapper that turns hyper's own answers to requests it cannot
 //! parse (400, 414, 431: sent before any handler runs, with an empty body)
-//! into the JSON errors of SPEC §4.
+//! into the JSON errors of SPEC §4, in the configured dialect.
 //!
 //! hyper writes such an answer as a bare head with `content-length: 0`, then
 //! closes the connection. Every handler answers with a JSON body, so a 400,
@@ -10,6 +10,7 @@
 //! still unwritten, on a pipelined connection, is left as it is.)
 
 use crate::errors::ApiError;
+use keygate::errors::ErrorFormat;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -18,14 +19,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// `inner` with hyper's empty refusals rewritten as JSON.
 pub struct JsonRefusals<T> {
     inner: T,
+    /// The dialect of the JSON.
+    format: ErrorFormat,
     /// Bytes of a rewritten answer not yet written to `inner`.
     pending: Vec<u8>,
 }
 
 impl<T> JsonRefusals<T> {
-    pub fn new(inner: T) -> JsonRefusals<T> {
+    pub fn new(inner: T, format: ErrorFormat) -> JsonRefusals<T> {
         JsonRefusals {
             inner,
+            format,
             pending: Vec::new(),
         }
     }
@@ -63,7 +67,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        let Some((consumed, answer)) = rewrite(buf) else {
+        let Some((consumed, answer)) = rewrite(buf, this.format) else {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         };
         this.pending = answer;
@@ -89,7 +93,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
 
 /// If `written` starts with hyper's empty refusal: its length, and the JSON
 /// answer to send instead.
-fn rewrite(written: &[u8]) -> Option<(usize, Vec<u8>)> {
+fn rewrite(written: &[u8], format: ErrorFormat) -> Option<(usize, Vec<u8>)> {
     let end = written.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(written.get(..end)?).ok()?;
     let status_line = head.lines().next()?;
@@ -105,7 +109,7 @@ fn rewrite(written: &[u8]) -> Option<(usize, Vec<u8>)> {
     {
         return None;
     }
-    let body = error.body();
+    let body = error.body(format);
     let answer = format!(
         "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -121,7 +125,7 @@ mod tests {
 
     #[test]
     fn hypers_empty_refusals_become_json() {
-        let (consumed, answer) = rewrite(HYPER_431).unwrap();
+        let (consumed, answer) = rewrite(HYPER_431, ErrorFormat::Keygate).unwrap();
         assert_eq!(consumed, HYPER_431.len());
         let answer = String::from_utf8(answer).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
@@ -130,6 +134,18 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["message"], "Request headers are too large");
+    }
+
+    #[test]
+    fn in_the_configured_dialect() {
+        let (_, answer) = rewrite(HYPER_431, ErrorFormat::Flat).unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(
+            answer.ends_with(
+                r#"{"error":"Request Header Fields Too Large","message":"Request headers are too large"}"#
+            ),
+            "{answer}"
+        );
     }
 
     #[test]
@@ -142,7 +158,7 @@ mod tests {
         ];
         for answer in answers {
             assert!(
-                rewrite(answer).is_none(),
+                rewrite(answer, ErrorFormat::Openai).is_none(),
                 "{}",
                 String::from_utf8_lossy(answer)
             );
@@ -154,7 +170,7 @@ mod tests {
     async fn a_slow_peer_gets_the_whole_answer() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, server) = tokio::io::duplex(16);
-        let mut server = JsonRefusals::new(server);
+        let mut server = JsonRefusals::new(server, ErrorFormat::Keygate);
         let mut client = client;
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();

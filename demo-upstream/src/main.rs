@@ -3,13 +3,15 @@
 //! Answers every HTTP request with a JSON echo of what reached it (method,
 //! path, raw query, parsed query parameters and headers), so a user can see
 //! exactly what the filter added or stripped. A WebSocket upgrade under
-//! `/stream/` echoes every text and binary message back. Listens on
+//! `/stream/` echoes every text and binary message back; it speaks the
+//! first subprotocol offered, and its 101 answer shows every offered one
+//! that reached it in `x-echo-sec-websocket-protocol`. Listens on
 //! `--listen ADDR` (default `127.0.0.1:8081`).
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -70,7 +72,7 @@ async fn handle(request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     if is_stream_path(parts.uri.path()) {
         if let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            return upgrade.on_upgrade(echo_socket);
+            return upgrade_echo(upgrade, &parts.headers);
         }
     }
     // The body is read so keep-alive connections stay usable; it is not echoed.
@@ -78,6 +80,25 @@ async fn handle(request: Request) -> Response {
         .await
         .unwrap_or_default();
     Json(echo(&parts.method, &parts.uri, &parts.headers)).into_response()
+}
+
+/// Accepts the upgrade with the first offered subprotocol, showing the
+/// offered ones in the answer.
+fn upgrade_echo(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> Response {
+    let offered = header_map(headers)
+        .remove("sec-websocket-protocol")
+        .and_then(|v| v.as_str().map(str::to_string));
+    let first = offered
+        .as_deref()
+        .and_then(|o| o.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .map(str::to_string);
+    let mut response = upgrade.protocols(first).on_upgrade(echo_socket);
+    if let Some(value) = offered.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        response
+            .headers_mut()
+            .insert("x-echo-sec-websocket-protocol", value);
+    }
+    response
 }
 
 fn is_stream_path(path: &str) -> bool {

@@ -106,5 +106,13 @@ fn main() -> std::io::Result<()> {
         "valid",
         format!("rk\n{valid}").as_bytes(),
     )?;
+    let secret_only = key::KeyFormat::PrefixSecret
+        .generate("raeh", Environment::Live)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    write(
+        &seeds.join("key"),
+        "valid-prefix-secret",
+        format!("raeh\n{secret_only}").as_bytes(),
+    )?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Credential extraction and query stripping (`keygate::credential`). The
 //! first line is the `:path`, each further line a `name: value` header. A
 //! found key is never empty and has a source; the path without its
-//! `api_key` parameters has none left, and stripping it again changes nothing.
+//! `api_key` parameters has none left, and stripping it again changes
+//! nothing; the subprotocols without their `keygate.bearer.` entries (on an
+//! upgrade) offer no key any more and strip to nothing more.
 
 #![no_main]
 
@@ -24,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
     let stripped = credential::strip_query_key(path);
     if let Extracted::Key(c) = &extracted {
         assert!(!c.key.is_empty());
-        assert!(c.sources.bearer || c.sources.header || c.sources.query);
+        let s = c.sources;
+        assert!(s.bearer || s.header || s.query || s.subprotocol);
+        assert!(!s.subprotocol || credential::is_websocket_upgrade(&headers));
         assert!(
             !c.sources.query || stripped.is_some(),
             "a key from the query is stripped"
@@ -38,6 +42,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(rest.starts_with(base));
         }
         None => assert_eq!(credential::extract(NO_HEADERS, path), Extracted::Missing),
+    }
+    if let Some(kept) = credential::strip_subprotocol_key(&headers) {
+        let after = [
+            ("upgrade", "websocket"),
+            (credential::SEC_WEBSOCKET_PROTOCOL, kept.as_str()),
+        ];
+        assert_eq!(credential::extract(&after, "/"), Extracted::Missing);
+        assert_eq!(credential::strip_subprotocol_key(&after), None);
     }
     for (_, value) in &headers {
         if let Some(token) = credential::bearer_token(value) {

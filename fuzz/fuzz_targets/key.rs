@@ -1,7 +1,8 @@
-//! Key parsing (`keygate::key`): the first line is the key prefix (the
-//! default when it is not a valid one), the rest the key. A key that parses
-//! has the prefix and its environment in front, and changing its last
-//! (check) character to another base62 digit makes it fail.
+//! Key parsing (`keygate::key`, both formats): the first line is the key
+//! prefix (the default when it is not a valid one), the rest the key. A key
+//! that parses has the prefix (and, in `prefix_env_secret`, its
+//! environment) in front, and changing its last (check) character to
+//! another base62 digit makes it fail.
 
 #![no_main]
 
@@ -21,11 +22,17 @@ fuzz_target!(|data: &[u8]| {
     let shown = key::display_prefix(candidate);
     assert!(candidate.starts_with(shown) && shown.chars().count() <= key::DISPLAY_PREFIX_LEN);
     let _ = key::hash(candidate);
-    let Ok(env) = key::parse(candidate, prefix) else {
-        return;
-    };
-    assert!(candidate.starts_with(&format!("{prefix}_{env}_")));
-    let (body, last) = candidate.split_at(candidate.len() - 1);
-    let other = if last == "0" { "1" } else { "0" };
-    assert!(key::parse(&format!("{body}{other}"), prefix).is_err());
+    for format in key::KeyFormat::ALL {
+        let Ok(env) = format.parse(candidate, prefix) else {
+            continue;
+        };
+        let front = match format {
+            key::KeyFormat::PrefixEnvSecret => format!("{prefix}_{env}_"),
+            key::KeyFormat::PrefixSecret => format!("{prefix}_"),
+        };
+        assert!(candidate.starts_with(&front));
+        let (body, last) = candidate.split_at(candidate.len() - 1);
+        let other = if last == "0" { "1" } else { "0" };
+        assert!(format.parse(&format!("{body}{other}"), prefix).is_err());
+    }
 });

@@ -4,8 +4,10 @@
 //! (no copy); the core decides ([`Policy::decide`]) against the process's
 //! table; an allow removes the credential and any client copy of the
 //! identity headers, sets the identity headers (a set replaces every value
-//! a client sent) and rewrites `:path` when `?api_key=` went away; a deny
-//! answers with the exact JSON of SPEC §4 (`WWW-Authenticate` on a 401).
+//! a client sent) and rewrites `:path` when `?api_key=` went away (and
+//! `Sec-WebSocket-Protocol` when its `keygate.bearer.` entry did); a deny
+//! answers with the JSON of SPEC §4 in the configured `error_format`
+//! (`WWW-Authenticate` on a 401).
 //! Before the process's first table a request that needs a key waits, up
 //! to `feed.first_table_wait_ms`, and is decided when the main thread wakes
 //! it. An allowed WebSocket upgrade is watched until it ends and reset when
@@ -15,9 +17,11 @@ use crate::abi::FilterEnvoy;
 use crate::host::{self, FilterScheduler, RequestHeaders};
 use crate::shared::{key_is_dead, Shared, Watch};
 use crate::{log, now_ms};
+use keygate::credential::SEC_WEBSOCKET_PROTOCOL;
 use keygate::decision::{
     self, Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE,
 };
+use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,13 +50,14 @@ pub struct Filter {
     websocket: Option<[u8; 32]>,
 }
 
-/// Sends the refusal of `deny` on `filter`.
-pub fn send_deny(filter: FilterEnvoy, deny: &Deny) {
+/// Sends the refusal of `deny` on `filter`, its body in `format`.
+pub fn send_deny(filter: FilterEnvoy, deny: &Deny, format: ErrorFormat) {
     let mut headers = vec![("content-type", "application/json")];
     if deny.needs_www_authenticate() {
         headers.push(("www-authenticate", WWW_AUTHENTICATE));
     }
-    host::send_response(filter, deny.status, &headers, deny.body.as_bytes());
+    let body = deny.body(format);
+    host::send_response(filter, deny.status, &headers, body.as_bytes());
 }
 
 /// Rewrites the request for the upstream; false when Envoy refused a change.
@@ -73,6 +78,9 @@ fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> boo
     if let Some(path) = &allow.new_path {
         ok &= host::set_request_header(filter, ":path", Some(path));
     }
+    if let Some(offered) = &allow.new_subprotocols {
+        ok &= host::set_request_header(filter, SEC_WEBSOCKET_PROTOCOL, Some(offered));
+    }
     ok
 }
 
@@ -91,7 +99,7 @@ impl Filter {
     /// Counts and sends a refusal.
     fn refuse(&self, deny: &Deny) -> Step {
         self.shared.stats.denied(self.envoy, deny.reason);
-        send_deny(self.envoy, deny);
+        send_deny(self.envoy, deny, self.shared.policy.error_format);
         Step::Refused
     }
 

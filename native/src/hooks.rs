@@ -13,6 +13,7 @@ use crate::filter::{send_deny, Filter, Step};
 use crate::log;
 use crate::shared::{EVENT_CHECK_KEY, EVENT_DECIDE};
 use keygate::decision::Deny;
+use keygate::errors::ErrorFormat;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -52,9 +53,9 @@ unsafe fn filter<'a>(ptr: *const c_void) -> Option<&'a mut Filter> {
 }
 
 /// Refuses the request on `envoy` with 503 (a caught panic or a missing
-/// stream object): fail closed.
+/// stream object, so in the default `keygate` dialect): fail closed.
 fn refuse_closed(envoy: FilterEnvoy) -> u32 {
-    let _ = catch_unwind(|| send_deny(envoy, &Deny::not_ready()));
+    let _ = catch_unwind(|| send_deny(envoy, &Deny::not_ready(), ErrorFormat::default()));
     abi::status::STOP_ITERATION
 }
 

@@ -30,6 +30,7 @@ pub mod pg;
 mod plans;
 mod process;
 mod stack;
+pub mod subprotocols;
 mod time;
 pub mod ws;
 

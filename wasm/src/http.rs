@@ -3,8 +3,9 @@
 //! All request headers are read in one host call ([`RawHeaders`]); the core
 //! decides; an allow
 //! removes the credential and any client copy of the identity headers, sets
-//! the identity headers and rewrites `:path` when `?api_key=` went away; a
-//! deny answers with the exact JSON of SPEC §4. A request that needs a key in
+//! the identity headers and rewrites `:path` when `?api_key=` went away (and
+//! `Sec-WebSocket-Protocol` when its `keygate.bearer.` entry did); a deny
+//! answers with the JSON of SPEC §4 in the configured `error_format`. A request that needs a key in
 //! a VM that has no table yet waits for it ([`crate::waiting`]): the root
 //! context takes its decision ([`decide`]) once the table is there or the
 //! wait is over. An allowed WebSocket upgrade is watched until it ends, and
@@ -15,8 +16,10 @@ use crate::host::{self, Status};
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
-use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Request, WWW_AUTHENTICATE};
-use keygate::key;
+use keygate::decision::{
+    self, Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE,
+};
+use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -78,24 +81,31 @@ impl Http {
     }
 }
 
-/// Sends the refusal; the request stops here (reset, if the host would not
-/// send it, rather than left hanging).
-fn deny(deny: &Deny) {
+/// Sends the refusal with its body in `format`; the request stops here
+/// (reset, if the host would not send it, rather than left hanging).
+fn deny(deny: &Deny, format: ErrorFormat) {
     let mut headers = vec![("content-type", "application/json")];
     if deny.needs_www_authenticate() {
         headers.push(("www-authenticate", WWW_AUTHENTICATE));
     }
     let status = u32::from(deny.status);
-    if let Err(e) = host::send_http_response(status, &headers, deny.body.as_bytes()) {
+    let body = deny.body(format);
+    if let Err(e) = host::send_http_response(status, &headers, body.as_bytes()) {
         log::error!("could not send the {status} refusal ({e:?}); resetting the request");
         let _ = host::reset_http_request();
     }
 }
 
-/// Counts and sends a refusal.
+/// Counts and sends a refusal, in the configured dialect (`keygate` before
+/// a configuration).
 fn refuse(state: &State, d: &Deny) -> Step {
     state.stats.denied(d.reason);
-    deny(d);
+    let format = state
+        .policy
+        .borrow()
+        .as_ref()
+        .map_or_else(ErrorFormat::default, |p| p.error_format);
+    deny(d, format);
     Step::Refused
 }
 
@@ -151,7 +161,7 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
                     path_only(request.path),
                     d.status,
                     d.reason.as_str(),
-                    key_prefix_for_log(&headers, path, &policy.key_prefix)
+                    key_prefix_for_log(&headers, path, policy)
                 );
             }
             refuse(state, &d)
@@ -175,15 +185,20 @@ fn allow(allow: &Allow<'_>, present: &Headers<'_>) -> Result<(), Status> {
     if let Some(path) = &allow.new_path {
         host::set_header(map, ":path", path)?;
     }
+    if let Some(offered) = &allow.new_subprotocols {
+        // One value for what may have come as several.
+        host::remove_header(map, credential::SEC_WEBSOCKET_PROTOCOL)?;
+        host::add_header(map, credential::SEC_WEBSOCKET_PROTOCOL, offered)?;
+    }
     Ok(())
 }
 
 /// The display prefix of the request's key, if it has a well-formed one:
 /// never more of a key, and nothing of a string that is not a key.
-fn key_prefix_for_log(headers: &Headers<'_>, path: &str, prefix: &str) -> String {
+fn key_prefix_for_log(headers: &Headers<'_>, path: &str, policy: &Policy) -> String {
     match credential::extract(headers, path) {
-        Extracted::Key(c) if key::parse(&c.key, prefix).is_ok() => {
-            key::display_prefix(&c.key).to_string()
+        Extracted::Key(c) if policy.key_format.parse(&c.key, &policy.key_prefix).is_ok() => {
+            keygate::key::display_prefix(&c.key).to_string()
         }
         Extracted::Key(_) => "(malformed)".into(),
         Extracted::Conflict => "(conflicting keys)".into(),
