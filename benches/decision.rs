@@ -111,6 +111,7 @@ fn entry(hash: [u8; 32], i: u64) -> FeedEntry {
         scopes: ["memory:read memory:write", "memory:read", "users:read"][(i % 3) as usize].into(),
         tier: ["free", "pro"][(i % 2) as usize].into(),
         environment: Environment::Live,
+        ..FeedEntry::default()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod feed;
 pub mod ids;
 pub mod key;
+pub mod limits;
 pub mod rules;
 pub mod scopes;
 pub mod table;

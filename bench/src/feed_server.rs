@@ -106,6 +106,7 @@ impl Table {
                 scopes: text(k.scopes),
                 tier: text(k.tier),
                 environment: k.environment,
+                ..FeedEntry::default()
             })
             .collect();
         (entries, end < self.keys.len())

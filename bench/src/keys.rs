@@ -45,6 +45,7 @@ fn entry(i: u64, hash: [u8; 32]) -> FeedEntry {
         },
         tier: if i.is_multiple_of(3) { "free" } else { "pro" }.into(),
         environment: Environment::Live,
+        ..FeedEntry::default()
     }
 }
 

@@ -28,6 +28,7 @@ fn entry(n: u8, scopes: &str, tier: &str, expires_at: u64) -> FeedEntry {
         } else {
             Environment::Test
         },
+        ..FeedEntry::default()
     }
 }
 

@@ -79,6 +79,7 @@ mod tests {
                 scopes: "a:b".into(),
                 tier: "free".into(),
                 environment: Environment::Live,
+                ..FeedEntry::default()
             })
             .collect();
         match decode(&encode_snapshot(KS, 1, &entries)).unwrap() {

@@ -440,6 +440,7 @@ pub fn page_entries(body: &[u8]) -> Vec<FeedEntry> {
                 scopes: strings[e.scopes as usize].to_string(),
                 tier: strings[e.tier as usize].to_string(),
                 environment: e.environment,
+                ..FeedEntry::default()
             },
             RawOp::Remove(_) => panic!("a remove in a snapshot page"),
         })
