@@ -10,7 +10,7 @@ use crate::credential::{self, Extracted};
 use crate::feed::KeyStatus;
 use crate::ids::IdText;
 use crate::key::{self, Environment};
-use crate::limits::Standing;
+use crate::limits::{self, CountStore, LimitError, Standing, Verdict};
 use crate::rules::{self, Rule};
 use crate::scopes;
 use crate::table::{KeyRecord, KeyTable};
@@ -522,6 +522,24 @@ where
         }
     }
     Ok(())
+}
+
+/// Counts an allowed request against its key's own rate limits, in `store`
+/// (shared by every worker): the 429 to answer when one is used up. A
+/// request without identity, or whose key has no limits of its own, never
+/// reaches `store`. `now` is unix seconds.
+pub fn own_limits<S: CountStore>(
+    store: &mut S,
+    identity: Option<&Identity<'_>>,
+    now: u64,
+) -> Result<Option<Deny>, LimitError> {
+    let Some(record) = identity.map(|i| &i.record).filter(|r| !r.limits.is_none()) else {
+        return Ok(None);
+    };
+    Ok(match limits::admit(store, record.key_id, record.limits, now)? {
+        Verdict::Allowed => None,
+        Verdict::Limited(standing) => Some(Deny::rate_limited(&standing)),
+    })
 }
 
 #[cfg(test)]
