@@ -3,7 +3,7 @@
 
 use crate::cli::{KeyCommand, TenantCommand};
 use crate::clock;
-use crate::drafts::{KeyDraft, TenantDraft};
+use crate::drafts::{KeyDraft, LimitsDraft, TenantDraft};
 use crate::errors::ApiError;
 use crate::service::Service;
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub async fn tenant(service: &Service, command: TenantCommand) -> Result<String,
             };
             pretty(&service.create_tenant(draft.check()?).await?)
         }
+        TenantCommand::Suspend { org_id } => pretty(&service.set_suspended(org_id, true).await?),
+        TenantCommand::Resume { org_id } => pretty(&service.set_suspended(org_id, false).await?),
     }
 }
 
@@ -35,6 +37,9 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
             environment,
             tier,
             expires_at,
+            per_minute,
+            per_day,
+            external_id,
         } => {
             let draft = KeyDraft {
                 name: Some(name),
@@ -42,6 +47,11 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                 environment,
                 expires_at,
                 rate_limit_tier: tier,
+                rate_limits: Some(LimitsDraft {
+                    per_minute,
+                    per_day,
+                }),
+                external_id,
             };
             let spec = draft.check(service.policy(), clock::now())?;
             pretty(&service.create_key(tenant, spec).await?)

@@ -25,10 +25,16 @@ use tokio::sync::watch;
 use tokio_postgres::{Config, IsolationLevel, NoTls};
 
 /// The migrations, in order: (number, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_limits.sql"),
+    ),
+];
 /// Most connections of one replica.
 const POOL_SIZE: usize = 16;
 /// The advisory lock that serialises migrations (any fixed number).
@@ -215,6 +221,10 @@ impl Store for PostgresStore {
             tx.commit().await?;
             Ok(answer)
         })
+    }
+
+    fn set_suspended(&self, org: OrgId, suspended: bool) -> StoreFuture<'_, Option<usize>> {
+        Box::pin(self.write(move |w| Box::pin(queries::set_suspended(w, org, suspended))))
     }
 
     fn retire_expired(&self, cutoff: u64) -> StoreFuture<'_, usize> {

@@ -22,10 +22,16 @@ use writer::Writer;
 
 /// The migrations, in order; `PRAGMA user_version` holds the number of the
 /// last one applied. Each runs in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/sqlite/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_limits.sql"),
+    ),
+];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
 /// How long a statement waits for another process's lock.
@@ -205,6 +211,10 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(answer)
         })
+    }
+
+    fn set_suspended(&self, org: OrgId, suspended: bool) -> StoreFuture<'_, Option<usize>> {
+        self.write(move |conn| queries::set_suspended(conn, org, suspended))
     }
 
     fn retire_expired(&self, cutoff: u64) -> StoreFuture<'_, usize> {
