@@ -31,7 +31,7 @@
 //! - A key's own rate limits and owner (`external_id`) live in a side map
 //!   by prefix, only for the keys that have them (flag `FLAG_EXTRAS`): a
 //!   key without them costs nothing more, and a lookup of it never touches
-//!   the map.
+//!   the map; one with them about 50 bytes more, plus its owner's length.
 //! - A snapshot arrives whole or in pages ([`SnapshotBuilder`]); each page's
 //!   keys are appended in order, and the table is only indexed at the end.
 

@@ -49,7 +49,7 @@ fn entry(i: u64, hash: [u8; 32]) -> FeedEntry {
     }
 }
 
-/// A `KGT2` snapshot at `version` holding `real` keys plus synthetic ones, `total` in all.
+/// A `KGT3` snapshot at `version` holding `real` keys plus synthetic ones, `total` in all.
 pub fn snapshot(version: u64, total: usize, real: &[String]) -> Vec<u8> {
     let mut rng = SplitMix(0x6b65_7967_6174_6531);
     let mut entries: Vec<FeedEntry> = real
