@@ -440,7 +440,9 @@ pub fn page_entries(body: &[u8]) -> Vec<FeedEntry> {
                 scopes: strings[e.scopes as usize].to_string(),
                 tier: strings[e.tier as usize].to_string(),
                 environment: e.environment,
-                ..FeedEntry::default()
+                status: e.status,
+                limits: e.limits,
+                external_id: e.external_id.map(|i| strings[i as usize].to_string()),
             },
             RawOp::Remove(_) => panic!("a remove in a snapshot page"),
         })
