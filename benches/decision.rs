@@ -40,7 +40,7 @@ fn table_with(n: u64) -> (KeyTable, String) {
     );
     let paged = build_from_pages(&entries);
     assert_eq!(paged.len(), table.len());
-    (table, real)
+    (*table, real)
 }
 
 /// Synthetic key `i`, its hash spread over the whole range.

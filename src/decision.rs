@@ -536,10 +536,12 @@ pub fn own_limits<S: CountStore>(
     let Some(record) = identity.map(|i| &i.record).filter(|r| !r.limits.is_none()) else {
         return Ok(None);
     };
-    Ok(match limits::admit(store, record.key_id, record.limits, now)? {
-        Verdict::Allowed => None,
-        Verdict::Limited(standing) => Some(Deny::rate_limited(&standing)),
-    })
+    Ok(
+        match limits::admit(store, record.key_id, record.limits, now)? {
+            Verdict::Allowed => None,
+            Verdict::Limited(standing) => Some(Deny::rate_limited(&standing)),
+        },
+    )
 }
 
 #[cfg(test)]

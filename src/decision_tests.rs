@@ -51,7 +51,7 @@ fn world() -> World {
     };
     World {
         policy: Policy::from(&config),
-        table,
+        table: *table,
         reader,
         writer,
         expired,
@@ -105,7 +105,7 @@ fn one_key(status: KeyStatus, owner: Option<&str>) -> (String, KeyTable) {
     let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, 1, &[e])) else {
         panic!("snapshot")
     };
-    (key, table)
+    (key, *table)
 }
 
 #[test]

@@ -635,7 +635,7 @@ mod tests {
         assert_eq!(ops[1].status, KeyStatus::OrgSuspended);
         assert_eq!((ops[1].limits.per_minute, ops[1].limits.per_day), (5, 0));
         assert!(ops[1].external_id.is_some());
-        let sizes = encode_snapshot(KS, 1, &[plain.clone()]).len();
+        let sizes = encode_snapshot(KS, 1, std::slice::from_ref(&plain)).len();
         // Header 37, dictionary ("a:b", "free") 4 + 5 + 6, op count 4.
         assert_eq!(sizes, 37 + 4 + 5 + 6 + 4 + UPSERT_BYTES);
         for status in KeyStatus::ALL {

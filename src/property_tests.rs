@@ -171,7 +171,7 @@ fn whole(version: u64, model: &HashMap<u16, u64>) -> KeyTable {
     let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, version, &entries)) else {
         panic!("snapshot refused")
     };
-    table
+    *table
 }
 
 fn key_states() -> impl Strategy<Value = HashMap<u16, u64>> {
@@ -202,7 +202,7 @@ proptest! {
         let policy = Policy::from(&config);
         let Ok(Update::Snapshot(table)) = decode(&table_body(&[(1, false, 1)], true)) else { panic!() };
         let request = Request { method: &method, path: &path, headers: &headers };
-        for t in [None, Some(&table)] {
+        for t in [None, Some(&*table)] {
             match policy.decide(t, &request, now) {
                 Decision::Deny(d) => { serde_json::from_str::<serde_json::Value>(&d.body).unwrap(); }
                 Decision::Allow(a) => prop_assert!(a.identity.is_none() || t.is_some()),

@@ -325,8 +325,8 @@ pub struct KeyTable {
 
 /// A decoded feed body.
 pub enum Update {
-    /// A whole new table.
-    Snapshot(KeyTable),
+    /// A whole new table (boxed: a table is much larger than a delta).
+    Snapshot(Box<KeyTable>),
     /// Changes to apply to the current table.
     Delta(Delta),
 }
@@ -376,7 +376,7 @@ pub fn decode(bytes: &[u8]) -> Result<Update, FeedError> {
     if header.snapshot {
         let mut builder = SnapshotBuilder::new(0);
         builder.add_page(bytes)?;
-        builder.finish().map(Update::Snapshot)
+        builder.finish().map(|t| Update::Snapshot(Box::new(t)))
     } else {
         decode_delta(&header, reader).map(Update::Delta)
     }
@@ -821,7 +821,7 @@ mod tests {
 
     fn snapshot(version: u64, entries: &[FeedEntry]) -> KeyTable {
         match decode(&encode_snapshot(KS, version, entries)).unwrap() {
-            Update::Snapshot(t) => t,
+            Update::Snapshot(t) => *t,
             Update::Delta(_) => panic!("not a snapshot"),
         }
     }

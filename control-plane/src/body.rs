@@ -174,7 +174,12 @@ mod tests {
 
     #[test]
     fn nested_fields_are_named_with_their_object() {
-        let mut f = Fields::parse(br#"{"o":{"i":-1,"zz":1},"p":{"i":2},"q":3}"#, &["o", "p", "q"], false).unwrap();
+        let mut f = Fields::parse(
+            br#"{"o":{"i":-1,"zz":1},"p":{"i":2},"q":3}"#,
+            &["o", "p", "q"],
+            false,
+        )
+        .unwrap();
         assert_eq!(field_of(f.object("o", &["i"]).err().unwrap()), "o.zz");
         let mut p = f.object("p", &["i"]).unwrap().unwrap();
         assert_eq!(p.integer("i").unwrap(), Some(2));

@@ -259,15 +259,12 @@ fn limit(value: Option<u64>, field: &str) -> Result<u32, ApiError> {
     let Some(value) = value else {
         return Ok(0);
     };
-    u32::try_from(value)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!("{field} must be a positive integer of at most {}", u32::MAX),
-            )
-        })
+    u32::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("{field} must be a positive integer of at most {}", u32::MAX),
+        )
+    })
 }
 
 /// Checks an `external_id`: 1 to 128 visible ASCII characters (a header value).

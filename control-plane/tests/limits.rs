@@ -33,13 +33,34 @@ async fn bad_limits_and_owners_are_400s_naming_the_field() {
     let server = Server::start().await;
     let admin = server.create_tenant("acme").await.key;
     let cases = [
-        (json!({"rate_limits": {"per_minute": 0}}), "rate_limits.per_minute"),
-        (json!({"rate_limits": {"per_minute": -1}}), "rate_limits.per_minute"),
-        (json!({"rate_limits": {"per_minute": "60"}}), "rate_limits.per_minute"),
-        (json!({"rate_limits": {"per_day": 0}}), "rate_limits.per_day"),
-        (json!({"rate_limits": {"per_day": 1.5}}), "rate_limits.per_day"),
-        (json!({"rate_limits": {"per_day": 4_294_967_296u64}}), "rate_limits.per_day"),
-        (json!({"rate_limits": {"per_hour": 5}}), "rate_limits.per_hour"),
+        (
+            json!({"rate_limits": {"per_minute": 0}}),
+            "rate_limits.per_minute",
+        ),
+        (
+            json!({"rate_limits": {"per_minute": -1}}),
+            "rate_limits.per_minute",
+        ),
+        (
+            json!({"rate_limits": {"per_minute": "60"}}),
+            "rate_limits.per_minute",
+        ),
+        (
+            json!({"rate_limits": {"per_day": 0}}),
+            "rate_limits.per_day",
+        ),
+        (
+            json!({"rate_limits": {"per_day": 1.5}}),
+            "rate_limits.per_day",
+        ),
+        (
+            json!({"rate_limits": {"per_day": 4_294_967_296u64}}),
+            "rate_limits.per_day",
+        ),
+        (
+            json!({"rate_limits": {"per_hour": 5}}),
+            "rate_limits.per_hour",
+        ),
         (json!({"rate_limits": 60}), "rate_limits"),
         (json!({"external_id": ""}), "external_id"),
         (json!({"external_id": "user 1"}), "external_id"),
@@ -61,7 +82,11 @@ async fn bad_limits_and_owners_are_400s_naming_the_field() {
     let list = server
         .call("GET", "/api/v1/api-keys", Some(&admin), None)
         .await;
-    assert_eq!(list.json()["data"].as_array().unwrap().len(), 1, "nothing written");
+    assert_eq!(
+        list.json()["data"].as_array().unwrap().len(),
+        1,
+        "nothing written"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +162,9 @@ async fn limits_and_owner_are_shown_in_every_view_and_travel_in_the_feed() {
     );
     let minute_key = minute_only["api_key"].as_str().unwrap();
     assert_eq!(table.get(&hash(minute_key)).unwrap().limits.per_day, 0);
-    let plain = table.get(&hash(plain["api_key"].as_str().unwrap())).unwrap();
+    let plain = table
+        .get(&hash(plain["api_key"].as_str().unwrap()))
+        .unwrap();
     assert_eq!((plain.limits, plain.external_id), (RateLimits::NONE, None));
 
     // A rotation keeps the limits and the owner.
@@ -157,7 +184,11 @@ async fn limits_and_owner_are_shown_in_every_view_and_travel_in_the_feed() {
 
 /// The statuses of the keys of `hashes` in the delta since `since`, once
 /// the server serves a version past it.
-async fn statuses_since(server: &Server, since: u64, hashes: &[[u8; 32]]) -> Vec<Option<KeyStatus>> {
+async fn statuses_since(
+    server: &Server,
+    since: u64,
+    hashes: &[[u8; 32]],
+) -> Vec<Option<KeyStatus>> {
     let start = Instant::now();
     let reply = loop {
         let reply = server.feed(&format!("since={since}")).await;
@@ -165,7 +196,10 @@ async fn statuses_since(server: &Server, since: u64, hashes: &[[u8; 32]]) -> Vec
             break reply;
         }
         assert_eq!(reply.status, 304);
-        assert!(start.elapsed() < Duration::from_secs(5), "the change never came");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the change never came"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (header, ops) = raw_ops(&reply.bytes);
@@ -240,7 +274,10 @@ async fn suspension_moves_every_key_of_the_tenant_and_resume_brings_them_back() 
     let at = server.feed("since=0").await.version();
     let resumed = admin_json(&server, &["tenant", "resume", &acme.id]);
     assert_eq!(
-        (resumed["suspended"].clone(), resumed["keys_changed"].clone()),
+        (
+            resumed["suspended"].clone(),
+            resumed["keys_changed"].clone()
+        ),
         (json!(false), json!(2))
     );
     let moved = statuses_since(&server, at, &hashes).await;

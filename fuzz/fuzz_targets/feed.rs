@@ -232,7 +232,7 @@ fuzz_target!(|data: &[u8]| {
                 update(&mut model, parsed);
                 assert_eq!(t.version(), parsed.version);
                 check(&t, &model, &probes);
-                table = Some((t, model));
+                table = Some((*t, model));
             }
             Ok(Update::Delta(mut delta)) => {
                 let parsed = parsed.as_ref().expect("a decoded delta parses");

@@ -14,9 +14,9 @@
 
 use crate::abi::FilterEnvoy;
 use crate::host::{self, FilterScheduler, RequestHeaders};
+use crate::limits::ProcessCounts;
 use crate::shared::{key_is_dead, Shared, Watch};
 use crate::{log, now_ms};
-use crate::limits::ProcessCounts;
 use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
 use keygate::rules::path_only;
 use std::borrow::Cow;

@@ -78,7 +78,10 @@ async fn a_keys_own_limit_holds_across_workers_and_the_owner_reaches_upstream() 
         Some(PER_MINUTE.to_string().as_str())
     );
     assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
-    assert_eq!(refused.header("x-ratelimit-reset"), Some(retry.to_string().as_str()));
+    assert_eq!(
+        refused.header("x-ratelimit-reset"),
+        Some(retry.to_string().as_str())
+    );
     let through = replies.iter().find(|r| r.status == 200).unwrap();
     assert_eq!(through.echoed_header("x-key-owner"), Some("user-42"));
 
@@ -118,7 +121,10 @@ async fn a_suspended_tenant_is_refused_at_envoy_and_comes_back_on_resume() {
     let stack = two_workers().await;
     let acme = stack.new_tenant("acme").await;
     let second = stack
-        .create_key(&acme.api_key, json!({"name": "k", "scopes": ["memory:read"]}))
+        .create_key(
+            &acme.api_key,
+            json!({"name": "k", "scopes": ["memory:read"]}),
+        )
         .await
         .str("api_key")
         .to_string();

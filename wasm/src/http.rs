@@ -131,7 +131,9 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
             match decision::own_limits(&mut SharedCounts, a.identity.as_ref(), now / 1000) {
                 Ok(None) => {}
                 Ok(Some(limited)) => return refuse(state, &limited),
-                Err(e) => log::warn!("could not count the key's own rate limits ({e:?}); not limiting"),
+                Err(e) => {
+                    log::warn!("could not count the key's own rate limits ({e:?}); not limiting")
+                }
             }
             if allow(&a, &headers).is_err() {
                 log::error!("could not rewrite the request headers; refusing it");

@@ -83,7 +83,7 @@ mod tests {
             })
             .collect();
         match decode(&encode_snapshot(KS, 1, &entries)).unwrap() {
-            Update::Snapshot(t) => t,
+            Update::Snapshot(t) => *t,
             Update::Delta(_) => unreachable!(),
         }
     }

@@ -419,7 +419,7 @@ pub fn raw_ops(body: &[u8]) -> (keygate::feed::Header, Vec<RawOp>) {
 /// Decodes a snapshot body into a table.
 pub fn snapshot(body: &[u8]) -> keygate::table::KeyTable {
     match keygate::table::decode(body).unwrap() {
-        keygate::table::Update::Snapshot(table) => table,
+        keygate::table::Update::Snapshot(table) => *table,
         keygate::table::Update::Delta(_) => panic!("expected a snapshot, got a delta"),
     }
 }

@@ -6,11 +6,11 @@ use crate::store::{
     key_status, limit_to_store, stored_limit, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk,
     StoreError, Tenant,
 };
-use keygate::limits::RateLimits;
 use deadpool_postgres::{GenericClient, Transaction};
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
@@ -205,16 +205,16 @@ pub async fn set_suspended(
         w.tx.prepare_cached("UPDATE tenants SET suspended = $2 WHERE id = $1")
             .await?;
     w.tx.execute(&stmt, &[&sql_id(org.0), &suspended]).await?;
-    let stmt =
-        w.tx.prepare_cached("SELECT id FROM api_keys WHERE tenant_id = $1 AND in_table ORDER BY seq")
-            .await?;
+    let stmt = w
+        .tx
+        .prepare_cached("SELECT id FROM api_keys WHERE tenant_id = $1 AND in_table ORDER BY seq")
+        .await?;
     let rows = w.tx.query(&stmt, &[&sql_id(org.0)]).await?;
     for row in &rows {
         add_revision(w, KeyId(id_of(row, 0)?)).await?;
     }
     Ok(Some(rows.len()))
 }
-
 
 /// Moves the version on (taking the `feed_state` row lock until commit),
 /// records that `id` changed at it, and notifies [`CHANNEL`] at commit.

@@ -5,10 +5,10 @@ use crate::store::{
     key_status, limit_to_store, stored_limit, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk,
     StoreError, Tenant,
 };
-use keygate::limits::RateLimits;
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 use rusqlite::types::Type;
 use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
 
@@ -152,7 +152,9 @@ pub fn set_suspended(
     conn.prepare_cached("UPDATE tenants SET suspended = ?2 WHERE id = ?1")?
         .execute(params![sql_id(org.0), suspended])?;
     let ids: Vec<u64> = conn
-        .prepare_cached("SELECT id FROM api_keys WHERE tenant_id = ?1 AND in_table = 1 ORDER BY seq")?
+        .prepare_cached(
+            "SELECT id FROM api_keys WHERE tenant_id = ?1 AND in_table = 1 ORDER BY seq",
+        )?
         .query_map([sql_id(org.0)], |row| id_of(row, 0))?
         .collect::<Result<_, _>>()?;
     for &id in &ids {
