@@ -473,3 +473,96 @@ fn a_request_reads_its_pseudo_headers_and_upgrades() {
     assert_eq!((r.method, r.path), ("", "/"));
     assert!(!r.is_websocket_upgrade());
 }
+
+/// A count store that must not be touched.
+struct Untouched;
+
+impl crate::limits::CountStore for Untouched {
+    type Version = ();
+
+    fn read(
+        &mut self,
+        _: KeyId,
+    ) -> Result<Option<(crate::limits::Counts, ())>, crate::limits::LimitError> {
+        panic!("a key without own limits reached the count store")
+    }
+
+    fn write(
+        &mut self,
+        _: KeyId,
+        _: crate::limits::Counts,
+        _: Option<()>,
+    ) -> Result<bool, crate::limits::LimitError> {
+        panic!("a key without own limits reached the count store")
+    }
+}
+
+/// One key's counts in memory, compare-and-set on a version.
+#[derive(Default)]
+struct OneKey(Option<(crate::limits::Counts, u32)>);
+
+impl crate::limits::CountStore for OneKey {
+    type Version = u32;
+
+    fn read(
+        &mut self,
+        _: KeyId,
+    ) -> Result<Option<(crate::limits::Counts, u32)>, crate::limits::LimitError> {
+        Ok(self.0)
+    }
+
+    fn write(
+        &mut self,
+        _: KeyId,
+        counts: crate::limits::Counts,
+        seen: Option<u32>,
+    ) -> Result<bool, crate::limits::LimitError> {
+        let now = self.0.map(|(_, v)| v);
+        if now != seen {
+            return Ok(false);
+        }
+        self.0 = Some((counts, now.map_or(1, |v| v + 1)));
+        Ok(true)
+    }
+}
+
+#[test]
+fn only_keys_with_own_limits_are_counted() {
+    let w = world();
+    let auth = bearer(&w.reader);
+    let a = allowed(w.decide("GET", "/x", &[("authorization", &auth)]));
+    assert_eq!(
+        own_limits(&mut Untouched, a.identity.as_ref(), NOW),
+        Ok(None)
+    );
+    assert_eq!(own_limits(&mut Untouched, None, NOW), Ok(None));
+
+    let key = generate("rk", Environment::Live).unwrap();
+    let e = FeedEntry {
+        limits: crate::limits::RateLimits {
+            per_minute: 2,
+            per_day: 0,
+        },
+        ..entry(&key, 8, "memory:read", 0)
+    };
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, 1, &[e])) else {
+        panic!("snapshot")
+    };
+    let auth = bearer(&key);
+    let request = Request {
+        method: "GET",
+        path: "/x",
+        headers: &[("authorization", auth.as_str())],
+    };
+    let a = allowed(w.policy.decide(Some(&table), &request, NOW));
+    let mut store = OneKey::default();
+    let answers: Vec<_> = (0..3)
+        .map(|_| own_limits(&mut store, a.identity.as_ref(), NOW).unwrap())
+        .collect();
+    assert_eq!(answers[..2], [None, None]);
+    let limited = answers[2].as_ref().unwrap();
+    assert_eq!(
+        (limited.status, limited.reason),
+        (429, DenyReason::RateLimited)
+    );
+}
