@@ -1,5 +1,6 @@
 //! Admin commands: the same key operations as the API, run on the database
-//! directly, printing JSON. A running server sees their writes within a second.
+//! directly, printing JSON. A running server sees their writes within about
+//! 0.1 s (it re-reads the version every 100 ms).
 
 use crate::cli::{KeyCommand, TenantCommand};
 use crate::clock;
