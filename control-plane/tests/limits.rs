@@ -294,3 +294,46 @@ async fn suspension_moves_every_key_of_the_tenant_and_resume_brings_them_back() 
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("Tenant not found"));
 }
+
+/// A database made before migration 0002 (schema 0001, with a tenant and a
+/// key) migrates on open: the key keeps working, without limits or owner,
+/// and its tenant can be suspended.
+#[tokio::test]
+async fn a_database_of_schema_0001_migrates() {
+    if common::pg::selected() {
+        return; // The PostgreSQL migrations run on every fresh test database.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let key = keygate::key::generate("rk", keygate::key::Environment::Live).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/0001_schema.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1; \
+             INSERT INTO tenants (id, name, email, created_at) VALUES (7, 'old', 'o@x.test', 1);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
+             environment, tier, created_at, in_table) \
+             VALUES (9, 7, 'old key', ?1, ?2, 'tenant:admin', 'live', 'free', 1, 1)",
+            rusqlite::params![hash(&key), keygate::key::display_prefix(&key)],
+        )
+        .unwrap();
+    }
+    let server = Server::start_on(path.to_str().unwrap(), &[]).await;
+    let me = server
+        .call("GET", "/api/v1/auth/me", Some(&key), None)
+        .await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["key"]["rate_limits"], Value::Null);
+    assert_eq!(me.json()["key"]["external_id"], Value::Null);
+    let suspended = admin_json(&server, &["tenant", "suspend", "org_0000000000000007"]);
+    assert_eq!(suspended["keys_changed"], 1);
+    let refused = server
+        .call("GET", "/api/v1/auth/me", Some(&key), None)
+        .await;
+    assert_eq!(refused.status, 403);
+}
