@@ -3,7 +3,9 @@
 //!
 //! [`Policy::decide`] is the whole authentication of one request. It reads
 //! the request (method, `:path`, headers), the key table and the clock, and
-//! returns what the adapter must do; it never touches a host.
+//! returns what the adapter must do; it never touches a host. An allowed
+//! key that has rate limits of its own is then counted with [`own_limits`],
+//! through the adapter's [`CountStore`] (a 429 once a limit is used up).
 
 use crate::config::FilterConfig;
 use crate::credential::{self, Extracted};
