@@ -40,7 +40,7 @@ fn table_with(n: u64) -> (KeyTable, String) {
     );
     let paged = build_from_pages(&entries);
     assert_eq!(paged.len(), table.len());
-    (table, real)
+    (*table, real)
 }
 
 /// Synthetic key `i`, its hash spread over the whole range.
@@ -111,6 +111,7 @@ fn entry(hash: [u8; 32], i: u64) -> FeedEntry {
         scopes: ["memory:read memory:write", "memory:read", "users:read"][(i % 3) as usize].into(),
         tier: ["free", "pro"][(i % 2) as usize].into(),
         environment: Environment::Live,
+        ..FeedEntry::default()
     }
 }
 

@@ -3,13 +3,17 @@
 //!
 //! [`Policy::decide`] is the whole authentication of one request. It reads
 //! the request (method, `:path`, headers), the key table and the clock, and
-//! returns what the adapter must do; it never touches a host.
+//! returns what the adapter must do; it never touches a host. An allowed
+//! key that has rate limits of its own is then counted with [`own_limits`],
+//! through the adapter's [`CountStore`] (a 429 once a limit is used up).
 
 use crate::config::FilterConfig;
 use crate::credential::{self, Extracted};
 use crate::errors::{ErrorFormat, ErrorKind};
+use crate::feed::KeyStatus;
 use crate::ids::IdText;
 use crate::key::{self, Environment, KeyFormat};
+use crate::limits::{self, CountStore, LimitError, Standing, Verdict};
 use crate::rules::{self, Rule};
 use crate::scopes;
 use crate::table::{KeyRecord, KeyTable};
@@ -17,13 +21,17 @@ use std::borrow::Cow;
 
 /// Header naming the caller's organisation.
 pub const X_ORG_ID: &str = "x-org-id";
-/// Headers the filter owns: removed from every request, set on success.
-pub const IDENTITY_HEADERS: [&str; 5] = [
+/// Header naming the key's owner (its `external_id`), set only when it has one.
+pub const X_KEY_OWNER: &str = "x-key-owner";
+/// Headers the filter owns: removed from every request, set on success
+/// (`x-key-owner` only for a key that has an owner).
+pub const IDENTITY_HEADERS: [&str; 6] = [
     X_ORG_ID,
     "x-key-id",
     "x-key-scopes",
     "x-key-environment",
     "x-rate-tier",
+    X_KEY_OWNER,
 ];
 /// `WWW-Authenticate` value sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"keygate\"";
@@ -37,17 +45,26 @@ pub enum DenyReason {
     MissingScope,
     WrongOrg,
     NotReady,
+    OrgSuspended,
+    QuotaExhausted,
+    SpendExhausted,
+    /// The key's own rate limit (`limits`).
+    RateLimited,
 }
 
 impl DenyReason {
     /// Every reason, for registering stats.
-    pub const ALL: [DenyReason; 6] = [
+    pub const ALL: [DenyReason; 10] = [
         DenyReason::MissingKey,
         DenyReason::InvalidKey,
         DenyReason::Expired,
         DenyReason::MissingScope,
         DenyReason::WrongOrg,
         DenyReason::NotReady,
+        DenyReason::OrgSuspended,
+        DenyReason::QuotaExhausted,
+        DenyReason::SpendExhausted,
+        DenyReason::RateLimited,
     ];
 
     /// Short name for stats and logs.
@@ -59,18 +76,26 @@ impl DenyReason {
             DenyReason::MissingScope => "missing_scope",
             DenyReason::WrongOrg => "wrong_org",
             DenyReason::NotReady => "not_ready",
+            DenyReason::OrgSuspended => "org_suspended",
+            DenyReason::QuotaExhausted => "quota_exhausted",
+            DenyReason::SpendExhausted => "spend_exhausted",
+            DenyReason::RateLimited => "rate_limited",
         }
     }
 }
 
-/// A refusal: status, kind and message; its body is rendered in the
-/// deployment's dialect ([`Deny::body`]).
+/// A refusal: status, kind and message, whose body is rendered in the
+/// deployment's dialect ([`Deny::body`]), and the headers of the answer
+/// ([`Deny::response_headers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
     pub status: u16,
     pub reason: DenyReason,
     pub kind: ErrorKind,
     pub message: Cow<'static, str>,
+    /// Headers besides `content-type` and `WWW-Authenticate` (a 429's
+    /// `retry-after` and `x-ratelimit-*`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Deny {
@@ -81,6 +106,7 @@ impl Deny {
             reason,
             kind,
             message: message.into(),
+            headers: Vec::new(),
         }
     }
 
@@ -144,9 +170,76 @@ impl Deny {
         format.render(self.kind, &self.message, None)
     }
 
+    /// The key's tenant is suspended by the operator.
+    pub fn org_suspended() -> Deny {
+        Deny::new(
+            DenyReason::OrgSuspended,
+            ErrorKind::Suspended,
+            "Organization is suspended",
+        )
+    }
+
+    /// The key's request quota is used up.
+    pub fn quota_exhausted() -> Deny {
+        Deny::new(
+            DenyReason::QuotaExhausted,
+            ErrorKind::QuotaExceeded,
+            "API key has reached its request quota",
+        )
+    }
+
+    /// The key's spending cap is used up.
+    pub fn spend_exhausted() -> Deny {
+        Deny::new(
+            DenyReason::SpendExhausted,
+            ErrorKind::QuotaExceeded,
+            "API key has reached its spending cap",
+        )
+    }
+
+    /// The key's own limit is used up: `standing` gives `retry-after` and
+    /// the `x-ratelimit-*` headers.
+    pub fn rate_limited(standing: &Standing) -> Deny {
+        let reset = standing.reset.to_string();
+        Deny {
+            headers: vec![
+                ("retry-after", reset.clone()),
+                ("x-ratelimit-limit", standing.limit.to_string()),
+                ("x-ratelimit-remaining", standing.remaining.to_string()),
+                ("x-ratelimit-reset", reset),
+            ],
+            ..Deny::new(
+                DenyReason::RateLimited,
+                ErrorKind::RateLimited,
+                "Rate limit exceeded",
+            )
+        }
+    }
+
+    /// The refusal of a key that is not active; `None` for an active one.
+    pub fn for_status(status: KeyStatus) -> Option<Deny> {
+        match status {
+            KeyStatus::Active => None,
+            KeyStatus::OrgSuspended => Some(Deny::org_suspended()),
+            KeyStatus::QuotaExhausted => Some(Deny::quota_exhausted()),
+            KeyStatus::SpendExhausted => Some(Deny::spend_exhausted()),
+        }
+    }
+
     /// True when the answer must carry `WWW-Authenticate`.
     pub fn needs_www_authenticate(&self) -> bool {
         self.status == 401
+    }
+
+    /// Every header of the answer: `content-type`, `WWW-Authenticate` on a
+    /// 401, then [`Deny::headers`].
+    pub fn response_headers(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![("content-type", "application/json")];
+        if self.needs_www_authenticate() {
+            out.push(("www-authenticate", WWW_AUTHENTICATE));
+        }
+        out.extend(self.headers.iter().map(|(n, v)| (*n, v.as_str())));
+        out
     }
 }
 
@@ -165,12 +258,14 @@ pub struct IdentityHeaders<'t> {
     scopes: &'t str,
     environment: Environment,
     tier: &'t str,
+    owner: Option<&'t str>,
 }
 
 impl<'t> IdentityHeaders<'t> {
-    /// `(name, value)` pairs in the order of [`IDENTITY_HEADERS`].
-    pub fn pairs(&self) -> [(&'static str, &str); 5] {
-        let [org, key, scopes, env, tier] = IDENTITY_HEADERS;
+    /// `(name, value)` pairs in the order of [`IDENTITY_HEADERS`],
+    /// `x-key-owner` only when the key has an owner.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        let [org, key, scopes, env, tier, owner] = IDENTITY_HEADERS;
         [
             (org, self.org.as_str()),
             (key, self.key.as_str()),
@@ -178,6 +273,8 @@ impl<'t> IdentityHeaders<'t> {
             (env, self.environment.as_str()),
             (tier, self.tier),
         ]
+        .into_iter()
+        .chain(self.owner.map(|o| (owner, o)))
     }
 }
 
@@ -190,6 +287,7 @@ impl<'t> Identity<'t> {
             scopes: self.record.scopes,
             environment: self.record.environment,
             tier: self.record.tier,
+            owner: self.record.external_id,
         }
     }
 }
@@ -415,7 +513,8 @@ pub fn presented_hash(
     Ok(key::hash(&credential.key))
 }
 
-/// The checks once the key is found, in order: expiry, the client's
+/// The checks once the key is found, in order: expiry, the key's status
+/// (suspended tenant, quota or spending cap used up), the client's
 /// `X-Org-Id` (each must name the key's organisation), then the scopes,
 /// when `any_of` is given (one of them must be held; the first is named).
 pub fn check_found<H, V, S>(
@@ -431,6 +530,9 @@ where
 {
     if record.is_expired(now) {
         return Err(Deny::expired());
+    }
+    if let Some(deny) = Deny::for_status(record.status) {
+        return Err(deny);
     }
     let org = record.org_id.text();
     if let Some(other) = headers
@@ -448,6 +550,26 @@ where
         }
     }
     Ok(())
+}
+
+/// Counts an allowed request against its key's own rate limits, in `store`
+/// (shared by every worker): the 429 to answer when one is used up. A
+/// request without identity, or whose key has no limits of its own, never
+/// reaches `store`. `now` is unix seconds.
+pub fn own_limits<S: CountStore>(
+    store: &mut S,
+    identity: Option<&Identity<'_>>,
+    now: u64,
+) -> Result<Option<Deny>, LimitError> {
+    let Some(record) = identity.map(|i| &i.record).filter(|r| !r.limits.is_none()) else {
+        return Ok(None);
+    };
+    Ok(
+        match limits::admit(store, record.key_id, record.limits, now)? {
+            Verdict::Allowed => None,
+            Verdict::Limited(standing) => Some(Deny::rate_limited(&standing)),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Every row of SPEC §2–§5, decided natively against a real table.
 
 use super::*;
-use crate::feed::{encode_snapshot, FeedEntry};
+use crate::feed::{encode_snapshot, FeedEntry, KeyStatus};
 use crate::ids::{KeyId, OrgId};
 use crate::key::generate;
 use crate::table::{decode, Update};
@@ -33,6 +33,7 @@ fn entry(key: &str, id: u64, scopes: &str, expires_at: u64) -> FeedEntry {
         scopes: scopes.into(),
         tier: "free".into(),
         environment: Environment::Live,
+        ..FeedEntry::default()
     }
 }
 
@@ -50,7 +51,7 @@ fn world() -> World {
     };
     World {
         policy: Policy::from(&config),
-        table,
+        table: *table,
         reader,
         writer,
         expired,
@@ -89,13 +90,112 @@ fn allowed(d: Decision<'_>) -> Allow<'_> {
 
 fn header_value(a: &Allow<'_>, name: &str) -> String {
     let headers = a.identity.unwrap().headers();
-    headers
-        .pairs()
-        .iter()
-        .find(|(n, _)| *n == name)
+    let value = headers.pairs().find(|(n, _)| *n == name).unwrap().1;
+    value.to_string()
+}
+
+/// A one-key table whose key has `status` and `owner`.
+fn one_key(status: KeyStatus, owner: Option<&str>) -> (String, KeyTable) {
+    let key = generate("rk", Environment::Live).unwrap();
+    let e = FeedEntry {
+        status,
+        external_id: owner.map(str::to_string),
+        ..entry(&key, 5, "memory:read", 0)
+    };
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, 1, &[e])) else {
+        panic!("snapshot")
+    };
+    (key, *table)
+}
+
+#[test]
+fn a_key_that_is_not_active_is_refused_with_its_status() {
+    let w = world();
+    let cases = [
+        (
+            KeyStatus::OrgSuspended,
+            403,
+            r#"{"error":{"type":"forbidden","message":"Organization is suspended"}}"#,
+        ),
+        (
+            KeyStatus::QuotaExhausted,
+            402,
+            r#"{"error":{"type":"quota_exceeded","message":"API key has reached its request quota"}}"#,
+        ),
+        (
+            KeyStatus::SpendExhausted,
+            402,
+            r#"{"error":{"type":"quota_exceeded","message":"API key has reached its spending cap"}}"#,
+        ),
+    ];
+    for (status, code, body) in cases {
+        let (key, table) = one_key(status, None);
+        let auth = bearer(&key);
+        let request = Request {
+            method: "GET",
+            path: "/x",
+            headers: &[("authorization", auth.as_str())],
+        };
+        let d = denied(w.policy.decide(Some(&table), &request, NOW));
+        assert_eq!(
+            (d.status, &*d.body(ErrorFormat::Keygate)),
+            (code, body),
+            "{status:?}"
+        );
+        assert!(!d.needs_www_authenticate());
+    }
+}
+
+#[test]
+fn the_owner_is_forwarded_and_a_client_copy_removed() {
+    let w = world();
+    let (key, table) = one_key(KeyStatus::Active, Some("user-42"));
+    let auth = bearer(&key);
+    let headers = [("authorization", auth.as_str()), ("x-key-owner", "forged")];
+    let request = Request {
+        method: "GET",
+        path: "/x",
+        headers: &headers,
+    };
+    let a = allowed(w.policy.decide(Some(&table), &request, NOW));
+    assert_eq!(header_value(&a, "x-key-owner"), "user-42");
+    assert!(a.headers_to_remove().any(|h| h == "x-key-owner"));
+    // A key without an owner sets none (the client's copy still goes).
+    let auth = bearer(&w.reader);
+    let a = allowed(w.decide("GET", "/x", &[("authorization", &auth)]));
+    let set: Vec<_> = a
+        .identity
         .unwrap()
-        .1
-        .to_string()
+        .headers()
+        .pairs()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!set.contains(&"x-key-owner"));
+    assert!(a.headers_to_remove().any(|h| h == "x-key-owner"));
+}
+
+#[test]
+fn a_rate_limited_answer_carries_retry_after_and_the_standing() {
+    let d = Deny::rate_limited(&crate::limits::Standing {
+        limit: 5,
+        remaining: 0,
+        reset: 42,
+    });
+    assert_eq!(d.status, 429);
+    assert_eq!(
+        &*d.body(ErrorFormat::Keygate),
+        r#"{"error":{"type":"rate_limited","message":"Rate limit exceeded"}}"#
+    );
+    assert_eq!(
+        d.response_headers(),
+        [
+            ("content-type", "application/json"),
+            ("retry-after", "42"),
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "42"),
+        ]
+    );
 }
 
 #[test]
@@ -476,5 +576,98 @@ fn prefix_secret_keys_and_error_formats() {
     assert_eq!(
         d.body(policy.error_format),
         r#"{"error":"Unauthorized","message":"Invalid API key"}"#
+    );
+}
+
+/// A count store that must not be touched.
+struct Untouched;
+
+impl crate::limits::CountStore for Untouched {
+    type Version = ();
+
+    fn read(
+        &mut self,
+        _: KeyId,
+    ) -> Result<Option<(crate::limits::Counts, ())>, crate::limits::LimitError> {
+        panic!("a key without own limits reached the count store")
+    }
+
+    fn write(
+        &mut self,
+        _: KeyId,
+        _: crate::limits::Counts,
+        _: Option<()>,
+    ) -> Result<bool, crate::limits::LimitError> {
+        panic!("a key without own limits reached the count store")
+    }
+}
+
+/// One key's counts in memory, compare-and-set on a version.
+#[derive(Default)]
+struct OneKey(Option<(crate::limits::Counts, u32)>);
+
+impl crate::limits::CountStore for OneKey {
+    type Version = u32;
+
+    fn read(
+        &mut self,
+        _: KeyId,
+    ) -> Result<Option<(crate::limits::Counts, u32)>, crate::limits::LimitError> {
+        Ok(self.0)
+    }
+
+    fn write(
+        &mut self,
+        _: KeyId,
+        counts: crate::limits::Counts,
+        seen: Option<u32>,
+    ) -> Result<bool, crate::limits::LimitError> {
+        let now = self.0.map(|(_, v)| v);
+        if now != seen {
+            return Ok(false);
+        }
+        self.0 = Some((counts, now.map_or(1, |v| v + 1)));
+        Ok(true)
+    }
+}
+
+#[test]
+fn only_keys_with_own_limits_are_counted() {
+    let w = world();
+    let auth = bearer(&w.reader);
+    let a = allowed(w.decide("GET", "/x", &[("authorization", &auth)]));
+    assert_eq!(
+        own_limits(&mut Untouched, a.identity.as_ref(), NOW),
+        Ok(None)
+    );
+    assert_eq!(own_limits(&mut Untouched, None, NOW), Ok(None));
+
+    let key = generate("rk", Environment::Live).unwrap();
+    let e = FeedEntry {
+        limits: crate::limits::RateLimits {
+            per_minute: 2,
+            per_day: 0,
+        },
+        ..entry(&key, 8, "memory:read", 0)
+    };
+    let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, 1, &[e])) else {
+        panic!("snapshot")
+    };
+    let auth = bearer(&key);
+    let request = Request {
+        method: "GET",
+        path: "/x",
+        headers: &[("authorization", auth.as_str())],
+    };
+    let a = allowed(w.policy.decide(Some(&table), &request, NOW));
+    let mut store = OneKey::default();
+    let answers: Vec<_> = (0..3)
+        .map(|_| own_limits(&mut store, a.identity.as_ref(), NOW).unwrap())
+        .collect();
+    assert_eq!(answers[..2], [None, None]);
+    let limited = answers[2].as_ref().unwrap();
+    assert_eq!(
+        (limited.status, limited.reason),
+        (429, DenyReason::RateLimited)
     );
 }

@@ -1,4 +1,4 @@
-//! The key table feed codec (`KGT2`, see docs/feed-protocol.md).
+//! The key table feed codec (`KGT3`, see docs/feed-protocol.md).
 //!
 //! The control plane encodes snapshots (whole, or in pages of keys in hash
 //! order) and deltas; the filter checks and decodes them into a
@@ -8,11 +8,12 @@
 
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
+use crate::limits::RateLimits;
 use std::collections::HashMap;
 use std::fmt;
 
 /// First bytes of every body.
-pub const MAGIC: &[u8; 4] = b"KGT2";
+pub const MAGIC: &[u8; 4] = b"KGT3";
 /// Keys per snapshot page the control plane sends unless configured
 /// otherwise (about 1.1 MB a page).
 pub const DEFAULT_PAGE_KEYS: u32 = 16_384;
@@ -23,10 +24,62 @@ const KIND_SNAPSHOT: u8 = 1;
 pub const KIND_DELTA: u8 = 2;
 /// Body kind of a snapshot page with more pages to follow.
 pub const KIND_PAGE: u8 = 3;
-/// Bytes of one upsert op on the wire.
-pub const UPSERT_BYTES: usize = 66;
+/// Fewest bytes of one upsert op on the wire (a key without own limits or
+/// owner).
+pub const UPSERT_BYTES: usize = 68;
 const OP_UPSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
+/// Upsert `extras` bit: `per_minute u32, per_day u32` follow.
+const EXTRA_LIMITS: u8 = 1;
+/// Upsert `extras` bit: the owner's dictionary index (`u32`) follows.
+const EXTRA_OWNER: u8 = 2;
+/// Longest `external_id` (the key's owner), in bytes.
+pub const MAX_EXTERNAL_ID: usize = 128;
+
+/// True for an `external_id` a key may carry: 1 to 128 visible ASCII
+/// characters (no space or control character), so it is a valid header value.
+pub fn is_valid_external_id(text: &str) -> bool {
+    (1..=MAX_EXTERNAL_ID).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What a key in the table may do besides its scopes: the decision refuses
+/// every status but `Active` (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyStatus {
+    #[default]
+    Active,
+    /// Its tenant is suspended by the operator: 403.
+    OrgSuspended,
+    /// Its request quota is used up: 402.
+    QuotaExhausted,
+    /// Its spending cap is used up: 402.
+    SpendExhausted,
+}
+
+impl KeyStatus {
+    /// Every status, in wire order.
+    pub const ALL: [KeyStatus; 4] = [
+        KeyStatus::Active,
+        KeyStatus::OrgSuspended,
+        KeyStatus::QuotaExhausted,
+        KeyStatus::SpendExhausted,
+    ];
+
+    /// The status' byte on the wire (also its 2 bits in the table).
+    pub fn code(self) -> u8 {
+        match self {
+            KeyStatus::Active => 0,
+            KeyStatus::OrgSuspended => 1,
+            KeyStatus::QuotaExhausted => 2,
+            KeyStatus::SpendExhausted => 3,
+        }
+    }
+
+    /// The status of a wire byte; `None` for an unknown one.
+    pub fn from_code(code: u8) -> Option<KeyStatus> {
+        KeyStatus::ALL.into_iter().find(|s| s.code() == code)
+    }
+}
 
 /// The identity of one key set's history: 128 random bits made when its
 /// database is created. Two databases never share one, so a version number
@@ -63,7 +116,7 @@ impl fmt::Display for KeySet {
 }
 
 /// One key as the feed carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FeedEntry {
     /// SHA-256 of the full key.
     pub hash: [u8; 32],
@@ -75,6 +128,11 @@ pub struct FeedEntry {
     pub scopes: String,
     pub tier: String,
     pub environment: Environment,
+    pub status: KeyStatus,
+    /// The key's own limits (none by default).
+    pub limits: RateLimits,
+    /// The key's owner, forwarded as `x-key-owner` ([`is_valid_external_id`]).
+    pub external_id: Option<String>,
 }
 
 /// One change in a delta.
@@ -89,7 +147,7 @@ pub enum FeedOp {
 pub enum FeedError {
     /// The body ended early or has bytes past its end.
     Truncated,
-    /// Not a `KGT2` body.
+    /// Not a `KGT3` body.
     Magic,
     /// Unknown body kind or op tag.
     Tag(u8),
@@ -108,13 +166,15 @@ pub enum FeedError {
     EmptyPage,
     /// A body of another key set than the table (or the pages before it).
     KeySet { body: KeySet, have: KeySet },
+    /// An owner that is not a valid `external_id`.
+    ExternalId,
 }
 
 impl fmt::Display for FeedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FeedError::Truncated => f.write_str("truncated or oversized body"),
-            FeedError::Magic => f.write_str("not a KGT2 body"),
+            FeedError::Magic => f.write_str("not a KGT3 body"),
             FeedError::Tag(t) => write!(f, "unknown tag {t}"),
             FeedError::Utf8 => f.write_str("string is not UTF-8"),
             FeedError::Dictionary => f.write_str("bad dictionary index"),
@@ -130,6 +190,7 @@ impl fmt::Display for FeedError {
                     "body of key set {body} but the table is of key set {have}"
                 )
             }
+            FeedError::ExternalId => f.write_str("owner is not a valid external_id"),
         }
     }
 }
@@ -213,6 +274,18 @@ fn encode<'a>(
                     Environment::Live => 0,
                     Environment::Test => 1,
                 });
+                body.push(e.status.code());
+                let owner = e.external_id.as_deref();
+                let extras = if e.limits.is_none() { 0 } else { EXTRA_LIMITS }
+                    | if owner.is_some() { EXTRA_OWNER } else { 0 };
+                body.push(extras);
+                if extras & EXTRA_LIMITS != 0 {
+                    body.extend_from_slice(&e.limits.per_minute.to_le_bytes());
+                    body.extend_from_slice(&e.limits.per_day.to_le_bytes());
+                }
+                if let Some(owner) = owner {
+                    body.extend_from_slice(&intern(owner).to_le_bytes());
+                }
             }
             OpRef::Remove(hash) => {
                 body.push(OP_REMOVE);
@@ -262,6 +335,18 @@ pub struct RawEntry {
     pub scopes: u32,
     pub tier: u32,
     pub environment: Environment,
+    pub status: KeyStatus,
+    pub limits: RateLimits,
+    /// Dictionary index of the owner, if the key has one.
+    pub external_id: Option<u32>,
+}
+
+impl RawEntry {
+    /// True when every dictionary index is below `strings`.
+    pub fn indices_below(&self, strings: usize) -> bool {
+        let below = |i: u32| (i as usize) < strings;
+        below(self.scopes) && below(self.tier) && self.external_id.is_none_or(below)
+    }
 }
 
 /// A decoded op.
@@ -362,21 +447,54 @@ impl<'a> Reader<'a> {
         let hash = self.array()?;
         match tag {
             OP_REMOVE => Ok(RawOp::Remove(hash)),
-            OP_UPSERT => Ok(RawOp::Upsert(RawEntry {
-                hash,
-                key_id: self.u64()?,
-                org_id: self.u64()?,
-                expires_at: self.u64()?,
-                scopes: self.u32()?,
-                tier: self.u32()?,
-                environment: match self.u8()? {
-                    0 => Environment::Live,
-                    1 => Environment::Test,
-                    other => return Err(FeedError::Tag(other)),
-                },
-            })),
+            OP_UPSERT => self.upsert(hash).map(RawOp::Upsert),
             other => Err(FeedError::Tag(other)),
         }
+    }
+
+    /// Reads the rest of an upsert of `hash`.
+    fn upsert(&mut self, hash: [u8; 32]) -> Result<RawEntry, FeedError> {
+        let key_id = self.u64()?;
+        let org_id = self.u64()?;
+        let expires_at = self.u64()?;
+        let scopes = self.u32()?;
+        let tier = self.u32()?;
+        let environment = match self.u8()? {
+            0 => Environment::Live,
+            1 => Environment::Test,
+            other => return Err(FeedError::Tag(other)),
+        };
+        let status = self.u8()?;
+        let status = KeyStatus::from_code(status).ok_or(FeedError::Tag(status))?;
+        let extras = self.u8()?;
+        if extras & !(EXTRA_LIMITS | EXTRA_OWNER) != 0 {
+            return Err(FeedError::Tag(extras));
+        }
+        let limits = if extras & EXTRA_LIMITS != 0 {
+            RateLimits {
+                per_minute: self.u32()?,
+                per_day: self.u32()?,
+            }
+        } else {
+            RateLimits::NONE
+        };
+        let external_id = if extras & EXTRA_OWNER != 0 {
+            Some(self.u32()?)
+        } else {
+            None
+        };
+        Ok(RawEntry {
+            hash,
+            key_id,
+            org_id,
+            expires_at,
+            scopes,
+            tier,
+            environment,
+            status,
+            limits,
+            external_id,
+        })
     }
 
     /// Fails unless every byte was read.
@@ -420,16 +538,17 @@ pub fn check_snapshot_page(
     if !header.snapshot {
         return Err(FeedError::Tag(KIND_DELTA));
     }
-    let strings = reader.dictionary()?.len();
+    let dictionary = reader.dictionary()?;
     let n = reader.op_count()?;
     let mut last = after.copied();
     for _ in 0..n {
         let RawOp::Upsert(e) = reader.op()? else {
             return Err(FeedError::RemoveInSnapshot);
         };
-        if e.scopes as usize >= strings || e.tier as usize >= strings {
+        if !e.indices_below(dictionary.len()) {
             return Err(FeedError::Dictionary);
         }
+        check_external_id(&dictionary, &e)?;
         if last.is_some_and(|l| e.hash <= l) {
             return Err(FeedError::Order);
         }
@@ -448,6 +567,20 @@ pub fn check_snapshot_page(
     })
 }
 
+/// Fails unless the owner `raw` names in `dictionary` (if any) is a valid
+/// `external_id`; an index out of range is a `Dictionary` error.
+pub fn check_external_id<S: AsRef<str>>(dictionary: &[S], raw: &RawEntry) -> Result<(), FeedError> {
+    let Some(i) = raw.external_id else {
+        return Ok(());
+    };
+    let owner = dictionary.get(i as usize).ok_or(FeedError::Dictionary)?;
+    if is_valid_external_id(owner.as_ref()) {
+        Ok(())
+    } else {
+        Err(FeedError::ExternalId)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,10 +592,81 @@ mod tests {
             hash: [n; 32],
             key_id: KeyId(u64::from(n)),
             org_id: OrgId(1),
-            expires_at: 0,
             scopes: "a:b".into(),
             tier: "free".into(),
-            environment: Environment::Live,
+            ..FeedEntry::default()
+        }
+    }
+
+    fn decoded(body: &[u8]) -> Vec<RawEntry> {
+        let (_, mut r) = Reader::header(body).unwrap();
+        r.dictionary().unwrap();
+        let n = r.op_count().unwrap();
+        let ops = (0..n)
+            .map(|_| match r.op().unwrap() {
+                RawOp::Upsert(e) => e,
+                RawOp::Remove(_) => panic!("remove"),
+            })
+            .collect();
+        r.finish().unwrap();
+        ops
+    }
+
+    #[test]
+    fn status_limits_and_owner_round_trip() {
+        let plain = entry(1);
+        let full = FeedEntry {
+            status: KeyStatus::OrgSuspended,
+            limits: RateLimits {
+                per_minute: 5,
+                per_day: 0,
+            },
+            external_id: Some("user-42".into()),
+            ..entry(2)
+        };
+        let body = encode_snapshot(KS, 1, &[plain.clone(), full]);
+        // The plain key costs the fixed 68 bytes; the full one 8 + 4 more.
+        let ops = decoded(&body);
+        assert_eq!(ops.len(), 2);
+        assert_eq!(
+            (ops[0].status, ops[0].limits, ops[0].external_id),
+            (KeyStatus::Active, RateLimits::NONE, None)
+        );
+        assert_eq!(ops[1].status, KeyStatus::OrgSuspended);
+        assert_eq!((ops[1].limits.per_minute, ops[1].limits.per_day), (5, 0));
+        assert!(ops[1].external_id.is_some());
+        let sizes = encode_snapshot(KS, 1, std::slice::from_ref(&plain)).len();
+        // Header 37, dictionary ("a:b", "free") 4 + 5 + 6, op count 4.
+        assert_eq!(sizes, 37 + 4 + 5 + 6 + 4 + UPSERT_BYTES);
+        for status in KeyStatus::ALL {
+            assert_eq!(KeyStatus::from_code(status.code()), Some(status));
+        }
+        assert_eq!(KeyStatus::from_code(4), None);
+    }
+
+    #[test]
+    fn bad_owners_and_unknown_bytes_are_refused() {
+        for bad in ["", "with space", "tab\t", "é", &"x".repeat(129)] {
+            assert!(!is_valid_external_id(bad), "{bad:?}");
+            let e = FeedEntry {
+                external_id: Some(bad.into()),
+                ..entry(1)
+            };
+            let body = encode_snapshot(KS, 1, &[e]);
+            assert_eq!(
+                check_snapshot_page(&body, None),
+                Err(FeedError::ExternalId),
+                "{bad:?}"
+            );
+        }
+        assert!(is_valid_external_id(&"x".repeat(128)));
+        let good = encode_snapshot(KS, 1, &[entry(1)]);
+        let extras_at = good.len() - 1;
+        let status_at = good.len() - 2;
+        for (at, byte) in [(status_at, 4u8), (extras_at, 4u8)] {
+            let mut bad = good.clone();
+            bad[at] = byte;
+            assert_eq!(check_snapshot_page(&bad, None), Err(FeedError::Tag(4)));
         }
     }
 

@@ -62,7 +62,7 @@ fn parse(tag: &'static str, s: &str) -> Result<u64, IdError> {
 macro_rules! id_type {
     ($name:ident, $tag:literal, $doc:literal) => {
         #[doc = $doc]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
         pub struct $name(pub u64);
 
         impl $name {

@@ -25,9 +25,10 @@ pub const MAX_PREFIX_LEN: usize = 16;
 pub const DISPLAY_PREFIX_LEN: usize = 12;
 
 /// The environment a key was minted for: information for the upstream, not isolation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
+    #[default]
     Live,
     Test,
 }

@@ -15,6 +15,7 @@ pub mod errors;
 pub mod feed;
 pub mod ids;
 pub mod key;
+pub mod limits;
 pub mod rules;
 pub mod scopes;
 pub mod table;

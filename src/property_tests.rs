@@ -9,9 +9,12 @@ use crate::credential::{
 };
 use crate::decision::{Decision, Policy, Request};
 use crate::errors::ErrorFormat;
-use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
+use crate::feed::{
+    encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp, KeyStatus,
+};
 use crate::ids::{KeyId, OrgId};
 use crate::key::{self, Environment};
+use crate::limits::RateLimits;
 use crate::table::{decode, KeyTable, SnapshotBuilder, Update};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -108,11 +111,31 @@ pub(crate) fn keyed(id: u16, x: u64) -> FeedEntry {
         } else {
             Environment::Test
         },
+        status: KeyStatus::ALL[(x % 4) as usize],
+        // Some keys have limits, some an owner, some both, most neither.
+        limits: if x % 5 == 1 {
+            RateLimits {
+                per_minute: (x % 11) as u32,
+                per_day: (x % 13) as u32 + 1,
+            }
+        } else {
+            RateLimits::NONE
+        },
+        external_id: (x % 3 == 1).then(|| format!("owner-{}", x % 17)),
     }
 }
 
-/// A lookup's result: key id, org id, expiry, scopes, tier, environment.
-type Answer = (u64, u64, u64, String, String, Environment);
+/// A lookup's result: key id, org id, expiry, scopes, tier, environment,
+/// then status, own limits and owner.
+type Answer = (
+    u64,
+    u64,
+    u64,
+    String,
+    String,
+    Environment,
+    (KeyStatus, RateLimits, Option<String>),
+);
 
 /// What the table answers for every key of the universe.
 fn answers(table: &KeyTable) -> Vec<Option<Answer>> {
@@ -126,6 +149,7 @@ fn answers(table: &KeyTable) -> Vec<Option<Answer>> {
                     r.scopes.to_string(),
                     r.tier.to_string(),
                     r.environment,
+                    (r.status, r.limits, r.external_id.map(str::to_string)),
                 )
             })
         })
@@ -145,6 +169,7 @@ fn model_answers(model: &HashMap<u16, u64>) -> Vec<Option<Answer>> {
                     e.scopes,
                     e.tier,
                     e.environment,
+                    (e.status, e.limits, e.external_id),
                 )
             })
         })
@@ -156,7 +181,7 @@ fn whole(version: u64, model: &HashMap<u16, u64>) -> KeyTable {
     let Ok(Update::Snapshot(table)) = decode(&encode_snapshot(KS, version, &entries)) else {
         panic!("snapshot refused")
     };
-    table
+    *table
 }
 
 fn key_states() -> impl Strategy<Value = HashMap<u16, u64>> {
@@ -203,7 +228,7 @@ proptest! {
         let policy = Policy::from(&config);
         let Ok(Update::Snapshot(table)) = decode(&table_body(&[(1, false, 1)], true)) else { panic!() };
         let request = Request { method: &method, path: &path, headers: &headers };
-        for t in [None, Some(&table)] {
+        for t in [None, Some(&*table)] {
             match policy.decide(t, &request, now) {
                 Decision::Deny(d) => for format in ErrorFormat::ALL {
                     serde_json::from_str::<serde_json::Value>(&d.body(format)).unwrap();
@@ -233,7 +258,7 @@ proptest! {
     #[test]
     fn arbitrary_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = decode(&bytes);
-        let mut with_magic = b"KGT2".to_vec();
+        let mut with_magic = crate::feed::MAGIC.to_vec();
         with_magic.extend_from_slice(&bytes);
         let _ = decode(&with_magic);
     }

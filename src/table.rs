@@ -8,7 +8,9 @@
 //!
 //! - Each key is one 40-byte [`Entry`]: the first 16 bytes of the key's
 //!   SHA-256, key id, org id, expiry (unix seconds saturated to `u32`), and
-//!   interned scope set (`u16`) and tier (`u8`) indices plus a flags byte.
+//!   interned scope set (`u16`) and tier (`u8`) indices plus a flags byte
+//!   (environment, tombstone, the key's [`KeyStatus`] in two bits, and
+//!   whether it has extras).
 //!   Keys are matched on that 128-bit prefix alone: a presented key is
 //!   mistaken for a stored one only if its SHA-256 shares the stored key's
 //!   first 128 bits, a second preimage costing about 2^128 hash evaluations.
@@ -26,14 +28,20 @@
 //!   keys are merged from the back into the spare capacity, and the
 //!   directory is rebuilt. A snapshot reserves 1/32 spare capacity for this,
 //!   so merges do not reallocate until the table has grown by that much.
+//! - A key's own rate limits and owner (`external_id`) live in a side map
+//!   by prefix, only for the keys that have them (flag `FLAG_EXTRAS`): a
+//!   key without them costs nothing more, and a lookup of it never touches
+//!   the map; one with them about 50 bytes more, plus its owner's length.
 //! - A snapshot arrives whole or in pages ([`SnapshotBuilder`]); each page's
 //!   keys are appended in order, and the table is only indexed at the end.
 
 use crate::feed::{
-    FeedError, Header, KeySet, RawEntry, RawOp, Reader, KIND_DELTA, KIND_PAGE, UPSERT_BYTES,
+    check_external_id, FeedError, Header, KeySet, KeyStatus, RawEntry, RawOp, Reader, KIND_DELTA,
+    KIND_PAGE, UPSERT_BYTES,
 };
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
+use crate::limits::RateLimits;
 use hashbrown::HashTable;
 use std::collections::{HashMap, HashSet};
 
@@ -55,6 +63,11 @@ const MAX_DIRECTORY_BITS: u32 = 24;
 /// `Entry::flags` bits.
 const FLAG_TEST: u8 = 1;
 const FLAG_REMOVED: u8 = 2;
+/// The two bits of the key's status (`KeyStatus::code`).
+const STATUS_SHIFT: u8 = 2;
+const STATUS_MASK: u8 = 0b11 << STATUS_SHIFT;
+/// The key has an entry in `KeyTable::extras`.
+const FLAG_EXTRAS: u8 = 16;
 
 /// One key: 40 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,13 +82,42 @@ struct Entry {
     scopes: u16,
     /// Index into the table's tiers.
     tier: u8,
-    /// `FLAG_TEST`, `FLAG_REMOVED`.
+    /// `FLAG_TEST`, `FLAG_REMOVED`, `FLAG_EXTRAS` and the status bits.
     flags: u8,
 }
 
 impl Entry {
     fn is_removed(&self) -> bool {
         self.flags & FLAG_REMOVED != 0
+    }
+
+    fn status(&self) -> KeyStatus {
+        KeyStatus::from_code((self.flags & STATUS_MASK) >> STATUS_SHIFT).unwrap_or_default()
+    }
+}
+
+/// What only some keys carry: their own limits and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Extras {
+    limits: RateLimits,
+    external_id: Option<Box<str>>,
+}
+
+impl Extras {
+    /// The extras of `raw`, if it has any (its owner already checked).
+    fn of(raw: &RawEntry, dictionary: &[&str]) -> Option<Extras> {
+        let external_id = raw
+            .external_id
+            .and_then(|i| dictionary.get(i as usize))
+            .map(|s| Box::from(*s));
+        (external_id.is_some() || !raw.limits.is_none()).then_some(Extras {
+            limits: raw.limits,
+            external_id,
+        })
+    }
+
+    fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<([u8; 16], Extras)>() + self.external_id.as_ref().map_or(0, |s| s.len())
     }
 }
 
@@ -100,6 +142,11 @@ pub struct KeyRecord<'t> {
     pub scopes: &'t str,
     pub tier: &'t str,
     pub environment: Environment,
+    pub status: KeyStatus,
+    /// The key's own limits ([`RateLimits::NONE`] when it has none).
+    pub limits: RateLimits,
+    /// The key's owner, forwarded as `x-key-owner`.
+    pub external_id: Option<&'t str>,
 }
 
 impl KeyRecord<'_> {
@@ -155,14 +202,17 @@ impl<'d> Resolver<'d> {
         }
     }
 
-    /// The entry for `raw`, its strings interned into `scope_sets` and `tiers`.
+    /// The entry for `raw`, its strings interned into `scope_sets` and
+    /// `tiers`, and its extras if it has any.
     fn entry(
         &mut self,
         raw: &RawEntry,
         scope_sets: &mut Interner,
         tiers: &mut Interner,
-    ) -> Result<Entry, FeedError> {
+    ) -> Result<(Entry, Option<Extras>), FeedError> {
         let dictionary = self.dictionary;
+        check_external_id(dictionary, raw)?;
+        let extras = Extras::of(raw, dictionary);
         let scopes = resolve(
             &mut self.scopes,
             dictionary,
@@ -172,15 +222,19 @@ impl<'d> Resolver<'d> {
         )?;
         let tier = resolve(&mut self.tiers, dictionary, raw.tier, tiers, MAX_TIERS)?;
         let test = raw.environment == Environment::Test;
-        Ok(Entry {
+        let flags = if test { FLAG_TEST } else { 0 }
+            | if extras.is_some() { FLAG_EXTRAS } else { 0 }
+            | (raw.status.code() << STATUS_SHIFT);
+        let entry = Entry {
             prefix: prefix_of(&raw.hash),
             key_id: raw.key_id,
             org_id: raw.org_id,
             expires_at: u32::try_from(raw.expires_at).unwrap_or(u32::MAX),
             scopes,
             tier,
-            flags: if test { FLAG_TEST } else { 0 },
-        })
+            flags,
+        };
+        Ok((entry, extras))
     }
 }
 
@@ -265,12 +319,14 @@ pub struct KeyTable {
     live: usize,
     scope_sets: Interner,
     tiers: Interner,
+    /// Limits and owners of the keys flagged `FLAG_EXTRAS`, by prefix.
+    extras: HashMap<[u8; 16], Extras>,
 }
 
 /// A decoded feed body.
 pub enum Update {
-    /// A whole new table.
-    Snapshot(KeyTable),
+    /// A whole new table (boxed: a table is much larger than a delta).
+    Snapshot(Box<KeyTable>),
     /// Changes to apply to the current table.
     Delta(Delta),
 }
@@ -297,11 +353,15 @@ impl Delta {
 
     fn check_dictionary(&self) -> Result<(), FeedError> {
         let n = self.dictionary.len();
-        let ok = self.ops.iter().all(|op| match op {
-            RawOp::Upsert(e) => (e.scopes as usize) < n && (e.tier as usize) < n,
-            RawOp::Remove(_) => true,
-        });
-        ok.then_some(()).ok_or(FeedError::Dictionary)
+        for op in &self.ops {
+            if let RawOp::Upsert(e) = op {
+                if !e.indices_below(n) {
+                    return Err(FeedError::Dictionary);
+                }
+                check_external_id(&self.dictionary, e)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -316,7 +376,7 @@ pub fn decode(bytes: &[u8]) -> Result<Update, FeedError> {
     if header.snapshot {
         let mut builder = SnapshotBuilder::new(0);
         builder.add_page(bytes)?;
-        builder.finish().map(Update::Snapshot)
+        builder.finish().map(|t| Update::Snapshot(Box::new(t)))
     } else {
         decode_delta(&header, reader).map(Update::Delta)
     }
@@ -370,6 +430,11 @@ impl KeyTable {
             + self.overlay.allocation_size()
             + self.scope_sets.memory_bytes()
             + self.tiers.memory_bytes()
+            + self
+                .extras
+                .values()
+                .map(Extras::memory_bytes)
+                .sum::<usize>()
     }
 
     /// The key with this SHA-256, if the table holds it.
@@ -385,6 +450,11 @@ impl KeyTable {
     }
 
     fn record(&self, entry: &Entry) -> KeyRecord<'_> {
+        let extras = if entry.flags & FLAG_EXTRAS != 0 {
+            self.extras.get(&entry.prefix)
+        } else {
+            None
+        };
         KeyRecord {
             key_id: KeyId(entry.key_id),
             org_id: OrgId(entry.org_id),
@@ -396,6 +466,9 @@ impl KeyTable {
             } else {
                 Environment::Live
             },
+            status: entry.status(),
+            limits: extras.map_or(RateLimits::NONE, |x| x.limits),
+            external_id: extras.and_then(|x| x.external_id.as_deref()),
         }
     }
 
@@ -428,8 +501,9 @@ impl KeyTable {
         for op in &delta.ops {
             match op {
                 RawOp::Upsert(raw) => {
-                    let entry = resolver.entry(raw, &mut self.scope_sets, &mut self.tiers)?;
-                    self.upsert(entry);
+                    let (entry, extras) =
+                        resolver.entry(raw, &mut self.scope_sets, &mut self.tiers)?;
+                    self.upsert(entry, extras);
                 }
                 RawOp::Remove(hash) => self.remove(&prefix_of(hash)),
             }
@@ -461,7 +535,11 @@ impl KeyTable {
         fits.then_some(()).ok_or(FeedError::Dictionary)
     }
 
-    fn upsert(&mut self, entry: Entry) {
+    fn upsert(&mut self, entry: Entry, extras: Option<Extras>) {
+        match extras {
+            Some(extras) => self.extras.insert(entry.prefix, extras),
+            None => self.extras.remove(&entry.prefix),
+        };
         if let Some(slot) = self.find(&entry.prefix).and_then(|i| self.base.get_mut(i)) {
             if slot.is_removed() {
                 self.removed -= 1;
@@ -486,6 +564,7 @@ impl KeyTable {
     }
 
     fn remove(&mut self, prefix: &[u8; 16]) {
+        self.extras.remove(prefix);
         if let Some(slot) = self.find(prefix).and_then(|i| self.base.get_mut(i)) {
             if !slot.is_removed() {
                 slot.flags |= FLAG_REMOVED;
@@ -683,11 +762,14 @@ impl SnapshotBuilder {
                 return Err(FeedError::RemoveInSnapshot);
             };
             let table = &mut self.table;
-            let entry = resolver.entry(&raw, &mut table.scope_sets, &mut table.tiers)?;
+            let (entry, extras) = resolver.entry(&raw, &mut table.scope_sets, &mut table.tiers)?;
             if self.last.is_some_and(|last| entry.prefix <= last) {
                 return Err(FeedError::Order);
             }
             self.last = Some(entry.prefix);
+            if let Some(extras) = extras {
+                table.extras.insert(entry.prefix, extras);
+            }
             table.base.push(entry);
         }
         reader.finish()?;
@@ -730,16 +812,16 @@ mod tests {
             hash: [n; 32],
             key_id: KeyId(u64::from(n)),
             org_id: OrgId(7),
-            expires_at: 0,
             scopes: scopes.into(),
             tier: tier.into(),
             environment: Environment::Test,
+            ..FeedEntry::default()
         }
     }
 
     fn snapshot(version: u64, entries: &[FeedEntry]) -> KeyTable {
         match decode(&encode_snapshot(KS, version, entries)).unwrap() {
-            Update::Snapshot(t) => t,
+            Update::Snapshot(t) => *t,
             Update::Delta(_) => panic!("not a snapshot"),
         }
     }
@@ -824,6 +906,67 @@ mod tests {
         ));
         assert!(matches!(mixed, Err(FeedError::KeySet { .. })));
         assert!(b.finish().is_err());
+    }
+
+    fn with_extras(n: u8, status: KeyStatus, per_minute: u32, owner: Option<&str>) -> FeedEntry {
+        FeedEntry {
+            status,
+            limits: RateLimits {
+                per_minute,
+                per_day: 0,
+            },
+            external_id: owner.map(str::to_string),
+            ..entry(n, "a:b", "free")
+        }
+    }
+
+    fn extras_of(t: &KeyTable, n: u8) -> (KeyStatus, u32, Option<&str>) {
+        let r = t.get(&[n; 32]).unwrap();
+        (r.status, r.limits.per_minute, r.external_id)
+    }
+
+    #[test]
+    fn status_limits_and_owners_travel_and_change() {
+        let mut t = snapshot(
+            1,
+            &[
+                entry(1, "a:b", "free"),
+                with_extras(2, KeyStatus::OrgSuspended, 5, Some("user-2")),
+                with_extras(3, KeyStatus::SpendExhausted, 0, None),
+            ],
+        );
+        assert_eq!(extras_of(&t, 1), (KeyStatus::Active, 0, None));
+        assert_eq!(
+            extras_of(&t, 2),
+            (KeyStatus::OrgSuspended, 5, Some("user-2"))
+        );
+        assert_eq!(extras_of(&t, 3), (KeyStatus::SpendExhausted, 0, None));
+        assert_eq!(t.extras.len(), 1, "only the key that has extras");
+        let ops = [
+            FeedOp::Upsert(with_extras(1, KeyStatus::QuotaExhausted, 9, None)),
+            FeedOp::Upsert(entry(2, "a:b", "free")),
+            FeedOp::Upsert(with_extras(4, KeyStatus::Active, 0, Some("dev-4"))),
+        ];
+        t.apply(&delta(1, 2, &ops)).unwrap();
+        assert_eq!(extras_of(&t, 1), (KeyStatus::QuotaExhausted, 9, None));
+        assert_eq!(extras_of(&t, 2), (KeyStatus::Active, 0, None));
+        assert_eq!(extras_of(&t, 4), (KeyStatus::Active, 0, Some("dev-4")));
+        t.apply(&delta(2, 3, &[FeedOp::Remove([4; 32])])).unwrap();
+        t.merge();
+        assert_eq!(t.extras.len(), 1);
+        assert_eq!(extras_of(&t, 1), (KeyStatus::QuotaExhausted, 9, None));
+        let bad = encode_delta(
+            KS,
+            3,
+            4,
+            &[FeedOp::Upsert(with_extras(
+                5,
+                KeyStatus::Active,
+                0,
+                Some("a b"),
+            ))],
+        );
+        assert_eq!(decode(&bad).err(), Some(FeedError::ExternalId));
     }
 
     #[test]
@@ -1020,10 +1163,10 @@ mod tests {
         assert_eq!(backwards.err(), Some(FeedError::Order));
         let duplicate = decode(&encode_snapshot(KS, 1, &[e(2), e(2)]));
         assert_eq!(duplicate.err(), Some(FeedError::Order));
-        // Swap the two (66-byte) ops of a sorted body.
+        // Swap the two (68-byte) ops of a sorted body.
         let mut unsorted = encode_snapshot(KS, 1, &[e(1), e(2)]);
-        let ops = unsorted.len() - 132;
-        let (first, second) = unsorted[ops..].split_at_mut(66);
+        let ops = unsorted.len() - 2 * UPSERT_BYTES;
+        let (first, second) = unsorted[ops..].split_at_mut(UPSERT_BYTES);
         first.swap_with_slice(second);
         assert_eq!(decode(&unsorted).err(), Some(FeedError::Order));
     }
@@ -1049,7 +1192,7 @@ mod tests {
     #[test]
     fn a_failed_build_refuses_everything_after() {
         let mut b = SnapshotBuilder::new(2);
-        assert_eq!(b.add_page(b"KGT2"), Err(FeedError::Truncated));
+        assert_eq!(b.add_page(crate::feed::MAGIC), Err(FeedError::Truncated));
         let good = encode_snapshot_page(KS, 1, &[entry(1, "a:b", "free")], false);
         assert_eq!(b.add_page(&good), Err(FeedError::Truncated));
         assert_eq!(b.finish().err(), Some(FeedError::Truncated));
@@ -1131,10 +1274,9 @@ mod tests {
     fn garbage_is_an_error() {
         let good = encode_snapshot(KS, 3, &[entry(1, "a:b", "free")]);
         assert!(matches!(decode(b""), Err(FeedError::Magic)));
-        assert!(matches!(
-            decode(b"KGT1xxxxxxxxxxxxxxxxxx"),
-            Err(FeedError::Magic)
-        ));
+        for old in [b"KGT1xxxxxxxxxxxxxxxxxx", b"KGT2xxxxxxxxxxxxxxxxxx"] {
+            assert!(matches!(decode(old), Err(FeedError::Magic)));
+        }
         for cut in 0..good.len() {
             assert!(
                 decode(&good[..cut]).is_err(),
@@ -1154,7 +1296,13 @@ mod tests {
 
     #[test]
     fn memory_is_small_per_key() {
-        let entries: Vec<_> = (0..4096).map(spread).collect();
+        // Keys without own limits or owner: the 40-byte entry and nothing more.
+        let plain = |i| FeedEntry {
+            limits: RateLimits::NONE,
+            external_id: None,
+            ..spread(i)
+        };
+        let entries: Vec<_> = (0..4096).map(plain).collect();
         let t = snapshot(1, &entries);
         // 40 B entries, 1/32 slack, a 4 B offset per 8-16 keys, 8 strings.
         assert!(

@@ -47,7 +47,7 @@ struct Table {
 }
 
 impl Table {
-    /// The keys of a `KGT2` snapshot body.
+    /// The keys of a `KGT3` snapshot body.
     fn decode(body: &[u8]) -> io::Result<Table> {
         let invalid = |e: keygate::feed::FeedError| io::Error::new(io::ErrorKind::InvalidData, e);
         let (header, mut reader) = Reader::header(body).map_err(invalid)?;
@@ -106,6 +106,7 @@ impl Table {
                 scopes: text(k.scopes),
                 tier: text(k.tier),
                 environment: k.environment,
+                ..FeedEntry::default()
             })
             .collect();
         (entries, end < self.keys.len())
@@ -125,7 +126,7 @@ struct Shared {
 }
 
 impl FeedServer {
-    /// Serves the keys of `body` (a `KGT2` snapshot at `version`), in pages
+    /// Serves the keys of `body` (a `KGT3` snapshot at `version`), in pages
     /// of [`PAGE_KEYS`], to callers presenting `token`.
     pub fn start(body: Vec<u8>, version: u64, token: &str) -> io::Result<FeedServer> {
         FeedServer::start_paged(&body, version, token, PAGE_KEYS)

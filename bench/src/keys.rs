@@ -11,6 +11,14 @@ use keygate::feed::{encode_snapshot, FeedEntry, KeySet};
 const KEY_SET: KeySet = KeySet([0x6b; 16]);
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment};
+use keygate::limits::RateLimits;
+
+/// The own limits of the real keys in [`limited_snapshot`]: counted on every
+/// request, never reached by a bench run.
+pub const UNREACHED: RateLimits = RateLimits {
+    per_minute: u32::MAX,
+    per_day: u32::MAX,
+};
 
 /// Real keys, minted like the control plane mints them.
 pub fn real_keys(n: usize) -> Result<Vec<String>, key::KeyError> {
@@ -45,17 +53,31 @@ fn entry(i: u64, hash: [u8; 32]) -> FeedEntry {
         },
         tier: if i.is_multiple_of(3) { "free" } else { "pro" }.into(),
         environment: Environment::Live,
+        ..FeedEntry::default()
     }
 }
 
-/// A `KGT2` snapshot at `version` holding `real` keys plus synthetic ones, `total` in all.
+/// A `KGT3` snapshot at `version` holding `real` keys plus synthetic ones, `total` in all.
 pub fn snapshot(version: u64, total: usize, real: &[String]) -> Vec<u8> {
+    snapshot_with(version, total, real, RateLimits::NONE)
+}
+
+/// Like [`snapshot`], but each real key has its own limits ([`UNREACHED`]),
+/// so every request of theirs goes through the per-key counter.
+pub fn limited_snapshot(version: u64, total: usize, real: &[String]) -> Vec<u8> {
+    snapshot_with(version, total, real, UNREACHED)
+}
+
+fn snapshot_with(version: u64, total: usize, real: &[String], limits: RateLimits) -> Vec<u8> {
     let mut rng = SplitMix(0x6b65_7967_6174_6531);
     let mut entries: Vec<FeedEntry> = real
         .iter()
         .take(total)
         .zip(0..)
-        .map(|(k, i)| entry(i, key::hash(k)))
+        .map(|(k, i)| FeedEntry {
+            limits,
+            ..entry(i, key::hash(k))
+        })
         .collect();
     for i in entries.len() as u64..total as u64 {
         let mut hash = [0u8; 32];

@@ -1,5 +1,7 @@
-//! Throughput and latency of the variants (six, and three dynamic-module
-//! ones when built), median of interleaved rounds.
+//! Throughput and latency of the variants (seven, and four dynamic-module
+//! ones when built), median of interleaved rounds. Rows `5L`/`8L` are
+//! keygate 10k with a load key that has its own rate limits (counted on
+//! every request, never reached), against `5`/`8`: the cost of the limits.
 //!
 //! All the Envoys run at once (idle between their turns), each with one
 //! worker pinned to the same CPU; every round runs wrk against each in turn,
@@ -104,6 +106,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
 
     let feed_10k = FeedServer::start(keys::snapshot(1, KEYS_10K, real), 1, FEED_TOKEN)?;
     let feed_1m = FeedServer::start(keys::snapshot(1, KEYS_1M, real), 1, FEED_TOKEN)?;
+    let feed_limited = FeedServer::start(keys::limited_snapshot(1, KEYS_10K, real), 1, FEED_TOKEN)?;
 
     let minimal = |mode| Filter::Minimal {
         wasm: &bench.minimal_wasm,
@@ -136,6 +139,14 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             },
         ),
     ];
+    filters.push((
+        OWN_LIMITS_WASM,
+        Filter::Keygate {
+            wasm: &bench.keygate_wasm,
+            feed: feed_limited.addr,
+            token: FEED_TOKEN,
+        },
+    ));
     if bench.native() {
         filters.push((
             NATIVE_FLOOR,
@@ -156,6 +167,14 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
                 },
             ));
         }
+        filters.push((
+            OWN_LIMITS_NATIVE,
+            Filter::KeygateNative {
+                dir: &bench.native_dir,
+                feed: feed_limited.addr,
+                token: FEED_TOKEN,
+            },
+        ));
     }
     if o.diagnose {
         filters.push(("2b wasm 7 host calls", minimal("hostcalls")));
@@ -323,10 +342,23 @@ not wrk, was the bottleneck)",
             &format!("{name} >= 3 x ext_authz: {vs_ext_authz:.2}"),
         ));
     }
+    for (limited, plain) in [
+        (OWN_LIMITS_WASM, "5 keygate 10k"),
+        (OWN_LIMITS_NATIVE, "8 keygate native 10k"),
+    ] {
+        let at = |name: &str| variants.iter().position(|v| v.name == name);
+        if let (Some(i), Some(base)) = (at(limited), at(plain)) {
+            let cost = ratio(i, base);
+            targets.push(verdict(
+                cost >= 0.95,
+                &format!("{limited} >= 0.95 x {plain} (own limits cost <= 5%): {cost:.3}"),
+            ));
+        }
+    }
     for (i, v) in variants
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.name.contains("keygate native"))
+        .filter(|(_, v)| v.name.contains("keygate native") && v.name != OWN_LIMITS_NATIVE)
     {
         let vs_api_key_auth = ratio(i, 2);
         targets.push(verdict(
@@ -340,6 +372,9 @@ not wrk, was the bottleneck)",
 
 /// The name of the dynamic-module floor's row (the base of `vs (7)`).
 const NATIVE_FLOOR: &str = "7 minimal native";
+/// Rows of keygate 10k whose load key has its own rate limits (never reached).
+const OWN_LIMITS_WASM: &str = "5L keygate own limits";
+const OWN_LIMITS_NATIVE: &str = "8L native own limits";
 
 /// A target line: reached or missed.
 pub fn verdict(ok: bool, what: &str) -> String {

@@ -1,9 +1,10 @@
 //! Admin commands: the same key operations as the API, run on the database
-//! directly, printing JSON. A running server sees their writes within a second.
+//! directly, printing JSON. A running server sees their writes within about
+//! 0.1 s (it re-reads the version every 100 ms).
 
 use crate::cli::{KeyCommand, TenantCommand};
 use crate::clock;
-use crate::drafts::{KeyDraft, TenantDraft};
+use crate::drafts::{KeyDraft, LimitsDraft, TenantDraft};
 use crate::errors::ApiError;
 use crate::service::Service;
 use serde::Serialize;
@@ -25,6 +26,8 @@ pub async fn tenant(service: &Service, command: TenantCommand) -> Result<String,
         TenantCommand::SetPlan { org_id, plan } => {
             pretty(&service.set_plan(org_id, &plan, "plan").await?)
         }
+        TenantCommand::Suspend { org_id } => pretty(&service.set_suspended(org_id, true).await?),
+        TenantCommand::Resume { org_id } => pretty(&service.set_suspended(org_id, false).await?),
     }
 }
 
@@ -38,6 +41,9 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
             environment,
             tier,
             expires_at,
+            per_minute,
+            per_day,
+            external_id,
         } => {
             let draft = KeyDraft {
                 name: Some(name),
@@ -45,6 +51,11 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                 environment,
                 expires_at,
                 rate_limit_tier: tier,
+                rate_limits: Some(LimitsDraft {
+                    per_minute,
+                    per_day,
+                }),
+                external_id,
             };
             let spec = draft.check(service.policy(), clock::now())?;
             pretty(&service.create_key(tenant, spec).await?)

@@ -4,7 +4,7 @@
 //! The filter's own rules and bodies, from the core (`keygate::decision`):
 //! credential extraction, shape and checksum, lookup by SHA-256, then
 //! revoked (here, since the filter's table holds no revoked key), expired,
-//! `X-Org-Id`, scopes.
+//! status (a suspended tenant), `X-Org-Id`, scopes.
 
 use crate::clock;
 use crate::errors::ApiError;
@@ -72,6 +72,9 @@ fn as_table_record(record: &KeyRecord) -> table::KeyRecord<'_> {
         scopes: &record.scopes,
         tier: &record.tier,
         environment: record.environment,
+        status: record.status(),
+        limits: record.limits,
+        external_id: record.external_id.as_deref(),
     }
 }
 
@@ -93,6 +96,9 @@ mod tests {
             created_at: 10,
             expires_at: Some(100),
             revoked_at: None,
+            limits: keygate::limits::RateLimits::NONE,
+            external_id: None,
+            tenant_suspended: false,
         }
     }
 
@@ -114,5 +120,10 @@ mod tests {
             ..r
         };
         assert_eq!(check(&revoked, &[], ANY, 200), Err(Deny::invalid_key()));
+        let suspended = KeyRecord {
+            tenant_suspended: true,
+            ..record()
+        };
+        assert_eq!(check(&suspended, &[], ANY, 50), Err(Deny::org_suspended()));
     }
 }

@@ -22,33 +22,60 @@ pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// The fields of a JSON object body.
-pub struct Fields(Map<String, Value>);
+/// The fields of a JSON object body (or of an object inside it, whose
+/// fields are named `outer.inner` in errors).
+pub struct Fields(Map<String, Value>, String);
 
 impl Fields {
     /// Parses a JSON object whose fields are all `known`; an empty body counts
     /// as `{}` when `empty_ok`.
     pub fn parse(bytes: &[u8], known: &[&str], empty_ok: bool) -> Result<Fields, ApiError> {
         if empty_ok && bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Fields(Map::new()));
+            return Ok(Fields(Map::new(), String::new()));
         }
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| ApiError::invalid("body", format!("body is not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
             return Err(ApiError::invalid("body", "body must be a JSON object"));
         };
+        Fields::known(map, String::new(), known)
+    }
+
+    fn known(map: Map<String, Value>, prefix: String, known: &[&str]) -> Result<Fields, ApiError> {
         if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            let unknown = format!("{prefix}{unknown}");
             return Err(ApiError::invalid(
-                unknown,
+                &unknown,
                 format!("unknown field: {unknown}"),
             ));
         }
-        Ok(Fields(map))
+        Ok(Fields(map, prefix))
+    }
+
+    /// The name of `field` in errors.
+    fn name(&self, field: &str) -> String {
+        format!("{}{field}", self.1)
+    }
+
+    /// An object field whose fields are all `known`; absent and `null` are
+    /// `None`.
+    pub fn object(&mut self, field: &str, known: &[&str]) -> Result<Option<Fields>, ApiError> {
+        let name = self.name(field);
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Fields::known(map, format!("{name}."), known).map(Some),
+            Some(_) => Err(ApiError::invalid(
+                &name,
+                format!("{name} must be a JSON object"),
+            )),
+        }
     }
 
     /// A string field; absent and `null` are `None`.
     pub fn string(&mut self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.0.remove(field) {
+        let value = self.0.remove(field);
+        let field = &self.name(field);
+        match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(ApiError::invalid(
@@ -60,8 +87,10 @@ impl Fields {
 
     /// An array-of-strings field; absent and `null` are `None`.
     pub fn strings(&mut self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let value = self.0.remove(field);
+        let field = &self.name(field);
         let wrong = || ApiError::invalid(field, format!("{field} must be an array of strings"));
-        match self.0.remove(field) {
+        match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(items)) => items
                 .into_iter()
@@ -77,7 +106,9 @@ impl Fields {
 
     /// A non-negative integer field; absent and `null` are `None`.
     pub fn integer(&mut self, field: &str) -> Result<Option<u64>, ApiError> {
-        match self.0.remove(field) {
+        let value = self.0.remove(field);
+        let field = &self.name(field);
+        match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
             Some(_) => Err(ApiError::invalid(
@@ -139,5 +170,23 @@ mod tests {
         assert_eq!(field_of(bad.strings("l").unwrap_err()), "l");
         assert_eq!(field_of(bad.integer("i").unwrap_err()), "i");
         assert!(Fields::parse(b"  ", &[], true).is_ok());
+    }
+
+    #[test]
+    fn nested_fields_are_named_with_their_object() {
+        let mut f = Fields::parse(
+            br#"{"o":{"i":-1,"zz":1},"p":{"i":2},"q":3}"#,
+            &["o", "p", "q"],
+            false,
+        )
+        .unwrap();
+        assert_eq!(field_of(f.object("o", &["i"]).err().unwrap()), "o.zz");
+        let mut p = f.object("p", &["i"]).unwrap().unwrap();
+        assert_eq!(p.integer("i").unwrap(), Some(2));
+        assert_eq!(field_of(f.object("q", &["i"]).err().unwrap()), "q");
+        assert!(f.object("absent", &[]).unwrap().is_none());
+        let mut bad = Fields::parse(br#"{"o":{"i":-1}}"#, &["o"], false).unwrap();
+        let mut o = bad.object("o", &["i"]).unwrap().unwrap();
+        assert_eq!(field_of(o.integer("i").unwrap_err()), "o.i");
     }
 }

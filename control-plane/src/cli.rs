@@ -107,8 +107,9 @@ pub struct ServeArgs {
     /// Revisions kept for deltas; filters older than that get a snapshot.
     #[arg(long, env = "KEYGATE_REVISIONS_KEPT", default_value_t = 10_000)]
     pub revisions_kept: u64,
-    /// Most keys in one page of a key table snapshot: a key takes 66 bytes,
-    /// so the default makes pages of about 1.1 MB.
+    /// Most keys in one page of a key table snapshot: a key takes 68 bytes
+    /// (more with own limits or an owner), so the default makes pages of
+    /// about 1.1 MB.
     #[arg(
         long,
         env = "KEYGATE_FEED_PAGE_KEYS",
@@ -149,6 +150,17 @@ pub enum TenantCommand {
         /// The plan's name.
         plan: String,
     },
+    /// Suspends a tenant: its keys are refused (403 `Organization is
+    /// suspended`) at every Envoy, its data kept.
+    Suspend {
+        /// The tenant's id (`org_…`).
+        org_id: OrgId,
+    },
+    /// Resumes a suspended tenant: its keys work again.
+    Resume {
+        /// The tenant's id (`org_…`).
+        org_id: OrgId,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +183,15 @@ pub enum KeyCommand {
         /// RFC 3339 expiry, in the future.
         #[arg(long)]
         expires_at: Option<String>,
+        /// The key's own limit per minute, on top of its tier's.
+        #[arg(long)]
+        per_minute: Option<u64>,
+        /// The key's own limit per day, on top of its tier's.
+        #[arg(long)]
+        per_day: Option<u64>,
+        /// The key's owner, forwarded upstream as `x-key-owner`.
+        #[arg(long)]
+        external_id: Option<String>,
     },
     /// Lists a tenant's keys.
     List {

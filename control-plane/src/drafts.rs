@@ -6,7 +6,9 @@ use crate::body::{required, Fields};
 use crate::clock;
 use crate::errors::ApiError;
 use crate::policy::MintPolicy;
+use keygate::feed::{is_valid_external_id, MAX_EXTERNAL_ID};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 
 /// Longest name of a key or tenant, in characters.
 pub const MAX_NAME: usize = 100;
@@ -23,6 +25,36 @@ pub struct KeyDraft {
     pub environment: Option<String>,
     pub expires_at: Option<String>,
     pub rate_limit_tier: Option<String>,
+    pub rate_limits: Option<LimitsDraft>,
+    pub external_id: Option<String>,
+}
+
+/// A key's own rate limits, as asked (`rate_limits`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsDraft {
+    pub per_minute: Option<u64>,
+    pub per_day: Option<u64>,
+}
+
+impl LimitsDraft {
+    /// Reads the `rate_limits` object of `f`, if present.
+    pub fn from_fields(f: &mut Fields) -> Result<Option<LimitsDraft>, ApiError> {
+        let Some(mut limits) = f.object("rate_limits", &["per_minute", "per_day"])? else {
+            return Ok(None);
+        };
+        Ok(Some(LimitsDraft {
+            per_minute: limits.integer("per_minute")?,
+            per_day: limits.integer("per_day")?,
+        }))
+    }
+
+    /// Checks each limit: a positive integer that fits 32 bits.
+    pub fn check(self) -> Result<RateLimits, ApiError> {
+        Ok(RateLimits {
+            per_minute: limit(self.per_minute, "rate_limits.per_minute")?,
+            per_day: limit(self.per_day, "rate_limits.per_day")?,
+        })
+    }
 }
 
 /// A key to mint, checked.
@@ -34,6 +66,10 @@ pub struct KeySpec {
     pub environment: Environment,
     pub expires_at: Option<u64>,
     pub tier: String,
+    /// Its own limits ([`RateLimits::NONE`]: the tier's only).
+    pub limits: RateLimits,
+    /// Its owner, forwarded as `x-key-owner`.
+    pub external_id: Option<String>,
 }
 
 /// A tenant to create, as asked.
@@ -59,6 +95,8 @@ impl KeyDraft {
             "environment",
             "expires_at",
             "rate_limit_tier",
+            "rate_limits",
+            "external_id",
         ];
         let mut f = Fields::parse(bytes, &known, false)?;
         Ok(KeyDraft {
@@ -67,6 +105,8 @@ impl KeyDraft {
             environment: f.string("environment")?,
             expires_at: f.string("expires_at")?,
             rate_limit_tier: f.string("rate_limit_tier")?,
+            rate_limits: LimitsDraft::from_fields(&mut f)?,
+            external_id: f.string("external_id")?,
         })
     }
 
@@ -78,6 +118,8 @@ impl KeyDraft {
             environment: environment(self.environment, policy)?,
             expires_at: self.expires_at.map(|at| expires_at(&at, now)).transpose()?,
             tier: tier(self.rate_limit_tier, policy)?,
+            limits: self.rate_limits.unwrap_or_default().check()?,
+            external_id: self.external_id.map(external_id).transpose()?,
         })
     }
 }
@@ -224,6 +266,32 @@ fn expires_at(value: &str, now: u64) -> Result<u64, ApiError> {
     Ok(secs)
 }
 
+fn limit(value: Option<u64>, field: &str) -> Result<u32, ApiError> {
+    let Some(value) = value else {
+        return Ok(0);
+    };
+    u32::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("{field} must be a positive integer of at most {}", u32::MAX),
+        )
+    })
+}
+
+/// Checks an `external_id`: 1 to 128 visible ASCII characters (a header value).
+pub fn external_id(value: String) -> Result<String, ApiError> {
+    if is_valid_external_id(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            "external_id",
+            format!(
+                "external_id must be 1 to {MAX_EXTERNAL_ID} visible ASCII characters (no spaces)"
+            ),
+        ))
+    }
+}
+
 fn tier(value: Option<String>, policy: &MintPolicy) -> Result<String, ApiError> {
     match value {
         None => Ok(policy.default_tier().to_string()),
@@ -328,6 +396,39 @@ mod tests {
             };
             assert_eq!(field(d.check(&p, now)), "expires_at", "{at}");
         }
+        for (per_minute, per_day, named) in [
+            (Some(0), None, "rate_limits.per_minute"),
+            (None, Some(0), "rate_limits.per_day"),
+            (Some(1 << 32), None, "rate_limits.per_minute"),
+        ] {
+            let d = KeyDraft {
+                rate_limits: Some(LimitsDraft {
+                    per_minute,
+                    per_day,
+                }),
+                ..draft(&["a:read"])
+            };
+            assert_eq!(field(d.check(&p, now)), named);
+        }
+        for bad in ["", "a b", "é", &"x".repeat(129)] {
+            let d = KeyDraft {
+                external_id: Some(bad.into()),
+                ..draft(&["a:read"])
+            };
+            assert_eq!(field(d.check(&p, now)), "external_id", "{bad:?}");
+        }
+        let limited = KeyDraft {
+            rate_limits: Some(LimitsDraft {
+                per_minute: Some(60),
+                per_day: None,
+            }),
+            external_id: Some("user-1".into()),
+            ..draft(&["a:read"])
+        }
+        .check(&p, now)
+        .unwrap();
+        assert_eq!((limited.limits.per_minute, limited.limits.per_day), (60, 0));
+        assert_eq!(limited.external_id.as_deref(), Some("user-1"));
         let ok = KeyDraft {
             expires_at: Some("2031-01-01T00:00:00Z".into()),
             ..draft(&["a:read"])

@@ -1,6 +1,7 @@
 //! Background upkeep, once a second: expired keys leave the key table after
-//! their retention, the revision log is compacted, and the version is re-read
-//! so that writes by another process (the admin CLI) reach the filters.
+//! their retention and the revision log is compacted; and every 100 ms the
+//! version is re-read so that writes by another process (the admin CLI: a
+//! revocation, a suspension) reach the filters within the revocation bound.
 
 use crate::clock;
 use crate::store::{Store, StoreError};
@@ -10,6 +11,8 @@ use tokio::time::MissedTickBehavior;
 
 /// How often the upkeep runs.
 const INTERVAL: Duration = Duration::from_secs(1);
+/// How often the version is re-read.
+const VERSION_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the upkeep keeps.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +25,17 @@ pub struct Upkeep {
 
 /// Runs the upkeep until the runtime stops.
 pub fn spawn(store: Arc<dyn Store>, upkeep: Upkeep) {
+    let versions = Arc::clone(&store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(VERSION_INTERVAL);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = versions.refresh_version().await {
+                tracing::debug!(error = %e, "version re-read failed; retrying");
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -44,6 +58,5 @@ async fn run_once(store: &dyn Store, upkeep: Upkeep) -> Result<(), StoreError> {
     if dropped > 0 {
         tracing::debug!(count = dropped, "revision log compacted");
     }
-    store.refresh_version().await?;
     Ok(())
 }

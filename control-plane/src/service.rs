@@ -1,6 +1,7 @@
 //! The key operations behind both the API and the admin CLI: mint (with the
 //! core's generator), list, revoke and rotate, always within one tenant and
-//! its plan; and the operator's tenant operations (list, get, set plan).
+//! its plan; and the operator's tenant operations (list, get, set plan,
+//! suspend).
 //!
 //! A change that takes rights away (a revocation, a rotation without grace,
 //! and any later suspension or narrowing) answers only once it was handed to
@@ -16,10 +17,12 @@ use crate::policy::MintPolicy;
 use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant, TenantPage};
 use crate::throttle::Throttle;
 use crate::views::{
-    CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, TenantView, SHOW_ONCE,
+    CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, Suspension, TenantView,
+    SHOW_ONCE,
 };
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment, KeyError};
+use keygate::limits::RateLimits;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -157,6 +160,9 @@ impl Service {
             created_at: now,
             expires_at: spec.expires_at,
             revoked_at: None,
+            limits: spec.limits,
+            external_id: spec.external_id.clone(),
+            tenant_suspended: false,
         };
         let new = NewKey {
             hash: key::hash(&key),
@@ -174,6 +180,8 @@ impl Service {
             environment: Environment::Live,
             expires_at: None,
             tier: self.policy.default_tier().into(),
+            limits: RateLimits::NONE,
+            external_id: None,
         };
         let created = with_fresh_ids(|| {
             let org = OrgId::random().map_err(random_failed)?;
@@ -238,8 +246,27 @@ impl Service {
         Ok(self.delivered(view).await)
     }
 
+    /// Suspends (`true`) or resumes `org`: its keys get (or lose) the
+    /// status `org_suspended` in the key table. Delivered either way (a
+    /// resume gives rights back, but the caller may check it as well).
+    pub async fn set_suspended(
+        &self,
+        org: OrgId,
+        suspended: bool,
+    ) -> Result<Delivered<Suspension>, ApiError> {
+        let changed = self.store.set_suspended(org, suspended).await?;
+        let keys_changed = changed.ok_or(ApiError::NotFound("Tenant"))?;
+        info!(org_id = %org, suspended, keys = keys_changed, "tenant suspension set");
+        let answer = Suspension {
+            tenant_id: org,
+            suspended,
+            keys_changed,
+        };
+        Ok(self.delivered(answer).await)
+    }
+
     /// Replaces a key of `org` by a new one with the same name, scopes,
-    /// environment, tier and expiry; the old key dies now (`grace` 0) or
+    /// environment, tier, limits, owner and expiry; the old key dies now (`grace` 0) or
     /// `grace` seconds from now. Without grace the answer is delivered.
     pub async fn rotate(
         &self,
@@ -257,6 +284,8 @@ impl Service {
             environment: old.environment,
             expires_at: old.expires_at,
             tier: old.tier,
+            limits: old.limits,
+            external_id: old.external_id,
         };
         let fate = match grace {
             0 => OldKeyFate::RevokeAt(now),

@@ -6,6 +6,7 @@ use crate::delivery::Propagated;
 use crate::store::{KeyRecord, Tenant};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 use serde::Serialize;
 
 /// What the creator of a tenant or key is told about the key.
@@ -23,6 +24,28 @@ pub struct KeyView {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// The key's own limits on top of its tier's; `null` when it has none.
+    pub rate_limits: Option<LimitsView>,
+    /// The key's owner (forwarded upstream as `x-key-owner`).
+    pub external_id: Option<String>,
+}
+
+/// A key's own rate limits; an absent limit is `null`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct LimitsView {
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
+}
+
+impl LimitsView {
+    /// The view of `limits`; `None` when the key has none.
+    pub fn of(limits: RateLimits) -> Option<LimitsView> {
+        let set = |v: u32| (v > 0).then_some(v);
+        (!limits.is_none()).then_some(LimitsView {
+            per_minute: set(limits.per_minute),
+            per_day: set(limits.per_day),
+        })
+    }
 }
 
 impl From<&KeyRecord> for KeyView {
@@ -37,6 +60,8 @@ impl From<&KeyRecord> for KeyView {
             created_at: clock::rfc3339(r.created_at),
             expires_at: r.expires_at.map(clock::rfc3339),
             revoked_at: r.revoked_at.map(clock::rfc3339),
+            rate_limits: LimitsView::of(r.limits),
+            external_id: r.external_id.clone(),
         }
     }
 }
@@ -82,6 +107,15 @@ pub struct CreatedTenant {
 pub struct Me {
     pub tenant_id: OrgId,
     pub key: KeyView,
+}
+
+/// A tenant's suspension, as set by the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suspension {
+    pub tenant_id: OrgId,
+    pub suspended: bool,
+    /// Keys whose status in the key table changed.
+    pub keys_changed: usize,
 }
 
 /// `GET /api/v1/api-keys`.

@@ -379,6 +379,8 @@ async fn list_shows_every_key_of_the_tenant_but_never_a_key_or_hash() {
         "id",
         "name",
         "rate_limit_tier",
+        "rate_limits",
+        "external_id",
         "revoked_at",
         "scopes",
     ];

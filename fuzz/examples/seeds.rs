@@ -4,8 +4,9 @@
 //! format). The text seeds are written by hand.
 
 use keygate::feed::{
-    encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp, KeySet,
+    encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp, KeySet, KeyStatus,
 };
+use keygate::limits::RateLimits;
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment};
 use keygate_filter::headers::serialize;
@@ -28,6 +29,13 @@ fn entry(n: u8, scopes: &str, tier: &str, expires_at: u64) -> FeedEntry {
         } else {
             Environment::Test
         },
+        // Some keys with a status, own limits or an owner (KGT3's extras).
+        status: KeyStatus::ALL[usize::from(n % 4)],
+        limits: RateLimits {
+            per_minute: u32::from(n % 5) * 10,
+            per_day: if n % 3 == 0 { 1000 } else { 0 },
+        },
+        external_id: (n % 2 == 1).then(|| format!("user-{n}")),
     }
 }
 

@@ -1,16 +1,18 @@
 //! Feed bodies (`keygate::feed`, `keygate::table`). The input is a run of
-//! bodies, each starting at the codec's magic (`KGT2`) (bytes before the first one are a
+//! bodies, each starting at the codec's magic (`KGT3`) (bytes before the first one are a
 //! body too). Pages of a snapshot go through `check_snapshot_page` and a
 //! `SnapshotBuilder`; whole snapshots and deltas through `table::decode`,
 //! deltas then through `KeyTable::apply` (again with the table's own base if
 //! theirs did not match). The table is checked against a model built from
 //! the same bytes with the codec's `Reader`: same keys (matched on the
-//! 16-byte hash prefix), same fields, same count, version as announced; a
+//! 16-byte hash prefix), same fields (status, own limits and owner
+//! included), same count, version as announced; a
 //! refused delta (another base or another key set) changes nothing. Only the public decode API is used.
 
 #![no_main]
 
-use keygate::feed::{check_snapshot_page, RawEntry, RawOp, Reader, MAGIC};
+use keygate::feed::{check_snapshot_page, KeyStatus, RawEntry, RawOp, Reader, MAGIC};
+use keygate::limits::RateLimits;
 use keygate::table::{decode, KeyTable, SnapshotBuilder, Update};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
@@ -24,6 +26,9 @@ struct Expected {
     scopes: String,
     tier: String,
     test: bool,
+    status: KeyStatus,
+    limits: RateLimits,
+    external_id: Option<String>,
 }
 
 type Model = HashMap<[u8; 16], Expected>;
@@ -70,6 +75,9 @@ fn expected(e: &RawEntry, dictionary: &[&str]) -> Expected {
         scopes: text(e.scopes),
         tier: text(e.tier),
         test: e.environment == keygate::key::Environment::Test,
+        status: e.status,
+        limits: e.limits,
+        external_id: e.external_id.map(text),
     }
 }
 
@@ -96,6 +104,9 @@ fn lookup(table: &KeyTable, hash: &[u8; 32]) -> Option<Expected> {
         scopes: r.scopes.to_string(),
         tier: r.tier.to_string(),
         test: r.environment == keygate::key::Environment::Test,
+        status: r.status,
+        limits: r.limits,
+        external_id: r.external_id.map(str::to_string),
     })
 }
 
@@ -221,7 +232,7 @@ fuzz_target!(|data: &[u8]| {
                 update(&mut model, parsed);
                 assert_eq!(t.version(), parsed.version);
                 check(&t, &model, &probes);
-                table = Some((t, model));
+                table = Some((*t, model));
             }
             Ok(Update::Delta(mut delta)) => {
                 let parsed = parsed.as_ref().expect("a decoded delta parses");

@@ -258,6 +258,7 @@ mod tests {
             scopes: "a:b".into(),
             tier: "free".into(),
             environment: Environment::Live,
+            ..FeedEntry::default()
         }
     }
 

@@ -7,7 +7,9 @@
 //! a client sent) and rewrites `:path` when `?api_key=` went away (and
 //! `Sec-WebSocket-Protocol` when its `keygate.bearer.` entry did); a deny
 //! answers with the JSON of SPEC §4 in the configured `error_format`
-//! (`WWW-Authenticate` on a 401).
+//! (`WWW-Authenticate` on a 401). An allowed key that has rate limits of its
+//! own is counted first, across the process ([`crate::limits`]): a 429 once
+//! one is used up.
 //! Before the process's first table a request that needs a key waits, up
 //! to `feed.first_table_wait_ms`, and is decided when the main thread wakes
 //! it. An allowed WebSocket upgrade is watched until it ends and reset when
@@ -15,12 +17,11 @@
 
 use crate::abi::FilterEnvoy;
 use crate::host::{self, FilterScheduler, RequestHeaders};
+use crate::limits::ProcessCounts;
 use crate::shared::{key_is_dead, Shared, Watch};
 use crate::{log, now_ms};
 use keygate::credential::SEC_WEBSOCKET_PROTOCOL;
-use keygate::decision::{
-    self, Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE,
-};
+use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
 use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use std::borrow::Cow;
@@ -52,10 +53,7 @@ pub struct Filter {
 
 /// Sends the refusal of `deny` on `filter`, its body in `format`.
 pub fn send_deny(filter: FilterEnvoy, deny: &Deny, format: ErrorFormat) {
-    let mut headers = vec![("content-type", "application/json")];
-    if deny.needs_www_authenticate() {
-        headers.push(("www-authenticate", WWW_AUTHENTICATE));
-    }
+    let headers = deny.response_headers();
     let body = deny.body(format);
     host::send_response(filter, deny.status, &headers, body.as_bytes());
 }
@@ -63,8 +61,7 @@ pub fn send_deny(filter: FilterEnvoy, deny: &Deny, format: ErrorFormat) {
 /// Rewrites the request for the upstream; false when Envoy refused a change.
 fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> bool {
     let identity = allow.identity.as_ref().map(|i| i.headers());
-    let pairs = identity.as_ref().map(|h| h.pairs());
-    let set: &[(&str, &str)] = pairs.as_ref().map_or(&[], |p| p.as_slice());
+    let set: Vec<(&str, &str)> = identity.iter().flat_map(|h| h.pairs()).collect();
     let mut ok = true;
     for name in allow.headers_to_remove() {
         let replaced = set.iter().any(|(n, _)| *n == name);
@@ -72,7 +69,7 @@ fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> boo
             ok &= host::set_request_header(filter, name, None);
         }
     }
-    for (name, value) in set {
+    for (name, value) in &set {
         ok &= host::set_request_header(filter, name, Some(value));
     }
     if let Some(path) = &allow.new_path {
@@ -121,6 +118,14 @@ impl Filter {
         let policy: &Policy = &self.shared.policy;
         match policy.decide(table.as_deref(), &request, now / 1000) {
             Decision::Allow(allow) => {
+                match decision::own_limits(&mut ProcessCounts, allow.identity.as_ref(), now / 1000)
+                {
+                    Ok(None) => {}
+                    Ok(Some(limited)) => return self.refuse(&limited),
+                    Err(e) => log::warn(&format!(
+                        "could not count the key's own rate limits ({e:?}); not limiting"
+                    )),
+                }
                 let upgrade = allow
                     .identity
                     .filter(|_| request.is_websocket_upgrade())

@@ -7,7 +7,8 @@
 //! panic-guarded), [`config`] (a filter configuration on the main thread:
 //! timer and feed), [`feed`] (the fetch loop, pure), [`shared`] (what the
 //! main thread shares with the workers: the table, the woken streams),
-//! [`filter`] (one request's decision), [`stats`] and [`log`].
+//! [`filter`] (one request's decision), [`limits`] (a key's own rate
+//! limits, process-wide), [`stats`] and [`log`].
 //!
 //! **One table per process.** Envoy makes one filter configuration per
 //! process (on the main thread) and one filter object per stream (on its
@@ -44,6 +45,7 @@ pub mod feed;
 pub mod filter;
 pub mod hooks;
 pub mod host;
+pub mod limits;
 pub mod log;
 pub mod shared;
 pub mod stats;

@@ -97,6 +97,7 @@ mod tests {
             scopes: "a:b".into(),
             tier: "free".into(),
             environment: Environment::Live,
+            ..FeedEntry::default()
         }
     }
 

@@ -50,6 +50,7 @@ pub fn entry(n: u8) -> FeedEntry {
         scopes: "memory:read".into(),
         tier: "free".into(),
         environment: Environment::Live,
+        ..FeedEntry::default()
     }
 }
 

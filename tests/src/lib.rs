@@ -21,6 +21,7 @@
 )]
 
 pub mod adapter;
+mod admin;
 mod api;
 mod config;
 pub mod dynamic;
@@ -35,6 +36,7 @@ mod time;
 pub mod ws;
 
 pub use adapter::{only_on, Adapter};
+pub use admin::admin_command;
 pub use api::{Reply, Tenant};
 pub use config::{render_adapter_config, render_envoy_config, Ports};
 pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};

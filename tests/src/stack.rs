@@ -323,13 +323,18 @@ impl Stack {
         self.wait_http_ok(&url, "control plane replica").await;
     }
 
-    fn spawn_control_plane(&self, port: u16, log: &str) -> Process {
-        let dir = self.dir();
-        let database = self
-            .options
+    /// The control planes' `--database`: the `postgres://` URL, or the
+    /// stack's current SQLite file.
+    pub fn database_arg(&self) -> String {
+        self.options
             .database
             .clone()
-            .unwrap_or_else(|| dir.join(&self.database).display().to_string());
+            .unwrap_or_else(|| self.dir().join(&self.database).display().to_string())
+    }
+
+    fn spawn_control_plane(&self, port: u16, log: &str) -> Process {
+        let dir = self.dir();
+        let database = self.database_arg();
         let mut args = vec![
             "serve".to_string(),
             "--listen".to_string(),

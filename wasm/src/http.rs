@@ -5,7 +5,9 @@
 //! removes the credential and any client copy of the identity headers, sets
 //! the identity headers and rewrites `:path` when `?api_key=` went away (and
 //! `Sec-WebSocket-Protocol` when its `keygate.bearer.` entry did); a deny
-//! answers with the JSON of SPEC §4 in the configured `error_format`. A request that needs a key in
+//! answers with the JSON of SPEC §4 in the configured `error_format`. An
+//! allowed key that has rate limits of its own is counted first
+//! ([`crate::limits`]): a 429 once one is used up. A request that needs a key in
 //! a VM that has no table yet waits for it ([`crate::waiting`]): the root
 //! context takes its decision ([`decide`]) once the table is there or the
 //! wait is over. An allowed WebSocket upgrade is watched until it ends, and
@@ -13,12 +15,11 @@
 
 use crate::headers::RawHeaders;
 use crate::host::{self, Status};
+use crate::limits::SharedCounts;
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
-use keygate::decision::{
-    self, Allow, Decision, Deny, DenyReason, Policy, Request, WWW_AUTHENTICATE,
-};
+use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
 use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -84,10 +85,7 @@ impl Http {
 /// Sends the refusal with its body in `format`; the request stops here
 /// (reset, if the host would not send it, rather than left hanging).
 fn deny(deny: &Deny, format: ErrorFormat) {
-    let mut headers = vec![("content-type", "application/json")];
-    if deny.needs_www_authenticate() {
-        headers.push(("www-authenticate", WWW_AUTHENTICATE));
-    }
+    let headers = deny.response_headers();
     let status = u32::from(deny.status);
     let body = deny.body(format);
     if let Err(e) = host::send_http_response(status, &headers, body.as_bytes()) {
@@ -138,6 +136,13 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
     let table = state.fresh_table(now);
     match policy.decide(table.as_deref(), &request, now / 1000) {
         Decision::Allow(a) => {
+            match decision::own_limits(&mut SharedCounts, a.identity.as_ref(), now / 1000) {
+                Ok(None) => {}
+                Ok(Some(limited)) => return refuse(state, &limited),
+                Err(e) => {
+                    log::warn!("could not count the key's own rate limits ({e:?}); not limiting")
+                }
+            }
             if allow(&a, &headers).is_err() {
                 log::error!("could not rewrite the request headers; refusing it");
                 return refuse(state, &Deny::not_ready());

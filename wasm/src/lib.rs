@@ -6,7 +6,7 @@
 //! [`http`] (one decision per request), [`headers`] (request headers in one
 //! host call, the map format), [`engine_host`] (the feed engine's host:
 //! shared data, clock, calls, log), [`streams`] (open
-//! WebSockets), [`stats`] (metrics), [`state`] (what a root shares with its
+//! WebSockets), [`limits`] (a key's own rate limits over shared data), [`stats`] (metrics), [`state`] (what a root shares with its
 //! requests), [`waiting`] (requests paused until the first table). The feed
 //! itself (lease, followers, fetch loop, shared table, a new VM's own first
 //! table) is the core's host-independent [`keygate::engine`].
@@ -33,6 +33,7 @@ pub mod engine_host;
 pub mod headers;
 pub mod host;
 pub mod http;
+pub mod limits;
 pub mod root;
 pub mod state;
 pub mod stats;

@@ -79,10 +79,11 @@ mod tests {
                 scopes: "a:b".into(),
                 tier: "free".into(),
                 environment: Environment::Live,
+                ..FeedEntry::default()
             })
             .collect();
         match decode(&encode_snapshot(KS, 1, &entries)).unwrap() {
-            Update::Snapshot(t) => t,
+            Update::Snapshot(t) => *t,
             Update::Delta(_) => unreachable!(),
         }
     }

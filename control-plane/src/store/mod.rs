@@ -7,9 +7,10 @@
 pub mod postgres;
 pub mod sqlite;
 
-use keygate::feed::{FeedEntry, FeedOp, KeySet};
+use keygate::feed::{FeedEntry, FeedOp, KeySet, KeyStatus};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
@@ -32,6 +33,12 @@ pub struct KeyRecord {
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub revoked_at: Option<u64>,
+    /// Its own rate limits ([`RateLimits::NONE`]: the tier's only).
+    pub limits: RateLimits,
+    /// Its owner, forwarded as `x-key-owner`.
+    pub external_id: Option<String>,
+    /// Its tenant is suspended (read from the tenant, never written here).
+    pub tenant_suspended: bool,
 }
 
 impl KeyRecord {
@@ -44,6 +51,30 @@ impl KeyRecord {
     pub fn is_active(&self, now: u64) -> bool {
         self.revoked_at.is_none() && !self.is_expired(now)
     }
+
+    /// The status the key table gives the key.
+    pub fn status(&self) -> KeyStatus {
+        key_status(self.tenant_suspended)
+    }
+}
+
+/// The status of a key in the table, from its tenant's suspension.
+pub fn key_status(tenant_suspended: bool) -> KeyStatus {
+    if tenant_suspended {
+        KeyStatus::OrgSuspended
+    } else {
+        KeyStatus::Active
+    }
+}
+
+/// A stored limit (`NULL` or a positive integer) as the core's (0 = none).
+pub fn stored_limit(value: Option<u64>) -> u32 {
+    value.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
+}
+
+/// The core's limit (0 = none) as stored.
+pub fn limit_to_store(value: u32) -> Option<u32> {
+    (value > 0).then_some(value)
 }
 
 /// A key to insert: its record and the SHA-256 of the full key.
@@ -188,6 +219,12 @@ pub trait Store: Send + Sync + 'static {
     /// The feed answer for a filter at version `since` (0: none), read in
     /// one transaction; a snapshot answer is the page `page` asks for.
     fn feed(&self, since: u64, page: PageAsk) -> StoreFuture<'_, FeedAnswer>;
+
+    /// Suspends (`true`) or resumes a tenant: in one transaction, flips its
+    /// flag and appends a revision for every key of it in the table, so
+    /// deltas carry the keys' new status. Returns how many keys changed
+    /// (0 when the flag already was so), `None` for an unknown tenant.
+    fn set_suspended(&self, org: OrgId, suspended: bool) -> StoreFuture<'_, Option<usize>>;
 
     /// Takes out of the key table every key that expired at or before
     /// `cutoff`; returns how many left.

@@ -444,7 +444,7 @@ pub fn raw_ops(body: &[u8]) -> (keygate::feed::Header, Vec<RawOp>) {
 /// Decodes a snapshot body into a table.
 pub fn snapshot(body: &[u8]) -> keygate::table::KeyTable {
     match keygate::table::decode(body).unwrap() {
-        keygate::table::Update::Snapshot(table) => table,
+        keygate::table::Update::Snapshot(table) => *table,
         keygate::table::Update::Delta(_) => panic!("expected a snapshot, got a delta"),
     }
 }
@@ -465,6 +465,9 @@ pub fn page_entries(body: &[u8]) -> Vec<FeedEntry> {
                 scopes: strings[e.scopes as usize].to_string(),
                 tier: strings[e.tier as usize].to_string(),
                 environment: e.environment,
+                status: e.status,
+                limits: e.limits,
+                external_id: e.external_id.map(|i| strings[i as usize].to_string()),
             },
             RawOp::Remove(_) => panic!("a remove in a snapshot page"),
         })

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/postgres/0001_schema.sql"),
     ),
     (
+        2,
+        include_str!("../../../migrations/postgres/0002_limits.sql"),
+    ),
+    (
         3,
         include_str!("../../../migrations/postgres/0003_plans.sql"),
     ),
@@ -248,6 +252,10 @@ impl Store for PostgresStore {
             tx.commit().await?;
             Ok(answer)
         })
+    }
+
+    fn set_suspended(&self, org: OrgId, suspended: bool) -> StoreFuture<'_, Option<usize>> {
+        Box::pin(self.write(move |w| Box::pin(queries::set_suspended(w, org, suspended))))
     }
 
     fn retire_expired(&self, cutoff: u64) -> StoreFuture<'_, usize> {

@@ -3,12 +3,14 @@
 //! through [`Write`], which remembers the version its revisions reached.
 
 use crate::store::{
-    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant, TenantPage,
+    key_status, limit_to_store, stored_limit, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk,
+    StoreError, Tenant, TenantPage,
 };
 use deadpool_postgres::{GenericClient, Transaction};
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
@@ -16,10 +18,12 @@ use tokio_postgres::Row;
 pub const CHANNEL: &str = "keygate_feed";
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
-                           created_at, expires_at, revoked_at";
+                           created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
+                           external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
 const TENANT_COLUMNS: &str = "id, name, email, created_at, plan";
-const FEED_COLUMNS: &str =
-    "key_hash, id, tenant_id, expires_at, scopes, tier, environment, in_table";
+const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
+                            in_table, rate_per_minute, rate_per_day, external_id, \
+                            (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
@@ -77,6 +81,14 @@ fn hash_of(row: &Row, column: usize) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(backend)
 }
 
+/// The limits in columns `at` and `at + 1`.
+fn limits_of(row: &Row, at: usize) -> Result<RateLimits, StoreError> {
+    Ok(RateLimits {
+        per_minute: stored_limit(opt_uint(row, at)?),
+        per_day: stored_limit(opt_uint(row, at + 1)?),
+    })
+}
+
 fn key_record(row: &Row) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         id: KeyId(id_of(row, 0)?),
@@ -89,6 +101,9 @@ fn key_record(row: &Row) -> Result<KeyRecord, StoreError> {
         created_at: uint(row, 7)?,
         expires_at: opt_uint(row, 8)?,
         revoked_at: opt_uint(row, 9)?,
+        limits: limits_of(row, 10)?,
+        external_id: row.try_get(12)?,
+        tenant_suspended: row.try_get(13)?,
     })
 }
 
@@ -108,6 +123,9 @@ fn feed_op(row: &Row) -> Result<FeedOp, StoreError> {
         scopes: row.try_get(4)?,
         tier: row.try_get(5)?,
         environment: environment_of(row, 6)?,
+        status: key_status(row.try_get(11)?),
+        limits: limits_of(row, 8)?,
+        external_id: row.try_get(10)?,
     }))
 }
 
@@ -196,8 +214,9 @@ pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreErro
     let stmt =
         w.tx.prepare_cached(
             "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
-             environment, tier, created_at, expires_at, revoked_at, in_table) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE)",
+             environment, tier, created_at, expires_at, revoked_at, in_table, \
+             rate_per_minute, rate_per_day, external_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE, $11, $12, $13)",
         )
         .await?;
     let expires_at = r.expires_at.map(int).transpose()?;
@@ -214,10 +233,49 @@ pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreErro
             &r.tier,
             &int(r.created_at)?,
             &expires_at,
+            &limit_to_store(r.limits.per_minute).map(i64::from),
+            &limit_to_store(r.limits.per_day).map(i64::from),
+            &r.external_id,
         ],
     )
     .await?;
     add_revision(w, r.id).await
+}
+
+/// Sets a tenant's suspension; a change appends a revision for each of
+/// its keys in the table. The tenant row and then the version row are
+/// locked first: a key inserted concurrently either committed before (and
+/// is listed here) or takes its version after this commit (and the feed
+/// reads its status then). `None` for an unknown tenant.
+pub async fn set_suspended(
+    w: &mut Write<'_>,
+    org: OrgId,
+    suspended: bool,
+) -> Result<Option<usize>, StoreError> {
+    let stmt =
+        w.tx.prepare_cached("SELECT suspended FROM tenants WHERE id = $1 FOR UPDATE")
+            .await?;
+    let Some(row) = w.tx.query_opt(&stmt, &[&sql_id(org.0)]).await? else {
+        return Ok(None);
+    };
+    if row.try_get::<_, bool>(0)? == suspended {
+        return Ok(Some(0));
+    }
+    w.tx.execute("SELECT version FROM feed_state FOR UPDATE", &[])
+        .await?;
+    let stmt =
+        w.tx.prepare_cached("UPDATE tenants SET suspended = $2 WHERE id = $1")
+            .await?;
+    w.tx.execute(&stmt, &[&sql_id(org.0), &suspended]).await?;
+    let stmt = w
+        .tx
+        .prepare_cached("SELECT id FROM api_keys WHERE tenant_id = $1 AND in_table ORDER BY seq")
+        .await?;
+    let rows = w.tx.query(&stmt, &[&sql_id(org.0)]).await?;
+    for row in &rows {
+        add_revision(w, KeyId(id_of(row, 0)?)).await?;
+    }
+    Ok(Some(rows.len()))
 }
 
 /// Moves the version on (taking the `feed_state` row lock until commit),

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         1,
         include_str!("../../../migrations/sqlite/0001_schema.sql"),
     ),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_limits.sql"),
+    ),
     (3, include_str!("../../../migrations/sqlite/0003_plans.sql")),
 ];
 /// Read connections kept open between reads.
@@ -225,6 +229,10 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(answer)
         })
+    }
+
+    fn set_suspended(&self, org: OrgId, suspended: bool) -> StoreFuture<'_, Option<usize>> {
+        self.write(move |conn| queries::set_suspended(conn, org, suspended))
     }
 
     fn retire_expired(&self, cutoff: u64) -> StoreFuture<'_, usize> {

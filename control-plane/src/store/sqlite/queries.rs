@@ -2,19 +2,23 @@
 //! connection: the caller decides the transaction.
 
 use crate::store::{
-    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, StoreError, Tenant, TenantPage,
+    key_status, limit_to_store, stored_limit, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk,
+    StoreError, Tenant, TenantPage,
 };
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
+use keygate::limits::RateLimits;
 use rusqlite::types::Type;
 use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
-                           created_at, expires_at, revoked_at";
+                           created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
+                           external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
 const TENANT_COLUMNS: &str = "id, name, email, created_at, plan";
-const FEED_COLUMNS: &str =
-    "key_hash, id, tenant_id, expires_at, scopes, tier, environment, in_table";
+const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
+                            in_table, rate_per_minute, rate_per_day, external_id, \
+                            (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
@@ -45,6 +49,14 @@ fn environment_of(row: &Row, column: usize) -> rusqlite::Result<Environment> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
 }
 
+/// The limits in columns `at` and `at + 1`.
+fn limits_of(row: &Row, at: usize) -> rusqlite::Result<RateLimits> {
+    Ok(RateLimits {
+        per_minute: stored_limit(row.get(at)?),
+        per_day: stored_limit(row.get(at + 1)?),
+    })
+}
+
 fn key_record(row: &Row) -> rusqlite::Result<KeyRecord> {
     Ok(KeyRecord {
         id: KeyId(id_of(row, 0)?),
@@ -57,6 +69,9 @@ fn key_record(row: &Row) -> rusqlite::Result<KeyRecord> {
         created_at: row.get(7)?,
         expires_at: row.get(8)?,
         revoked_at: row.get(9)?,
+        limits: limits_of(row, 10)?,
+        external_id: row.get(12)?,
+        tenant_suspended: row.get(13)?,
     })
 }
 
@@ -76,6 +91,9 @@ fn feed_op(row: &Row) -> rusqlite::Result<FeedOp> {
         scopes: row.get(4)?,
         tier: row.get(5)?,
         environment: environment_of(row, 6)?,
+        status: key_status(row.get(11)?),
+        limits: limits_of(row, 8)?,
+        external_id: row.get(10)?,
     }))
 }
 
@@ -140,8 +158,9 @@ pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
     let r = &key.record;
     conn.prepare_cached(
         "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
-         environment, tier, created_at, expires_at, revoked_at, in_table) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1)",
+         environment, tier, created_at, expires_at, revoked_at, in_table, rate_per_minute, \
+         rate_per_day, external_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11, ?12, ?13)",
     )?
     .execute(params![
         sql_id(r.id.0),
@@ -154,8 +173,46 @@ pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
         r.tier,
         r.created_at,
         r.expires_at,
+        limit_to_store(r.limits.per_minute),
+        limit_to_store(r.limits.per_day),
+        r.external_id,
     ])?;
     add_revision(conn, r.id)
+}
+
+/// Sets a tenant's suspension; a change appends a revision for each of
+/// its keys in the table. `None` for an unknown tenant.
+pub fn set_suspended(
+    conn: &Connection,
+    org: OrgId,
+    suspended: bool,
+) -> Result<Option<usize>, StoreError> {
+    let Some(current) = is_suspended(conn, org)? else {
+        return Ok(None);
+    };
+    if current == suspended {
+        return Ok(Some(0));
+    }
+    conn.prepare_cached("UPDATE tenants SET suspended = ?2 WHERE id = ?1")?
+        .execute(params![sql_id(org.0), suspended])?;
+    let ids: Vec<u64> = conn
+        .prepare_cached(
+            "SELECT id FROM api_keys WHERE tenant_id = ?1 AND in_table = 1 ORDER BY seq",
+        )?
+        .query_map([sql_id(org.0)], |row| id_of(row, 0))?
+        .collect::<Result<_, _>>()?;
+    for &id in &ids {
+        add_revision(conn, KeyId(id))?;
+    }
+    Ok(Some(ids.len()))
+}
+
+/// Whether a tenant is suspended; `None` for an unknown tenant.
+fn is_suspended(conn: &Connection, org: OrgId) -> Result<Option<bool>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT suspended FROM tenants WHERE id = ?1")?
+        .query_row([sql_id(org.0)], |row| row.get(0))
+        .optional()?)
 }
 
 /// Moves the version on and records that `id` changed at it.
