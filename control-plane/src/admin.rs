@@ -42,11 +42,12 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                 environment,
                 expires_at,
                 rate_limit_tier: tier,
+                metadata: None,
             };
             let spec = draft.check(service.policy(), clock::now())?;
             pretty(&service.create_key(tenant, spec).await?)
         }
-        KeyCommand::List { tenant } => pretty(&service.list(tenant).await?),
+        KeyCommand::List { tenant } => pretty(&service.list_all(tenant).await?),
         KeyCommand::Revoke { tenant, id } => pretty(&service.revoke(tenant, id).await?),
     }
 }

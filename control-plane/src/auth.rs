@@ -90,6 +90,7 @@ mod tests {
             created_at: 10,
             expires_at: Some(100),
             revoked_at: None,
+            metadata: None,
         }
     }
 

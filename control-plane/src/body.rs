@@ -75,6 +75,46 @@ impl Fields {
         }
     }
 
+    /// A JSON object field; absent and `null` are `None`.
+    pub fn object(&mut self, field: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a JSON object"),
+            )),
+        }
+    }
+
+    /// A field a `PATCH` may clear: absent `None`, `null` `Some(None)`, else
+    /// what `read` makes of it.
+    pub fn clearable<T>(
+        &mut self,
+        field: &str,
+        read: impl FnOnce(&mut Fields, &str) -> Result<Option<T>, ApiError>,
+    ) -> Result<Option<Option<T>>, ApiError> {
+        if matches!(self.0.get(field), Some(Value::Null)) {
+            self.0.remove(field);
+            return Ok(Some(None));
+        }
+        Ok(read(self, field)?.map(Some))
+    }
+
+    /// A 400 for the first of `fields` that is `null`.
+    pub fn refuse_null(&self, fields: &[&str]) -> Result<(), ApiError> {
+        match fields
+            .iter()
+            .find(|f| matches!(self.0.get(**f), Some(Value::Null)))
+        {
+            Some(field) => Err(ApiError::invalid(
+                field,
+                format!("{field} must not be null"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A non-negative integer field; absent and `null` are `None`.
     pub fn integer(&mut self, field: &str) -> Result<Option<u64>, ApiError> {
         match self.0.remove(field) {

@@ -1,12 +1,15 @@
-//! What a caller asks to create, before and after its checks. The API reads
-//! drafts from JSON, the admin CLI from flags; both go through the same
-//! checks, whose errors are 400s naming the field.
+//! What a caller asks to create or change, before and after its checks. The
+//! API reads drafts from JSON, the admin CLI from flags; both go through the
+//! same checks, whose errors are 400s naming the field. The drafts are also
+//! the request bodies of the OpenAPI document (crate::openapi).
 
 use crate::body::{required, Fields};
 use crate::clock;
 use crate::errors::ApiError;
 use crate::policy::MintPolicy;
+use crate::store::{KeyPatch, Metadata, MAX_METADATA_BYTES};
 use keygate::key::Environment;
+use utoipa::ToSchema;
 
 /// Longest name of a key or tenant, in characters.
 pub const MAX_NAME: usize = 100;
@@ -15,15 +18,59 @@ pub const MAX_EMAIL: usize = 254;
 /// Longest grace period of a rotation: 30 days.
 pub const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
-/// A key to mint, as asked.
-#[derive(Debug, Default, Clone)]
+/// A key to mint, as asked (`POST /api/v1/api-keys`).
+#[derive(Debug, Default, Clone, ToSchema)]
+#[schema(as = CreateKey)]
 pub struct KeyDraft {
+    /// 1 to 100 characters, no control characters.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    /// At least one of the allowed scopes (SPEC §5).
+    #[schema(required = true, value_type = Vec<String>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+    /// `live` (default) or `test`.
+    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
     pub environment: Option<String>,
+    /// RFC 3339, in the future.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// One of the configured tiers (default: the first).
     pub rate_limit_tier: Option<String>,
+    /// A JSON object of at most 1 KiB serialized; returned by the API,
+    /// never sent upstream.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
 }
+
+/// A change of a key, as asked (`PATCH /api/v1/api-keys/{id}`): absent
+/// fields stay as they are; `null` clears `expires_at` or `metadata`.
+// A field is added here, in `PATCH_FIELDS`, and in `KeyPatchDraft::check`.
+#[derive(Debug, Default, Clone, ToSchema)]
+#[schema(as = PatchKey)]
+pub struct KeyPatchDraft {
+    #[schema(min_length = 1, max_length = 100, nullable = false)]
+    pub name: Option<String>,
+    #[schema(min_items = 1, nullable = false)]
+    pub scopes: Option<Vec<String>>,
+    /// One of the configured tiers.
+    #[schema(nullable = false)]
+    pub rate_limit_tier: Option<String>,
+    /// RFC 3339 in the future, or `null`: never expires.
+    #[schema(value_type = Option<String>, format = DateTime, nullable = true)]
+    pub expires_at: Option<Option<String>>,
+    /// Replaces the metadata; `null` clears it.
+    #[schema(value_type = Option<Object>, nullable = true)]
+    pub metadata: Option<Option<Metadata>>,
+}
+
+/// The fields a `PATCH` may name.
+const PATCH_FIELDS: &[&str] = &[
+    "name",
+    "scopes",
+    "rate_limit_tier",
+    "expires_at",
+    "metadata",
+];
 
 /// A key to mint, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +81,16 @@ pub struct KeySpec {
     pub environment: Environment,
     pub expires_at: Option<u64>,
     pub tier: String,
+    pub metadata: Option<Metadata>,
 }
 
-/// A tenant to create, as asked.
-#[derive(Debug, Default, Clone)]
+/// A tenant to create, as asked (`POST /api/v1/tenants`).
+#[derive(Debug, Default, Clone, ToSchema)]
+#[schema(as = CreateTenant)]
 pub struct TenantDraft {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 
@@ -59,6 +110,7 @@ impl KeyDraft {
             "environment",
             "expires_at",
             "rate_limit_tier",
+            "metadata",
         ];
         let mut f = Fields::parse(bytes, &known, false)?;
         Ok(KeyDraft {
@@ -67,6 +119,7 @@ impl KeyDraft {
             environment: f.string("environment")?,
             expires_at: f.string("expires_at")?,
             rate_limit_tier: f.string("rate_limit_tier")?,
+            metadata: f.object("metadata")?,
         })
     }
 
@@ -77,7 +130,44 @@ impl KeyDraft {
             scopes: scopes(required(self.scopes, "scopes")?, policy)?,
             environment: environment(self.environment)?,
             expires_at: self.expires_at.map(|at| expires_at(&at, now)).transpose()?,
-            tier: tier(self.rate_limit_tier, policy)?,
+            tier: self.rate_limit_tier.map_or_else(
+                || Ok(policy.default_tier().to_string()),
+                |t| tier(t, policy),
+            )?,
+            metadata: self.metadata.map(metadata).transpose()?,
+        })
+    }
+}
+
+impl KeyPatchDraft {
+    /// Reads `PATCH /api/v1/api-keys/{id}`.
+    pub fn from_json(bytes: &[u8]) -> Result<KeyPatchDraft, ApiError> {
+        let mut f = Fields::parse(bytes, PATCH_FIELDS, false)?;
+        f.refuse_null(&["name", "scopes", "rate_limit_tier"])?;
+        Ok(KeyPatchDraft {
+            name: f.string("name")?,
+            scopes: f.strings("scopes")?,
+            rate_limit_tier: f.string("rate_limit_tier")?,
+            expires_at: f.clearable("expires_at", Fields::string)?,
+            metadata: f.clearable("metadata", Fields::object)?,
+        })
+    }
+
+    /// Checks every field against `policy` at time `now`, all before any
+    /// write.
+    pub fn check(self, policy: &MintPolicy, now: u64) -> Result<KeyPatch, ApiError> {
+        Ok(KeyPatch {
+            name: self.name.map(|n| name(n, "name")).transpose()?,
+            scopes: self.scopes.map(|s| scopes(s, policy)).transpose()?,
+            tier: self.rate_limit_tier.map(|t| tier(t, policy)).transpose()?,
+            expires_at: self
+                .expires_at
+                .map(|at| at.map(|at| expires_at(&at, now)).transpose())
+                .transpose()?,
+            metadata: self
+                .metadata
+                .map(|m| m.map(metadata).transpose())
+                .transpose()?,
         })
     }
 }
@@ -213,11 +303,12 @@ fn expires_at(value: &str, now: u64) -> Result<u64, ApiError> {
     Ok(secs)
 }
 
-fn tier(value: Option<String>, policy: &MintPolicy) -> Result<String, ApiError> {
+/// A configured tier (whether the tenant's plan allows it is the service's
+/// check).
+fn tier(value: String, policy: &MintPolicy) -> Result<String, ApiError> {
     match value {
-        None => Ok(policy.default_tier().to_string()),
-        Some(t) if policy.tiers.contains(&t) => Ok(t),
-        Some(_) => Err(ApiError::invalid(
+        t if policy.tiers.contains(&t) => Ok(t),
+        _ => Err(ApiError::invalid(
             "rate_limit_tier",
             format!(
                 "rate_limit_tier must be one of: {}",
@@ -225,6 +316,17 @@ fn tier(value: Option<String>, policy: &MintPolicy) -> Result<String, ApiError> 
             ),
         )),
     }
+}
+
+fn metadata(value: Metadata) -> Result<Metadata, ApiError> {
+    let size = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!("metadata must be at most {MAX_METADATA_BYTES} bytes as JSON, not {size}"),
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

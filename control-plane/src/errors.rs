@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use keygate::decision::{Deny, WWW_AUTHENTICATE};
 use serde::Serialize;
 use std::fmt;
+use utoipa::ToSchema;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,17 +113,22 @@ impl ApiError {
     }
 }
 
-/// `{"error":{"type","message","field"?}}`, in the order of SPEC §4.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// `{"error":{"type","message","field"?}}`, in the order of SPEC §4 (also
+/// the shape of Envoy's and the filter's refusals).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ErrorDetail<'a> {
+    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `rate_limited`, …
     #[serde(rename = "type")]
     kind: &'a str,
     message: &'a str,
+    /// The field a 400 is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }

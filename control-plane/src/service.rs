@@ -1,17 +1,22 @@
 //! The key operations behind both the API and the admin CLI: mint (with the
-//! core's generator), list, revoke and rotate, always within one tenant.
+//! core's generator), get, list, patch, revoke and rotate, always within one
+//! tenant.
 //!
-//! A change that takes rights away (a revocation, a rotation without grace,
-//! and any later suspension or narrowing) answers only once it was handed to
-//! every Envoy connected to this replica's feed, or the propagation timeout
-//! passed ([`Service::delivered`], crate::delivery).
+//! A change of what the filter knows (a revocation, a rotation without
+//! grace, a patch of scopes, tier or expiry, and any later suspension)
+//! answers only once it was handed to every Envoy connected to this
+//! replica's feed, or the propagation timeout passed
+//! ([`Service::delivered`], crate::delivery).
 
 use crate::clock;
 use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
+use crate::listing;
 use crate::policy::MintPolicy;
-use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant};
+use crate::store::{
+    KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, Patched, Store, StoreError, Tenant,
+};
 use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, SHOW_ONCE};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::{self, Environment, KeyError};
@@ -110,6 +115,7 @@ impl Service {
             created_at: now,
             expires_at: spec.expires_at,
             revoked_at: None,
+            metadata: spec.metadata.clone(),
         };
         let new = NewKey {
             hash: key::hash(&key),
@@ -127,6 +133,7 @@ impl Service {
             environment: Environment::Live,
             expires_at: None,
             tier: self.policy.default_tier().into(),
+            metadata: None,
         };
         let created = with_fresh_ids(|| {
             let org = OrgId::random().map_err(random_failed)?;
@@ -172,11 +179,77 @@ impl Service {
         Ok(created)
     }
 
-    /// Every key of `org`.
-    pub async fn list(&self, org: OrgId) -> Result<KeyList, ApiError> {
-        let keys = self.store.list_keys(org).await?;
+    /// One key of `org`.
+    pub async fn get(&self, org: OrgId, id: KeyId) -> Result<KeyView, ApiError> {
+        let record = self.store.key(org, id).await?;
+        Ok(KeyView::from(&record.ok_or(ApiError::NotFound("API key"))?))
+    }
+
+    /// One page of the keys of `org`.
+    pub async fn list(&self, org: OrgId, query: KeyQuery) -> Result<KeyList, ApiError> {
+        let page = self.store.list_page(org, query).await?;
         Ok(KeyList {
-            data: keys.iter().map(KeyView::from).collect(),
+            data: page.keys.iter().map(KeyView::from).collect(),
+            next_cursor: page.next_after.map(listing::cursor),
+        })
+    }
+
+    /// Every key of `org`, page by page (the admin CLI).
+    pub async fn list_all(&self, org: OrgId) -> Result<KeyList, ApiError> {
+        let mut query = KeyQuery {
+            after: None,
+            limit: listing::MAX_LIMIT,
+            environment: None,
+            status: None,
+            now: clock::now(),
+        };
+        let mut data = Vec::new();
+        loop {
+            let page = self.store.list_page(org, query.clone()).await?;
+            data.extend(page.keys.iter().map(KeyView::from));
+            match page.next_after {
+                Some(after) => query.after = Some(after),
+                None => {
+                    return Ok(KeyList {
+                        data,
+                        next_cursor: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Whether the plan of `org` allows `patch` (its tier). Plans do not
+    /// exist yet: every configured tier is allowed. The plan ceilings of a
+    /// patch are checked here, before the write.
+    fn plan_allows(&self, _org: OrgId, _patch: &KeyPatch) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Applies a checked `patch` to an active key of `org` in one write; a
+    /// change of what the filter knows (scopes, tier, expiry) is delivered
+    /// before the answer. A revoked or expired key is a 409.
+    pub async fn patch(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        patch: KeyPatch,
+    ) -> Result<Delivered<KeyView>, ApiError> {
+        self.plan_allows(org, &patch)?;
+        let patched = self.store.patch_key(org, id, patch, clock::now()).await?;
+        let Patched {
+            record,
+            feed_changed,
+        } = patched.ok_or(ApiError::NotFound("API key"))?;
+        let view = KeyView::from(&record);
+        log_key("api key patched", org, &view);
+        Ok(if feed_changed {
+            self.delivered(view).await
+        } else {
+            Delivered {
+                value: view,
+                propagated: None,
+            }
         })
     }
 
@@ -190,7 +263,7 @@ impl Service {
     }
 
     /// Replaces a key of `org` by a new one with the same name, scopes,
-    /// environment, tier and expiry; the old key dies now (`grace` 0) or
+    /// environment, tier, expiry and metadata; the old key dies now (`grace` 0) or
     /// `grace` seconds from now. Without grace the answer is delivered.
     pub async fn rotate(
         &self,
@@ -207,6 +280,7 @@ impl Service {
             environment: old.environment,
             expires_at: old.expires_at,
             tier: old.tier,
+            metadata: old.metadata,
         };
         let fate = match grace {
             0 => OldKeyFate::RevokeAt(now),

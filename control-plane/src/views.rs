@@ -1,28 +1,41 @@
-//! The JSON shapes the control plane answers with. A full key appears only in
-//! the answer that creates it; a hash never appears.
+//! The JSON shapes the control plane answers with (and the OpenAPI
+//! document's response schemas). A full key appears only in the answer that
+//! creates it; a hash never appears.
 
 use crate::clock;
 use crate::delivery::Propagated;
-use crate::store::KeyRecord;
+use crate::openapi::EnvironmentName;
+use crate::store::{KeyRecord, Metadata};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// What the creator of a tenant or key is told about the key.
 pub const SHOW_ONCE: &str = "Store this API key now; it will not be shown again.";
 
 /// A key as listed: never the key or its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Key)]
 pub struct KeyView {
+    #[schema(value_type = String, example = "key_00c0ffee00c0ffee")]
     pub id: KeyId,
     pub name: String,
+    /// The first 12 characters of the key.
     pub api_key_prefix: String,
     pub scopes: Vec<String>,
+    #[schema(value_type = EnvironmentName)]
     pub environment: Environment,
     pub rate_limit_tier: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
+    /// The caller's JSON object, if set.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
 }
 
 impl From<&KeyRecord> for KeyView {
@@ -37,12 +50,13 @@ impl From<&KeyRecord> for KeyView {
             created_at: clock::rfc3339(r.created_at),
             expires_at: r.expires_at.map(clock::rfc3339),
             revoked_at: r.revoked_at.map(clock::rfc3339),
+            metadata: r.metadata.clone(),
         }
     }
 }
 
 /// A new key, shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CreatedKey {
     pub api_key: String,
     #[serde(flatten)]
@@ -50,7 +64,7 @@ pub struct CreatedKey {
 }
 
 /// The key a rotation made, and the old key as it now is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RotatedKey {
     #[serde(flatten)]
     pub created: CreatedKey,
@@ -59,7 +73,7 @@ pub struct RotatedKey {
 
 /// The answer to a change that takes rights away, and how far it went
 /// before the answer (absent for changes that need no delivery).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Delivered<T> {
     #[serde(flatten)]
     pub value: T,
@@ -68,9 +82,11 @@ pub struct Delivered<T> {
 }
 
 /// A new tenant and its first key, shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CreatedTenant {
+    #[schema(value_type = String, example = "org_00c0ffee00c0ffee")]
     pub tenant_id: OrgId,
+    #[schema(value_type = String)]
     pub key_id: KeyId,
     pub api_key: String,
     pub api_key_prefix: String,
@@ -78,14 +94,17 @@ pub struct CreatedTenant {
 }
 
 /// `GET /api/v1/auth/me`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Me {
+    #[schema(value_type = String)]
     pub tenant_id: OrgId,
     pub key: KeyView,
 }
 
-/// `GET /api/v1/api-keys`.
-#[derive(Debug, Clone, Serialize)]
+/// `GET /api/v1/api-keys`: a page of keys in creation order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyList {
     pub data: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
 }

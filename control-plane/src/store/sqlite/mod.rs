@@ -9,7 +9,8 @@ mod queries;
 mod writer;
 
 use super::{
-    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture, Tenant,
+    FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk, Patched,
+    Store, StoreError, StoreFuture, Tenant,
 };
 use keygate::feed::KeySet;
 use keygate::ids::{KeyId, OrgId};
@@ -22,10 +23,16 @@ use writer::Writer;
 
 /// The migrations, in order; `PRAGMA user_version` holds the number of the
 /// last one applied. Each runs in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/sqlite/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_key_metadata.sql"),
+    ),
+];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
 /// How long a statement waits for another process's lock.
@@ -173,8 +180,18 @@ impl Store for SqliteStore {
         self.read(move |conn| queries::key(conn, org, id))
     }
 
-    fn list_keys(&self, org: OrgId) -> StoreFuture<'_, Vec<KeyRecord>> {
-        self.read(move |conn| queries::list_keys(conn, org))
+    fn list_page(&self, org: OrgId, query: KeyQuery) -> StoreFuture<'_, KeyPage> {
+        self.read(move |conn| queries::list_page(conn, org, &query))
+    }
+
+    fn patch_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        patch: KeyPatch,
+        now: u64,
+    ) -> StoreFuture<'_, Option<Patched>> {
+        self.write(move |conn| queries::patch_key(conn, org, id, &patch, now))
     }
 
     fn revoke_key(&self, org: OrgId, id: KeyId, now: u64) -> StoreFuture<'_, Option<KeyRecord>> {
