@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use keygate::ids::KeyId;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Instant;
 use utoipa::ToSchema;
 
@@ -112,19 +112,15 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> 
     id.parse().map_err(|_| bad())
 }
 
-/// The OpenAPI document, made once.
-static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| {
-    openapi::json()
-        .inspect_err(|e| tracing::error!(error = %e, "cannot encode the OpenAPI document"))
-        .ok()
-});
-
 /// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json() -> Answer {
-    let document = DOCUMENT.as_ref().ok_or(ApiError::Internal)?;
-    let mut response = document.clone().into_response();
+async fn openapi_json(State(state): State<AppState>) -> Answer {
+    let document = openapi::json(state.service.policy()).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode the OpenAPI document");
+        ApiError::Internal
+    })?;
+    let mut response = document.into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),

@@ -2,9 +2,12 @@
 //! handlers' path annotations (crate::api) and the request and response
 //! types (crate::drafts, crate::views, crate::errors), served at
 //! [`PATH`]. Every operation also lists the refusals of SPEC §4 it can meet
-//! on its way through Envoy and the control plane ([`Refusals`]).
+//! on its way through Envoy and the control plane ([`Refusals`]), and the
+//! served document names this deployment's scopes and tiers ([`json`]).
 
 use crate::errors::ErrorBody;
+use crate::policy::MintPolicy;
+use serde_json::Value;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
@@ -62,9 +65,50 @@ pub enum StatusName {
 )]
 pub struct ApiDoc;
 
-/// The JSON of the document.
-pub fn json() -> Result<String, serde_json::Error> {
-    ApiDoc::openapi().to_json()
+/// Where the request schemas take a scope or a tier (JSON pointers), and
+/// whether `null` is allowed there too.
+const SCOPE_ITEMS: &[&str] = &[
+    "/components/schemas/CreateKey/properties/scopes/items",
+    "/components/schemas/PatchKey/properties/scopes/items",
+];
+const TIERS: &[(&str, bool)] = &[
+    (
+        "/components/schemas/CreateKey/properties/rate_limit_tier",
+        true,
+    ),
+    (
+        "/components/schemas/PatchKey/properties/rate_limit_tier",
+        false,
+    ),
+];
+
+/// The JSON of the document, with the scopes and tiers `policy` allows as
+/// the enums of the request fields that take them.
+pub fn json(policy: &MintPolicy) -> Result<String, serde_json::Error> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi())?;
+    let names = |items: &[String], null: bool| {
+        let mut values: Vec<Value> = items.iter().cloned().map(Value::String).collect();
+        if null {
+            values.push(Value::Null);
+        }
+        Value::Array(values)
+    };
+    for pointer in SCOPE_ITEMS {
+        set_enum(&mut doc, pointer, names(&policy.scopes, false));
+    }
+    for (pointer, null) in TIERS {
+        set_enum(&mut doc, pointer, names(&policy.tiers, *null));
+    }
+    serde_json::to_string(&doc)
+}
+
+fn set_enum(doc: &mut Value, pointer: &str, values: Value) {
+    match doc.pointer_mut(pointer).and_then(Value::as_object_mut) {
+        Some(schema) => {
+            schema.insert("enum".into(), values);
+        }
+        None => tracing::error!(pointer, "the OpenAPI document has no such schema"),
+    }
 }
 
 /// Adds the two ways to present a key.
@@ -151,5 +195,56 @@ impl Modify for Refusals {
                 add_refusals(operation);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> MintPolicy {
+        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        MintPolicy::new(
+            "rk",
+            strings(&["a:read", "a:write"]),
+            strings(&["free", "pro"]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_management_route_is_described_with_its_refusals() {
+        let doc: Value = serde_json::from_str(&json(&policy()).unwrap()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let operations = [
+            ("/api/v1/tenants", "post"),
+            ("/api/v1/api-keys", "post"),
+            ("/api/v1/api-keys", "get"),
+            ("/api/v1/api-keys/{id}", "get"),
+            ("/api/v1/api-keys/{id}", "patch"),
+            ("/api/v1/api-keys/{id}", "delete"),
+            ("/api/v1/api-keys/{id}/rotate", "post"),
+            ("/api/v1/auth/me", "get"),
+            (PATH, "get"),
+        ];
+        let paths = doc["paths"].as_object().unwrap();
+        let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(described, operations.len());
+        for (path, method) in operations {
+            let responses = &doc["paths"][path][method]["responses"];
+            for (status, _) in REFUSALS {
+                assert!(
+                    responses[*status].is_object(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+        let scopes = &doc["components"]["schemas"]["PatchKey"]["properties"]["scopes"]["items"];
+        assert_eq!(scopes["enum"], serde_json::json!(["a:read", "a:write"]));
+        let tier = &doc["components"]["schemas"]["CreateKey"]["properties"]["rate_limit_tier"];
+        assert_eq!(tier["enum"], serde_json::json!(["free", "pro", null]));
+        let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+        assert!(schemes.contains_key(BEARER) && schemes.contains_key(API_KEY));
+        assert!(doc["paths"]["/api/v1/api-keys"]["get"]["security"].is_array());
     }
 }
