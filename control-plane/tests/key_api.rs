@@ -535,3 +535,34 @@ async fn pages_read_during_inserts_have_no_duplicates_or_gaps() {
         acked_before_last.len()
     );
 }
+
+/// A database made before metadata (migration 0004 not applied) migrates on
+/// the next start: its keys keep working, with no metadata, and take some.
+#[tokio::test]
+async fn a_database_without_metadata_migrates_on_start() {
+    let mut server = Server::start().await;
+    let (t, key) = tenant_and_key(&server).await;
+    server.kill9();
+    let undo = if server.on_postgres() {
+        "ALTER TABLE api_keys DROP COLUMN metadata; \
+         DELETE FROM keygate_migrations WHERE number = 4;"
+    } else {
+        "ALTER TABLE api_keys DROP COLUMN metadata; PRAGMA user_version = 1;"
+    };
+    server.sql(undo).await;
+    server.restart().await;
+    let got = get(&server, &t.key, &key).await;
+    assert_eq!(got["metadata"], Value::Null);
+    assert_eq!(got["name"], "k");
+    let patched = patch(&server, &t.key, &key, json!({"metadata": {"again": true}})).await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert_eq!(
+        get(&server, &t.key, &key).await["metadata"],
+        json!({"again": true})
+    );
+    assert!(
+        server.log().contains("database migrated"),
+        "{}",
+        server.log()
+    );
+}
