@@ -24,7 +24,7 @@ use axum::Router;
 use keygate::ids::KeyId;
 use std::sync::Arc;
 use std::time::Instant;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// What every handler shares; a handler extracts the part it needs.
 #[derive(Clone)]
@@ -104,6 +104,16 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The `{id}` of a key's path (for the OpenAPI document).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct KeyIdParam {
+    /// A key id, `key_<16 hex>`.
+    #[param(pattern = "^key_[0-9a-f]{16}$")]
+    id: String,
+}
+
 /// The key id of a path: a malformed one is a 400 naming `id` (a
 /// well-formed id of another tenant is a 404, as if absent).
 fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> {
@@ -170,7 +180,7 @@ async fn list_keys(State(state): State<AppState>, headers: HeaderMap, uri: Uri) 
 
 /// One key of the tenant (`tenant:read` or `tenant:admin`).
 #[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys",
-    params(("id" = String, Path, description = "A key id, `key_<16 hex>`")),
+    params(KeyIdParam),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "The key", body = KeyView),
               (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
@@ -189,7 +199,7 @@ async fn get_key(
 /// anything is written. A change of scopes, tier or expiry answers once
 /// delivered to the Envoys (`propagated`).
 #[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "api-keys", request_body = KeyPatchDraft,
-    params(("id" = String, Path, description = "A key id, `key_<16 hex>`")),
+    params(KeyIdParam),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "The key as changed", body = Delivered<KeyView>),
               (status = 404, description = "No such key in this tenant", body = ErrorBody),
@@ -211,7 +221,7 @@ async fn patch_key(
 
 /// Revokes a key (`tenant:admin`); answers once delivered to the Envoys.
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
-    params(("id" = String, Path, description = "A key id, `key_<16 hex>`")),
+    params(KeyIdParam),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "The key as revoked", body = Delivered<KeyView>),
               (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
@@ -238,7 +248,7 @@ struct RotateBody {
 /// Replaces a key by a new one (`tenant:admin`); the old one dies now or after the grace period.
 #[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "api-keys",
     request_body(content = Option<RotateBody>),
-    params(("id" = String, Path, description = "A key id, `key_<16 hex>`")),
+    params(KeyIdParam),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 201, description = "The new key and the old one", body = RotatedKey),
               (status = 404, description = "No such key in this tenant", body = ErrorBody),

@@ -1,9 +1,9 @@
 //! The OpenAPI document fuzzed against the live stack (SPEC §10):
 //! schemathesis (PyPI, pinned, installed by `scripts/ensure-schemathesis.sh`
 //! into target/tools) runs every operation of `/api/v1/openapi.json`
-//! through Envoy with a valid admin key, and checks that no answer is a 5xx
-//! and that every answer (status, content type, body) conforms to the
-//! document. Its summary is printed. If schemathesis cannot be installed
+//! through Envoy with a valid admin key, and checks that no answer is a 5xx,
+//! that every answer (status, content type, headers, body) conforms to the
+//! document and that input outside it is refused. Its summary is printed. If schemathesis cannot be installed
 //! the test fails, saying so.
 //!
 //! The fuzzer must not take its own key away (a revocation, rotation or
@@ -23,9 +23,13 @@ use std::time::Instant;
 const MAX_EXAMPLES: &str = "100";
 /// Keys minted for the fuzzer to use as `{id}`.
 const VICTIMS: usize = 6;
-/// What must hold for every answer.
+/// What must hold for every answer: no 5xx; status, content type, headers
+/// and body as documented; invalid input refused with a 4xx. (Not
+/// `unsupported_method`: Envoy's HTTP/1 codec answers a method it does not
+/// know, such as `QUERY`, with its own JSON 400, not 405.)
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-                      response_schema_conformance";
+                      response_headers_conformance,response_schema_conformance,\
+                      negative_data_rejection,missing_required_header";
 
 /// The free tier's per-minute bucket, raised so the fuzzer's key is not
 /// throttled after its first 60 requests (a 429 would conform, but test
