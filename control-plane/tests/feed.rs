@@ -722,8 +722,9 @@ async fn every_answer_names_the_key_set_made_with_the_database() {
     let forget = if common::pg::selected() {
         "DELETE FROM key_set"
     } else {
-        // As made before key sets: no table, and no migration recorded.
-        "DROP TABLE key_set; PRAGMA user_version = 0"
+        // As made before key sets: no table, no later column (metadata,
+        // migration 0004), and no migration recorded.
+        "DROP TABLE key_set; ALTER TABLE api_keys DROP COLUMN metadata; PRAGMA user_version = 0"
     };
     server.sql(forget).await;
     server.restart().await;
