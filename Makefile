@@ -37,7 +37,9 @@ run: setup build $(if $(filter native,$(ADAPTER)),native)
 # again against the native one (KEYGATE_ADAPTER=native: envoy-native.yaml
 # and the dynamic module), then the control plane's tests on PostgreSQL (a
 # private server started by scripts/pg.sh; Debian's postgresql installed if
-# missing).
+# missing). The e2e suite includes tests/tests/openapi.rs: schemathesis
+# (pinned, from PyPI into target/tools/schemathesis-venv on first use,
+# scripts/ensure-schemathesis.sh) against the live stack through Envoy.
 test: setup build native
 	@scripts/pg.sh ensure
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output

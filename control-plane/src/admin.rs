@@ -56,11 +56,12 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                     per_day,
                 }),
                 external_id,
+                metadata: None,
             };
             let spec = draft.check(service.policy(), clock::now())?;
             pretty(&service.create_key(tenant, spec).await?)
         }
-        KeyCommand::List { tenant } => pretty(&service.list(tenant).await?),
+        KeyCommand::List { tenant } => pretty(&service.list_all(tenant).await?),
         KeyCommand::Revoke { tenant, id } => pretty(&service.revoke(tenant, id).await?),
     }
 }

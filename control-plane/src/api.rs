@@ -1,29 +1,33 @@
-//! The HTTP surface: the management API of SPEC §6 under `/api/v1`, the
-//! operator API (crate::operator), the key table feed, `/healthz`, `/metrics`, and JSON for every other answer (404,
-//! 405).
+//! The HTTP surface: the management API of SPEC §6 and §10 under `/api/v1`
+//! (described by its OpenAPI document, crate::openapi), the operator API
+//! (crate::operator), the key table feed, `/healthz`, `/metrics`, and JSON
+//! for every other answer (404, 405).
 
 use crate::auth::{self, authenticate};
 use crate::body::{self, MAX_BODY};
 use crate::clock;
-use crate::drafts::{self, KeyDraft, TenantDraft};
-use crate::errors::{self, json, ApiError};
+use crate::drafts::{self, KeyDraft, KeyPatchDraft, TenantDraft};
+use crate::errors::{self, json, ApiError, ErrorBody};
 use crate::feed::{self, FeedEndpoint};
+use crate::listing::ListDraft;
 use crate::metrics::{self, Propagation};
+use crate::openapi;
 use crate::operator::{self, OperatorToken};
 use crate::service::Service;
-use crate::views::Me;
+use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, Me, RotatedKey};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use keygate::errors::ErrorFormat;
 use keygate::ids::KeyId;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::{IntoParams, ToSchema};
 
 /// What every handler shares; a handler extracts the part it needs.
 #[derive(Clone)]
@@ -53,9 +57,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/tenants", post(create_tenant))
         .route("/api/v1/api-keys", post(create_key).get(list_keys))
-        .route("/api/v1/api-keys/{id}", delete(revoke_key))
+        .route(
+            "/api/v1/api-keys/{id}",
+            get(get_key).patch(patch_key).delete(revoke_key),
+        )
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
         .route("/api/v1/auth/me", get(me))
+        .route(openapi::PATH, get(openapi_json))
         .route(feed::PATH, get(feed::key_table))
         .route(metrics::PATH, get(metrics))
         .merge(operator::routes())
@@ -107,12 +115,43 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The key id of a path; a malformed one is as unknown as a foreign one.
-fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> {
-    let Path(id) = path.map_err(|_| ApiError::NotFound("API key"))?;
-    id.parse().map_err(|_| ApiError::NotFound("API key"))
+/// The `{id}` of a key's path (for the OpenAPI document).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct KeyIdParam {
+    /// A key id, `key_<16 hex>`.
+    #[param(pattern = "^key_[0-9a-f]{16}$")]
+    id: String,
 }
 
+/// The key id of a path: a malformed one is a 400 naming `id` (a
+/// well-formed id of another tenant is a 404, as if absent).
+fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> {
+    let bad = || ApiError::invalid("id", "id must be a key id such as key_0123456789abcdef");
+    let Path(id) = path.map_err(|_| bad())?;
+    id.parse().map_err(|_| bad())
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json(State(state): State<AppState>) -> Answer {
+    let document = openapi::json(state.service.policy()).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode the OpenAPI document");
+        ApiError::Internal
+    })?;
+    let mut response = document.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Registers a tenant; the answer holds its first key (every default scope), shown once.
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = TenantDraft,
+    responses((status = 201, description = "The tenant and its first key", body = CreatedTenant)))]
 async fn create_tenant(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -122,6 +161,10 @@ async fn create_tenant(
     Ok(json(StatusCode::CREATED, &created))
 }
 
+/// Mints a key (`tenant:admin`); the key is shown once.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = KeyDraft,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "The new key", body = CreatedKey)))]
 async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -135,14 +178,64 @@ async fn create_key(
     Ok(json(StatusCode::CREATED, &created))
 }
 
+/// A page of the tenant's keys in creation order (`tenant:read` or `tenant:admin`).
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(ListDraft),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "A page of keys", body = KeyList)))]
 async fn list_keys(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::READ).await?;
-    Ok(json(
-        StatusCode::OK,
-        &state.service.list(caller.org_id).await?,
-    ))
+    let query = ListDraft::from_query(uri.query())?.check(clock::now())?;
+    let page = state.service.list(caller.org_id, query).await?;
+    Ok(json(StatusCode::OK, &page))
 }
 
+/// One key of the tenant (`tenant:read` or `tenant:admin`).
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(KeyIdParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The key", body = KeyView),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
+async fn get_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::READ).await?;
+    let key = state.service.get(caller.org_id, key_id(id)?).await?;
+    Ok(json(StatusCode::OK, &key))
+}
+
+/// Changes an active key (`tenant:admin`): every field is checked before
+/// anything is written. A change of scopes, tier or expiry answers once
+/// delivered to the Envoys (`propagated`).
+#[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "api-keys", request_body = KeyPatchDraft,
+    params(KeyIdParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The key as changed", body = Delivered<KeyView>),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody),
+              (status = 409, description = "The key is revoked or expired", body = ErrorBody)))]
+async fn patch_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
+    let id = key_id(id)?;
+    let draft = KeyPatchDraft::from_json(&body::bytes(body)?)?;
+    let patch = draft.check(state.service.policy(), clock::now())?;
+    let patched = state.service.patch(caller.org_id, id, patch).await?;
+    Ok(json(StatusCode::OK, &patched))
+}
+
+/// Revokes a key (`tenant:admin`); answers once delivered to the Envoys.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(KeyIdParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The key as revoked", body = Delivered<KeyView>),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
 async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -154,6 +247,23 @@ async fn revoke_key(
     Ok(json(StatusCode::OK, &revoked))
 }
 
+/// Grace period of a rotation.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RotateBody {
+    /// Seconds the old key keeps working (0 to 2592000; default 0).
+    #[schema(minimum = 0, maximum = 2592000)]
+    grace_seconds: Option<u64>,
+}
+
+/// Replaces a key by a new one (`tenant:admin`); the old one dies now or after the grace period.
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "api-keys",
+    request_body(content = Option<RotateBody>),
+    params(KeyIdParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "The new key and the old one", body = RotatedKey),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody),
+              (status = 409, description = "The key is revoked or expired", body = ErrorBody)))]
 async fn rotate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -168,6 +278,10 @@ async fn rotate_key(
     Ok(json(StatusCode::CREATED, &rotated))
 }
 
+/// The calling key and its tenant (any valid key).
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The caller", body = Me)))]
 async fn me(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ANY).await?;
     let me = Me {

@@ -99,6 +99,7 @@ mod tests {
             limits: keygate::limits::RateLimits::NONE,
             external_id: None,
             tenant_suspended: false,
+            metadata: None,
         }
     }
 

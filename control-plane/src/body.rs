@@ -59,7 +59,7 @@ impl Fields {
 
     /// An object field whose fields are all `known`; absent and `null` are
     /// `None`.
-    pub fn object(&mut self, field: &str, known: &[&str]) -> Result<Option<Fields>, ApiError> {
+    pub fn nested(&mut self, field: &str, known: &[&str]) -> Result<Option<Fields>, ApiError> {
         let name = self.name(field);
         match self.0.remove(field) {
             None | Some(Value::Null) => Ok(None),
@@ -104,6 +104,46 @@ impl Fields {
         }
     }
 
+    /// A JSON object field; absent and `null` are `None`.
+    pub fn object(&mut self, field: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a JSON object"),
+            )),
+        }
+    }
+
+    /// A field a `PATCH` may clear: absent `None`, `null` `Some(None)`, else
+    /// what `read` makes of it.
+    pub fn clearable<T>(
+        &mut self,
+        field: &str,
+        read: impl FnOnce(&mut Fields, &str) -> Result<Option<T>, ApiError>,
+    ) -> Result<Option<Option<T>>, ApiError> {
+        if matches!(self.0.get(field), Some(Value::Null)) {
+            self.0.remove(field);
+            return Ok(Some(None));
+        }
+        Ok(read(self, field)?.map(Some))
+    }
+
+    /// A 400 for the first of `fields` that is `null`.
+    pub fn refuse_null(&self, fields: &[&str]) -> Result<(), ApiError> {
+        match fields
+            .iter()
+            .find(|f| matches!(self.0.get(**f), Some(Value::Null)))
+        {
+            Some(field) => Err(ApiError::invalid(
+                field,
+                format!("{field} must not be null"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A non-negative integer field; absent and `null` are `None`.
     pub fn integer(&mut self, field: &str) -> Result<Option<u64>, ApiError> {
         let value = self.0.remove(field);
@@ -114,6 +154,20 @@ impl Fields {
             Some(_) => Err(ApiError::invalid(
                 field,
                 format!("{field} must be a non-negative integer"),
+            )),
+        }
+    }
+
+    /// A boolean field; absent and `null` are `None`.
+    pub fn boolean(&mut self, field: &str) -> Result<Option<bool>, ApiError> {
+        let value = self.0.remove(field);
+        let field = &self.name(field);
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be true or false"),
             )),
         }
     }
@@ -180,13 +234,13 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(field_of(f.object("o", &["i"]).err().unwrap()), "o.zz");
-        let mut p = f.object("p", &["i"]).unwrap().unwrap();
+        assert_eq!(field_of(f.nested("o", &["i"]).err().unwrap()), "o.zz");
+        let mut p = f.nested("p", &["i"]).unwrap().unwrap();
         assert_eq!(p.integer("i").unwrap(), Some(2));
-        assert_eq!(field_of(f.object("q", &["i"]).err().unwrap()), "q");
-        assert!(f.object("absent", &[]).unwrap().is_none());
+        assert_eq!(field_of(f.nested("q", &["i"]).err().unwrap()), "q");
+        assert!(f.nested("absent", &[]).unwrap().is_none());
         let mut bad = Fields::parse(br#"{"o":{"i":-1}}"#, &["o"], false).unwrap();
-        let mut o = bad.object("o", &["i"]).unwrap().unwrap();
+        let mut o = bad.nested("o", &["i"]).unwrap().unwrap();
         assert_eq!(field_of(o.integer("i").unwrap_err()), "o.i");
     }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use utoipa::ToSchema;
 
 /// How long a client counts as connected after its last request ended.
 pub const LINGER: Duration = Duration::from_secs(5);
@@ -24,7 +25,7 @@ pub const LINGER: Duration = Duration::from_secs(5);
 pub const MAX_CLIENT_LEN: usize = 64;
 
 /// How far a change went when its answer was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Propagated {
     /// Envoys connected to this replica's feed when the change committed.
     pub envoys: usize,

@@ -1,14 +1,17 @@
-//! What a caller asks to create, before and after its checks. The API reads
-//! drafts from JSON, the admin CLI from flags; both go through the same
-//! checks, whose errors are 400s naming the field.
+//! What a caller asks to create or change, before and after its checks. The
+//! API reads drafts from JSON, the admin CLI from flags; both go through the
+//! same checks, whose errors are 400s naming the field. The drafts are also
+//! the request bodies of the OpenAPI document (crate::openapi).
 
 use crate::body::{required, Fields};
 use crate::clock;
 use crate::errors::ApiError;
 use crate::policy::MintPolicy;
+use crate::store::{KeyPatch, Metadata, MAX_METADATA_BYTES};
 use keygate::feed::{is_valid_external_id, MAX_EXTERNAL_ID};
 use keygate::key::Environment;
 use keygate::limits::RateLimits;
+use utoipa::ToSchema;
 
 /// Longest name of a key or tenant, in characters.
 pub const MAX_NAME: usize = 100;
@@ -17,29 +20,52 @@ pub const MAX_EMAIL: usize = 254;
 /// Longest grace period of a rotation: 30 days.
 pub const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
-/// A key to mint, as asked.
-#[derive(Debug, Default, Clone)]
+/// A key to mint, as asked (`POST /api/v1/api-keys`).
+#[derive(Debug, Default, Clone, ToSchema)]
+#[schema(as = CreateKey)]
 pub struct KeyDraft {
+    /// 1 to 100 characters, no control characters.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    /// At least one of the allowed scopes (SPEC §5).
+    #[schema(required = true, value_type = Vec<String>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+    /// `live` (default) or `test`.
+    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
     pub environment: Option<String>,
+    /// RFC 3339, in the future.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// One of the configured tiers (default: the first).
     pub rate_limit_tier: Option<String>,
+    /// The key's own limits, on top of its tier's buckets (within the plan).
     pub rate_limits: Option<LimitsDraft>,
+    /// The end user or device the key is for (1 to 128 visible ASCII
+    /// characters), forwarded upstream as `x-key-owner`.
+    #[schema(min_length = 1, max_length = 128)]
     pub external_id: Option<String>,
+    /// A JSON object of at most 1 KiB serialized; returned by the API,
+    /// never sent upstream.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
 }
 
 /// A key's own rate limits, as asked (`rate_limits`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(as = RateLimits)]
 pub struct LimitsDraft {
+    /// Requests per minute at each Envoy (absent: no limit of its own).
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub per_minute: Option<u64>,
+    /// Requests per day at each Envoy (absent: no limit of its own).
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub per_day: Option<u64>,
 }
 
 impl LimitsDraft {
     /// Reads the `rate_limits` object of `f`, if present.
     pub fn from_fields(f: &mut Fields) -> Result<Option<LimitsDraft>, ApiError> {
-        let Some(mut limits) = f.object("rate_limits", &["per_minute", "per_day"])? else {
+        let Some(mut limits) = f.nested("rate_limits", &["per_minute", "per_day"])? else {
             return Ok(None);
         };
         Ok(Some(LimitsDraft {
@@ -57,6 +83,44 @@ impl LimitsDraft {
     }
 }
 
+/// A change of a key, as asked (`PATCH /api/v1/api-keys/{id}`): absent
+/// fields stay as they are; `null` clears `expires_at` or `metadata`.
+// A field is added here, in `PATCH_FIELDS`, and in `KeyPatchDraft::check`.
+#[derive(Debug, Default, Clone, ToSchema)]
+#[schema(as = PatchKey)]
+pub struct KeyPatchDraft {
+    #[schema(min_length = 1, max_length = 100, nullable = false)]
+    pub name: Option<String>,
+    #[schema(min_items = 1, nullable = false)]
+    pub scopes: Option<Vec<String>>,
+    /// One of the configured tiers.
+    #[schema(nullable = false)]
+    pub rate_limit_tier: Option<String>,
+    /// RFC 3339 in the future, or `null`: never expires.
+    #[schema(value_type = Option<String>, format = DateTime, nullable = true)]
+    pub expires_at: Option<Option<String>>,
+    /// Replaces the metadata; `null` clears it.
+    #[schema(value_type = Option<Object>, nullable = true)]
+    pub metadata: Option<Option<Metadata>>,
+    /// Replaces the key's own limits (within the plan); `null` clears them.
+    #[schema(value_type = Option<LimitsDraft>, nullable = true)]
+    pub rate_limits: Option<Option<LimitsDraft>>,
+    /// Replaces the owner; `null` clears it.
+    #[schema(value_type = Option<String>, nullable = true, min_length = 1, max_length = 128)]
+    pub external_id: Option<Option<String>>,
+}
+
+/// The fields a `PATCH` may name.
+const PATCH_FIELDS: &[&str] = &[
+    "name",
+    "scopes",
+    "rate_limit_tier",
+    "expires_at",
+    "metadata",
+    "rate_limits",
+    "external_id",
+];
+
 /// A key to mint, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
@@ -70,12 +134,16 @@ pub struct KeySpec {
     pub limits: RateLimits,
     /// Its owner, forwarded as `x-key-owner`.
     pub external_id: Option<String>,
+    pub metadata: Option<Metadata>,
 }
 
-/// A tenant to create, as asked.
-#[derive(Debug, Default, Clone)]
+/// A tenant to create, as asked (`POST /api/v1/tenants`).
+#[derive(Debug, Default, Clone, ToSchema)]
+#[schema(as = CreateTenant)]
 pub struct TenantDraft {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 
@@ -97,6 +165,7 @@ impl KeyDraft {
             "rate_limit_tier",
             "rate_limits",
             "external_id",
+            "metadata",
         ];
         let mut f = Fields::parse(bytes, &known, false)?;
         Ok(KeyDraft {
@@ -107,6 +176,7 @@ impl KeyDraft {
             rate_limit_tier: f.string("rate_limit_tier")?,
             rate_limits: LimitsDraft::from_fields(&mut f)?,
             external_id: f.string("external_id")?,
+            metadata: f.object("metadata")?,
         })
     }
 
@@ -117,9 +187,56 @@ impl KeyDraft {
             scopes: scopes(required(self.scopes, "scopes")?, policy)?,
             environment: environment(self.environment, policy)?,
             expires_at: self.expires_at.map(|at| expires_at(&at, now)).transpose()?,
-            tier: tier(self.rate_limit_tier, policy)?,
+            tier: self.rate_limit_tier.map_or_else(
+                || Ok(policy.default_tier().to_string()),
+                |t| tier(t, policy),
+            )?,
             limits: self.rate_limits.unwrap_or_default().check()?,
             external_id: self.external_id.map(external_id).transpose()?,
+            metadata: self.metadata.map(metadata).transpose()?,
+        })
+    }
+}
+
+impl KeyPatchDraft {
+    /// Reads `PATCH /api/v1/api-keys/{id}`.
+    pub fn from_json(bytes: &[u8]) -> Result<KeyPatchDraft, ApiError> {
+        let mut f = Fields::parse(bytes, PATCH_FIELDS, false)?;
+        f.refuse_null(&["name", "scopes", "rate_limit_tier"])?;
+        Ok(KeyPatchDraft {
+            name: f.string("name")?,
+            scopes: f.strings("scopes")?,
+            rate_limit_tier: f.string("rate_limit_tier")?,
+            expires_at: f.clearable("expires_at", Fields::string)?,
+            metadata: f.clearable("metadata", Fields::object)?,
+            rate_limits: f.clearable("rate_limits", |f, _| LimitsDraft::from_fields(f))?,
+            external_id: f.clearable("external_id", Fields::string)?,
+        })
+    }
+
+    /// Checks every field against `policy` at time `now`, all before any
+    /// write.
+    pub fn check(self, policy: &MintPolicy, now: u64) -> Result<KeyPatch, ApiError> {
+        Ok(KeyPatch {
+            name: self.name.map(|n| name(n, "name")).transpose()?,
+            scopes: self.scopes.map(|s| scopes(s, policy)).transpose()?,
+            tier: self.rate_limit_tier.map(|t| tier(t, policy)).transpose()?,
+            expires_at: self
+                .expires_at
+                .map(|at| at.map(|at| expires_at(&at, now)).transpose())
+                .transpose()?,
+            metadata: self
+                .metadata
+                .map(|m| m.map(metadata).transpose())
+                .transpose()?,
+            limits: self
+                .rate_limits
+                .map(|l| l.unwrap_or_default().check())
+                .transpose()?,
+            external_id: self
+                .external_id
+                .map(|e| e.map(external_id).transpose())
+                .transpose()?,
         })
     }
 }
@@ -291,12 +408,12 @@ pub fn external_id(value: String) -> Result<String, ApiError> {
         ))
     }
 }
-
-fn tier(value: Option<String>, policy: &MintPolicy) -> Result<String, ApiError> {
+/// A configured tier (whether the tenant's plan allows it is the service's
+/// check).
+fn tier(value: String, policy: &MintPolicy) -> Result<String, ApiError> {
     match value {
-        None => Ok(policy.default_tier().to_string()),
-        Some(t) if policy.tiers.contains(&t) => Ok(t),
-        Some(_) => Err(ApiError::invalid(
+        t if policy.tiers.contains(&t) => Ok(t),
+        _ => Err(ApiError::invalid(
             "rate_limit_tier",
             format!(
                 "rate_limit_tier must be one of: {}",
@@ -304,6 +421,17 @@ fn tier(value: Option<String>, policy: &MintPolicy) -> Result<String, ApiError> 
             ),
         )),
     }
+}
+
+fn metadata(value: Metadata) -> Result<Metadata, ApiError> {
+    let size = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!("metadata must be at most {MAX_METADATA_BYTES} bytes as JSON, not {size}"),
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

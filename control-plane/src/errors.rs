@@ -16,6 +16,7 @@ use keygate::errors::{ErrorFormat, ErrorKind};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
+use utoipa::ToSchema;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +122,27 @@ impl ApiError {
         let (message, field) = self.message();
         format.render(self.kind(), &message, field)
     }
+}
+
+/// `{"error":{"type","message","field"?}}`, in the order of SPEC §4 (also
+/// the shape of Envoy's and the filter's refusals): the OpenAPI schema of the
+/// default `keygate` dialect (bodies are rendered by [`ApiError::body`]).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorDetail<'a> {
+    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `rate_limited`, …
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+    /// The field a 400 is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 impl fmt::Display for ApiError {

@@ -7,7 +7,7 @@ use crate::api::AppState;
 use crate::body::{self, Fields};
 use crate::errors::{json, ApiError};
 use crate::store::TenantPage;
-use crate::views::TenantList;
+use crate::views::{Delivered, TenantList};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -172,8 +172,9 @@ async fn one(
     Ok(json(StatusCode::OK, &tenant))
 }
 
-/// `PATCH /operator/v1/tenants/{id}` `{"plan"?}`: checked whole before
-/// anything is written.
+/// `PATCH /operator/v1/tenants/{id}` `{"plan"?, "suspended"?}`: checked
+/// whole before anything is written; a change of `suspended` is delivered to
+/// every Envoy before the answer (`propagated`).
 async fn patch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -182,15 +183,31 @@ async fn patch(
 ) -> Answer {
     state.operator.check(&headers)?;
     let org = org_id(id)?;
-    // Further operator fields (e.g. `suspended`) join `plan` here: read and
-    // check them all first, then apply.
-    let mut fields = Fields::parse(&body::bytes(body)?, &["plan"], false)?;
+    // Every field is read and checked first, then applied.
+    let mut fields = Fields::parse(&body::bytes(body)?, &["plan", "suspended"], false)?;
     let plan = fields.string("plan")?;
-    let tenant = match plan {
-        Some(plan) => state.service.set_plan(org, &plan, "plan").await?,
-        None => state.service.tenant(org).await?,
+    let suspended = fields.boolean("suspended")?;
+    if let Some(plan) = &plan {
+        state.service.plans().named(plan, "plan")?;
+    }
+    let service = &state.service;
+    let mut tenant = service.tenant(org).await?;
+    if let Some(plan) = plan {
+        tenant = service.set_plan(org, &plan, "plan").await?;
+    }
+    let propagated = match suspended {
+        Some(s) if s != tenant.suspended => {
+            let delivered = service.set_suspended(org, s).await?;
+            tenant.suspended = s;
+            delivered.propagated
+        }
+        _ => None,
     };
-    Ok(json(StatusCode::OK, &tenant))
+    let answer = Delivered {
+        value: tenant,
+        propagated,
+    };
+    Ok(json(StatusCode::OK, &answer))
 }
 
 #[cfg(test)]

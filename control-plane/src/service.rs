@@ -1,20 +1,25 @@
 //! The key operations behind both the API and the admin CLI: mint (with the
-//! core's generator), list, revoke and rotate, always within one tenant and
-//! its plan; and the operator's tenant operations (list, get, set plan,
-//! suspend).
+//! core's generator), get, list, patch, revoke and rotate, always within one
+//! tenant and its plan; and the operator's tenant operations (list, get, set
+//! plan, suspend).
 //!
-//! A change that takes rights away (a revocation, a rotation without grace,
-//! and any later suspension or narrowing) answers only once it was handed to
-//! every Envoy connected to this replica's feed, or the propagation timeout
-//! passed ([`Service::delivered`], crate::delivery).
+//! A change of what the filter knows (a revocation, a rotation without
+//! grace, a patch of scopes, tier or expiry, and any later suspension)
+//! answers only once it was handed to every Envoy connected to this
+//! replica's feed, or the propagation timeout passed
+//! ([`Service::delivered`], crate::delivery).
 
 use crate::clock;
 use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
+use crate::listing;
 use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
-use crate::store::{KeyRecord, NewKey, OldKeyFate, Store, StoreError, Tenant, TenantPage};
+use crate::store::{
+    KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, Patched, Store, StoreError, Tenant,
+    TenantPage,
+};
 use crate::throttle::Throttle;
 use crate::views::{
     CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, RotatedKey, Suspension, TenantView,
@@ -163,6 +168,7 @@ impl Service {
             limits: spec.limits,
             external_id: spec.external_id.clone(),
             tenant_suspended: false,
+            metadata: spec.metadata.clone(),
         };
         let new = NewKey {
             hash: key::hash(&key),
@@ -182,6 +188,7 @@ impl Service {
             tier: self.policy.default_tier().into(),
             limits: RateLimits::NONE,
             external_id: None,
+            metadata: None,
         };
         let created = with_fresh_ids(|| {
             let org = OrgId::random().map_err(random_failed)?;
@@ -191,6 +198,7 @@ impl Service {
                 email: spec.email.clone(),
                 created_at: now,
                 plan: self.plans.default_plan().name.clone(),
+                suspended: false,
             };
             let Minted { key, new } = self.mint(org, &first, now)?;
             let answer = CreatedTenant {
@@ -211,7 +219,9 @@ impl Service {
 
     /// Mints a key for `org`, within its plan (403 otherwise).
     pub async fn create_key(&self, org: OrgId, spec: KeySpec) -> Result<CreatedKey, ApiError> {
-        self.plan_of(org).await?.check_tier(&spec.tier)?;
+        let plan = self.plan_of(org).await?;
+        plan.check_tier(&spec.tier)?;
+        check_limits(plan, spec.limits)?;
         let now = clock::now();
         let created = with_fresh_ids(|| {
             let Minted { key, new } = self.mint(org, &spec, now)?;
@@ -229,11 +239,86 @@ impl Service {
         Ok(created)
     }
 
-    /// Every key of `org`.
-    pub async fn list(&self, org: OrgId) -> Result<KeyList, ApiError> {
-        let keys = self.store.list_keys(org).await?;
+    /// One key of `org`.
+    pub async fn get(&self, org: OrgId, id: KeyId) -> Result<KeyView, ApiError> {
+        let record = self.store.key(org, id).await?;
+        Ok(KeyView::from(&record.ok_or(ApiError::NotFound("API key"))?))
+    }
+
+    /// One page of the keys of `org`.
+    pub async fn list(&self, org: OrgId, query: KeyQuery) -> Result<KeyList, ApiError> {
+        let page = self.store.list_page(org, query).await?;
         Ok(KeyList {
-            data: keys.iter().map(KeyView::from).collect(),
+            data: page.keys.iter().map(KeyView::from).collect(),
+            next_cursor: page.next_after.map(listing::cursor),
+        })
+    }
+
+    /// Every key of `org`, page by page (the admin CLI).
+    pub async fn list_all(&self, org: OrgId) -> Result<KeyList, ApiError> {
+        let mut query = KeyQuery {
+            after: None,
+            limit: listing::MAX_LIMIT,
+            environment: None,
+            status: None,
+            external_id: None,
+            now: clock::now(),
+        };
+        let mut data = Vec::new();
+        loop {
+            let page = self.store.list_page(org, query.clone()).await?;
+            data.extend(page.keys.iter().map(KeyView::from));
+            match page.next_after {
+                Some(after) => query.after = Some(after),
+                None => {
+                    return Ok(KeyList {
+                        data,
+                        next_cursor: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Whether the plan of `org` allows `patch` (its tier and its own
+    /// limits), checked before the write: 403 naming the field otherwise.
+    async fn plan_allows(&self, org: OrgId, patch: &KeyPatch) -> Result<(), ApiError> {
+        if patch.tier.is_none() && patch.limits.is_none() {
+            return Ok(());
+        }
+        let plan = self.plan_of(org).await?;
+        if let Some(tier) = &patch.tier {
+            plan.check_tier(tier)?;
+        }
+        patch
+            .limits
+            .map_or(Ok(()), |limits| check_limits(plan, limits))
+    }
+
+    /// Applies a checked `patch` to an active key of `org` in one write; a
+    /// change of what the filter knows (scopes, tier, expiry) is delivered
+    /// before the answer. A revoked or expired key is a 409.
+    pub async fn patch(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        patch: KeyPatch,
+    ) -> Result<Delivered<KeyView>, ApiError> {
+        self.plan_allows(org, &patch).await?;
+        let patched = self.store.patch_key(org, id, patch, clock::now()).await?;
+        let Patched {
+            record,
+            feed_changed,
+        } = patched.ok_or(ApiError::NotFound("API key"))?;
+        let view = KeyView::from(&record);
+        log_key("api key patched", org, &view);
+        Ok(if feed_changed {
+            self.delivered(view).await
+        } else {
+            Delivered {
+                value: view,
+                propagated: None,
+            }
         })
     }
 
@@ -266,7 +351,7 @@ impl Service {
     }
 
     /// Replaces a key of `org` by a new one with the same name, scopes,
-    /// environment, tier, limits, owner and expiry; the old key dies now (`grace` 0) or
+    /// environment, tier, limits, owner, expiry and metadata; the old key dies now (`grace` 0) or
     /// `grace` seconds from now. Without grace the answer is delivered.
     pub async fn rotate(
         &self,
@@ -286,6 +371,7 @@ impl Service {
             tier: old.tier,
             limits: old.limits,
             external_id: old.external_id,
+            metadata: old.metadata,
         };
         let fate = match grace {
             0 => OldKeyFate::RevokeAt(now),
@@ -371,4 +457,10 @@ impl Service {
 fn log_key(event: &str, org: OrgId, key: &KeyView) {
     info!(org_id = %org, key_id = %key.id, prefix = %key.api_key_prefix,
           expires_at = key.expires_at.as_deref().unwrap_or("never"), "{event}");
+}
+
+/// Whether `plan` allows a key's own `limits` (0: no limit of its own).
+fn check_limits(plan: &Plan, limits: RateLimits) -> Result<(), ApiError> {
+    let asked = |v: u32| (v > 0).then_some(u64::from(v));
+    plan.check_limits(asked(limits.per_minute), asked(limits.per_day))
 }

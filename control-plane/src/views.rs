@@ -1,37 +1,50 @@
-//! The JSON shapes the control plane answers with. A full key appears only in
-//! the answer that creates it; a hash never appears.
+//! The JSON shapes the control plane answers with (and the OpenAPI
+//! document's response schemas). A full key appears only in the answer that
+//! creates it; a hash never appears.
 
 use crate::clock;
 use crate::delivery::Propagated;
-use crate::store::{KeyRecord, Tenant};
+use crate::openapi::EnvironmentName;
+use crate::store::{KeyRecord, Metadata, Tenant};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use keygate::limits::RateLimits;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// What the creator of a tenant or key is told about the key.
 pub const SHOW_ONCE: &str = "Store this API key now; it will not be shown again.";
 
 /// A key as listed: never the key or its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Key)]
 pub struct KeyView {
+    #[schema(value_type = String, example = "key_00c0ffee00c0ffee")]
     pub id: KeyId,
     pub name: String,
+    /// The first 12 characters of the key.
     pub api_key_prefix: String,
     pub scopes: Vec<String>,
+    #[schema(value_type = EnvironmentName)]
     pub environment: Environment,
     pub rate_limit_tier: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
     /// The key's own limits on top of its tier's; `null` when it has none.
     pub rate_limits: Option<LimitsView>,
     /// The key's owner (forwarded upstream as `x-key-owner`).
     pub external_id: Option<String>,
+    /// The caller's JSON object, if set.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
 }
 
 /// A key's own rate limits; an absent limit is `null`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
 pub struct LimitsView {
     pub per_minute: Option<u32>,
     pub per_day: Option<u32>,
@@ -62,12 +75,13 @@ impl From<&KeyRecord> for KeyView {
             revoked_at: r.revoked_at.map(clock::rfc3339),
             rate_limits: LimitsView::of(r.limits),
             external_id: r.external_id.clone(),
+            metadata: r.metadata.clone(),
         }
     }
 }
 
 /// A new key, shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CreatedKey {
     pub api_key: String,
     #[serde(flatten)]
@@ -75,7 +89,7 @@ pub struct CreatedKey {
 }
 
 /// The key a rotation made, and the old key as it now is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RotatedKey {
     #[serde(flatten)]
     pub created: CreatedKey,
@@ -84,7 +98,7 @@ pub struct RotatedKey {
 
 /// The answer to a change that takes rights away, and how far it went
 /// before the answer (absent for changes that need no delivery).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Delivered<T> {
     #[serde(flatten)]
     pub value: T,
@@ -93,9 +107,11 @@ pub struct Delivered<T> {
 }
 
 /// A new tenant and its first key, shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CreatedTenant {
+    #[schema(value_type = String, example = "org_00c0ffee00c0ffee")]
     pub tenant_id: OrgId,
+    #[schema(value_type = String)]
     pub key_id: KeyId,
     pub api_key: String,
     pub api_key_prefix: String,
@@ -103,8 +119,9 @@ pub struct CreatedTenant {
 }
 
 /// `GET /api/v1/auth/me`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Me {
+    #[schema(value_type = String)]
     pub tenant_id: OrgId,
     pub key: KeyView,
 }
@@ -118,10 +135,12 @@ pub struct Suspension {
     pub keys_changed: usize,
 }
 
-/// `GET /api/v1/api-keys`.
-#[derive(Debug, Clone, Serialize)]
+/// `GET /api/v1/api-keys`: a page of keys in creation order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyList {
     pub data: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
 }
 
 /// A tenant as the operator sees it (`/operator/v1/tenants`).
@@ -132,6 +151,8 @@ pub struct TenantView {
     pub email: String,
     /// Its plan (a stored plan the plans file lacks shows the default one).
     pub plan: String,
+    /// Suspended by the operator: its keys are refused (403).
+    pub suspended: bool,
     pub created_at: String,
 }
 
@@ -143,6 +164,7 @@ impl TenantView {
             name: tenant.name,
             email: tenant.email,
             plan,
+            suspended: tenant.suspended,
             created_at: clock::rfc3339(tenant.created_at),
         }
     }

@@ -377,6 +377,7 @@ async fn list_shows_every_key_of_the_tenant_but_never_a_key_or_hash() {
         "environment",
         "expires_at",
         "id",
+        "metadata",
         "name",
         "rate_limit_tier",
         "rate_limits",
@@ -447,16 +448,19 @@ async fn revoke_invalidates_at_once_and_is_idempotent() {
         .json();
     assert_eq!(list["data"][1]["revoked_at"], revoked_at.as_str());
 
-    for unknown in ["key_0000000000000001", "nonsense", "org_0000000000000001"] {
-        let reply = server
-            .call(
-                "DELETE",
-                &format!("/api/v1/api-keys/{unknown}"),
-                Some(&t.key),
-                None,
-            )
-            .await;
-        assert_error(&reply, 404, "not_found", "API key not found");
+    let unknown = server
+        .call(
+            "DELETE",
+            "/api/v1/api-keys/key_0000000000000001",
+            Some(&t.key),
+            None,
+        )
+        .await;
+    assert_error(&unknown, 404, "not_found", "API key not found");
+    for malformed in ["nonsense", "org_0000000000000001"] {
+        let path = format!("/api/v1/api-keys/{malformed}");
+        let reply = server.call("DELETE", &path, Some(&t.key), None).await;
+        assert_invalid(&reply, "id");
     }
 }
 

@@ -58,16 +58,8 @@ async fn eight_writers_lose_and_duplicate_nothing() {
     assert_eq!(ids.len(), total, "distinct ids");
     assert_eq!(keys.len(), total, "distinct keys");
 
-    let list = server
-        .call("GET", "/api/v1/api-keys", Some(&t.key), None)
-        .await
-        .json();
-    let listed: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["id"].as_str().unwrap())
-        .collect();
+    let list = server.list_all(&t.key).await;
+    let listed: Vec<&str> = list.iter().map(|k| k["id"].as_str().unwrap()).collect();
     assert_eq!(
         listed.len(),
         total + 1,

@@ -39,7 +39,16 @@ pub struct KeyRecord {
     pub external_id: Option<String>,
     /// Its tenant is suspended (read from the tenant, never written here).
     pub tenant_suspended: bool,
+    /// The caller's own JSON object (API only, never in the feed).
+    pub metadata: Option<Metadata>,
 }
+
+/// A key's metadata: a JSON object of at most [`MAX_METADATA_BYTES`]
+/// serialized, checked before it is stored.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// Largest serialized metadata.
+pub const MAX_METADATA_BYTES: usize = 1024;
 
 impl KeyRecord {
     /// True once `now` (unix seconds) has reached the expiry.
@@ -55,6 +64,16 @@ impl KeyRecord {
     /// The status the key table gives the key.
     pub fn status(&self) -> KeyStatus {
         key_status(self.tenant_suspended)
+    }
+
+    /// True when the key table entries of `self` and `other` differ: a
+    /// change between them needs a feed revision.
+    pub fn feed_differs(&self, other: &KeyRecord) -> bool {
+        self.scopes != other.scopes
+            || self.tier != other.tier
+            || self.expires_at != other.expires_at
+            || self.limits != other.limits
+            || self.external_id != other.external_id
     }
 }
 
@@ -77,6 +96,163 @@ pub fn limit_to_store(value: u32) -> Option<u32> {
     (value > 0).then_some(value)
 }
 
+/// A checked change of a key (`PATCH`): each field `None` stays as it is.
+/// A field is added here, in [`KeyPatch::apply`], and in the backends'
+/// `update_key` (and [`KeyRecord::feed_differs`] if the filter knows it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    /// Space-separated, as in [`KeyRecord::scopes`].
+    pub scopes: Option<String>,
+    pub tier: Option<String>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<u64>>,
+    /// `Some(None)` clears the metadata.
+    pub metadata: Option<Option<Metadata>>,
+    /// The key's own limits ([`RateLimits::NONE`] clears them).
+    pub limits: Option<RateLimits>,
+    /// `Some(None)` clears the owner.
+    pub external_id: Option<Option<String>>,
+}
+
+impl KeyPatch {
+    /// `record` with the patch applied.
+    pub fn apply(&self, record: &KeyRecord) -> KeyRecord {
+        let mut patched = record.clone();
+        if let Some(name) = &self.name {
+            patched.name.clone_from(name);
+        }
+        if let Some(scopes) = &self.scopes {
+            patched.scopes.clone_from(scopes);
+        }
+        if let Some(tier) = &self.tier {
+            patched.tier.clone_from(tier);
+        }
+        if let Some(expires_at) = self.expires_at {
+            patched.expires_at = expires_at;
+        }
+        if let Some(metadata) = &self.metadata {
+            patched.metadata.clone_from(metadata);
+        }
+        if let Some(limits) = self.limits {
+            patched.limits = limits;
+        }
+        if let Some(external_id) = &self.external_id {
+            patched.external_id.clone_from(external_id);
+        }
+        patched
+    }
+}
+
+/// A patched key and whether the change moved the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patched {
+    pub record: KeyRecord,
+    /// A revision was added: the answer waits for delivery.
+    pub feed_changed: bool,
+}
+
+/// A key's state for list filters (`status=`), at a given time; not the
+/// key table's [`KeyStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStatus {
+    /// Neither revoked nor expired.
+    Active,
+    Revoked,
+    /// Past its expiry, not revoked.
+    Expired,
+}
+
+/// One page of a tenant's keys to read: filters and position. A filter is
+/// added here and in [`KeyQuery::conditions`], which both backends use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// Only keys after this row sequence number (from a cursor).
+    pub after: Option<u64>,
+    /// Most keys in the page (at least 1).
+    pub limit: usize,
+    pub environment: Option<Environment>,
+    pub status: Option<ListStatus>,
+    /// Only the keys with this owner.
+    pub external_id: Option<String>,
+    /// The time `status` is judged at (unix seconds).
+    pub now: u64,
+}
+
+/// A value bound to a filter's placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlValue {
+    Int(i64),
+    Text(String),
+}
+
+impl KeyQuery {
+    /// The SQL conditions of the filters after `tenant_id = <first>`, with
+    /// the values they bind; `placeholder(n)` writes the n-th (1-based).
+    pub fn conditions(&self, placeholder: fn(usize) -> String) -> (String, Vec<SqlValue>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        let mut bind = |template: &str, value: SqlValue| {
+            values.push(value);
+            let p = placeholder(values.len() + 1);
+            sql.push_str(" AND ");
+            sql.push_str(&template.replace('?', &p));
+        };
+        if let Some(after) = self.after {
+            bind(
+                "seq > ?",
+                SqlValue::Int(i64::try_from(after).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(env) = self.environment {
+            bind("environment = ?", SqlValue::Text(env.as_str().into()));
+        }
+        if let Some(owner) = &self.external_id {
+            bind("external_id = ?", SqlValue::Text(owner.clone()));
+        }
+        let now = SqlValue::Int(i64::try_from(self.now).unwrap_or(i64::MAX));
+        match self.status {
+            None => {}
+            Some(ListStatus::Revoked) => sql.push_str(" AND revoked_at IS NOT NULL"),
+            Some(ListStatus::Active) => bind(
+                "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                now,
+            ),
+            Some(ListStatus::Expired) => {
+                bind("revoked_at IS NULL AND expires_at <= ?", now);
+            }
+        }
+        (sql, values)
+    }
+
+    /// Rows to read: one more than the page, to know whether more follow.
+    pub fn rows(&self) -> i64 {
+        i64::try_from(self.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX)
+    }
+}
+
+/// A page of keys in creation order, and the sequence number of the last
+/// when more follow (the next page starts after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<KeyRecord>,
+    pub next_after: Option<u64>,
+}
+
+impl KeyPage {
+    /// The page of `query` from `rows` (key, sequence number) read with
+    /// [`KeyQuery::rows`] as the limit.
+    pub fn of(query: &KeyQuery, mut rows: Vec<(KeyRecord, u64)>) -> KeyPage {
+        let limit = query.limit.max(1);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        KeyPage {
+            next_after: rows.last().map(|(_, seq)| *seq).filter(|_| more),
+            keys: rows.into_iter().map(|(key, _)| key).collect(),
+        }
+    }
+}
+
 /// A key to insert: its record and the SHA-256 of the full key.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -93,6 +269,9 @@ pub struct Tenant {
     pub created_at: u64,
     /// Its plan's name (`""`: the default plan, as migrated tenants have).
     pub plan: String,
+    /// Suspended by the operator ([`Store::set_suspended`]; a new tenant
+    /// never is).
+    pub suspended: bool,
 }
 
 /// Which page of the tenants to read (operator API).
@@ -199,8 +378,21 @@ pub trait Store: Send + Sync + 'static {
     /// One key of one tenant.
     fn key(&self, org: OrgId, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>>;
 
-    /// Every key of one tenant, oldest first.
-    fn list_keys(&self, org: OrgId) -> StoreFuture<'_, Vec<KeyRecord>>;
+    /// One page of a tenant's keys, in creation order (the row sequence,
+    /// which follows commit order: a page never skips a key committed
+    /// before it was read).
+    fn list_page(&self, org: OrgId, query: KeyQuery) -> StoreFuture<'_, KeyPage>;
+
+    /// Applies `patch` to an active key, atomically, with a revision if the
+    /// key table entry changes; `None` if the tenant has no such key,
+    /// [`StoreError::Inactive`] if it is revoked or expired at `now`.
+    fn patch_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        patch: KeyPatch,
+        now: u64,
+    ) -> StoreFuture<'_, Option<Patched>>;
 
     /// Revokes a key (idempotent); `None` if the tenant has no such key.
     fn revoke_key(&self, org: OrgId, id: KeyId, now: u64) -> StoreFuture<'_, Option<KeyRecord>>;

@@ -282,6 +282,22 @@ impl Server {
         Some(reply.json())
     }
 
+    /// Every key `key`'s tenant has, page by page (`next_cursor`).
+    pub async fn list_all(&self, key: &str) -> Vec<Value> {
+        let mut keys = Vec::new();
+        let mut path = "/api/v1/api-keys?limit=100".to_string();
+        loop {
+            let reply = self.call("GET", &path, Some(key), None).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            let page = reply.json();
+            keys.extend(page["data"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/api/v1/api-keys?limit=100&cursor={cursor}"),
+                None => return keys,
+            }
+        }
+    }
+
     /// `GET /v1/key-table?{query}` with the feed token.
     pub async fn feed(&self, query: &str) -> Reply {
         let path = format!("/v1/key-table?{query}");

@@ -13,8 +13,8 @@ mod listen;
 mod queries;
 
 use super::{
-    publish, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture,
-    Tenant, TenantPage,
+    publish, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk,
+    Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keygate::feed::KeySet;
@@ -37,6 +37,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         3,
         include_str!("../../../migrations/postgres/0003_plans.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_key_metadata.sql"),
     ),
 ];
 /// Most connections of one replica.
@@ -209,11 +213,23 @@ impl Store for PostgresStore {
         })
     }
 
-    fn list_keys(&self, org: OrgId) -> StoreFuture<'_, Vec<KeyRecord>> {
+    fn list_page(&self, org: OrgId, query: KeyQuery) -> StoreFuture<'_, KeyPage> {
         Box::pin(async move {
             let client = connection(&self.inner.pool).await?;
-            queries::list_keys(&client, org).await
+            queries::list_page(&client, org, &query).await
         })
+    }
+
+    fn patch_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        patch: KeyPatch,
+        now: u64,
+    ) -> StoreFuture<'_, Option<Patched>> {
+        Box::pin(self.write(move |w| {
+            Box::pin(async move { queries::patch_key(w, org, id, &patch, now).await })
+        }))
     }
 
     fn revoke_key(&self, org: OrgId, id: KeyId, now: u64) -> StoreFuture<'_, Option<KeyRecord>> {

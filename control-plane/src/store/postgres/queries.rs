@@ -3,8 +3,8 @@
 //! through [`Write`], which remembers the version its revisions reached.
 
 use crate::store::{
-    key_status, limit_to_store, stored_limit, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk,
-    StoreError, Tenant, TenantPage,
+    key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord,
+    Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError, Tenant, TenantPage,
 };
 use deadpool_postgres::{GenericClient, Transaction};
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
@@ -12,6 +12,7 @@ use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use keygate::limits::RateLimits;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// The channel a write notifies, with its new version, at commit.
@@ -19,8 +20,11 @@ pub const CHANNEL: &str = "keygate_feed";
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
-                           external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
-const TENANT_COLUMNS: &str = "id, name, email, created_at, plan";
+                           external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id), \
+                           metadata";
+/// Columns in [`KEY_COLUMNS`]: the index of a column selected after them.
+const KEY_COLUMNS_LEN: usize = 15;
+const TENANT_COLUMNS: &str = "id, name, email, created_at, plan, suspended";
 const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
                             in_table, rate_per_minute, rate_per_day, external_id, \
                             (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
@@ -104,7 +108,21 @@ fn key_record(row: &Row) -> Result<KeyRecord, StoreError> {
         limits: limits_of(row, 10)?,
         external_id: row.try_get(12)?,
         tenant_suspended: row.try_get(13)?,
+        metadata: metadata_of(row, 14)?,
     })
+}
+
+fn metadata_of(row: &Row, column: usize) -> Result<Option<Metadata>, StoreError> {
+    let text: Option<&str> = row.try_get(column)?;
+    text.map(serde_json::from_str).transpose().map_err(backend)
+}
+
+/// Metadata as stored: its JSON text.
+fn metadata_text(metadata: Option<&Metadata>) -> Result<Option<String>, StoreError> {
+    metadata
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(backend)
 }
 
 /// A row of `FEED_COLUMNS`: the upsert to send, or the remove when the key
@@ -156,6 +174,7 @@ fn tenant_row(row: &Row) -> Result<Tenant, StoreError> {
         email: row.try_get(2)?,
         created_at: uint(row, 3)?,
         plan: row.try_get(4)?,
+        suspended: row.try_get(5)?,
     })
 }
 
@@ -208,18 +227,22 @@ pub async fn plans_in_use(c: &impl GenericClient) -> Result<Vec<String>, StoreEr
         .collect()
 }
 
-/// Inserts a key and its revision.
+/// Inserts a key and its revision. The revision comes first: it takes the
+/// `feed_state` row lock, so the row's `seq` is drawn in commit order and a
+/// list page never skips a key committed before it was read.
 pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreError> {
     let r = &key.record;
+    add_revision(w, r.id).await?;
     let stmt =
         w.tx.prepare_cached(
             "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
              environment, tier, created_at, expires_at, revoked_at, in_table, \
-             rate_per_minute, rate_per_day, external_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE, $11, $12, $13)",
+             rate_per_minute, rate_per_day, external_id, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE, $11, $12, $13, $14)",
         )
         .await?;
     let expires_at = r.expires_at.map(int).transpose()?;
+    let metadata = metadata_text(r.metadata.as_ref())?;
     w.tx.execute(
         &stmt,
         &[
@@ -236,10 +259,11 @@ pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreErro
             &limit_to_store(r.limits.per_minute).map(i64::from),
             &limit_to_store(r.limits.per_day).map(i64::from),
             &r.external_id,
+            &metadata,
         ],
     )
     .await?;
-    add_revision(w, r.id).await
+    Ok(())
 }
 
 /// Sets a tenant's suspension; a change appends a revision for each of
@@ -335,14 +359,87 @@ async fn select_key(
         .transpose()
 }
 
-pub async fn list_keys(c: &impl GenericClient, org: OrgId) -> Result<Vec<KeyRecord>, StoreError> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY seq");
+/// One page of a tenant's keys in `seq` order (the `api_keys_by_tenant`
+/// index gives the range and the order).
+pub async fn list_page(
+    c: &impl GenericClient,
+    org: OrgId,
+    query: &KeyQuery,
+) -> Result<KeyPage, StoreError> {
+    let (conditions, values) = query.conditions(|n| format!("${n}"));
+    let limit = values.len() + 2;
+    let sql = format!(
+        "SELECT {KEY_COLUMNS}, seq FROM api_keys WHERE tenant_id = $1{conditions} \
+         ORDER BY seq LIMIT ${limit}"
+    );
+    let mut bound: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(sql_id(org.0))];
+    for value in values {
+        bound.push(match value {
+            SqlValue::Int(i) => Box::new(i),
+            SqlValue::Text(t) => Box::new(t),
+        });
+    }
+    bound.push(Box::new(query.rows()));
+    let params: Vec<&(dyn ToSql + Sync)> =
+        bound.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
     let stmt = c.prepare_cached(&sql).await?;
-    c.query(&stmt, &[&sql_id(org.0)])
+    let rows = c
+        .query(&stmt, &params)
         .await?
         .iter()
-        .map(key_record)
-        .collect()
+        .map(|row| Ok((key_record(row)?, uint(row, KEY_COLUMNS_LEN)?)))
+        .collect::<Result<_, StoreError>>()?;
+    Ok(KeyPage::of(query, rows))
+}
+
+/// Applies `patch` to an active key (its row locked); a change of its
+/// table entry adds a revision.
+pub async fn patch_key(
+    w: &mut Write<'_>,
+    org: OrgId,
+    id: KeyId,
+    patch: &KeyPatch,
+    now: u64,
+) -> Result<Option<Patched>, StoreError> {
+    let Some(old) = locked_key(w, org, id).await? else {
+        return Ok(None);
+    };
+    if !old.is_active(now) {
+        return Err(StoreError::Inactive);
+    }
+    let record = patch.apply(&old);
+    let stmt =
+        w.tx.prepare_cached(
+            "UPDATE api_keys SET name = $1, scopes = $2, tier = $3, expires_at = $4, \
+             metadata = $5, rate_per_minute = $6, rate_per_day = $7, external_id = $8 \
+             WHERE id = $9",
+        )
+        .await?;
+    let expires_at = record.expires_at.map(int).transpose()?;
+    let metadata = metadata_text(record.metadata.as_ref())?;
+    w.tx.execute(
+        &stmt,
+        &[
+            &record.name,
+            &record.scopes,
+            &record.tier,
+            &expires_at,
+            &metadata,
+            &limit_to_store(record.limits.per_minute).map(i64::from),
+            &limit_to_store(record.limits.per_day).map(i64::from),
+            &record.external_id,
+            &sql_id(id.0),
+        ],
+    )
+    .await?;
+    let feed_changed = record.feed_differs(&old);
+    if feed_changed {
+        add_revision(w, id).await?;
+    }
+    Ok(Some(Patched {
+        record,
+        feed_changed,
+    }))
 }
 
 /// Revokes a key; a key still in the table leaves it with a revision.

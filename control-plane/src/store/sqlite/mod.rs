@@ -9,8 +9,8 @@ mod queries;
 mod writer;
 
 use super::{
-    FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk, Store, StoreError, StoreFuture, Tenant,
-    TenantPage,
+    FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk, Patched,
+    Store, StoreError, StoreFuture, Tenant, TenantPage,
 };
 use keygate::feed::KeySet;
 use keygate::ids::{KeyId, OrgId};
@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0002_limits.sql"),
     ),
     (3, include_str!("../../../migrations/sqlite/0003_plans.sql")),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_key_metadata.sql"),
+    ),
 ];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
@@ -197,8 +201,18 @@ impl Store for SqliteStore {
         self.read(move |conn| queries::key(conn, org, id))
     }
 
-    fn list_keys(&self, org: OrgId) -> StoreFuture<'_, Vec<KeyRecord>> {
-        self.read(move |conn| queries::list_keys(conn, org))
+    fn list_page(&self, org: OrgId, query: KeyQuery) -> StoreFuture<'_, KeyPage> {
+        self.read(move |conn| queries::list_page(conn, org, &query))
+    }
+
+    fn patch_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        patch: KeyPatch,
+        now: u64,
+    ) -> StoreFuture<'_, Option<Patched>> {
+        self.write(move |conn| queries::patch_key(conn, org, id, &patch, now))
     }
 
     fn revoke_key(&self, org: OrgId, id: KeyId, now: u64) -> StoreFuture<'_, Option<KeyRecord>> {

@@ -2,8 +2,8 @@
 //! connection: the caller decides the transaction.
 
 use crate::store::{
-    key_status, limit_to_store, stored_limit, FeedAnswer, KeyRecord, NewKey, OldKeyFate, PageAsk,
-    StoreError, Tenant, TenantPage,
+    key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord,
+    Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError, Tenant, TenantPage,
 };
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
@@ -14,8 +14,11 @@ use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
-                           external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
-const TENANT_COLUMNS: &str = "id, name, email, created_at, plan";
+                           external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id), \
+                           metadata";
+/// Columns in [`KEY_COLUMNS`]: the index of a column selected after them.
+const KEY_COLUMNS_LEN: usize = 15;
+const TENANT_COLUMNS: &str = "id, name, email, created_at, plan, suspended";
 const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
                             in_table, rate_per_minute, rate_per_day, external_id, \
                             (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
@@ -72,7 +75,23 @@ fn key_record(row: &Row) -> rusqlite::Result<KeyRecord> {
         limits: limits_of(row, 10)?,
         external_id: row.get(12)?,
         tenant_suspended: row.get(13)?,
+        metadata: metadata_of(row, 14)?,
     })
+}
+
+fn metadata_of(row: &Row, column: usize) -> rusqlite::Result<Option<Metadata>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
+}
+
+/// Metadata as stored: its JSON text.
+fn metadata_text(metadata: Option<&Metadata>) -> Result<Option<String>, StoreError> {
+    metadata
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// A row of `FEED_COLUMNS`: the upsert to send, or the remove when the key
@@ -118,6 +137,7 @@ fn tenant_row(row: &Row) -> rusqlite::Result<Tenant> {
         email: row.get(2)?,
         created_at: row.get(3)?,
         plan: row.get(4)?,
+        suspended: row.get(5)?,
     })
 }
 
@@ -159,8 +179,8 @@ pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
          environment, tier, created_at, expires_at, revoked_at, in_table, rate_per_minute, \
-         rate_per_day, external_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11, ?12, ?13)",
+         rate_per_day, external_id, metadata) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         sql_id(r.id.0),
@@ -176,6 +196,7 @@ pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
         limit_to_store(r.limits.per_minute),
         limit_to_store(r.limits.per_day),
         r.external_id,
+        metadata_text(r.metadata.as_ref())?,
     ])?;
     add_revision(conn, r.id)
 }
@@ -241,11 +262,69 @@ pub fn key(conn: &Connection, org: OrgId, id: KeyId) -> Result<Option<KeyRecord>
         .optional()?)
 }
 
-pub fn list_keys(conn: &Connection, org: OrgId) -> Result<Vec<KeyRecord>, StoreError> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY seq");
+/// One page of a tenant's keys in `seq` order (the `api_keys_by_tenant`
+/// index gives the range and the order).
+pub fn list_page(conn: &Connection, org: OrgId, query: &KeyQuery) -> Result<KeyPage, StoreError> {
+    let (conditions, values) = query.conditions(|n| format!("?{n}"));
+    let limit = values.len() + 2;
+    let sql = format!(
+        "SELECT {KEY_COLUMNS}, seq FROM api_keys WHERE tenant_id = ?1{conditions} \
+         ORDER BY seq LIMIT ?{limit}"
+    );
+    let mut bound: Vec<rusqlite::types::Value> = vec![sql_id(org.0).into()];
+    bound.extend(values.into_iter().map(|v| match v {
+        SqlValue::Int(i) => i.into(),
+        SqlValue::Text(t) => t.into(),
+    }));
+    bound.push(query.rows().into());
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([sql_id(org.0)], key_record)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(bound), |row| {
+            Ok((key_record(row)?, row.get::<_, u64>(KEY_COLUMNS_LEN)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(KeyPage::of(query, rows))
+}
+
+/// Applies `patch` to an active key; a change of its table entry adds a
+/// revision.
+pub fn patch_key(
+    conn: &Connection,
+    org: OrgId,
+    id: KeyId,
+    patch: &KeyPatch,
+    now: u64,
+) -> Result<Option<Patched>, StoreError> {
+    let Some(old) = key(conn, org, id)? else {
+        return Ok(None);
+    };
+    if !old.is_active(now) {
+        return Err(StoreError::Inactive);
+    }
+    let record = patch.apply(&old);
+    conn.prepare_cached(
+        "UPDATE api_keys SET name = ?1, scopes = ?2, tier = ?3, expires_at = ?4, metadata = ?5, \
+         rate_per_minute = ?6, rate_per_day = ?7, external_id = ?8 WHERE id = ?9",
+    )?
+    .execute(params![
+        record.name,
+        record.scopes,
+        record.tier,
+        record.expires_at,
+        metadata_text(record.metadata.as_ref())?,
+        limit_to_store(record.limits.per_minute),
+        limit_to_store(record.limits.per_day),
+        record.external_id,
+        sql_id(id.0),
+    ])?;
+    let feed_changed = record.feed_differs(&old);
+    if feed_changed {
+        add_revision(conn, id)?;
+    }
+    Ok(Some(Patched {
+        record,
+        feed_changed,
+    }))
 }
 
 /// Revokes a key; a key still in the table leaves it with a revision.

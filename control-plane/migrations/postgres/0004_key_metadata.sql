@@ -1,0 +1,4 @@
+-- Key metadata (SPEC §10): a JSON object of at most 1 KiB, serialized, set
+-- by the API and returned by it; never in the key table feed. TEXT, not
+-- JSONB: it comes back as it was stored.
+ALTER TABLE api_keys ADD COLUMN metadata TEXT;

@@ -1,0 +1,250 @@
+//! The OpenAPI 3.1 document of the management API, generated from the
+//! handlers' path annotations (crate::api) and the request and response
+//! types (crate::drafts, crate::views, crate::errors), served at
+//! [`PATH`]. Every operation also lists the refusals of SPEC §4 it can meet
+//! on its way through Envoy and the control plane ([`Refusals`]), and the
+//! served document names this deployment's scopes and tiers ([`json`]).
+
+use crate::errors::ErrorBody;
+use crate::policy::MintPolicy;
+use serde_json::Value;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Where the document is served (a public route).
+pub const PATH: &str = "/api/v1/openapi.json";
+
+/// The security scheme of `Authorization: Bearer <key>` (the handlers' annotations name it).
+pub const BEARER: &str = "bearer";
+/// The security scheme of `X-API-Key: <key>` (the handlers' annotations name it).
+pub const API_KEY: &str = "api_key";
+
+/// A key's environment (a schema only, never built).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum EnvironmentName {
+    Live,
+    Test,
+}
+
+/// A key's status, for list filters (a schema only, never built).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusName {
+    Active,
+    Revoked,
+    Expired,
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keygate control plane",
+        description = "Management API of keygate (SPEC §6, §10): tenants and their API keys. \
+                       Every refusal is `{\"error\":{\"type\",\"message\"}}`; a 400 names the \
+                       `field`."
+    ),
+    paths(
+        crate::api::create_tenant,
+        crate::api::create_key,
+        crate::api::list_keys,
+        crate::api::get_key,
+        crate::api::patch_key,
+        crate::api::revoke_key,
+        crate::api::rotate_key,
+        crate::api::me,
+        crate::api::openapi_json,
+    ),
+    components(schemas(ErrorBody, EnvironmentName, StatusName)),
+    modifiers(&Security, &Refusals),
+)]
+pub struct ApiDoc;
+
+/// Where the request schemas take a scope or a tier (JSON pointers), and
+/// whether `null` is allowed there too.
+const SCOPE_ITEMS: &[&str] = &[
+    "/components/schemas/CreateKey/properties/scopes/items",
+    "/components/schemas/PatchKey/properties/scopes/items",
+];
+const TIERS: &[(&str, bool)] = &[
+    (
+        "/components/schemas/CreateKey/properties/rate_limit_tier",
+        true,
+    ),
+    (
+        "/components/schemas/PatchKey/properties/rate_limit_tier",
+        false,
+    ),
+];
+
+/// The JSON of the document, with the scopes and tiers `policy` allows as
+/// the enums of the request fields that take them.
+pub fn json(policy: &MintPolicy) -> Result<String, serde_json::Error> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi())?;
+    let names = |items: &[String], null: bool| {
+        let mut values: Vec<Value> = items.iter().cloned().map(Value::String).collect();
+        if null {
+            values.push(Value::Null);
+        }
+        Value::Array(values)
+    };
+    for pointer in SCOPE_ITEMS {
+        set_enum(&mut doc, pointer, names(&policy.scopes, false));
+    }
+    for (pointer, null) in TIERS {
+        set_enum(&mut doc, pointer, names(&policy.tiers, *null));
+    }
+    serde_json::to_string(&doc)
+}
+
+fn set_enum(doc: &mut Value, pointer: &str, values: Value) {
+    match doc.pointer_mut(pointer).and_then(Value::as_object_mut) {
+        Some(schema) => {
+            schema.insert("enum".into(), values);
+        }
+        None => tracing::error!(pointer, "the OpenAPI document has no such schema"),
+    }
+}
+
+/// Adds the two ways to present a key.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer rk_live_…`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            API_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key in the X-API-Key header",
+            ))),
+        );
+    }
+}
+
+/// The refusals every operation may meet (SPEC §4), where its annotation
+/// does not describe them itself: the control plane's 400 and 413, the
+/// filter's 401 and 403, Envoy's 413, 414, 429 and 431.
+struct Refusals;
+
+const REFUSALS: &[(&str, &str)] = &[
+    ("400", "Bad input: `error.field` names the field"),
+    ("401", "Missing, invalid or expired API key"),
+    (
+        "403",
+        "The key lacks a required scope, or X-Org-Id names another organization",
+    ),
+    ("404", "No such thing for this caller"),
+    ("413", "The body is over 64 KiB"),
+    ("414", "The request target is too long"),
+    ("429", "Rate limit exceeded (`retry-after`)"),
+    ("431", "The request headers are too large"),
+];
+
+fn refusal(description: &str) -> RefOr<Response> {
+    let schema = RefOr::Ref(Ref::from_schema_name(ErrorBody::name()));
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::content::ContentBuilder::new()
+                    .schema(Some(schema))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn add_refusals(operation: &mut Operation) {
+    for (status, description) in REFUSALS {
+        if !operation.responses.responses.contains_key(*status) {
+            operation
+                .responses
+                .responses
+                .insert((*status).to_string(), refusal(description));
+        }
+    }
+}
+
+impl Modify for Refusals {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.put,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_refusals(operation);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> MintPolicy {
+        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        MintPolicy::new(
+            "rk",
+            strings(&["a:read", "a:write"]),
+            strings(&["free", "pro"]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_management_route_is_described_with_its_refusals() {
+        let doc: Value = serde_json::from_str(&json(&policy()).unwrap()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let operations = [
+            ("/api/v1/tenants", "post"),
+            ("/api/v1/api-keys", "post"),
+            ("/api/v1/api-keys", "get"),
+            ("/api/v1/api-keys/{id}", "get"),
+            ("/api/v1/api-keys/{id}", "patch"),
+            ("/api/v1/api-keys/{id}", "delete"),
+            ("/api/v1/api-keys/{id}/rotate", "post"),
+            ("/api/v1/auth/me", "get"),
+            (PATH, "get"),
+        ];
+        let paths = doc["paths"].as_object().unwrap();
+        let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(described, operations.len());
+        for (path, method) in operations {
+            let responses = &doc["paths"][path][method]["responses"];
+            for (status, _) in REFUSALS {
+                assert!(
+                    responses[*status].is_object(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+        let scopes = &doc["components"]["schemas"]["PatchKey"]["properties"]["scopes"]["items"];
+        assert_eq!(scopes["enum"], serde_json::json!(["a:read", "a:write"]));
+        let tier = &doc["components"]["schemas"]["CreateKey"]["properties"]["rate_limit_tier"];
+        assert_eq!(tier["enum"], serde_json::json!(["free", "pro", null]));
+        let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+        assert!(schemes.contains_key(BEARER) && schemes.contains_key(API_KEY));
+        assert!(doc["paths"]["/api/v1/api-keys"]["get"]["security"].is_array());
+    }
+}
