@@ -439,13 +439,7 @@ mod tests {
     use super::*;
 
     fn policy() -> MintPolicy {
-        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
-        MintPolicy::new(
-            "rk",
-            strings(&["a:read", "a:write"]),
-            strings(&["free", "pro"]),
-        )
-        .unwrap()
+        MintPolicy::example()
     }
 
     fn field(result: Result<KeySpec, ApiError>) -> String {

@@ -37,6 +37,18 @@ fn clean(items: Vec<String>) -> Vec<String> {
 }
 
 impl MintPolicy {
+    /// Scopes `a:read a:write`, tiers `free pro`, prefix `rk` (unit tests).
+    #[cfg(test)]
+    pub fn example() -> MintPolicy {
+        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        let policy = MintPolicy::new(
+            "rk",
+            strings(&["a:read", "a:write"]),
+            strings(&["free", "pro"]),
+        );
+        policy.unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Checks the configuration; the error names the bad setting.
     pub fn new(
         key_prefix: &str,
