@@ -45,7 +45,7 @@ pub enum StatusName {
 #[openapi(
     info(
         title = "keygate control plane",
-        description = "Management API of keygate (SPEC §6, §10): tenants and their API keys. \
+        description = "Management API of keygate (SPEC §6, §10, §11): tenants, their API keys and their usage. \
                        Every refusal is `{\"error\":{\"type\",\"message\"}}`; a 400 names the \
                        `field`."
     ),
@@ -57,6 +57,8 @@ pub enum StatusName {
         crate::api::patch_key,
         crate::api::revoke_key,
         crate::api::rotate_key,
+        crate::api::key_usage,
+        crate::api::tenant_usage,
         crate::api::me,
         crate::api::openapi_json,
     ),
@@ -218,6 +220,8 @@ mod tests {
             ("/api/v1/api-keys/{id}", "patch"),
             ("/api/v1/api-keys/{id}", "delete"),
             ("/api/v1/api-keys/{id}/rotate", "post"),
+            ("/api/v1/api-keys/{id}/usage", "get"),
+            ("/api/v1/usage", "get"),
             ("/api/v1/auth/me", "get"),
             (PATH, "get"),
         ];
