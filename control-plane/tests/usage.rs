@@ -126,8 +126,11 @@ async fn bad_batches_are_400s_naming_the_field_and_count_nothing() {
     let good = (at, key.as_str(), json!({"allowed": 5}), 10);
     let foreign = "0".repeat(32);
     let cases = [
-        (batch(&batch_id(1), &foreign, &[good.clone()]), "key_set"),
-        (batch("xyz", &set, &[good.clone()]), "batch_id"),
+        (
+            batch(&batch_id(1), &foreign, std::slice::from_ref(&good)),
+            "key_set",
+        ),
+        (batch("xyz", &set, std::slice::from_ref(&good)), "batch_id"),
         ("not json".to_string(), "body"),
         (
             json!({"batch_id": batch_id(1), "key_set": set}).to_string(),

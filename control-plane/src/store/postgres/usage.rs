@@ -17,6 +17,16 @@ fn count(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A batch's rows as the arrays `unnest` takes.
+#[derive(Default)]
+struct Columns<'a> {
+    keys: Vec<i64>,
+    minutes: Vec<i64>,
+    outcomes: Vec<&'a str>,
+    counts: Vec<i64>,
+    costs: Vec<i64>,
+}
+
 /// Counts `batch` unless its id is known.
 pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
     let fresh =
@@ -34,13 +44,13 @@ pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, Store
         w.tx.query_one("SELECT count(*) FROM api_keys WHERE id = ANY($1)", &[&keys])
             .await?;
     let known = usize::try_from(known.try_get::<_, i64>(0)?).unwrap_or(0);
-    let mut columns: (Vec<i64>, Vec<i64>, Vec<&str>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut columns = Columns::default();
     for row in &batch.rows {
-        columns.0.push(sql_id(row.key_id.0));
-        columns.1.push(int(row.minute)?);
-        columns.2.push(&row.outcome);
-        columns.3.push(count(row.count));
-        columns.4.push(count(row.cost_micros));
+        columns.keys.push(sql_id(row.key_id.0));
+        columns.minutes.push(int(row.minute)?);
+        columns.outcomes.push(&row.outcome);
+        columns.counts.push(count(row.count));
+        columns.costs.push(count(row.cost_micros));
     }
     w.tx.execute(
         "INSERT INTO usage_minute (key_id, tenant_id, minute, outcome, count, cost_micros) \
@@ -52,7 +62,13 @@ pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, Store
          ON CONFLICT (key_id, minute, outcome) DO UPDATE SET \
          count = usage_minute.count + EXCLUDED.count, \
          cost_micros = usage_minute.cost_micros + EXCLUDED.cost_micros",
-        &[&columns.0, &columns.1, &columns.2, &columns.3, &columns.4],
+        &[
+            &columns.keys,
+            &columns.minutes,
+            &columns.outcomes,
+            &columns.counts,
+            &columns.costs,
+        ],
     )
     .await?;
     let (used_keys, used_at): (Vec<i64>, Vec<i64>) = batch
