@@ -245,4 +245,31 @@ mod tests {
         assert!(schemes.contains_key(BEARER) && schemes.contains_key(API_KEY));
         assert!(doc["paths"]["/api/v1/api-keys"]["get"]["security"].is_array());
     }
+
+    /// Every `$ref` under `value`.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(fields) => {
+                out.extend(fields.get("$ref").and_then(Value::as_str));
+                fields.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc: Value = serde_json::from_str(&json(&policy()).unwrap()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.contains(&"#/components/schemas/Granularity"));
+        for reference in found {
+            let pointer = reference.trim_start_matches('#');
+            assert!(
+                doc.pointer(pointer).is_some(),
+                "{reference} is not in the document"
+            );
+        }
+    }
 }

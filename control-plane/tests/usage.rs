@@ -461,3 +461,32 @@ async fn minutes_past_48_hours_fold_into_hours() {
     let reply = server.call("GET", &path, Some(&tenant.key), None).await;
     assert_eq!(field(&reply), "granularity");
 }
+
+/// A batch of `n` key rows in one minute, for keys `key_…0` on.
+fn wide_batch(id: &str, key_set: &str, minute: u64, n: usize) -> String {
+    let keys: Vec<Value> = (0..n)
+        .map(|i| json!({"key_id": format!("key_{i:016x}"), "outcomes": {"allowed": 1}}))
+        .collect();
+    json!({"batch_id": id, "key_set": key_set, "minutes": [{"minute": minute, "keys": keys}]})
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_batch_holds_up_to_100000_key_rows() {
+    let server = Server::start().await;
+    let set = key_set(&server).await;
+    let body = wide_batch(&batch_id(1), &set, last_hour(), 100_000);
+    let started = Instant::now();
+    let reply = ingest(&server, &body).await;
+    println!(
+        "100000 key rows ({} bytes): {:?}",
+        body.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        reply.json(),
+        json!({"duplicate": false, "unknown_keys": 100_000})
+    );
+    let over = wide_batch(&batch_id(2), &set, last_hour(), 100_001);
+    assert_eq!(field(&ingest(&server, &over).await), "minutes");
+}
