@@ -75,12 +75,14 @@ fn count(value: Option<&Value>, at: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| bad(at, "must be an integer from 0 to 2^53"))
 }
 
-/// A cost: any non-negative integer, clamped to 2^53.
+/// A cost: any non-negative integer, clamped to 2^53 (also one past u64,
+/// which JSON reads as a float).
 fn cost(value: Option<&Value>, at: &str) -> Result<u64, ApiError> {
+    const PAST_U64: f64 = 18_446_744_073_709_551_616.0;
     match value {
         None => Ok(0),
         Some(v) if v.is_u64() => Ok(v.as_u64().unwrap_or(0).min(MAX_COUNT)),
-        Some(v) if v.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0) => Ok(MAX_COUNT),
+        Some(v) if v.as_f64().is_some_and(|f| f >= PAST_U64 && f.is_finite()) => Ok(MAX_COUNT),
         Some(_) => Err(bad(at, "must be a non-negative integer")),
     }
 }
@@ -287,6 +289,18 @@ mod tests {
             (
                 batch(&format!(
                     r#"[{{"minute":60,"keys":[{{"key_id":"{key}","outcomes":{{}},"cost_micros":"1"}}]}}]"#
+                )),
+                "minutes[0].keys[0].cost_micros",
+            ),
+            (
+                batch(&format!(
+                    r#"[{{"minute":60,"keys":[{{"key_id":"{key}","outcomes":{{}},"cost_micros":5.0}}]}}]"#
+                )),
+                "minutes[0].keys[0].cost_micros",
+            ),
+            (
+                batch(&format!(
+                    r#"[{{"minute":60,"keys":[{{"key_id":"{key}","outcomes":{{}},"cost_micros":-1}}]}}]"#
                 )),
                 "minutes[0].keys[0].cost_micros",
             ),
