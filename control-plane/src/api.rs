@@ -9,11 +9,13 @@ use crate::clock;
 use crate::drafts::{self, KeyDraft, KeyPatchDraft, TenantDraft};
 use crate::errors::{self, json, ApiError, ErrorBody};
 use crate::feed::{self, FeedEndpoint};
+use crate::ingest;
 use crate::listing::ListDraft;
 use crate::metrics::{self, Propagation};
 use crate::openapi;
 use crate::operator::{self, OperatorToken};
 use crate::service::Service;
+use crate::usage::{UsageDraft, UsageView};
 use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, Me, RotatedKey};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -24,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use keygate::errors::ErrorFormat;
-use keygate::ids::KeyId;
+use keygate::ids::{KeyId, OrgId};
 use std::sync::Arc;
 use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
@@ -62,9 +64,15 @@ pub fn router(state: AppState) -> Router {
             get(get_key).patch(patch_key).delete(revoke_key),
         )
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
+        .route("/api/v1/api-keys/{id}/usage", get(key_usage))
+        .route("/api/v1/usage", get(tenant_usage))
         .route("/api/v1/auth/me", get(me))
         .route(openapi::PATH, get(openapi_json))
         .route(feed::PATH, get(feed::key_table))
+        .route(
+            ingest::PATH,
+            post(ingest::usage).layer(DefaultBodyLimit::max(ingest::MAX_BODY)),
+        )
         .route(metrics::PATH, get(metrics))
         .merge(operator::routes())
         .fallback(not_found)
@@ -276,6 +284,48 @@ async fn rotate_key(
     let grace = drafts::grace_seconds(&body::bytes(body)?)?;
     let rotated = state.service.rotate(caller.org_id, id, grace).await?;
     Ok(json(StatusCode::CREATED, &rotated))
+}
+
+/// The usage of `query`'s keys in `org`.
+async fn usage_of(state: &AppState, org: OrgId, key: Option<KeyId>, draft: UsageDraft) -> Answer {
+    let query = draft.check(org, key, clock::now())?;
+    let buckets = state.service.store().usage(query.clone()).await?;
+    Ok(json(StatusCode::OK, &UsageView::new(&query, buckets)))
+}
+
+/// One key's requests per outcome and cost over time (`tenant:read` or `tenant:admin`).
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}/usage", tag = "usage",
+    params(KeyIdParam, ("from" = Option<String>, Query, format = DateTime,
+                        description = "Start (RFC 3339, inclusive; default: 24 hours before `to`)"),
+           ("to" = Option<String>, Query, format = DateTime,
+            description = "End (RFC 3339, exclusive; default: now); after `from`, at most 400 days later"),
+           ("granularity" = Option<crate::usage::GranularityName>, Query,
+            description = "Bucket width (default `hour`); `minute` only within the last 48 hours")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The buckets with data", body = UsageView),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
+async fn key_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::READ).await?;
+    let id = key_id(id)?;
+    let draft = UsageDraft::from_query(uri.query(), false)?;
+    state.service.get(caller.org_id, id).await?;
+    usage_of(&state, caller.org_id, Some(id), draft).await
+}
+
+/// The tenant's requests per outcome and cost over time, optionally of one
+/// end user's keys (`tenant:read` or `tenant:admin`).
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageDraft),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The buckets with data", body = UsageView)))]
+async fn tenant_usage(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::READ).await?;
+    let draft = UsageDraft::from_query(uri.query(), true)?;
+    usage_of(&state, caller.org_id, None, draft).await
 }
 
 /// The calling key and its tenant (any valid key).

@@ -98,6 +98,7 @@ mod tests {
             revoked_at: None,
             limits: keygate::limits::RateLimits::NONE,
             external_id: None,
+            last_used_at: None,
             tenant_suspended: false,
             metadata: None,
         }

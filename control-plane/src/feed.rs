@@ -114,7 +114,8 @@ impl FeedEndpoint {
         }
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// True if a request carries the feed token (digests compared).
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
         headers
             .get_all(header::AUTHORIZATION)
             .iter()

@@ -1,5 +1,6 @@
 //! Background upkeep, once a second: expired keys leave the key table after
-//! their retention and the revision log is compacted; and every 100 ms the
+//! their retention, the revision log is compacted and usage past its
+//! retention is folded (minutes into hours) or dropped; and every 100 ms the
 //! version is re-read so that writes by another process (the admin CLI: a
 //! revocation, a suspension) reach the filters within the revocation bound.
 
@@ -57,6 +58,10 @@ async fn run_once(store: &dyn Store, upkeep: Upkeep) -> Result<(), StoreError> {
     let dropped = store.compact(upkeep.revisions_kept).await?;
     if dropped > 0 {
         tracing::debug!(count = dropped, "revision log compacted");
+    }
+    let folded = store.compact_usage(clock::now()).await?;
+    if folded > 0 {
+        tracing::debug!(rows = folded, "usage compacted");
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ pub enum StatusName {
 #[openapi(
     info(
         title = "keygate control plane",
-        description = "Management API of keygate (SPEC §6, §10): tenants and their API keys. \
+        description = "Management API of keygate (SPEC §6, §10, §11): tenants, their API keys and their usage. \
                        Every refusal is `{\"error\":{\"type\",\"message\"}}`; a 400 names the \
                        `field`."
     ),
@@ -57,6 +57,8 @@ pub enum StatusName {
         crate::api::patch_key,
         crate::api::revoke_key,
         crate::api::rotate_key,
+        crate::api::key_usage,
+        crate::api::tenant_usage,
         crate::api::me,
         crate::api::openapi_json,
     ),
@@ -218,6 +220,8 @@ mod tests {
             ("/api/v1/api-keys/{id}", "patch"),
             ("/api/v1/api-keys/{id}", "delete"),
             ("/api/v1/api-keys/{id}/rotate", "post"),
+            ("/api/v1/api-keys/{id}/usage", "get"),
+            ("/api/v1/usage", "get"),
             ("/api/v1/auth/me", "get"),
             (PATH, "get"),
         ];
@@ -240,5 +244,32 @@ mod tests {
         let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
         assert!(schemes.contains_key(BEARER) && schemes.contains_key(API_KEY));
         assert!(doc["paths"]["/api/v1/api-keys"]["get"]["security"].is_array());
+    }
+
+    /// Every `$ref` under `value`.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(fields) => {
+                out.extend(fields.get("$ref").and_then(Value::as_str));
+                fields.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc: Value = serde_json::from_str(&json(&policy()).unwrap()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.contains(&"#/components/schemas/Granularity"));
+        for reference in found {
+            let pointer = reference.trim_start_matches('#');
+            assert!(
+                doc.pointer(pointer).is_some(),
+                "{reference} is not in the document"
+            );
+        }
     }
 }

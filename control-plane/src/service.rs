@@ -169,6 +169,7 @@ impl Service {
             external_id: spec.external_id.clone(),
             tenant_suspended: false,
             metadata: spec.metadata.clone(),
+            last_used_at: None,
         };
         let new = NewKey {
             hash: key::hash(&key),

@@ -41,6 +41,10 @@ pub struct KeyView {
     /// The caller's JSON object, if set.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
+    /// The latest minute with allowed requests (accurate to one usage
+    /// batch interval); `null` before the first.
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
 }
 
 /// A key's own rate limits; an absent limit is `null`.
@@ -76,6 +80,7 @@ impl From<&KeyRecord> for KeyView {
             rate_limits: LimitsView::of(r.limits),
             external_id: r.external_id.clone(),
             metadata: r.metadata.clone(),
+            last_used_at: r.last_used_at.map(clock::rfc3339),
         }
     }
 }

@@ -378,6 +378,7 @@ async fn list_shows_every_key_of_the_tenant_but_never_a_key_or_hash() {
         "expires_at",
         "id",
         "metadata",
+        "last_used_at",
         "name",
         "rate_limit_tier",
         "rate_limits",

@@ -543,16 +543,22 @@ async fn a_database_without_metadata_migrates_on_start() {
     let mut server = Server::start().await;
     let (t, key) = tenant_and_key(&server).await;
     server.kill9();
+    // Back to before migration 4 (and 5, usage, which came after it).
+    let usage = "DROP TABLE usage_minute; DROP TABLE usage_hour; DROP TABLE usage_batches; \
+                 ALTER TABLE api_keys DROP COLUMN last_used_at;";
     let undo = if server.on_postgres() {
-        "ALTER TABLE api_keys DROP COLUMN metadata; \
-         DELETE FROM keygate_migrations WHERE number = 4;"
+        format!(
+            "{usage} ALTER TABLE api_keys DROP COLUMN metadata; \
+             DELETE FROM keygate_migrations WHERE number >= 4;"
+        )
     } else {
-        "ALTER TABLE api_keys DROP COLUMN metadata; PRAGMA user_version = 3;"
+        format!("{usage} ALTER TABLE api_keys DROP COLUMN metadata; PRAGMA user_version = 3;")
     };
-    server.sql(undo).await;
+    server.sql(&undo).await;
     server.restart().await;
     let got = get(&server, &t.key, &key).await;
     assert_eq!(got["metadata"], Value::Null);
+    assert_eq!(got["last_used_at"], Value::Null);
     assert_eq!(got["name"], "k");
     let patched = patch(&server, &t.key, &key, json!({"metadata": {"again": true}})).await;
     assert_eq!(patched.status, 200, "{}", patched.text());

@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod usage;
 
 use keygate::feed::{FeedEntry, FeedOp, KeySet, KeyStatus};
 use keygate::ids::{KeyId, OrgId};
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
+use usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
 
 /// A key as stored: never the key itself, only its display prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct KeyRecord {
     pub tenant_suspended: bool,
     /// The caller's own JSON object (API only, never in the feed).
     pub metadata: Option<Metadata>,
+    /// The latest minute (unix seconds) with allowed requests, as the
+    /// usage batches told (never written by key changes).
+    pub last_used_at: Option<u64>,
 }
 
 /// A key's metadata: a JSON object of at most [`MAX_METADATA_BYTES`]
@@ -424,6 +429,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops revisions older than the last `keep`; returns how many went.
     fn compact(&self, keep: u64) -> StoreFuture<'_, usize>;
+
+    /// Counts a usage batch in one transaction, unless its id was seen
+    /// (within [`usage::BATCH_RETENTION`]); moves `last_used_at`.
+    fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested>;
+
+    /// The buckets with data of one tenant's usage query, in time order.
+    fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>>;
+
+    /// Folds minute rows past their retention into hourly rows and drops
+    /// hourly rows and batch ids past theirs (times against `now`); returns
+    /// how many rows went.
+    fn compact_usage(&self, now: u64) -> StoreFuture<'_, usize>;
 
     /// Re-reads the version from the database (writes by another process).
     fn refresh_version(&self) -> StoreFuture<'_, u64>;

@@ -11,7 +11,9 @@
 
 mod listen;
 mod queries;
+mod usage;
 
+use super::usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
 use super::{
     publish, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk,
     Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
@@ -41,6 +43,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         4,
         include_str!("../../../migrations/postgres/0004_key_metadata.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_usage.sql"),
     ),
 ];
 /// Most connections of one replica.
@@ -280,6 +286,21 @@ impl Store for PostgresStore {
 
     fn compact(&self, keep: u64) -> StoreFuture<'_, usize> {
         Box::pin(self.write(move |w| Box::pin(async move { queries::compact(w, keep).await })))
+    }
+
+    fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
+        Box::pin(self.write(move |w| Box::pin(async move { usage::ingest(w, &batch).await })))
+    }
+
+    fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>> {
+        Box::pin(async move {
+            let client = connection(&self.inner.pool).await?;
+            usage::query(&client, &query).await
+        })
+    }
+
+    fn compact_usage(&self, now: u64) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(move |w| Box::pin(async move { usage::compact(w, now).await })))
     }
 
     fn refresh_version(&self) -> StoreFuture<'_, u64> {

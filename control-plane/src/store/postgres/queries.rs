@@ -21,9 +21,9 @@ pub const CHANNEL: &str = "keygate_feed";
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
                            external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id), \
-                           metadata";
+                           metadata, last_used_at";
 /// Columns in [`KEY_COLUMNS`]: the index of a column selected after them.
-const KEY_COLUMNS_LEN: usize = 15;
+const KEY_COLUMNS_LEN: usize = 16;
 const TENANT_COLUMNS: &str = "id, name, email, created_at, plan, suspended";
 const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
                             in_table, rate_per_minute, rate_per_day, external_id, \
@@ -51,12 +51,12 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A 64-bit id as PostgreSQL's BIGINT (same bits).
-fn sql_id(id: u64) -> i64 {
+pub(super) fn sql_id(id: u64) -> i64 {
     i64::from_ne_bytes(id.to_ne_bytes())
 }
 
 /// A time or version as BIGINT.
-fn int(value: u64) -> Result<i64, StoreError> {
+pub(super) fn int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| backend(format!("{value} is out of BIGINT range")))
 }
 
@@ -65,7 +65,7 @@ fn id_of(row: &Row, column: usize) -> Result<u64, StoreError> {
     Ok(u64::from_ne_bytes(raw.to_ne_bytes()))
 }
 
-fn uint(row: &Row, column: usize) -> Result<u64, StoreError> {
+pub(super) fn uint(row: &Row, column: usize) -> Result<u64, StoreError> {
     let raw: i64 = row.try_get(column)?;
     u64::try_from(raw).map_err(backend)
 }
@@ -109,6 +109,7 @@ fn key_record(row: &Row) -> Result<KeyRecord, StoreError> {
         external_id: row.try_get(12)?,
         tenant_suspended: row.try_get(13)?,
         metadata: metadata_of(row, 14)?,
+        last_used_at: opt_uint(row, 15)?,
     })
 }
 

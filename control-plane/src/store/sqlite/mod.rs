@@ -6,8 +6,10 @@
 //! page) never holds up writes.
 
 mod queries;
+mod usage;
 mod writer;
 
+use super::usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
 use super::{
     FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk, Patched,
     Store, StoreError, StoreFuture, Tenant, TenantPage,
@@ -37,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/sqlite/0004_key_metadata.sql"),
     ),
+    (5, include_str!("../../../migrations/sqlite/0005_usage.sql")),
 ];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
@@ -255,6 +258,18 @@ impl Store for SqliteStore {
 
     fn compact(&self, keep: u64) -> StoreFuture<'_, usize> {
         self.write(move |conn| queries::compact(conn, keep))
+    }
+
+    fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
+        self.write(move |conn| usage::ingest(conn, &batch))
+    }
+
+    fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>> {
+        self.read(move |conn| usage::query(conn, &query))
+    }
+
+    fn compact_usage(&self, now: u64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| usage::compact(conn, now))
     }
 
     fn refresh_version(&self) -> StoreFuture<'_, u64> {

@@ -15,9 +15,9 @@ use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
                            external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id), \
-                           metadata";
+                           metadata, last_used_at";
 /// Columns in [`KEY_COLUMNS`]: the index of a column selected after them.
-const KEY_COLUMNS_LEN: usize = 15;
+const KEY_COLUMNS_LEN: usize = 16;
 const TENANT_COLUMNS: &str = "id, name, email, created_at, plan, suspended";
 const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
                             in_table, rate_per_minute, rate_per_day, external_id, \
@@ -36,12 +36,12 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// A 64-bit id as SQLite's signed integer (same bits).
-fn sql_id(id: u64) -> i64 {
+pub(super) fn sql_id(id: u64) -> i64 {
     i64::from_ne_bytes(id.to_ne_bytes())
 }
 
 /// Back from SQLite's signed integer.
-fn id_of(row: &Row, column: usize) -> rusqlite::Result<u64> {
+pub(super) fn id_of(row: &Row, column: usize) -> rusqlite::Result<u64> {
     let raw: i64 = row.get(column)?;
     Ok(u64::from_ne_bytes(raw.to_ne_bytes()))
 }
@@ -76,6 +76,7 @@ fn key_record(row: &Row) -> rusqlite::Result<KeyRecord> {
         external_id: row.get(12)?,
         tenant_suspended: row.get(13)?,
         metadata: metadata_of(row, 14)?,
+        last_used_at: row.get(15)?,
     })
 }
 

@@ -1,0 +1,167 @@
+//! The usage SQL of the PostgreSQL store (crate::store::usage): a batch is
+//! a few array statements in the write transaction (rows in key order, so
+//! concurrent batches lock alike), queries on a pooled connection,
+//! compaction.
+
+use super::queries::{int, sql_id, uint, Write};
+use crate::store::usage::{
+    self, cutoffs, Granularity, Ingested, UsageBatch, UsageBucket, UsageQuery, UsageScope,
+    BATCH_RETENTION,
+};
+use crate::store::StoreError;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+
+/// A count or cost as BIGINT (both are at most 2^53).
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A batch's rows as the arrays `unnest` takes.
+#[derive(Default)]
+struct Columns<'a> {
+    keys: Vec<i64>,
+    minutes: Vec<i64>,
+    outcomes: Vec<&'a str>,
+    counts: Vec<i64>,
+    costs: Vec<i64>,
+}
+
+/// Counts `batch` unless its id is known.
+pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
+    let fresh =
+        w.tx.execute(
+            "INSERT INTO usage_batches (batch_id, received_at) VALUES ($1, $2) \
+             ON CONFLICT (batch_id) DO NOTHING",
+            &[&batch.batch_id, &int(batch.received_at)?],
+        )
+        .await?;
+    if fresh == 0 {
+        return Ok(Ingested::Duplicate);
+    }
+    let keys: Vec<i64> = batch.keys().iter().map(|k| sql_id(k.0)).collect();
+    let known =
+        w.tx.query_one("SELECT count(*) FROM api_keys WHERE id = ANY($1)", &[&keys])
+            .await?;
+    let known = usize::try_from(known.try_get::<_, i64>(0)?).unwrap_or(0);
+    let mut columns = Columns::default();
+    for row in &batch.rows {
+        columns.keys.push(sql_id(row.key_id.0));
+        columns.minutes.push(int(row.minute)?);
+        columns.outcomes.push(&row.outcome);
+        columns.counts.push(count(row.count));
+        columns.costs.push(count(row.cost_micros));
+    }
+    w.tx.execute(
+        "INSERT INTO usage_minute (key_id, tenant_id, minute, outcome, count, cost_micros) \
+         SELECT u.key_id, k.tenant_id, u.minute, u.outcome, u.count, u.cost \
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) \
+              AS u(key_id, minute, outcome, count, cost) \
+         JOIN api_keys k ON k.id = u.key_id \
+         ORDER BY u.key_id, u.minute, u.outcome \
+         ON CONFLICT (key_id, minute, outcome) DO UPDATE SET \
+         count = usage_minute.count + EXCLUDED.count, \
+         cost_micros = usage_minute.cost_micros + EXCLUDED.cost_micros",
+        &[
+            &columns.keys,
+            &columns.minutes,
+            &columns.outcomes,
+            &columns.counts,
+            &columns.costs,
+        ],
+    )
+    .await?;
+    let (used_keys, used_at): (Vec<i64>, Vec<i64>) = batch
+        .last_used()
+        .into_iter()
+        .map(|(k, at)| (sql_id(k.0), count(at)))
+        .unzip();
+    w.tx.execute(
+        "UPDATE api_keys k SET last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.at) \
+         FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at) WHERE k.id = u.id",
+        &[&used_keys, &used_at],
+    )
+    .await?;
+    Ok(Ingested::Applied {
+        unknown_keys: keys.len().saturating_sub(known),
+    })
+}
+
+/// The buckets of `query`.
+pub async fn query(
+    client: &impl GenericClient,
+    query: &UsageQuery,
+) -> Result<Vec<UsageBucket>, StoreError> {
+    let hours = if query.granularity == Granularity::Minute {
+        ""
+    } else {
+        " UNION ALL SELECT key_id, tenant_id, hour, outcome, count, cost_micros FROM usage_hour"
+    };
+    let (org, from, to) = (sql_id(query.org.0), int(query.from)?, int(query.to)?);
+    let width = int(query.granularity.seconds())?;
+    let (key, owner);
+    let mut values: Vec<&(dyn ToSql + Sync)> = vec![&org, &from, &to, &width];
+    let filter = match &query.scope {
+        UsageScope::Tenant => "",
+        UsageScope::Key(id) => {
+            key = sql_id(id.0);
+            values.push(&key);
+            " AND key_id = $5"
+        }
+        UsageScope::Owner(name) => {
+            owner = name.as_str();
+            values.push(&owner);
+            " AND key_id IN (SELECT id FROM api_keys WHERE tenant_id = $1 AND external_id = $5)"
+        }
+    };
+    let sql = format!(
+        "SELECT at / $4 * $4 AS start, outcome, sum(count)::bigint, sum(cost_micros)::bigint FROM \
+         (SELECT key_id, tenant_id, minute AS at, outcome, count, cost_micros FROM usage_minute{hours}) u \
+         WHERE tenant_id = $1 AND at >= $2 AND at < $3{filter} \
+         GROUP BY start, outcome ORDER BY start, outcome"
+    );
+    let stmt = client.prepare_cached(&sql).await?;
+    let rows = client.query(&stmt, &values).await?;
+    let rows = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                uint(row, 0)?,
+                row.try_get::<_, String>(1)?,
+                uint(row, 2)?,
+                uint(row, 3)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(usage::buckets(rows))
+}
+
+/// Folds and drops what is past retention at `now`.
+pub async fn compact(w: &Write<'_>, now: u64) -> Result<usize, StoreError> {
+    let (minutes, hours) = cutoffs(now);
+    let (minutes, hours) = (int(minutes)?, int(hours)?);
+    w.tx.execute(
+        "INSERT INTO usage_hour (key_id, tenant_id, hour, outcome, count, cost_micros) \
+         SELECT key_id, tenant_id, minute / 3600 * 3600, outcome, sum(count), sum(cost_micros) \
+         FROM usage_minute WHERE minute < $1 GROUP BY key_id, tenant_id, minute / 3600, outcome \
+         ORDER BY key_id, 3, outcome \
+         ON CONFLICT (key_id, hour, outcome) DO UPDATE SET \
+         count = usage_hour.count + EXCLUDED.count, \
+         cost_micros = usage_hour.cost_micros + EXCLUDED.cost_micros",
+        &[&minutes],
+    )
+    .await?;
+    let folded =
+        w.tx.execute("DELETE FROM usage_minute WHERE minute < $1", &[&minutes])
+            .await?;
+    let dropped =
+        w.tx.execute("DELETE FROM usage_hour WHERE hour < $1", &[&hours])
+            .await?;
+    let batches = int(now.saturating_sub(BATCH_RETENTION))?;
+    w.tx.execute(
+        "DELETE FROM usage_batches WHERE received_at < $1",
+        &[&batches],
+    )
+    .await?;
+    Ok(usize::try_from(folded + dropped).unwrap_or(usize::MAX))
+}
