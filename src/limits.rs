@@ -183,12 +183,15 @@ impl Window {
         self.limit > 0 && self.used >= self.limit
     }
 
+    /// The window's standing at `now`. Workers read the clock apart, so a
+    /// window another worker opened may start a second after `now`: the
+    /// reset never exceeds the window's length.
     fn standing(&self, now: u64) -> Standing {
         let end = u64::from(self.start).saturating_add(self.length);
         Standing {
             limit: self.limit,
             remaining: self.limit.saturating_sub(self.used),
-            reset: end.saturating_sub(now).max(1),
+            reset: end.saturating_sub(now).clamp(1, self.length),
         }
     }
 }
@@ -281,6 +284,16 @@ mod tests {
         (0..n)
             .filter(|_| admit(store, K, limits, now) == Ok(Verdict::Allowed))
             .count()
+    }
+
+    #[test]
+    fn a_window_opened_by_a_clock_ahead_resets_within_its_length() {
+        let mut store = Memory::default();
+        assert_eq!(allowed(&mut store, limits(1, 0), T0 + 1, 1), 1);
+        let Ok(Verdict::Limited(standing)) = admit(&mut store, K, limits(1, 0), T0) else {
+            panic!("limited")
+        };
+        assert_eq!(standing.reset, 60);
     }
 
     #[test]
