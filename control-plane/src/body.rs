@@ -1,12 +1,14 @@
-//! Request bodies: a JSON object read field by field, so that every bad input
-//! (unreadable body, bad JSON, unknown or mistyped field) is a 400 naming
-//! the field, never a framework's plain-text rejection.
+//! Request input: a JSON body read field by field, and a query string read
+//! parameter by parameter, so that every bad input (unreadable body, bad
+//! JSON, unknown, repeated or mistyped field) is a 400 naming the field,
+//! never a framework's plain-text rejection.
 
 use crate::errors::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// Largest body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -171,6 +173,37 @@ impl Fields {
             )),
         }
     }
+}
+
+/// The parameters of a query string (`None`: no query) by name, each one of
+/// `known` and given at most once; `api_key` is a credential (SPEC §2) and
+/// left out.
+pub fn query_params(
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let mut params = HashMap::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if name == "api_key" {
+            continue;
+        }
+        if !known.contains(&name.as_ref()) {
+            return Err(ApiError::invalid(
+                &name,
+                format!("unknown query parameter: {name}"),
+            ));
+        }
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(ApiError::invalid(
+                &name,
+                format!("{name} must be given at most once"),
+            ));
+        }
+    }
+    Ok(params)
 }
 
 /// `value`, or a 400 saying that `field` is required.

@@ -1,9 +1,10 @@
 //! The query of `GET /api/v1/api-keys` (`limit`, `cursor`, the filters)
 //! read from the query string, and its opaque cursor: base64url without
 //! padding of `kc1` and the last row's sequence number (8 bytes, big
-//! endian). A filter is added in [`ListDraft`], [`PARAMS`],
+//! endian). A filter is added in [`ListDraft`] and its `from_query`, [`PARAMS`],
 //! [`ListDraft::check`] and `store::KeyQuery`.
 
+use crate::body;
 use crate::drafts;
 use crate::errors::ApiError;
 use crate::store::{KeyQuery, ListStatus};
@@ -18,15 +19,8 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 100;
 /// The first bytes of every cursor (its format's version).
 const CURSOR_TAG: &[u8; 3] = b"kc1";
-/// The query parameters a list accepts; `api_key` is a credential (SPEC §2).
-const PARAMS: &[&str] = &[
-    "limit",
-    "cursor",
-    "environment",
-    "status",
-    "external_id",
-    "api_key",
-];
+/// The query parameters a list accepts (besides the `api_key` credential).
+const PARAMS: &[&str] = &["limit", "cursor", "environment", "status", "external_id"];
 
 /// A list query, as asked.
 #[derive(Debug, Default, Clone, IntoParams)]
@@ -50,30 +44,14 @@ pub struct ListDraft {
 impl ListDraft {
     /// Reads a query string (`None`: no query).
     pub fn from_query(query: Option<&str>) -> Result<ListDraft, ApiError> {
-        let mut draft = ListDraft::default();
-        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            let slot = match name.as_ref() {
-                "limit" => &mut draft.limit,
-                "cursor" => &mut draft.cursor,
-                "environment" => &mut draft.environment,
-                "status" => &mut draft.status,
-                "external_id" => &mut draft.external_id,
-                _ if PARAMS.contains(&name.as_ref()) => continue,
-                other => {
-                    return Err(ApiError::invalid(
-                        other,
-                        format!("unknown query parameter: {other}"),
-                    ))
-                }
-            };
-            if slot.replace(value.into_owned()).is_some() {
-                return Err(ApiError::invalid(
-                    &name,
-                    format!("{name} must be given at most once"),
-                ));
-            }
-        }
-        Ok(draft)
+        let mut params = body::query_params(query, PARAMS)?;
+        Ok(ListDraft {
+            limit: params.remove("limit"),
+            cursor: params.remove("cursor"),
+            environment: params.remove("environment"),
+            status: params.remove("status"),
+            external_id: params.remove("external_id"),
+        })
     }
 
     /// Checks every parameter; `now` judges `status`.

@@ -3,6 +3,7 @@
 //! (`from`, `to`, `granularity`, and for the tenant `external_id`) and their
 //! answer, buckets with data only.
 
+use crate::body;
 use crate::clock;
 use crate::drafts;
 use crate::errors::ApiError;
@@ -51,29 +52,18 @@ pub enum GranularityName {
 impl UsageDraft {
     /// Reads a query string; `owner` says whether `external_id` is allowed.
     pub fn from_query(query: Option<&str>, owner: bool) -> Result<UsageDraft, ApiError> {
-        let mut draft = UsageDraft::default();
-        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            let slot = match name.as_ref() {
-                "from" => &mut draft.from,
-                "to" => &mut draft.to,
-                "granularity" => &mut draft.granularity,
-                "external_id" if owner => &mut draft.external_id,
-                "api_key" => continue,
-                other => {
-                    return Err(ApiError::invalid(
-                        other,
-                        format!("unknown query parameter: {other}"),
-                    ))
-                }
-            };
-            if slot.replace(value.into_owned()).is_some() {
-                return Err(ApiError::invalid(
-                    &name,
-                    format!("{name} must be given at most once"),
-                ));
-            }
-        }
-        Ok(draft)
+        let known: &[&str] = if owner {
+            &["from", "to", "granularity", "external_id"]
+        } else {
+            &["from", "to", "granularity"]
+        };
+        let mut params = body::query_params(query, known)?;
+        Ok(UsageDraft {
+            from: params.remove("from"),
+            to: params.remove("to"),
+            granularity: params.remove("granularity"),
+            external_id: params.remove("external_id"),
+        })
     }
 
     /// Checks every parameter against `now`; `key`: one key's usage.
