@@ -52,6 +52,12 @@ fn config_file(victims: &[String]) -> String {
     )
 }
 
+/// The run's seed: fixed, so a failure can be replayed; another one from
+/// `KEYGATE_SCHEMATHESIS_SEED` to explore.
+fn seed() -> String {
+    std::env::var("KEYGATE_SCHEMATHESIS_SEED").unwrap_or_else(|_| "11".to_string())
+}
+
 fn schemathesis() -> String {
     let script = repo_root().join("scripts/ensure-schemathesis.sh");
     let output = Command::new(&script)
@@ -104,7 +110,12 @@ async fn schemathesis_finds_no_5xx_and_no_answer_off_the_document() {
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--checks", CHECKS])
         .args(["--max-examples", MAX_EXAMPLES])
-        .args(["--seed", "11", "--workers", "2"])
+        // One worker: with two, Python 3.11's `ast` module (which
+        // hypothesis calls to describe its filters) can fail in one thread
+        // with "AST constructor recursion depth mismatch" while the other
+        // parses (CPython gh-106905), a runtime error in the fuzzer, not
+        // an answer of ours (CI saw it).
+        .args(["--seed", &seed(), "--workers", "1"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--output-sanitize", "true"])
         .output()
@@ -117,9 +128,10 @@ async fn schemathesis_finds_no_5xx_and_no_answer_off_the_document() {
         .rfind("SUMMARY")
         .map_or(stdout.as_ref(), |at| &stdout[at..]);
     println!("schemathesis ({took:?}):\n{summary}");
-    assert!(
-        output.status.success(),
-        "schemathesis failed:\n{stdout}\n{stderr}\ncontrol plane log:\n{}",
-        stack.control_plane_log()
-    );
+    if !output.status.success() {
+        // The control plane's log first: the failures must be the last
+        // thing a truncated CI log shows.
+        println!("control plane log:\n{}", stack.control_plane_log());
+        panic!("schemathesis failed (seed {}):\n{stdout}\n{stderr}", seed());
+    }
 }
