@@ -335,12 +335,11 @@ impl Service {
     /// Revokes a key of `org` (again: no change, but still delivered: an
     /// earlier revocation may not have reached every Envoy yet).
     pub async fn revoke(&self, org: OrgId, id: KeyId) -> Result<Delivered<KeyView>, ApiError> {
-        let now = clock::now();
-        let record = self.store.revoke_key(org, id, now).await?;
-        let record = record.ok_or(ApiError::NotFound("API key"))?;
-        let view = KeyView::from(&record);
+        let was_revoked = self.store.key(org, id).await?.and_then(|k| k.revoked_at);
+        let record = self.store.revoke_key(org, id, clock::now()).await?;
+        let view = KeyView::from(&record.ok_or(ApiError::NotFound("API key"))?);
         log_key("api key revoked", org, &view);
-        if record.revoked_at == Some(now) {
+        if was_revoked.is_none() {
             self.emit_key_revoked(org, &view).await;
         }
         Ok(self.delivered(view).await)
