@@ -109,13 +109,21 @@ pub struct QuotaThreshold {
     pub limit: u64,
 }
 
-fn key_data(key_id: KeyId, name: &str, prefix: &str, external_id: Option<&str>) -> Value {
-    json!({
-        "key_id": key_id,
-        "name": name,
-        "api_key_prefix": prefix,
-        "external_id": external_id,
-    })
+/// A key's part of an event's data, and `field` (`revoked_at`, `expires_at`).
+fn key_data(
+    key_id: KeyId,
+    name: &str,
+    prefix: &str,
+    external_id: Option<&str>,
+    (field, value): (&str, Value),
+) -> Value {
+    let mut data = serde_json::Map::new();
+    data.insert("key_id".into(), json!(key_id));
+    data.insert("name".into(), json!(name));
+    data.insert("api_key_prefix".into(), json!(prefix));
+    data.insert("external_id".into(), json!(external_id));
+    data.insert(field.into(), value);
+    Value::Object(data)
 }
 
 /// Queues `event` and wakes the sender; a failure is logged, never the
@@ -156,13 +164,13 @@ impl Service {
 
     /// Queues `key.revoked` for a key of `org` just revoked.
     pub async fn emit_key_revoked(&self, org: OrgId, key: &KeyView) -> usize {
-        let mut data = key_data(
+        let data = key_data(
             key.id,
             &key.name,
             &key.api_key_prefix,
             key.external_id.as_deref(),
+            ("revoked_at", json!(key.revoked_at)),
         );
-        data["revoked_at"] = json!(key.revoked_at);
         queue(self, event(org, KEY_REVOKED, data, clock::now())).await
     }
 }
@@ -185,13 +193,13 @@ pub async fn scan_expiring(store: &dyn Store, now: u64) -> Result<usize, StoreEr
 }
 
 fn expiring_event(key: &ExpiringKey, now: u64) -> Result<Event, ApiError> {
-    let mut data = key_data(
+    let data = key_data(
         key.key_id,
         &key.name,
         &key.display_prefix,
         key.external_id.as_deref(),
+        ("expires_at", json!(clock::rfc3339(key.expires_at))),
     );
-    data["expires_at"] = json!(clock::rfc3339(key.expires_at));
     event(key.org, KEY_EXPIRING, data, now)
 }
 
