@@ -1,12 +1,15 @@
 //! Admin commands: the same key operations as the API, run on the database
-//! directly, printing JSON. A running server sees their writes within about
+//! directly, printing JSON, each change recorded in the audit log as the
+//! operator's from `cli`. A running server sees their writes within about
 //! 0.1 s (it re-reads the version every 100 ms).
 
+use crate::audit::{self, Note, Who};
 use crate::cli::{KeyCommand, TenantCommand};
 use crate::clock;
 use crate::drafts::{KeyDraft, LimitsDraft, TenantDraft};
 use crate::errors::ApiError;
 use crate::service::Service;
+use keygate::ids::OrgId;
 use serde::Serialize;
 
 fn pretty<T: Serialize>(value: &T) -> Result<String, ApiError> {
@@ -24,10 +27,13 @@ pub async fn tenant(service: &Service, command: TenantCommand) -> Result<String,
             pretty(&service.create_tenant(draft.check()?).await?)
         }
         TenantCommand::SetPlan { org_id, plan } => {
-            pretty(&service.set_plan(org_id, &plan, "plan").await?)
+            let tenant = service.set_plan(org_id, &plan, "plan").await?;
+            let note = audit::plan_changed(&tenant.plan);
+            service.audit(org_id, &Who::cli(), note).await;
+            pretty(&tenant)
         }
-        TenantCommand::Suspend { org_id } => pretty(&service.set_suspended(org_id, true).await?),
-        TenantCommand::Resume { org_id } => pretty(&service.set_suspended(org_id, false).await?),
+        TenantCommand::Suspend { org_id } => suspend(service, org_id, true).await,
+        TenantCommand::Resume { org_id } => suspend(service, org_id, false).await,
     }
 }
 
@@ -59,9 +65,28 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                 metadata: None,
             };
             let spec = draft.check(service.policy(), clock::now())?;
-            pretty(&service.create_key(tenant, spec).await?)
+            let created = service.create_key(tenant, spec).await?;
+            let key = &created.key;
+            let note = Note::key(audit::KEY_CREATE, key, audit::created(key));
+            service.audit(tenant, &Who::cli(), note).await;
+            pretty(&created)
         }
         KeyCommand::List { tenant } => pretty(&service.list_all(tenant).await?),
-        KeyCommand::Revoke { tenant, id } => pretty(&service.revoke(tenant, id).await?),
+        KeyCommand::Revoke { tenant, id } => {
+            let revoked = service.revoke(tenant, id).await?;
+            let key = &revoked.value;
+            let changes = serde_json::json!({"revoked_at": key.revoked_at});
+            let note = Note::key(audit::KEY_REVOKE, key, changes);
+            service.audit(tenant, &Who::cli(), note).await;
+            pretty(&revoked)
+        }
     }
+}
+
+/// Suspends (`true`) or resumes a tenant, recorded as the operator's.
+async fn suspend(service: &Service, org: OrgId, suspended: bool) -> Result<String, ApiError> {
+    let delivered = service.set_suspended(org, suspended).await?;
+    let note = audit::suspension(suspended);
+    service.audit(org, &Who::cli(), note).await;
+    pretty(&delivered)
 }

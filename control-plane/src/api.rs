@@ -3,6 +3,7 @@
 //! (crate::operator), the key table feed, `/healthz`, `/metrics`, and JSON
 //! for every other answer (404, 405).
 
+use crate::audit::{self, Note, Source, Who};
 use crate::auth::{self, authenticate};
 use crate::body::{self, MAX_BODY};
 use crate::clock;
@@ -17,6 +18,7 @@ use crate::operator::{self, OperatorToken};
 use crate::service::Service;
 use crate::usage::{UsageDraft, UsageView};
 use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, Me, RotatedKey};
+use crate::webhooks;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
@@ -75,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route(metrics::PATH, get(metrics))
         .merge(operator::routes())
+        .merge(webhooks::routes())
+        .merge(audit::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -177,12 +181,19 @@ async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
     let draft = KeyDraft::from_json(&body::bytes(body)?)?;
     let spec = draft.check(state.service.policy(), clock::now())?;
     let created = state.service.create_key(caller.org_id, spec).await?;
+    let note = Note::key(
+        audit::KEY_CREATE,
+        &created.key,
+        audit::created(&created.key),
+    );
+    record(&state, &caller, source, note).await;
     Ok(json(StatusCode::CREATED, &created))
 }
 
@@ -227,6 +238,7 @@ async fn patch_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
+    source: Source,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -234,7 +246,11 @@ async fn patch_key(
     let id = key_id(id)?;
     let draft = KeyPatchDraft::from_json(&body::bytes(body)?)?;
     let patch = draft.check(state.service.policy(), clock::now())?;
+    let changes = patch.clone();
     let patched = state.service.patch(caller.org_id, id, patch).await?;
+    let key = &patched.value;
+    let note = Note::key(audit::KEY_UPDATE, key, audit::patched(&changes, key));
+    record(&state, &caller, source, note).await;
     Ok(json(StatusCode::OK, &patched))
 }
 
@@ -248,10 +264,20 @@ async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
+    source: Source,
     id: Result<Path<String>, PathRejection>,
 ) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
     let revoked = state.service.revoke(caller.org_id, key_id(id)?).await?;
+    let key = &revoked.value;
+    let changes = serde_json::json!({"revoked_at": key.revoked_at});
+    record(
+        &state,
+        &caller,
+        source,
+        Note::key(audit::KEY_REVOKE, key, changes),
+    )
+    .await;
     Ok(json(StatusCode::OK, &revoked))
 }
 
@@ -276,6 +302,7 @@ async fn rotate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
+    source: Source,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -283,7 +310,23 @@ async fn rotate_key(
     let id = key_id(id)?;
     let grace = drafts::grace_seconds(&body::bytes(body)?)?;
     let rotated = state.service.rotate(caller.org_id, id, grace).await?;
+    let (old, new) = (&rotated.value.previous_key, &rotated.value.created.key);
+    let changes = serde_json::json!({"new_key_id": new.id, "grace_seconds": grace,
+                                     "expires_at": old.expires_at, "revoked_at": old.revoked_at});
+    record(
+        &state,
+        &caller,
+        source,
+        Note::key(audit::KEY_ROTATE, old, changes),
+    )
+    .await;
     Ok(json(StatusCode::CREATED, &rotated))
+}
+
+/// Records `note` in the caller's tenant's audit log, by the caller's key.
+async fn record(state: &AppState, caller: &crate::store::KeyRecord, source: Source, note: Note) {
+    let who = Who::key(caller.id, source);
+    state.service.audit(caller.org_id, &who, note).await;
 }
 
 /// The usage of `query`'s keys in `org`.

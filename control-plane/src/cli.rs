@@ -132,6 +132,15 @@ pub struct ServeArgs {
     /// (`{"error":{"message","type","param","code"}}`).
     #[arg(long, env = "KEYGATE_ERROR_FORMAT", default_value = "keygate")]
     pub error_format: ErrorFormat,
+    /// Seconds before a failed webhook delivery is retried; doubles after
+    /// each failure (at most an hour apart).
+    #[arg(long, env = "KEYGATE_WEBHOOK_BACKOFF_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_backoff_seconds: u64,
+    /// Seconds after an event during which its deliveries are retried, then
+    /// marked failed.
+    #[arg(long, env = "KEYGATE_WEBHOOK_RETRY_SECONDS", default_value_t = 86_400)]
+    pub webhook_retry_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,13 +8,16 @@
 
 pub mod admin;
 mod api;
+pub mod audit;
 mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod delivery;
+pub mod dispatch;
 pub mod drafts;
 pub mod errors;
+pub mod events;
 mod feed;
 mod ingest;
 mod listing;
@@ -31,3 +34,4 @@ mod throttle;
 mod unparsed;
 mod usage;
 mod views;
+pub mod webhooks;

@@ -57,7 +57,7 @@ impl ListDraft {
     /// Checks every parameter; `now` judges `status`.
     pub fn check(self, now: u64) -> Result<KeyQuery, ApiError> {
         Ok(KeyQuery {
-            after: self.cursor.as_deref().map(cursor_position).transpose()?,
+            after: self.cursor.as_deref().map(position).transpose()?,
             limit: self.limit.as_deref().map_or(Ok(DEFAULT_LIMIT), limit)?,
             environment: self.environment.as_deref().map(environment).transpose()?,
             status: self.status.as_deref().map(status).transpose()?,
@@ -75,7 +75,7 @@ pub fn cursor(seq: u64) -> String {
 }
 
 /// The row a cursor names.
-fn cursor_position(text: &str) -> Result<u64, ApiError> {
+pub fn position(text: &str) -> Result<u64, ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(text).unwrap_or_default();
     bytes
         .strip_prefix(CURSOR_TAG.as_slice())
@@ -89,7 +89,8 @@ fn cursor_position(text: &str) -> Result<u64, ApiError> {
         })
 }
 
-fn limit(text: &str) -> Result<usize, ApiError> {
+/// A page size of 1 to [`MAX_LIMIT`], from its text.
+pub fn limit(text: &str) -> Result<usize, ApiError> {
     text.parse::<usize>()
         .ok()
         .filter(|n| (1..=MAX_LIMIT).contains(n))
@@ -133,14 +134,14 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         for seq in [0, 1, 42, u64::MAX] {
             let text = cursor(seq);
-            assert_eq!(cursor_position(&text).unwrap(), seq);
+            assert_eq!(position(&text).unwrap(), seq);
             assert!(text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         }
         let short = URL_SAFE_NO_PAD.encode(b"kc1\0\0\0\0");
         for bad in ["", "garbage!", "a2MxAAAAAAAAAAE=", &short, &cursor(1)[1..]] {
-            assert!(cursor_position(bad).is_err(), "{bad}");
+            assert!(position(bad).is_err(), "{bad}");
         }
     }
 

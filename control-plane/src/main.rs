@@ -4,6 +4,7 @@
 use clap::Parser;
 use keygate_control_plane::cli::{Cli, Command};
 use keygate_control_plane::delivery::Delivery;
+use keygate_control_plane::dispatch::Schedule;
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::operator::{OperatorToken, TOKEN_ENV};
 use keygate_control_plane::plans::Plans;
@@ -77,6 +78,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 feed_page_keys: page_keys,
                 error_format: args.error_format,
                 operator,
+                webhooks: Schedule {
+                    backoff: args.webhook_backoff_seconds,
+                    retry_for: args.webhook_retry_seconds,
+                },
             };
             return server::serve(service, endpoint, upkeep).await;
         }

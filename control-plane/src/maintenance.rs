@@ -1,10 +1,13 @@
 //! Background upkeep, once a second: expired keys leave the key table after
 //! their retention, the revision log is compacted and usage past its
-//! retention is folded (minutes into hours) or dropped; and every 100 ms the
+//! retention is folded (minutes into hours) or dropped, keys expiring within
+//! a week get their `key.expiring` event (crate::events), audit entries and
+//! finished webhook deliveries past their retention go; and every 100 ms the
 //! version is re-read so that writes by another process (the admin CLI: a
 //! revocation, a suspension) reach the filters within the revocation bound.
 
 use crate::clock;
+use crate::events;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,5 +66,10 @@ async fn run_once(store: &dyn Store, upkeep: Upkeep) -> Result<(), StoreError> {
     if folded > 0 {
         tracing::debug!(rows = folded, "usage compacted");
     }
+    let expiring = events::scan_expiring(store, clock::now()).await?;
+    if expiring > 0 {
+        tracing::info!(keys = expiring, "key.expiring events queued");
+    }
+    store.prune_events(clock::now()).await?;
     Ok(())
 }

@@ -45,7 +45,7 @@ pub enum StatusName {
 #[openapi(
     info(
         title = "keygate control plane",
-        description = "Management API of keygate (SPEC §6, §10, §11): tenants, their API keys and their usage. \
+        description = "Management API of keygate (SPEC §6, §10, §11): tenants, their API keys, their usage, webhooks and audit log. \
                        Every refusal is `{\"error\":{\"type\",\"message\"}}`; a 400 names the \
                        `field`."
     ),
@@ -61,8 +61,13 @@ pub enum StatusName {
         crate::api::tenant_usage,
         crate::api::me,
         crate::api::openapi_json,
+        crate::webhooks::create,
+        crate::webhooks::list,
+        crate::webhooks::remove,
+        crate::webhooks::deliveries,
+        crate::audit::audit_log,
     ),
-    components(schemas(ErrorBody, EnvironmentName, StatusName)),
+    components(schemas(ErrorBody, EnvironmentName, StatusName, crate::audit::ActionName)),
     modifiers(&Security, &Refusals),
 )]
 pub struct ApiDoc;
@@ -224,6 +229,11 @@ mod tests {
             ("/api/v1/usage", "get"),
             ("/api/v1/auth/me", "get"),
             (PATH, "get"),
+            ("/api/v1/webhooks", "post"),
+            ("/api/v1/webhooks", "get"),
+            ("/api/v1/webhooks/{id}", "delete"),
+            ("/api/v1/webhooks/{id}/deliveries", "get"),
+            ("/api/v1/audit-log", "get"),
         ];
         let paths = doc["paths"].as_object().unwrap();
         let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

@@ -4,6 +4,7 @@
 //! time; without a configured token every operator route is a 404.
 
 use crate::api::AppState;
+use crate::audit::{self, Source, Who};
 use crate::body::{self, Fields};
 use crate::errors::{json, ApiError};
 use crate::store::TenantPage;
@@ -178,6 +179,7 @@ async fn one(
 async fn patch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    source: Source,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -191,14 +193,19 @@ async fn patch(
         state.service.plans().named(plan, "plan")?;
     }
     let service = &state.service;
+    let who = Who::operator(source);
     let mut tenant = service.tenant(org).await?;
     if let Some(plan) = plan {
         tenant = service.set_plan(org, &plan, "plan").await?;
+        service
+            .audit(org, &who, audit::plan_changed(&tenant.plan))
+            .await;
     }
     let propagated = match suspended {
         Some(s) if s != tenant.suspended => {
             let delivered = service.set_suspended(org, s).await?;
             tenant.suspended = s;
+            service.audit(org, &who, audit::suspension(s)).await;
             delivered.propagated
         }
         _ => None,

@@ -8,12 +8,14 @@
 //! too ([`crate::unparsed`]).
 
 use crate::api::{self, AppState};
+use crate::dispatch::{self, Schedule};
 use crate::feed::FeedEndpoint;
 use crate::maintenance::{self, Upkeep};
 use crate::operator::OperatorToken;
 use crate::service::Service;
 use crate::unparsed::JsonRefusals;
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tower_layer::Layer;
 
 /// Shorter feed tokens get a warning.
 const MIN_TOKEN_LEN: usize = 16;
@@ -45,6 +48,8 @@ pub struct Endpoint {
     pub error_format: ErrorFormat,
     /// The operator API's token (the API is off without one).
     pub operator: OperatorToken,
+    /// When webhook deliveries are retried.
+    pub webhooks: Schedule,
 }
 
 /// Serves `service` at `endpoint` until stopped.
@@ -59,6 +64,7 @@ pub async fn serve(
         feed_page_keys,
         error_format,
         operator,
+        webhooks,
     } = endpoint;
     if feed_token.len() < MIN_TOKEN_LEN {
         tracing::warn!("the feed token is shorter than {MIN_TOKEN_LEN} characters");
@@ -71,6 +77,8 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())?;
     maintenance::spawn(service.shared_store(), upkeep);
+    let wake = Arc::clone(service.events_queued());
+    dispatch::spawn(service.shared_store(), wake, webhooks)?;
     let version = *service.store().version().borrow();
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, version, operator_api = operator.is_configured(),
@@ -106,10 +114,10 @@ async fn accept(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
                     tokio::spawn(async move {
-                        connection(stream, app, format, stopped).await;
+                        connection(stream, peer, app, format, stopped).await;
                         drop(open);
                     });
                 }
@@ -127,9 +135,11 @@ async fn accept(
     let _ = all_closed.recv().await;
 }
 
-/// Serves one connection; once `stopped`, it ends after the request in flight.
+/// Serves one connection (its requests carry the peer's address as
+/// `ConnectInfo`); once `stopped`, it ends after the request in flight.
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     format: ErrorFormat,
     mut stopped: watch::Receiver<bool>,
@@ -140,6 +150,7 @@ async fn connection(
     builder
         .max_header_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
+    let app = Extension(ConnectInfo(peer)).layer(app);
     let conn = builder.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(conn);
     tokio::select! {

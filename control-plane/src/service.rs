@@ -31,6 +31,7 @@ use keygate::limits::RateLimits;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Notify;
 use tracing::info;
 
 /// Name of the key a new tenant gets.
@@ -45,6 +46,8 @@ pub struct Service {
     plans: Plans,
     throttle: Throttle,
     delivery: Arc<Delivery>,
+    /// Woken when webhook deliveries were queued (crate::dispatch).
+    events_queued: Arc<Notify>,
 }
 
 /// A freshly generated key, before it is stored.
@@ -86,6 +89,7 @@ impl Service {
             plans,
             throttle: Throttle::default(),
             delivery,
+            events_queued: Arc::default(),
         }
     }
 
@@ -133,6 +137,11 @@ impl Service {
             value,
             propagated: Some(propagated),
         }
+    }
+
+    /// Woken when webhook deliveries were queued.
+    pub fn events_queued(&self) -> &Arc<Notify> {
+        &self.events_queued
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -326,9 +335,13 @@ impl Service {
     /// Revokes a key of `org` (again: no change, but still delivered: an
     /// earlier revocation may not have reached every Envoy yet).
     pub async fn revoke(&self, org: OrgId, id: KeyId) -> Result<Delivered<KeyView>, ApiError> {
+        let was_revoked = self.store.key(org, id).await?.and_then(|k| k.revoked_at);
         let record = self.store.revoke_key(org, id, clock::now()).await?;
         let view = KeyView::from(&record.ok_or(ApiError::NotFound("API key"))?);
         log_key("api key revoked", org, &view);
+        if was_revoked.is_none() {
+            self.emit_key_revoked(org, &view).await;
+        }
         Ok(self.delivered(view).await)
     }
 
@@ -399,7 +412,10 @@ impl Service {
         log_key("api key rotated, new key", org, &rotated.created.key);
         log_key("api key rotated, old key", org, &rotated.previous_key);
         Ok(match fate {
-            OldKeyFate::RevokeAt(_) => self.delivered(rotated).await,
+            OldKeyFate::RevokeAt(_) => {
+                self.emit_key_revoked(org, &rotated.previous_key).await;
+                self.delivered(rotated).await
+            }
             OldKeyFate::ExpireAt(_) => Delivered {
                 value: rotated,
                 propagated: None,

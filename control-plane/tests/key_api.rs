@@ -543,9 +543,11 @@ async fn a_database_without_metadata_migrates_on_start() {
     let mut server = Server::start().await;
     let (t, key) = tenant_and_key(&server).await;
     server.kill9();
-    // Back to before migration 4 (and 5, usage, which came after it).
+    // Back to before migration 4 (and 5, usage, and 7, events, which came after it).
     let usage = "DROP TABLE usage_minute; DROP TABLE usage_hour; DROP TABLE usage_batches; \
-                 ALTER TABLE api_keys DROP COLUMN last_used_at;";
+                 ALTER TABLE api_keys DROP COLUMN last_used_at; \
+                 DROP TABLE webhook_deliveries; DROP TABLE webhooks; DROP TABLE audit_log; \
+                 ALTER TABLE api_keys DROP COLUMN expiry_notice_for;";
     let undo = if server.on_postgres() {
         format!(
             "{usage} ALTER TABLE api_keys DROP COLUMN metadata; \

@@ -30,6 +30,7 @@ mod paths;
 pub mod pg;
 mod plans;
 mod process;
+pub mod receiver;
 mod stack;
 pub mod subprotocols;
 mod time;

@@ -6,6 +6,7 @@
 
 pub mod pg;
 pub mod plans;
+pub mod receiver;
 
 use keygate::feed::{check_snapshot_page, FeedEntry, PageSummary, RawOp, Reader};
 use keygate::ids::{KeyId, OrgId};

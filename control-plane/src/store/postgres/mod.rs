@@ -9,6 +9,7 @@
 //! every replica serves the same history. A write notifies the other
 //! replicas at commit ([`listen`]).
 
+mod events;
 mod listen;
 mod queries;
 mod usage;
@@ -47,6 +48,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         5,
         include_str!("../../../migrations/postgres/0005_usage.sql"),
+    ),
+    (
+        7,
+        include_str!("../../../migrations/postgres/0007_events.sql"),
     ),
 ];
 /// Most connections of one replica.
