@@ -12,6 +12,7 @@ mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;
+pub mod dashboard;
 pub mod delivery;
 pub mod drafts;
 pub mod errors;

@@ -60,6 +60,7 @@ pub enum StatusName {
         crate::api::key_usage,
         crate::api::tenant_usage,
         crate::api::me,
+        crate::api::set_password,
         crate::api::openapi_json,
     ),
     components(schemas(ErrorBody, EnvironmentName, StatusName)),
@@ -223,6 +224,7 @@ mod tests {
             ("/api/v1/api-keys/{id}/usage", "get"),
             ("/api/v1/usage", "get"),
             ("/api/v1/auth/me", "get"),
+            ("/api/v1/auth/me/password", "put"),
             (PATH, "get"),
         ];
         let paths = doc["paths"].as_object().unwrap();

@@ -4,6 +4,7 @@
 //! Every write that changes what the filter must know appends a revision in
 //! the same transaction and moves the feed version, which only ever grows.
 
+pub mod accounts;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
@@ -358,7 +359,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Durable storage of tenants, keys and the feed's revision log.
 ///
 /// A write is acknowledged (its future resolves) only once it is durable.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: accounts::Accounts + Send + Sync + 'static {
     /// Creates a tenant and its first key atomically.
     fn create_tenant(&self, tenant: Tenant, first_key: NewKey) -> StoreFuture<'_, ()>;
 

@@ -9,6 +9,7 @@
 //! every replica serves the same history. A write notifies the other
 //! replicas at commit ([`listen`]).
 
+mod accounts;
 mod listen;
 mod queries;
 mod usage;
@@ -47,6 +48,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         5,
         include_str!("../../../migrations/postgres/0005_usage.sql"),
+    ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_dashboard.sql"),
     ),
 ];
 /// Most connections of one replica.

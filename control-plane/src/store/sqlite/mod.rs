@@ -5,6 +5,7 @@
 //! of connections on blocking threads, so reading a large table (page by
 //! page) never holds up writes.
 
+mod accounts;
 mod queries;
 mod usage;
 mod writer;
@@ -40,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0004_key_metadata.sql"),
     ),
     (5, include_str!("../../../migrations/sqlite/0005_usage.sql")),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_dashboard.sql"),
+    ),
 ];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
