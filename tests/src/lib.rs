@@ -33,6 +33,7 @@ mod process;
 mod stack;
 pub mod subprotocols;
 mod time;
+pub mod webdriver;
 pub mod ws;
 
 pub use adapter::{only_on, Adapter};
