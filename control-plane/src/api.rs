@@ -167,7 +167,8 @@ async fn openapi_json(State(state): State<AppState>) -> Answer {
 
 /// Registers a tenant; the answer holds its first key (every default scope), shown once.
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = TenantDraft,
-    responses((status = 201, description = "The tenant and its first key", body = CreatedTenant)))]
+    responses((status = 201, description = "The tenant and its first key", body = CreatedTenant),
+              (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody)))]
 async fn create_tenant(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
