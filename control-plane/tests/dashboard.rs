@@ -3,6 +3,14 @@
 //! hash stored, sign-out ends them), CSRF on every form, the sign-in
 //! throttle, tenant isolation and escaping.
 
+// Test code: a failed unwrap or assertion is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Server, Tenant};

@@ -360,8 +360,7 @@ fn client_address(headers: &HeaderMap) -> String {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .last()
+        .rfind(|v| !v.is_empty())
         .unwrap_or("direct")
         .to_string()
 }
