@@ -49,6 +49,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 const CSS: &str = include_str!("assets/app.css");
 const JS: &str = include_str!("assets/app.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 const SIGN_IN: &str = "/dashboard/sign-in";
 const KEYS: &str = "/dashboard/keys";
 
@@ -81,6 +82,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/", get(home))
         .route("/dashboard/assets/app.css", get(css))
         .route("/dashboard/assets/app.js", get(js))
+        .route("/dashboard/assets/favicon.svg", get(icon))
         .route(SIGN_IN, get(sign_in_page).post(sign_in))
         .route("/dashboard/sign-up", get(sign_up_page).post(sign_up))
         .route("/dashboard/sign-out", axum::routing::post(sign_out))
@@ -207,6 +209,10 @@ async fn css() -> Response {
 
 async fn js() -> Response {
     asset(JS, "text/javascript; charset=utf-8")
+}
+
+async fn icon() -> Response {
+    asset(ICON, "image/svg+xml")
 }
 
 /// A form body: its pairs in order.

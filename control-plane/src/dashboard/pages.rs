@@ -54,6 +54,7 @@ pub fn layout(title: &str, nav: Option<&Nav>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · keygate" }
                 link rel="stylesheet" href="/dashboard/assets/app.css";
+                link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
                 script src="/dashboard/assets/app.js" defer {}
             }
             body {
