@@ -39,9 +39,12 @@ run: setup build $(if $(filter native,$(ADAPTER)),native)
 # private server started by scripts/pg.sh; Debian's postgresql installed if
 # missing). The e2e suite includes tests/tests/openapi.rs: schemathesis
 # (pinned, from PyPI into target/tools/schemathesis-venv on first use,
-# scripts/ensure-schemathesis.sh) against the live stack through Envoy.
+# scripts/ensure-schemathesis.sh) against the live stack through Envoy, and
+# tests/tests/dashboard.rs: Debian's Chromium, headless, over WebDriver
+# (chromium and chromium-driver, installed if missing: ensure-chromium.sh).
 test: setup build native
 	@scripts/pg.sh ensure
+	@scripts/ensure-chromium.sh
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace -- --show-output
 	$(MAKE) test-native
 	KEYGATE_TEST_BACKEND=postgres $(CARGO) test -p keygate-control-plane --tests -- --show-output

@@ -102,6 +102,7 @@ keygate is running on 127.0.0.1:
   Envoy + keygate ($adapter)  http://127.0.0.1:10000   (admin http://127.0.0.1:9901, $config)
   control plane           http://127.0.0.1:8080    (database $database)
   demo upstream           http://127.0.0.1:8081    (echoes requests as JSON)
+  dashboard               http://127.0.0.1:10000/dashboard   (sign up, create a key, use it)
 
 Try it (another terminal):
   # 1. register a tenant: the answer holds its first API key, shown once

@@ -23,6 +23,7 @@ pub async fn tenant(service: &Service, command: TenantCommand) -> Result<String,
             let draft = TenantDraft {
                 name: Some(name),
                 email: Some(email),
+                password: None,
             };
             pretty(&service.create_tenant(draft.check()?).await?)
         }

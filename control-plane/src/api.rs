@@ -7,6 +7,8 @@ use crate::audit::{self, Note, Source, Who};
 use crate::auth::{self, authenticate};
 use crate::body::{self, MAX_BODY};
 use crate::clock;
+use crate::dashboard::password::Password;
+use crate::dashboard::{self, Dashboard};
 use crate::drafts::{self, KeyDraft, KeyPatchDraft, TenantDraft};
 use crate::errors::{self, json, ApiError, ErrorBody};
 use crate::feed::{self, FeedEndpoint};
@@ -17,7 +19,9 @@ use crate::openapi;
 use crate::operator::{self, OperatorToken};
 use crate::service::Service;
 use crate::usage::{UsageDraft, UsageView};
-use crate::views::{CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, Me, RotatedKey};
+use crate::views::{
+    CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, Me, PasswordSetView, RotatedKey,
+};
 use crate::webhooks;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -25,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use keygate::errors::ErrorFormat;
 use keygate::ids::{KeyId, OrgId};
@@ -39,6 +43,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub feed: Arc<FeedEndpoint>,
     pub operator: Arc<OperatorToken>,
+    /// The dashboard's sign-in throttle (crate::dashboard).
+    pub dashboard: Arc<Dashboard>,
     /// The dialect of every JSON error (`--error-format`).
     pub error_format: ErrorFormat,
 }
@@ -69,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/api-keys/{id}/usage", get(key_usage))
         .route("/api/v1/usage", get(tenant_usage))
         .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/me/password", put(set_password))
         .route(openapi::PATH, get(openapi_json))
         .route(feed::PATH, get(feed::key_table))
         .route(
@@ -79,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(operator::routes())
         .merge(webhooks::routes())
         .merge(audit::routes())
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -163,7 +171,8 @@ async fn openapi_json(State(state): State<AppState>) -> Answer {
 
 /// Registers a tenant; the answer holds its first key (every default scope), shown once.
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = TenantDraft,
-    responses((status = 201, description = "The tenant and its first key", body = CreatedTenant)))]
+    responses((status = 201, description = "The tenant and its first key", body = CreatedTenant),
+              (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody)))]
 async fn create_tenant(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -382,4 +391,39 @@ async fn me(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Answ
         key: (&caller).into(),
     };
     Ok(json(StatusCode::OK, &me))
+}
+
+/// A dashboard password.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PasswordBody {
+    /// 10 to 256 bytes, no control characters.
+    #[schema(format = Password, min_length = 10, max_length = 256)]
+    password: String,
+}
+
+/// Sets or changes the tenant's dashboard password (`tenant:admin`): sign-in
+/// to `/dashboard` is then by the tenant's email and this password. Ends
+/// every dashboard session of the tenant.
+#[utoipa::path(put, path = "/api/v1/auth/me/password", tag = "auth", request_body = PasswordBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The password is set", body = PasswordSetView),
+              (status = 409, description = "Another tenant signs in with this email", body = ErrorBody)))]
+async fn set_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
+    let mut fields = body::Fields::parse(&body::bytes(body)?, &["password"], false)?;
+    let password = body::required(fields.string("password")?, "password")?;
+    let password = Password::new(password, "password")?;
+    let tenant = dashboard::set_password(&state.service, caller.org_id, password).await?;
+    let view = PasswordSetView {
+        tenant_id: tenant.id,
+        email: tenant.email,
+        message: "Sign in at /dashboard with this email and password.",
+    };
+    Ok(json(StatusCode::OK, &view))
 }

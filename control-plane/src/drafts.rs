@@ -5,6 +5,7 @@
 
 use crate::body::{required, Fields};
 use crate::clock;
+use crate::dashboard::password::Password;
 use crate::errors::ApiError;
 use crate::policy::MintPolicy;
 use crate::store::{KeyPatch, Metadata, MAX_METADATA_BYTES};
@@ -145,6 +146,10 @@ pub struct TenantDraft {
     pub name: Option<String>,
     #[schema(required = true, value_type = String, format = Email, max_length = 254)]
     pub email: Option<String>,
+    /// The dashboard password (10 to 256 bytes; absent: none yet). Sign-in
+    /// to `/dashboard` is by `email` and this password.
+    #[schema(value_type = Option<String>, format = Password, min_length = 10, max_length = 256)]
+    pub password: Option<Password>,
 }
 
 /// A tenant to create, checked.
@@ -152,6 +157,7 @@ pub struct TenantDraft {
 pub struct TenantSpec {
     pub name: String,
     pub email: String,
+    pub password: Option<Password>,
 }
 
 impl KeyDraft {
@@ -244,10 +250,11 @@ impl KeyPatchDraft {
 impl TenantDraft {
     /// Reads `POST /api/v1/tenants`.
     pub fn from_json(bytes: &[u8]) -> Result<TenantDraft, ApiError> {
-        let mut f = Fields::parse(bytes, &["name", "email"], false)?;
+        let mut f = Fields::parse(bytes, &["name", "email", "password"], false)?;
         Ok(TenantDraft {
             name: f.string("name")?,
             email: f.string("email")?,
+            password: f.string("password")?.map(Password::typed),
         })
     }
 
@@ -256,6 +263,7 @@ impl TenantDraft {
         Ok(TenantSpec {
             name: name(required(self.name, "name")?, "name")?,
             email: email(required(self.email, "email")?)?,
+            password: self.password.map(|p| p.check("password")).transpose()?,
         })
     }
 }
@@ -564,6 +572,7 @@ mod tests {
             TenantDraft {
                 name: Some(name.into()),
                 email: Some(email.into()),
+                password: None,
             }
             .check()
         };

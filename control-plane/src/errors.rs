@@ -70,7 +70,7 @@ impl ApiError {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
@@ -115,6 +115,11 @@ impl ApiError {
             ApiError::HeadersTooLarge => text("Request headers are too large"),
             ApiError::Internal => text("Internal error"),
         }
+    }
+
+    /// The message alone (for the dashboard's pages).
+    pub fn text(&self) -> String {
+        self.message().0.into_owned()
     }
 
     /// The JSON body in `format`.

@@ -12,7 +12,7 @@ use crate::service::Service;
 use crate::store::events::{Event, ExpiringKey};
 use crate::store::{Store, StoreError};
 use crate::views::KeyView;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use keygate::ids::{KeyId, OrgId};
 use serde_json::{json, Value};
 use sha2::Sha256;

@@ -13,6 +13,7 @@ mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;
+pub mod dashboard;
 pub mod delivery;
 pub mod dispatch;
 pub mod drafts;

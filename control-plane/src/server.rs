@@ -87,6 +87,7 @@ pub async fn serve(
         service,
         feed: Arc::new(FeedEndpoint::new(&feed_token, feed_page_keys)),
         operator: Arc::new(operator),
+        dashboard: Arc::default(),
         error_format,
     });
     let (stop, stopped) = watch::channel(false);

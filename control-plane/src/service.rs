@@ -16,9 +16,10 @@ use crate::errors::ApiError;
 use crate::listing;
 use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
+use crate::store::accounts::PasswordSet;
 use crate::store::{
-    KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, Patched, Store, StoreError, Tenant,
-    TenantPage,
+    KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, Patched, Store, StoreError, StoreFuture,
+    Tenant, TenantPage,
 };
 use crate::throttle::Throttle;
 use crate::views::{
@@ -54,6 +55,13 @@ pub struct Service {
 struct Minted {
     key: String,
     new: NewKey,
+}
+
+/// The 409 of a password for an email another tenant signs in with.
+pub fn email_taken() -> ApiError {
+    ApiError::Conflict(
+        "Another organization already signs in to the dashboard with this email".into(),
+    )
 }
 
 fn random_failed(e: KeyError) -> ApiError {
@@ -187,8 +195,14 @@ impl Service {
         Ok(Minted { key, new })
     }
 
-    /// Creates a tenant and its first key, which holds every allowed scope.
+    /// Creates a tenant and its first key, which holds every allowed scope,
+    /// and its dashboard password if given (409 if another tenant signs in
+    /// with that email).
     pub async fn create_tenant(&self, spec: TenantSpec) -> Result<CreatedTenant, ApiError> {
+        let password_hash = match spec.password.clone() {
+            Some(password) => Some(password.hash().await?),
+            None => None,
+        };
         let now = clock::now();
         let first = KeySpec {
             name: FIRST_KEY_NAME.into(),
@@ -218,10 +232,21 @@ impl Service {
                 api_key: key,
                 message: SHOW_ONCE,
             };
-            let stored = self.store.create_tenant(tenant, new);
-            Ok(async move { stored.await.map(|()| answer) })
+            let stored: StoreFuture<'_, PasswordSet> = match password_hash.clone() {
+                None => {
+                    let stored = self.store.create_tenant(tenant, new);
+                    Box::pin(async move { stored.await.map(|()| PasswordSet::Set) })
+                }
+                Some(hash) => self.store.create_tenant_with_password(tenant, new, hash),
+            };
+            Ok(async move {
+                stored
+                    .await
+                    .map(|set| (set == PasswordSet::Set).then_some(answer))
+            })
         })
-        .await?;
+        .await?
+        .ok_or_else(email_taken)?;
         info!(org_id = %created.tenant_id, key_id = %created.key_id,
               prefix = %created.api_key_prefix, "tenant created");
         Ok(created)

@@ -181,3 +181,13 @@ pub struct TenantList {
     pub data: Vec<TenantView>,
     pub next_cursor: Option<String>,
 }
+
+/// The answer to setting a dashboard password.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PasswordSetView {
+    #[schema(value_type = String, example = "org_00c0ffee00c0ffee")]
+    pub tenant_id: OrgId,
+    /// The email to sign in with.
+    pub email: String,
+    pub message: &'static str,
+}

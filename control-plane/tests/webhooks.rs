@@ -433,6 +433,7 @@ async fn a_quota_threshold_crossing_is_delivered() {
     let draft = TenantDraft {
         name: Some("caps".into()),
         email: Some("caps@example.test".into()),
+        password: None,
     };
     let tenant = service.create_tenant(draft.check().unwrap()).await.unwrap();
     let secret = "whsec_quota_test_secret";

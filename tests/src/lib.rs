@@ -34,6 +34,7 @@ pub mod receiver;
 mod stack;
 pub mod subprotocols;
 mod time;
+pub mod webdriver;
 pub mod ws;
 
 pub use adapter::{only_on, Adapter};

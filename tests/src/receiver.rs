@@ -3,7 +3,7 @@
 //! headers and body and answers 200; and the check of `keygate-signature`
 //! (HMAC-SHA256 of `<t>.<body>` with the webhook's secret).
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 //! the same transaction and moves the feed version, which only ever grows.
 
 pub mod events;
+pub mod accounts;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
@@ -359,7 +360,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Durable storage of tenants, keys and the feed's revision log.
 ///
 /// A write is acknowledged (its future resolves) only once it is durable.
-pub trait Store: events::EventStore + Send + Sync + 'static {
+pub trait Store: events::EventStore + accounts::Accounts + Send + Sync + 'static {
     /// Creates a tenant and its first key atomically.
     fn create_tenant(&self, tenant: Tenant, first_key: NewKey) -> StoreFuture<'_, ()>;
 

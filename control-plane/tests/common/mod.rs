@@ -173,6 +173,8 @@ impl Server {
             "key_revisions",
             "feed_state",
             "key_set",
+            "dashboard_accounts",
+            "dashboard_sessions",
         ] {
             let sql = format!("SELECT t::text FROM {table} t");
             stored.extend(pg::rows(&self.database, &sql).await);

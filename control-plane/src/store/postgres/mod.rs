@@ -10,6 +10,7 @@
 //! replicas at commit ([`listen`]).
 
 mod events;
+mod accounts;
 mod listen;
 mod queries;
 mod usage;
@@ -52,6 +53,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         7,
         include_str!("../../../migrations/postgres/0007_events.sql"),
+    ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_dashboard.sql"),
     ),
 ];
 /// Most connections of one replica.

@@ -60,7 +60,7 @@ pub(super) fn int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| backend(format!("{value} is out of BIGINT range")))
 }
 
-fn id_of(row: &Row, column: usize) -> Result<u64, StoreError> {
+pub(super) fn id_of(row: &Row, column: usize) -> Result<u64, StoreError> {
     let raw: i64 = row.try_get(column)?;
     Ok(u64::from_ne_bytes(raw.to_ne_bytes()))
 }

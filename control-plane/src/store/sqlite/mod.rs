@@ -6,6 +6,7 @@
 //! page) never holds up writes.
 
 mod events;
+mod accounts;
 mod queries;
 mod usage;
 mod writer;
@@ -44,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         7,
         include_str!("../../../migrations/sqlite/0007_events.sql"),
+    ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_dashboard.sql"),
     ),
 ];
 /// Read connections kept open between reads.
