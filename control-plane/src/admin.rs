@@ -56,7 +56,7 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                     per_day,
                 }),
                 external_id,
-                metadata: None,
+                ..KeyDraft::default()
             };
             let spec = draft.check(service.policy(), clock::now())?;
             pretty(&service.create_key(tenant, spec).await?)

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
         .route("/api/v1/api-keys/{id}/usage", get(key_usage))
+        .route("/api/v1/api-keys/{id}/usage/reset", post(reset_usage))
         .route("/api/v1/usage", get(tenant_usage))
         .route("/api/v1/auth/me", get(me))
         .route(openapi::PATH, get(openapi_json))
@@ -284,6 +285,26 @@ async fn rotate_key(
     let grace = drafts::grace_seconds(&body::bytes(body)?)?;
     let rotated = state.service.rotate(caller.org_id, id, grace).await?;
     Ok(json(StatusCode::CREATED, &rotated))
+}
+
+/// Zeroes what the key's quota and spending cap used in their current
+/// period (`tenant:admin`); an exhausted key comes back, delivered to the
+/// Envoys before the answer.
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/usage/reset", tag = "usage",
+    params(KeyIdParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The key with its counts reset", body = Delivered<KeyView>),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody),
+              (status = 409, description = "The key is revoked or expired", body = ErrorBody)))]
+async fn reset_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
+    let reset = state.service.reset_usage(caller.org_id, key_id(id)?).await?;
+    Ok(json(StatusCode::OK, &reset))
 }
 
 /// The usage of `query`'s keys in `org`.

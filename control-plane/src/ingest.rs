@@ -6,6 +6,7 @@ use crate::clock;
 use crate::errors::{json, ApiError};
 use crate::feed::FeedEndpoint;
 use crate::service::Service;
+use crate::thresholds;
 use crate::store::usage::{Ingested, UsageBatch, UsageCount, ALLOWED};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -223,7 +224,11 @@ pub async fn usage(
     let batch = parse(&body, store.key_set(), clock::now())?;
     let answer = match store.ingest_usage(batch).await? {
         Ingested::Duplicate => serde_json::json!({"duplicate": true}),
-        Ingested::Applied { unknown_keys } => {
+        Ingested::Applied {
+            unknown_keys,
+            crossings,
+        } => {
+            thresholds::crossed(&crossings);
             serde_json::json!({"duplicate": false, "unknown_keys": unknown_keys})
         }
     };

@@ -9,6 +9,7 @@
 pub mod admin;
 mod api;
 mod auth;
+pub mod caps;
 pub mod body;
 pub mod cli;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;
+mod thresholds;
 mod throttle;
 mod unparsed;
 mod usage;

@@ -1,6 +1,8 @@
 //! Background upkeep, once a second: expired keys leave the key table after
 //! their retention, the revision log is compacted and usage past its
-//! retention is folded (minutes into hours) or dropped; and every 100 ms the
+//! retention is folded (minutes into hours) or dropped, and keys whose cap or
+//! quota period ended are refilled (back in the key table as active); and
+//! every 100 ms the
 //! version is re-read so that writes by another process (the admin CLI: a
 //! revocation, a suspension) reach the filters within the revocation bound.
 
@@ -58,6 +60,10 @@ async fn run_once(store: &dyn Store, upkeep: Upkeep) -> Result<(), StoreError> {
     let dropped = store.compact(upkeep.revisions_kept).await?;
     if dropped > 0 {
         tracing::debug!(count = dropped, "revision log compacted");
+    }
+    let refilled = store.refill_caps(clock::now()).await?;
+    if refilled > 0 {
+        tracing::info!(count = refilled, "exhausted keys refilled");
     }
     let folded = store.compact_usage(clock::now()).await?;
     if folded > 0 {

@@ -9,6 +9,7 @@
 //! every replica serves the same history. A write notifies the other
 //! replicas at commit ([`listen`]).
 
+mod caps;
 mod listen;
 mod queries;
 mod usage;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../../../migrations/postgres/0005_usage.sql"),
     ),
+    (6, include_str!("../../../migrations/postgres/0006_caps.sql")),
 ];
 /// Most connections of one replica.
 const POOL_SIZE: usize = 16;
@@ -290,6 +292,10 @@ impl Store for PostgresStore {
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
         Box::pin(self.write(move |w| Box::pin(async move { usage::ingest(w, &batch).await })))
+    }
+
+    fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(move |w| Box::pin(async move { caps::refill(w, now).await })))
     }
 
     fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>> {

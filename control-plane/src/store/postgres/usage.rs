@@ -28,7 +28,7 @@ struct Columns<'a> {
 }
 
 /// Counts `batch` unless its id is known.
-pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
+pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
     let fresh =
         w.tx.execute(
             "INSERT INTO usage_batches (batch_id, received_at) VALUES ($1, $2) \
@@ -82,8 +82,10 @@ pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, Store
         &[&used_keys, &used_at],
     )
     .await?;
+    let crossings = super::caps::fill(w, batch).await?;
     Ok(Ingested::Applied {
         unknown_keys: keys.len().saturating_sub(known),
+        crossings,
     })
 }
 

@@ -5,6 +5,7 @@
 //! of connections on blocking threads, so reading a large table (page by
 //! page) never holds up writes.
 
+mod caps;
 mod queries;
 mod usage;
 mod writer;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0004_key_metadata.sql"),
     ),
     (5, include_str!("../../../migrations/sqlite/0005_usage.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_caps.sql")),
 ];
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
@@ -262,6 +264,10 @@ impl Store for SqliteStore {
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
         self.write(move |conn| usage::ingest(conn, &batch))
+    }
+
+    fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| caps::refill(conn, now))
     }
 
     fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>> {

@@ -62,7 +62,11 @@ pub fn ingest(conn: &Connection, batch: &UsageBatch) -> Result<Ingested, StoreEr
         used.execute(params![sql_id(key.0), int(at)])?;
     }
     let unknown_keys = tenants.values().filter(|t| t.is_none()).count();
-    Ok(Ingested::Applied { unknown_keys })
+    let crossings = super::caps::fill(conn, batch)?;
+    Ok(Ingested::Applied {
+        unknown_keys,
+        crossings,
+    })
 }
 
 /// The buckets of `query`.
