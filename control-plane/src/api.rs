@@ -303,7 +303,10 @@ async fn reset_usage(
     id: Result<Path<String>, PathRejection>,
 ) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
-    let reset = state.service.reset_usage(caller.org_id, key_id(id)?).await?;
+    let reset = state
+        .service
+        .reset_usage(caller.org_id, key_id(id)?)
+        .await?;
     Ok(json(StatusCode::OK, &reset))
 }
 

@@ -125,10 +125,7 @@ fn limit(value: Option<u64>, field: &str) -> Result<u64, ApiError> {
     value
         .filter(|v| (1..=MAX_LIMIT).contains(v))
         .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!("{field} must be an integer from 1 to 2^53"),
-            )
+            ApiError::invalid(field, format!("{field} must be an integer from 1 to 2^53"))
         })
 }
 
@@ -262,11 +259,17 @@ mod tests {
     fn bad_caps_name_their_field() {
         assert_eq!(field(r#"{"quota":{"requests":0}}"#), "quota.requests");
         assert_eq!(field(r#"{"quota":{}}"#), "quota.requests");
-        assert_eq!(field(r#"{"quota":{"requests":5,"refill":"hourly"}}"#), "quota.refill");
+        assert_eq!(
+            field(r#"{"quota":{"requests":5,"refill":"hourly"}}"#),
+            "quota.refill"
+        );
         assert_eq!(field(r#"{"quota":{"requests":5,"x":1}}"#), "quota.x");
         assert_eq!(field(r#"{"quota":5}"#), "quota");
         assert_eq!(field(r#"{"spend_cap":{"micros":-1}}"#), "spend_cap.micros");
-        assert_eq!(field(r#"{"spend_cap":{"micros":1,"period":"day"}}"#), "spend_cap.period");
+        assert_eq!(
+            field(r#"{"spend_cap":{"micros":1,"period":"day"}}"#),
+            "spend_cap.period"
+        );
         assert_eq!(
             field(r#"{"spend_cap":{"micros":9007199254740993}}"#),
             "spend_cap.micros"
@@ -277,8 +280,13 @@ mod tests {
     fn null_clears_and_absent_keeps() {
         assert_eq!(read("{}").ok(), Some(None));
         let cleared = read(r#"{"quota":null}"#).ok().flatten();
-        assert_eq!(cleared.map(|c| (c.quota, c.spend)), Some((Some(None), None)));
-        let set = read(r#"{"spend_cap":{"micros":7,"period":"month"}}"#).ok().flatten();
+        assert_eq!(
+            cleared.map(|c| (c.quota, c.spend)),
+            Some((Some(None), None))
+        );
+        let set = read(r#"{"spend_cap":{"micros":7,"period":"month"}}"#)
+            .ok()
+            .flatten();
         assert_eq!(set.and_then(|c| c.spend), Some(Some((7, Period::Month))));
     }
 }

@@ -9,8 +9,8 @@
 pub mod admin;
 mod api;
 mod auth;
-pub mod caps;
 pub mod body;
+pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod delivery;

@@ -147,10 +147,7 @@ struct Refusals;
 const REFUSALS: &[(&str, &str)] = &[
     ("400", "Bad input: `error.field` names the field"),
     ("401", "Missing, invalid or expired API key"),
-    (
-        "402",
-        "The key's spending cap or request quota is used up",
-    ),
+    ("402", "The key's spending cap or request quota is used up"),
     (
         "403",
         "The key lacks a required scope, or X-Org-Id names another organization",

@@ -8,10 +8,10 @@
 //! run the same logic here inside their write transactions.
 
 use super::usage::{UsageBatch, UsageCount, ALLOWED};
-use std::collections::HashMap;
 use keygate::feed::KeyStatus;
 use keygate::ids::{KeyId, OrgId};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use time::{Date, OffsetDateTime, Time};
 
 /// The percentages of a limit whose crossing is announced, in order.
@@ -56,7 +56,9 @@ fn month_start(at: u64) -> u64 {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     Date::from_calendar_date(at.year(), at.month(), 1)
         .map(|first| first.with_time(Time::MIDNIGHT).assume_utc())
-        .map_or(0, |first| u64::try_from(first.unix_timestamp()).unwrap_or(0))
+        .map_or(0, |first| {
+            u64::try_from(first.unix_timestamp()).unwrap_or(0)
+        })
 }
 
 /// Which budget a crossing or an exhaustion is of.
@@ -226,7 +228,8 @@ impl Caps {
         key_id: KeyId,
         rows: impl IntoIterator<Item = &'a UsageCount>,
     ) -> Vec<Crossing> {
-        let mut rows: Vec<&UsageCount> = rows.into_iter().filter(|r| r.outcome == ALLOWED).collect();
+        let mut rows: Vec<&UsageCount> =
+            rows.into_iter().filter(|r| r.outcome == ALLOWED).collect();
         rows.sort_unstable_by_key(|r| r.minute);
         let mut crossings = Vec::new();
         for row in rows {
@@ -344,7 +347,10 @@ impl CapsChange {
         };
         next.refill(self.now);
         if self.reset {
-            for budget in [next.quota.as_mut(), next.spend.as_mut()].into_iter().flatten() {
+            for budget in [next.quota.as_mut(), next.spend.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 budget.reset(self.now);
             }
         }
@@ -385,15 +391,22 @@ mod tests {
         let org = OrgId(7);
         let first = caps.add(org, KeyId(1), &[allowed(JAN_31_2030, 85, 0)]);
         assert_eq!(first.iter().map(|c| c.percent).collect::<Vec<_>>(), [80]);
-        assert!(caps.add(org, KeyId(1), &[allowed(JAN_31_2030 + 60, 5, 0)]).is_empty());
+        assert!(caps
+            .add(org, KeyId(1), &[allowed(JAN_31_2030 + 60, 5, 0)])
+            .is_empty());
         let full = caps.add(org, KeyId(1), &[allowed(JAN_31_2030 + 120, 50, 0)]);
         assert_eq!(full.iter().map(|c| c.percent).collect::<Vec<_>>(), [100]);
         assert_eq!(caps.status(), Some(KeyStatus::QuotaExhausted));
         // The next day starts again, and both thresholds fire again at once.
         let next = caps.add(org, KeyId(1), &[allowed(JAN_31_2030 + 86_400, 100, 0)]);
-        assert_eq!(next.iter().map(|c| c.percent).collect::<Vec<_>>(), [80, 100]);
+        assert_eq!(
+            next.iter().map(|c| c.percent).collect::<Vec<_>>(),
+            [80, 100]
+        );
         // A late minute of the day before counts nothing.
-        assert!(caps.add(org, KeyId(1), &[allowed(JAN_31_2030, 1, 0)]).is_empty());
+        assert!(caps
+            .add(org, KeyId(1), &[allowed(JAN_31_2030, 1, 0)])
+            .is_empty());
         assert_eq!(caps.quota.map(|q| q.used), Some(100));
     }
 
@@ -411,7 +424,10 @@ mod tests {
             ..CapsChange::default()
         };
         let raised = raise.apply(&caps);
-        assert_eq!((raised.status(), raised.spend.map(|b| b.used)), (None, Some(1000)));
+        assert_eq!(
+            (raised.status(), raised.spend.map(|b| b.used)),
+            (None, Some(1000))
+        );
         let reset = CapsChange {
             reset: true,
             now: JAN_31_2030,

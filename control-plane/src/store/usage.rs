@@ -39,7 +39,6 @@ pub struct UsageBatch {
 }
 
 impl UsageBatch {
-
     /// Every key of the batch, once.
     pub fn keys(&self) -> Vec<KeyId> {
         let mut keys: Vec<KeyId> = self.rows.iter().map(|r| r.key_id).collect();

@@ -3,7 +3,7 @@
 //! and the refill of exhausted keys.
 
 use super::queries::{add_revision, id_of, sql_id, Write};
-use crate::store::caps::{self, Caps, Capped, Crossing};
+use crate::store::caps::{self, Capped, Caps, Crossing};
 use crate::store::exhausted_status;
 use crate::store::usage::UsageBatch;
 use crate::store::StoreError;

@@ -49,7 +49,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../../../migrations/postgres/0005_usage.sql"),
     ),
-    (6, include_str!("../../../migrations/postgres/0006_caps.sql")),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_caps.sql"),
+    ),
 ];
 /// Most connections of one replica.
 const POOL_SIZE: usize = 16;

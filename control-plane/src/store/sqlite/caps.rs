@@ -2,7 +2,7 @@
 //! keys filled in the ingest transaction, and the refill of exhausted keys.
 
 use super::queries::{add_revision, id_of, sql_id};
-use crate::store::caps::{self, Caps, Capped, Crossing};
+use crate::store::caps::{self, Capped, Caps, Crossing};
 use crate::store::exhausted_status;
 use crate::store::usage::UsageBatch;
 use crate::store::StoreError;
@@ -20,7 +20,8 @@ fn capped(row: &Row) -> rusqlite::Result<Capped> {
 
 /// Writes each key's caps; a status change adds a revision.
 fn store(conn: &Connection, keys: Vec<(Capped, bool)>) -> Result<usize, StoreError> {
-    let mut write = conn.prepare_cached("UPDATE api_keys SET caps = ?2, exhausted = ?3 WHERE id = ?1")?;
+    let mut write =
+        conn.prepare_cached("UPDATE api_keys SET caps = ?2, exhausted = ?3 WHERE id = ?1")?;
     let mut changed = 0;
     for (key, status_changed) in keys {
         write.execute(params![
@@ -43,7 +44,10 @@ pub fn fill(conn: &Connection, batch: &UsageBatch) -> Result<Vec<Crossing>, Stor
     )?;
     let mut keys = Vec::new();
     for key in batch.keys() {
-        keys.extend(read.query_map([sql_id(key.0)], capped)?.collect::<Result<Vec<_>, _>>()?);
+        keys.extend(
+            read.query_map([sql_id(key.0)], capped)?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
     }
     let filled = caps::fill(batch, keys, batch.received_at);
     store(conn, filled.keys)?;

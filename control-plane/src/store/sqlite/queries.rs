@@ -3,8 +3,9 @@
 
 use crate::store::caps::Caps;
 use crate::store::{
-    exhausted_status, key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord,
-    Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError, Tenant, TenantPage,
+    exhausted_status, key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch,
+    KeyQuery, KeyRecord, Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError,
+    Tenant, TenantPage,
 };
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
