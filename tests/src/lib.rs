@@ -30,6 +30,7 @@ mod paths;
 pub mod pg;
 mod plans;
 mod process;
+mod reported;
 mod stack;
 pub mod subprotocols;
 mod time;
