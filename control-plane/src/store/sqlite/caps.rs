@@ -9,10 +9,12 @@ use crate::store::StoreError;
 use keygate::ids::{KeyId, OrgId};
 use rusqlite::{params, Connection, Row};
 
-fn capped(row: &Row) -> rusqlite::Result<Capped> {
+/// The capped key `id` of tenant `tenant` (as stored) from a row whose
+/// columns 2 and 3 are `caps` and `exhausted`.
+pub fn capped(id: KeyId, tenant: i64, row: &Row) -> rusqlite::Result<Capped> {
     Ok(Capped {
-        id: KeyId(id_of(row, 0)?),
-        org: OrgId(id_of(row, 1)?),
+        id,
+        org: OrgId(u64::from_ne_bytes(tenant.to_ne_bytes())),
         caps: Caps::from_text(row.get::<_, Option<String>>(2)?.as_deref()),
         exhausted: exhausted_status(row.get(3)?),
     })
@@ -37,19 +39,17 @@ fn store(conn: &Connection, keys: Vec<(Capped, bool)>) -> Result<usize, StoreErr
     Ok(changed)
 }
 
-/// Adds `batch` to the caps of its capped keys; returns the crossings.
-pub fn fill(conn: &Connection, batch: &UsageBatch) -> Result<Vec<Crossing>, StoreError> {
-    let mut read = conn.prepare_cached(
-        "SELECT id, tenant_id, caps, exhausted FROM api_keys WHERE id = ?1 AND caps IS NOT NULL",
-    )?;
-    let mut keys = Vec::new();
-    for key in batch.keys() {
-        keys.extend(
-            read.query_map([sql_id(key.0)], capped)?
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+/// Adds `batch` to the caps of its `capped` keys (read in the ingest's
+/// transaction); returns the crossings.
+pub fn fill(
+    conn: &Connection,
+    batch: &UsageBatch,
+    capped: Vec<Capped>,
+) -> Result<Vec<Crossing>, StoreError> {
+    if capped.is_empty() {
+        return Ok(Vec::new());
     }
-    let filled = caps::fill(batch, keys, batch.received_at);
+    let filled = caps::fill(batch, capped, batch.received_at);
     store(conn, filled.keys)?;
     Ok(filled.crossings)
 }
@@ -60,7 +60,7 @@ pub fn refill(conn: &Connection, now: u64) -> Result<usize, StoreError> {
         .prepare_cached(
             "SELECT id, tenant_id, caps, exhausted FROM api_keys WHERE exhausted IS NOT NULL",
         )?
-        .query_map([], capped)?
+        .query_map([], |row| capped(KeyId(id_of(row, 0)?), row.get(1)?, row))?
         .collect::<Result<Vec<_>, _>>()?;
     let due = keys
         .into_iter()
