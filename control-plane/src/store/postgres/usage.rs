@@ -77,8 +77,9 @@ pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, S
         .map(|(k, at)| (sql_id(k.0), count(at)))
         .unzip();
     w.tx.execute(
-        "UPDATE api_keys k SET last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.at) \
-         FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at) WHERE k.id = u.id",
+        "UPDATE api_keys k SET last_used_at = u.at \
+         FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at) \
+         WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
         &[&used_keys, &used_at],
     )
     .await?;

@@ -70,7 +70,8 @@ pub fn ingest(conn: &Connection, batch: &UsageBatch) -> Result<Ingested, StoreEr
         }
     }
     let mut used = conn.prepare_cached(
-        "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+        "UPDATE api_keys SET last_used_at = ?2 \
+         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
     )?;
     for (key, at) in batch.last_used() {
         used.execute(params![sql_id(key.0), int(at)])?;
