@@ -130,8 +130,8 @@ impl Budget {
     fn reached(&self) -> u8 {
         THRESHOLDS
             .into_iter()
-            .filter(|p| self.used.saturating_mul(100) >= self.limit.saturating_mul(u64::from(*p)))
-            .last()
+            .rev()
+            .find(|p| self.used.saturating_mul(100) >= self.limit.saturating_mul(u64::from(*p)))
             .unwrap_or(0)
     }
 
