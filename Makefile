@@ -8,7 +8,7 @@ CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/keygate_filter.wasm
 NATIVE := target/native/libkeygate_native.so
 
-.PHONY: build wasm native services setup run test test-native lint validate validate-native compose-check compose-smoke ci bench fuzz fuzz-smoke fuzz-setup
+.PHONY: build wasm native services setup run test test-native lint validate validate-native compose-check compose-smoke ci bench bench-usage fuzz fuzz-smoke fuzz-setup
 
 build: wasm services
 
@@ -107,3 +107,11 @@ bench: setup
 	$(CARGO) build --release -p keygate-bench -p keygate-control-plane
 	$(CARGO) build --profile native -p keygate-native -p minimal-native
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" target/release/keygate-bench $(BENCH_ARGS)
+	$(MAKE) bench-usage
+
+# Usage ingest and query rows of the control plane (control-plane/benches/usage.rs),
+# on SQLite and then on PostgreSQL.
+bench-usage:
+	@scripts/pg.sh ensure
+	$(CARGO) bench -p keygate-control-plane --bench usage
+	KEYGATE_TEST_BACKEND=postgres $(CARGO) bench -p keygate-control-plane --bench usage

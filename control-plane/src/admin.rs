@@ -3,7 +3,7 @@
 //! operator's from `cli`. A running server sees their writes within about
 //! 0.1 s (it re-reads the version every 100 ms).
 
-use crate::audit::{self, Note, Who};
+use crate::audit::{self, Who};
 use crate::cli::{KeyCommand, TenantCommand};
 use crate::clock;
 use crate::drafts::{KeyDraft, LimitsDraft, TenantDraft};
@@ -63,21 +63,19 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                     per_day,
                 }),
                 external_id,
-                metadata: None,
+                ..KeyDraft::default()
             };
             let spec = draft.check(service.policy(), clock::now())?;
             let created = service.create_key(tenant, spec).await?;
             let key = &created.key;
-            let note = Note::key(audit::KEY_CREATE, key, audit::created(key));
+            let note = audit::creation(key);
             service.audit(tenant, &Who::cli(), note).await;
             pretty(&created)
         }
         KeyCommand::List { tenant } => pretty(&service.list_all(tenant).await?),
         KeyCommand::Revoke { tenant, id } => {
             let revoked = service.revoke(tenant, id).await?;
-            let key = &revoked.value;
-            let changes = serde_json::json!({"revoked_at": key.revoked_at});
-            let note = Note::key(audit::KEY_REVOKE, key, changes);
+            let note = audit::revocation(&revoked.value);
             service.audit(tenant, &Who::cli(), note).await;
             pretty(&revoked)
         }

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
         .route("/api/v1/api-keys/{id}/usage", get(key_usage))
+        .route("/api/v1/api-keys/{id}/usage/reset", post(reset_usage))
         .route("/api/v1/usage", get(tenant_usage))
         .route("/api/v1/auth/me", get(me))
         .route("/api/v1/auth/me/password", put(set_password))
@@ -197,12 +198,7 @@ async fn create_key(
     let draft = KeyDraft::from_json(&body::bytes(body)?)?;
     let spec = draft.check(state.service.policy(), clock::now())?;
     let created = state.service.create_key(caller.org_id, spec).await?;
-    let note = Note::key(
-        audit::KEY_CREATE,
-        &created.key,
-        audit::created(&created.key),
-    );
-    record(&state, &caller, source, note).await;
+    record(&state, &caller, source, audit::creation(&created.key)).await;
     Ok(json(StatusCode::CREATED, &created))
 }
 
@@ -278,15 +274,7 @@ async fn revoke_key(
 ) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
     let revoked = state.service.revoke(caller.org_id, key_id(id)?).await?;
-    let key = &revoked.value;
-    let changes = serde_json::json!({"revoked_at": key.revoked_at});
-    record(
-        &state,
-        &caller,
-        source,
-        Note::key(audit::KEY_REVOKE, key, changes),
-    )
-    .await;
+    record(&state, &caller, source, audit::revocation(&revoked.value)).await;
     Ok(json(StatusCode::OK, &revoked))
 }
 
@@ -320,15 +308,7 @@ async fn rotate_key(
     let grace = drafts::grace_seconds(&body::bytes(body)?)?;
     let rotated = state.service.rotate(caller.org_id, id, grace).await?;
     let (old, new) = (&rotated.value.previous_key, &rotated.value.created.key);
-    let changes = serde_json::json!({"new_key_id": new.id, "grace_seconds": grace,
-                                     "expires_at": old.expires_at, "revoked_at": old.revoked_at});
-    record(
-        &state,
-        &caller,
-        source,
-        Note::key(audit::KEY_ROTATE, old, changes),
-    )
-    .await;
+    record(&state, &caller, source, audit::rotation(old, new, grace)).await;
     Ok(json(StatusCode::CREATED, &rotated))
 }
 
@@ -336,6 +316,34 @@ async fn rotate_key(
 async fn record(state: &AppState, caller: &crate::store::KeyRecord, source: Source, note: Note) {
     let who = Who::key(caller.id, source);
     state.service.audit(caller.org_id, &who, note).await;
+}
+
+/// Zeroes what the key's quota and spending cap used in their current
+/// period (`tenant:admin`); an exhausted key comes back, delivered to the
+/// Envoys before the answer.
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/usage/reset", tag = "usage",
+    params(KeyIdParam),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The key with its counts reset", body = Delivered<KeyView>),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody),
+              (status = 409, description = "The key is revoked or expired", body = ErrorBody)))]
+async fn reset_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    source: Source,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
+    let reset = state
+        .service
+        .reset_usage(caller.org_id, key_id(id)?)
+        .await?;
+    let changes =
+        serde_json::json!({"quota": reset.value.quota, "spend_cap": reset.value.spend_cap});
+    let note = Note::key(audit::KEY_USAGE_RESET, &reset.value, changes);
+    record(&state, &caller, source, note).await;
+    Ok(json(StatusCode::OK, &reset))
 }
 
 /// The usage of `query`'s keys in `org`.

@@ -36,6 +36,7 @@ pub const KEY_CREATE: &str = "api_key.create";
 pub const KEY_UPDATE: &str = "api_key.update";
 pub const KEY_REVOKE: &str = "api_key.revoke";
 pub const KEY_ROTATE: &str = "api_key.rotate";
+pub const KEY_USAGE_RESET: &str = "api_key.usage_reset";
 pub const PLAN_CHANGE: &str = "tenant.plan_change";
 pub const SUSPEND: &str = "tenant.suspend";
 pub const RESUME: &str = "tenant.resume";
@@ -49,6 +50,7 @@ pub const ACTIONS: &[&str] = &[
     KEY_UPDATE,
     KEY_REVOKE,
     KEY_ROTATE,
+    KEY_USAGE_RESET,
     PLAN_CHANGE,
     SUSPEND,
     RESUME,
@@ -192,8 +194,25 @@ pub fn suspension(suspended: bool) -> Note {
     Note::tenant(action, json!({ "suspended": suspended }))
 }
 
+/// A key created.
+pub fn creation(key: &KeyView) -> Note {
+    Note::key(KEY_CREATE, key, created(key))
+}
+
+/// A key revoked.
+pub fn revocation(key: &KeyView) -> Note {
+    Note::key(KEY_REVOKE, key, json!({ "revoked_at": key.revoked_at }))
+}
+
+/// `old` rotated into `new`, keeping `grace` seconds.
+pub fn rotation(old: &KeyView, new: &KeyView, grace: u64) -> Note {
+    let changes = json!({"new_key_id": new.id, "grace_seconds": grace,
+                         "expires_at": old.expires_at, "revoked_at": old.revoked_at});
+    Note::key(KEY_ROTATE, old, changes)
+}
+
 /// The fields of a new key as recorded.
-pub fn created(key: &KeyView) -> Value {
+fn created(key: &KeyView) -> Value {
     const FIELDS: &[&str] = &[
         "name",
         "scopes",

@@ -101,6 +101,7 @@ mod tests {
             last_used_at: None,
             tenant_suspended: false,
             metadata: None,
+            caps: crate::store::caps::Caps::default(),
         }
     }
 

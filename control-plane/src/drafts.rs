@@ -4,10 +4,12 @@
 //! the request bodies of the OpenAPI document (crate::openapi).
 
 use crate::body::{required, Fields};
+use crate::caps::{CapsDraft, QuotaDraft, SpendCapDraft};
 use crate::clock;
 use crate::dashboard::password::Password;
 use crate::errors::ApiError;
 use crate::policy::MintPolicy;
+use crate::store::caps::Caps;
 use crate::store::{KeyPatch, Metadata, MAX_METADATA_BYTES};
 use keygate::feed::{is_valid_external_id, MAX_EXTERNAL_ID};
 use keygate::key::Environment;
@@ -49,6 +51,10 @@ pub struct KeyDraft {
     /// never sent upstream.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
+    /// A request quota: used up, the key is refused with 402.
+    pub quota: Option<QuotaDraft>,
+    /// A spending cap on the cost the upstream reports: used up, 402.
+    pub spend_cap: Option<SpendCapDraft>,
 }
 
 /// A key's own rate limits, as asked (`rate_limits`).
@@ -109,6 +115,14 @@ pub struct KeyPatchDraft {
     /// Replaces the owner; `null` clears it.
     #[schema(value_type = Option<String>, nullable = true, min_length = 1, max_length = 128)]
     pub external_id: Option<Option<String>>,
+    /// Replaces the quota (the same refill keeps what was used); `null`
+    /// removes it.
+    #[schema(value_type = Option<QuotaDraft>, nullable = true)]
+    pub quota: Option<Option<QuotaDraft>>,
+    /// Replaces the spending cap (the same period keeps what was used);
+    /// `null` removes it.
+    #[schema(value_type = Option<SpendCapDraft>, nullable = true)]
+    pub spend_cap: Option<Option<SpendCapDraft>>,
 }
 
 /// The fields a `PATCH` may name.
@@ -120,6 +134,8 @@ const PATCH_FIELDS: &[&str] = &[
     "metadata",
     "rate_limits",
     "external_id",
+    "quota",
+    "spend_cap",
 ];
 
 /// A key to mint, checked.
@@ -136,6 +152,8 @@ pub struct KeySpec {
     /// Its owner, forwarded as `x-key-owner`.
     pub external_id: Option<String>,
     pub metadata: Option<Metadata>,
+    /// Its spending cap and quota, counts starting now.
+    pub caps: Caps,
 }
 
 /// A tenant to create, as asked (`POST /api/v1/tenants`).
@@ -172,8 +190,11 @@ impl KeyDraft {
             "rate_limits",
             "external_id",
             "metadata",
+            "quota",
+            "spend_cap",
         ];
         let mut f = Fields::parse(bytes, &known, false)?;
+        let caps = CapsDraft::from_fields(&mut f)?;
         Ok(KeyDraft {
             name: f.string("name")?,
             scopes: f.strings("scopes")?,
@@ -183,6 +204,8 @@ impl KeyDraft {
             rate_limits: LimitsDraft::from_fields(&mut f)?,
             external_id: f.string("external_id")?,
             metadata: f.object("metadata")?,
+            quota: caps.quota.flatten(),
+            spend_cap: caps.spend_cap.flatten(),
         })
     }
 
@@ -200,6 +223,11 @@ impl KeyDraft {
             limits: self.rate_limits.unwrap_or_default().check()?,
             external_id: self.external_id.map(external_id).transpose()?,
             metadata: self.metadata.map(metadata).transpose()?,
+            caps: CapsDraft {
+                quota: self.quota.map(Some),
+                spend_cap: self.spend_cap.map(Some),
+            }
+            .new_caps(now)?,
         })
     }
 }
@@ -209,6 +237,7 @@ impl KeyPatchDraft {
     pub fn from_json(bytes: &[u8]) -> Result<KeyPatchDraft, ApiError> {
         let mut f = Fields::parse(bytes, PATCH_FIELDS, false)?;
         f.refuse_null(&["name", "scopes", "rate_limit_tier"])?;
+        let caps = CapsDraft::from_fields(&mut f)?;
         Ok(KeyPatchDraft {
             name: f.string("name")?,
             scopes: f.strings("scopes")?,
@@ -217,6 +246,8 @@ impl KeyPatchDraft {
             metadata: f.clearable("metadata", Fields::object)?,
             rate_limits: f.clearable("rate_limits", |f, _| LimitsDraft::from_fields(f))?,
             external_id: f.clearable("external_id", Fields::string)?,
+            quota: caps.quota,
+            spend_cap: caps.spend_cap,
         })
     }
 
@@ -243,6 +274,11 @@ impl KeyPatchDraft {
                 .external_id
                 .map(|e| e.map(external_id).transpose())
                 .transpose()?,
+            caps: CapsDraft {
+                quota: self.quota,
+                spend_cap: self.spend_cap,
+            }
+            .check(now)?,
         })
     }
 }

@@ -9,6 +9,7 @@
 use crate::clock;
 use crate::errors::ApiError;
 use crate::service::Service;
+use crate::store::caps::Crossing;
 use crate::store::events::{Event, ExpiringKey};
 use crate::store::{Store, StoreError};
 use crate::views::KeyView;
@@ -82,33 +83,6 @@ pub fn event(org: OrgId, kind: &str, data: Value, now: u64) -> Result<Event, Api
     })
 }
 
-/// What crossed a threshold: the spending cap or the request quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThresholdKind {
-    Quota,
-    Spend,
-}
-
-impl ThresholdKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThresholdKind::Quota => "quota",
-            ThresholdKind::Spend => "spend",
-        }
-    }
-}
-
-/// A key reached `percent` (80 or 100) of its cap or quota: `used` of
-/// `limit` (requests, or micro-units of spend).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotaThreshold {
-    pub key_id: KeyId,
-    pub kind: ThresholdKind,
-    pub percent: u8,
-    pub used: u64,
-    pub limit: u64,
-}
-
 /// A key's part of an event's data, and `field` (`revoked_at`, `expires_at`).
 fn key_data(
     key_id: KeyId,
@@ -149,17 +123,24 @@ async fn queue(service: &Service, event: Result<Event, ApiError>) -> usize {
 }
 
 impl Service {
-    /// Queues `key.quota.threshold` for `org`'s webhooks (the caps code
-    /// calls this once per crossing); returns how many deliveries.
-    pub async fn emit_quota_threshold(&self, org: OrgId, crossed: QuotaThreshold) -> usize {
+    /// Queues `key.quota.threshold` for the key's tenant's webhooks (the
+    /// ingest calls this once per crossing, which the caps record once a
+    /// period); returns how many deliveries.
+    pub async fn emit_quota_threshold(&self, crossed: &Crossing) -> usize {
+        tracing::info!(org_id = %crossed.org, key_id = %crossed.key_id, kind = ?crossed.kind,
+                       percent = crossed.percent, "key cap threshold crossed");
         let data = json!({
             "key_id": crossed.key_id,
-            "kind": crossed.kind.as_str(),
+            "kind": crossed.kind,
             "percent": crossed.percent,
             "used": crossed.used,
             "limit": crossed.limit,
         });
-        queue(self, event(org, QUOTA_THRESHOLD, data, clock::now())).await
+        queue(
+            self,
+            event(crossed.org, QUOTA_THRESHOLD, data, clock::now()),
+        )
+        .await
     }
 
     /// Queues `key.revoked` for a key of `org` just revoked.

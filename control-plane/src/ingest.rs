@@ -223,7 +223,13 @@ pub async fn usage(
     let batch = parse(&body, store.key_set(), clock::now())?;
     let answer = match store.ingest_usage(batch).await? {
         Ingested::Duplicate => serde_json::json!({"duplicate": true}),
-        Ingested::Applied { unknown_keys } => {
+        Ingested::Applied {
+            unknown_keys,
+            crossings,
+        } => {
+            for crossed in &crossings {
+                service.emit_quota_threshold(crossed).await;
+            }
             serde_json::json!({"duplicate": false, "unknown_keys": unknown_keys})
         }
     };

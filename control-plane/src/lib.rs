@@ -11,6 +11,7 @@ mod api;
 pub mod audit;
 mod auth;
 pub mod body;
+pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod dashboard;

@@ -2,7 +2,9 @@
 //! their retention, the revision log is compacted and usage past its
 //! retention is folded (minutes into hours) or dropped, keys expiring within
 //! a week get their `key.expiring` event (crate::events), audit entries and
-//! finished webhook deliveries past their retention go; and every 100 ms the
+//! finished webhook deliveries past their retention go, and keys whose cap
+//! or quota period ended are refilled (back in the key table as active); and
+//! every 100 ms the
 //! version is re-read so that writes by another process (the admin CLI: a
 //! revocation, a suspension) reach the filters within the revocation bound.
 
@@ -61,6 +63,10 @@ async fn run_once(store: &dyn Store, upkeep: Upkeep) -> Result<(), StoreError> {
     let dropped = store.compact(upkeep.revisions_kept).await?;
     if dropped > 0 {
         tracing::debug!(count = dropped, "revision log compacted");
+    }
+    let refilled = store.refill_caps(clock::now()).await?;
+    if refilled > 0 {
+        tracing::info!(count = refilled, "exhausted keys refilled");
     }
     let folded = store.compact_usage(clock::now()).await?;
     if folded > 0 {

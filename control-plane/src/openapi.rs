@@ -58,6 +58,7 @@ pub enum StatusName {
         crate::api::revoke_key,
         crate::api::rotate_key,
         crate::api::key_usage,
+        crate::api::reset_usage,
         crate::api::tenant_usage,
         crate::api::me,
         crate::api::set_password,
@@ -146,12 +147,13 @@ impl Modify for Security {
 
 /// The refusals every operation may meet (SPEC §4), where its annotation
 /// does not describe them itself: the control plane's 400 and 413, the
-/// filter's 401 and 403, Envoy's 413, 414, 429 and 431.
+/// filter's 401, 402 and 403, Envoy's 413, 414, 429 and 431.
 struct Refusals;
 
 const REFUSALS: &[(&str, &str)] = &[
     ("400", "Bad input: `error.field` names the field"),
     ("401", "Missing, invalid or expired API key"),
+    ("402", "The key's spending cap or request quota is used up"),
     (
         "403",
         "The key lacks a required scope, or X-Org-Id names another organization",
@@ -227,6 +229,7 @@ mod tests {
             ("/api/v1/api-keys/{id}", "delete"),
             ("/api/v1/api-keys/{id}/rotate", "post"),
             ("/api/v1/api-keys/{id}/usage", "get"),
+            ("/api/v1/api-keys/{id}/usage/reset", "post"),
             ("/api/v1/usage", "get"),
             ("/api/v1/auth/me", "get"),
             ("/api/v1/auth/me/password", "put"),
@@ -276,6 +279,8 @@ mod tests {
         let mut found = Vec::new();
         refs(&doc, &mut found);
         assert!(found.contains(&"#/components/schemas/Granularity"));
+        assert!(found.contains(&"#/components/schemas/Quota"));
+        assert!(found.contains(&"#/components/schemas/SpendCapView"));
         for reference in found {
             let pointer = reference.trim_start_matches('#');
             assert!(

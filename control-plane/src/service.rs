@@ -17,6 +17,7 @@ use crate::listing;
 use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
 use crate::store::accounts::PasswordSet;
+use crate::store::caps::{Caps, CapsChange};
 use crate::store::{
     KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, Patched, Store, StoreError, StoreFuture,
     Tenant, TenantPage,
@@ -187,6 +188,7 @@ impl Service {
             tenant_suspended: false,
             metadata: spec.metadata.clone(),
             last_used_at: None,
+            caps: spec.caps,
         };
         let new = NewKey {
             hash: key::hash(&key),
@@ -213,6 +215,7 @@ impl Service {
             limits: RateLimits::NONE,
             external_id: None,
             metadata: None,
+            caps: Caps::default(),
         };
         let created = with_fresh_ids(|| {
             let org = OrgId::random().map_err(random_failed)?;
@@ -357,6 +360,23 @@ impl Service {
         })
     }
 
+    /// Zeroes what the quota and spending cap of an active key of `org`
+    /// used in their current period (`POST …/usage/reset`); a key that was
+    /// exhausted comes back within the revocation bound (the answer waits
+    /// for delivery).
+    pub async fn reset_usage(&self, org: OrgId, id: KeyId) -> Result<Delivered<KeyView>, ApiError> {
+        let reset = CapsChange {
+            reset: true,
+            now: clock::now(),
+            ..CapsChange::default()
+        };
+        let patch = KeyPatch {
+            caps: Some(reset),
+            ..KeyPatch::default()
+        };
+        self.patch(org, id, patch).await
+    }
+
     /// Revokes a key of `org` (again: no change, but still delivered: an
     /// earlier revocation may not have reached every Envoy yet).
     pub async fn revoke(&self, org: OrgId, id: KeyId) -> Result<Delivered<KeyView>, ApiError> {
@@ -411,6 +431,7 @@ impl Service {
             limits: old.limits,
             external_id: old.external_id,
             metadata: old.metadata,
+            caps: old.caps,
         };
         let fate = match grace {
             0 => OldKeyFate::RevokeAt(now),

@@ -2,6 +2,7 @@
 //! document's response schemas). A full key appears only in the answer that
 //! creates it; a hash never appears.
 
+use crate::caps::{QuotaView, SpendCapView};
 use crate::clock;
 use crate::delivery::Propagated;
 use crate::openapi::EnvironmentName;
@@ -45,6 +46,10 @@ pub struct KeyView {
     /// batch interval); `null` before the first.
     #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
+    /// The request quota and what it used in the current period.
+    pub quota: Option<QuotaView>,
+    /// The spending cap and what it used in the current period.
+    pub spend_cap: Option<SpendCapView>,
 }
 
 /// A key's own rate limits; an absent limit is `null`.
@@ -81,6 +86,8 @@ impl From<&KeyRecord> for KeyView {
             external_id: r.external_id.clone(),
             metadata: r.metadata.clone(),
             last_used_at: r.last_used_at.map(clock::rfc3339),
+            quota: QuotaView::of(&r.caps, clock::now()),
+            spend_cap: SpendCapView::of(&r.caps, clock::now()),
         }
     }
 }

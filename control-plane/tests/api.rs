@@ -385,6 +385,8 @@ async fn list_shows_every_key_of_the_tenant_but_never_a_key_or_hash() {
         "external_id",
         "revoked_at",
         "scopes",
+        "quota",
+        "spend_cap",
     ];
     expected.sort_unstable();
     let mut fields = fields;

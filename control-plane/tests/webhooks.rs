@@ -23,11 +23,11 @@ use keygate::ids::KeyId;
 use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::dispatch::{self, Schedule};
 use keygate_control_plane::drafts::TenantDraft;
-use keygate_control_plane::events::{QuotaThreshold, ThresholdKind};
 use keygate_control_plane::plans::Plans;
 use keygate_control_plane::policy::MintPolicy;
 use keygate_control_plane::service::Service;
 use keygate_control_plane::store;
+use keygate_control_plane::store::caps::{CapKind, Crossing};
 use keygate_control_plane::store::events::Webhook;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -456,30 +456,24 @@ async fn a_quota_threshold_crossing_is_delivered() {
         schedule,
     )
     .unwrap();
-    let crossed = QuotaThreshold {
+    let crossed = Crossing {
+        org: tenant.tenant_id,
         key_id: KeyId(0xabc),
-        kind: ThresholdKind::Quota,
+        kind: CapKind::Quota,
         percent: 80,
         used: 80,
         limit: 100,
+        period_start: 0,
     };
-    assert_eq!(
-        service
-            .emit_quota_threshold(tenant.tenant_id, crossed)
-            .await,
-        1
-    );
-    let spent = QuotaThreshold {
-        kind: ThresholdKind::Spend,
+    assert_eq!(service.emit_quota_threshold(&crossed).await, 1);
+    let spent = Crossing {
+        kind: CapKind::Spend,
         percent: 100,
         used: 5_000_000,
         limit: 5_000_000,
         ..crossed
     };
-    assert_eq!(
-        service.emit_quota_threshold(tenant.tenant_id, spent).await,
-        1
-    );
+    assert_eq!(service.emit_quota_threshold(&spent).await, 1);
     let got = receiver.wait_for(2, WAIT).await;
     assert_eq!(got.len(), 2);
     let mut data: Vec<Value> = got.iter().map(|r| r.json()["data"].clone()).collect();

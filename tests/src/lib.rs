@@ -31,6 +31,7 @@ pub mod pg;
 mod plans;
 mod process;
 pub mod receiver;
+mod reported;
 mod stack;
 pub mod subprotocols;
 mod time;

@@ -16,6 +16,7 @@ mod session;
 mod throttle;
 
 use crate::api::AppState;
+use crate::audit::{self, Note, Source, Who};
 use crate::body;
 use crate::clock;
 use crate::drafts::{self, KeyDraft, TenantDraft};
@@ -93,10 +94,24 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/keys/{id}/rotate", get(rotate_page).post(rotate))
 }
 
-/// Where a sign-in or a failed one is recorded. The audit log hooks in
-/// here; until then it is a log line (never the password).
-fn record_sign_in(org: Option<OrgId>, address: &str, succeeded: bool) {
-    tracing::info!(org_id = ?org.map(|o| o.to_string()), address, succeeded, "dashboard sign-in");
+/// Records a sign-in or a failed one: in the tenant's audit log, and as a
+/// log line (never the password), the only trace of one for an unknown
+/// email.
+async fn record_sign_in(
+    state: &AppState,
+    org: Option<OrgId>,
+    email: &str,
+    source: Source,
+    succeeded: bool,
+) {
+    tracing::info!(org_id = ?org.map(|o| o.to_string()), address = %source.0, succeeded,
+                   "dashboard sign-in");
+    if let Some(org) = org {
+        state
+            .service
+            .audit_sign_in(org, email, source, succeeded)
+            .await;
+    }
 }
 
 /// Why a page is not shown: not signed in (to the sign-in page), or a
@@ -260,6 +275,12 @@ impl Signed {
         self.tenant.id
     }
 
+    /// Records `note` in the tenant's audit log, by its dashboard user.
+    async fn record(&self, state: &AppState, source: Source, note: Note) {
+        let who = Who::dashboard(&self.tenant.email, source);
+        state.service.audit(self.org(), &who, note).await;
+    }
+
     fn nav(&self) -> Nav<'_> {
         Nav {
             tenant: &self.tenant.name,
@@ -357,20 +378,6 @@ fn anonymous(headers: &HeaderMap, status: StatusCode, page: impl FnOnce(&str) ->
     })
 }
 
-/// The client's address as the nearest proxy saw it (the last
-/// `x-forwarded-for` entry), for the sign-in throttle.
-fn client_address(headers: &HeaderMap) -> String {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .rfind(|v| !v.is_empty())
-        .unwrap_or("direct")
-        .to_string()
-}
-
 async fn home(State(state): State<AppState>, headers: HeaderMap) -> Page {
     Ok(match session_of(&state.service, &headers).await? {
         Some(_) => redirect(KEYS),
@@ -390,12 +397,13 @@ async fn sign_in_page(State(state): State<AppState>, headers: HeaderMap) -> Page
 async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Page {
     let form = Form::parse(body)?;
     form.check_csrf(session::cookie(&headers, FORM_COOKIE))?;
     let email = form.get("email").trim().to_string();
-    let address = client_address(&headers);
+    let address = source.0.clone();
     let throttle = &state.dashboard.throttle;
     let again = |status, message: &str| {
         anonymous(&headers, status, |csrf| {
@@ -421,12 +429,12 @@ async fn sign_in(
         Some(org) if typed.verify(stored).await? => org,
         other => {
             throttle.failed(&email, &address, Instant::now());
-            record_sign_in(other, &address, false);
+            record_sign_in(&state, other, &email, source, false).await;
             return again(StatusCode::UNAUTHORIZED, "Wrong email or password.");
         }
     };
     throttle.succeeded(&email, &address);
-    record_sign_in(Some(org), &address, true);
+    record_sign_in(&state, Some(org), &email, source, true).await;
     let cookie = start_session(&state.service, org, &headers).await?;
     Ok(with_cookie(redirect(KEYS), &cookie))
 }
@@ -647,6 +655,7 @@ impl KeyForm {
 async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Page {
     let form = Form::parse(body)?;
@@ -660,6 +669,11 @@ async fn create_key(
         Ok(spec) => state.service.create_key(signed.org(), spec).await,
         Err(e) => Err(e),
     };
+    if let Ok(created) = &created {
+        signed
+            .record(&state, source, audit::creation(&created.key))
+            .await;
+    }
     match created {
         Ok(created) => Ok(html(
             StatusCode::CREATED,
@@ -733,13 +747,17 @@ async fn revoke_page(
 async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
+    source: Source,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Page {
     let form = Form::parse(body)?;
     let signed = signed_form(&state, &headers, &form).await?;
     let key = key_of(&state, &signed, id).await?;
-    state.service.revoke(signed.org(), key.id).await?;
+    let revoked = state.service.revoke(signed.org(), key.id).await?;
+    signed
+        .record(&state, source, audit::revocation(&revoked.value))
+        .await;
     Ok(redirect(KEYS))
 }
 
@@ -759,6 +777,7 @@ async fn rotate_page(
 async fn rotate(
     State(state): State<AppState>,
     headers: HeaderMap,
+    source: Source,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Page {
@@ -777,6 +796,8 @@ async fn rotate(
         .rotate(signed.org(), key.id, grace)
         .await?
         .value;
+    let note = audit::rotation(&rotated.previous_key, &rotated.created.key, grace);
+    signed.record(&state, source, note).await;
     let note = match grace {
         0 => "The old key no longer works.".to_string(),
         _ => format!(
@@ -838,10 +859,6 @@ mod tests {
                    "rate_limits": {"per_minute": 60, "per_day": "many"},
                    "expires_at": "2031-01-01T10:00:00Z"})
         );
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
-        assert_eq!(client_address(&headers), "2.2.2.2");
-        assert_eq!(client_address(&HeaderMap::new()), "direct");
         assert_eq!(cookie_value("keygate_session=abc; Path=/"), "abc");
     }
 

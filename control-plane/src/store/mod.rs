@@ -4,12 +4,14 @@
 //! Every write that changes what the filter must know appends a revision in
 //! the same transaction and moves the feed version, which only ever grows.
 
-pub mod events;
 pub mod accounts;
+pub mod caps;
+pub mod events;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
 
+use caps::{Caps, CapsChange};
 use keygate::feed::{FeedEntry, FeedOp, KeySet, KeyStatus};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
@@ -48,6 +50,8 @@ pub struct KeyRecord {
     /// The latest minute (unix seconds) with allowed requests, as the
     /// usage batches told (never written by key changes).
     pub last_used_at: Option<u64>,
+    /// Its spending cap and request quota, with what they used.
+    pub caps: Caps,
 }
 
 /// A key's metadata: a JSON object of at most [`MAX_METADATA_BYTES`]
@@ -70,7 +74,7 @@ impl KeyRecord {
 
     /// The status the key table gives the key.
     pub fn status(&self) -> KeyStatus {
-        key_status(self.tenant_suspended)
+        key_status(self.tenant_suspended, self.caps.status())
     }
 
     /// True when the key table entries of `self` and `other` differ: a
@@ -81,16 +85,25 @@ impl KeyRecord {
             || self.expires_at != other.expires_at
             || self.limits != other.limits
             || self.external_id != other.external_id
+            || self.status() != other.status()
     }
 }
 
-/// The status of a key in the table, from its tenant's suspension.
-pub fn key_status(tenant_suspended: bool) -> KeyStatus {
+/// The status of a key in the table, from its tenant's suspension and
+/// then its caps' exhaustion.
+pub fn key_status(tenant_suspended: bool, exhausted: Option<KeyStatus>) -> KeyStatus {
     if tenant_suspended {
         KeyStatus::OrgSuspended
     } else {
-        KeyStatus::Active
+        exhausted.unwrap_or(KeyStatus::Active)
     }
+}
+
+/// The exhaustion of a stored status code (`exhausted`, crate::store::caps).
+pub fn exhausted_status(code: Option<i64>) -> Option<KeyStatus> {
+    code.and_then(|c| u8::try_from(c).ok())
+        .and_then(KeyStatus::from_code)
+        .filter(|s| matches!(s, KeyStatus::QuotaExhausted | KeyStatus::SpendExhausted))
 }
 
 /// A stored limit (`NULL` or a positive integer) as the core's (0 = none).
@@ -120,6 +133,8 @@ pub struct KeyPatch {
     pub limits: Option<RateLimits>,
     /// `Some(None)` clears the owner.
     pub external_id: Option<Option<String>>,
+    /// A change of the spending cap or quota, or a reset of their counts.
+    pub caps: Option<CapsChange>,
 }
 
 impl KeyPatch {
@@ -146,6 +161,9 @@ impl KeyPatch {
         }
         if let Some(external_id) = &self.external_id {
             patched.external_id.clone_from(external_id);
+        }
+        if let Some(change) = &self.caps {
+            patched.caps = change.apply(&record.caps);
         }
         patched
     }
@@ -433,8 +451,16 @@ pub trait Store: events::EventStore + accounts::Accounts + Send + Sync + 'static
     fn compact(&self, keep: u64) -> StoreFuture<'_, usize>;
 
     /// Counts a usage batch in one transaction, unless its id was seen
-    /// (within [`usage::BATCH_RETENTION`]); moves `last_used_at`.
+    /// (within [`usage::BATCH_RETENTION`]); moves `last_used_at`; adds
+    /// the allowed requests and cost to the capped keys' counts, marks the
+    /// keys it uses up exhausted (with a revision) and returns the
+    /// threshold crossings.
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested>;
+
+    /// Starts new counts for the exhausted keys whose cap or quota period
+    /// is over at `now`, with a revision for each key that comes back;
+    /// returns how many did.
+    fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize>;
 
     /// The buckets with data of one tenant's usage query, in time order.
     fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>>;

@@ -6,6 +6,7 @@
 //! needs no migration, and a key that only ever succeeds stores one row a
 //! minute. The cost the upstream reported is kept on the `allowed` row.
 
+use super::caps::Crossing;
 use keygate::ids::{KeyId, OrgId};
 use std::collections::BTreeMap;
 
@@ -62,12 +63,16 @@ impl UsageBatch {
 }
 
 /// What ingesting a batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
     /// Its id was seen before: nothing counted.
     Duplicate,
-    /// Counted; keys the database does not know were skipped.
-    Applied { unknown_keys: usize },
+    /// Counted; keys the database does not know were skipped; the caps'
+    /// thresholds the batch crossed.
+    Applied {
+        unknown_keys: usize,
+        crossings: Vec<Crossing>,
+    },
 }
 
 /// Bucket width of a usage query.

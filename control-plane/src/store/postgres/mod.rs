@@ -9,8 +9,9 @@
 //! every replica serves the same history. A write notifies the other
 //! replicas at commit ([`listen`]).
 
-mod events;
 mod accounts;
+mod caps;
+mod events;
 mod listen;
 mod queries;
 mod usage;
@@ -49,6 +50,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         5,
         include_str!("../../../migrations/postgres/0005_usage.sql"),
+    ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_caps.sql"),
     ),
     (
         7,
@@ -300,6 +305,10 @@ impl Store for PostgresStore {
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
         Box::pin(self.write(move |w| Box::pin(async move { usage::ingest(w, &batch).await })))
+    }
+
+    fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(move |w| Box::pin(async move { caps::refill(w, now).await })))
     }
 
     fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>> {

@@ -2,9 +2,11 @@
 //! connection or transaction: the caller decides the transaction. Writes go
 //! through [`Write`], which remembers the version its revisions reached.
 
+use crate::store::caps::Caps;
 use crate::store::{
-    key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord,
-    Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError, Tenant, TenantPage,
+    exhausted_status, key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch,
+    KeyQuery, KeyRecord, Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError,
+    Tenant, TenantPage,
 };
 use deadpool_postgres::{GenericClient, Transaction};
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
@@ -21,13 +23,13 @@ pub const CHANNEL: &str = "keygate_feed";
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
                            external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id), \
-                           metadata, last_used_at";
+                           metadata, last_used_at, caps";
 /// Columns in [`KEY_COLUMNS`]: the index of a column selected after them.
-const KEY_COLUMNS_LEN: usize = 16;
+const KEY_COLUMNS_LEN: usize = 17;
 const TENANT_COLUMNS: &str = "id, name, email, created_at, plan, suspended";
 const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
                             in_table, rate_per_minute, rate_per_day, external_id, \
-                            (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
+                            (SELECT suspended FROM tenants t WHERE t.id = tenant_id), exhausted";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
@@ -110,6 +112,7 @@ fn key_record(row: &Row) -> Result<KeyRecord, StoreError> {
         tenant_suspended: row.try_get(13)?,
         metadata: metadata_of(row, 14)?,
         last_used_at: opt_uint(row, 15)?,
+        caps: Caps::from_text(row.try_get(16)?),
     })
 }
 
@@ -142,7 +145,10 @@ fn feed_op(row: &Row) -> Result<FeedOp, StoreError> {
         scopes: row.try_get(4)?,
         tier: row.try_get(5)?,
         environment: environment_of(row, 6)?,
-        status: key_status(row.try_get(11)?),
+        status: key_status(
+            row.try_get(11)?,
+            exhausted_status(row.try_get::<_, Option<i32>>(12)?.map(i64::from)),
+        ),
         limits: limits_of(row, 8)?,
         external_id: row.try_get(10)?,
     }))
@@ -238,8 +244,9 @@ pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreErro
         w.tx.prepare_cached(
             "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
              environment, tier, created_at, expires_at, revoked_at, in_table, \
-             rate_per_minute, rate_per_day, external_id, metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE, $11, $12, $13, $14)",
+             rate_per_minute, rate_per_day, external_id, metadata, caps, exhausted) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, TRUE, $11, $12, $13, $14, \
+             $15, $16)",
         )
         .await?;
     let expires_at = r.expires_at.map(int).transpose()?;
@@ -261,6 +268,8 @@ pub async fn insert_key(w: &mut Write<'_>, key: &NewKey) -> Result<(), StoreErro
             &limit_to_store(r.limits.per_day).map(i64::from),
             &r.external_id,
             &metadata,
+            &r.caps.to_text(),
+            &r.caps.status_code().map(i32::from),
         ],
     )
     .await?;
@@ -305,7 +314,7 @@ pub async fn set_suspended(
 
 /// Moves the version on (taking the `feed_state` row lock until commit),
 /// records that `id` changed at it, and notifies [`CHANNEL`] at commit.
-async fn add_revision(w: &mut Write<'_>, id: KeyId) -> Result<(), StoreError> {
+pub(super) async fn add_revision(w: &mut Write<'_>, id: KeyId) -> Result<(), StoreError> {
     let stmt =
         w.tx.prepare_cached(
             "WITH moved AS (UPDATE feed_state SET version = version + 1 RETURNING version) \
@@ -412,8 +421,8 @@ pub async fn patch_key(
     let stmt =
         w.tx.prepare_cached(
             "UPDATE api_keys SET name = $1, scopes = $2, tier = $3, expires_at = $4, \
-             metadata = $5, rate_per_minute = $6, rate_per_day = $7, external_id = $8 \
-             WHERE id = $9",
+             metadata = $5, rate_per_minute = $6, rate_per_day = $7, external_id = $8, \
+             caps = $10, exhausted = $11 WHERE id = $9",
         )
         .await?;
     let expires_at = record.expires_at.map(int).transpose()?;
@@ -430,6 +439,8 @@ pub async fn patch_key(
             &limit_to_store(record.limits.per_day).map(i64::from),
             &record.external_id,
             &sql_id(id.0),
+            &record.caps.to_text(),
+            &record.caps.status_code().map(i32::from),
         ],
     )
     .await?;

@@ -28,7 +28,7 @@ struct Columns<'a> {
 }
 
 /// Counts `batch` unless its id is known.
-pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
+pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
     let fresh =
         w.tx.execute(
             "INSERT INTO usage_batches (batch_id, received_at) VALUES ($1, $2) \
@@ -77,13 +77,16 @@ pub async fn ingest(w: &Write<'_>, batch: &UsageBatch) -> Result<Ingested, Store
         .map(|(k, at)| (sql_id(k.0), count(at)))
         .unzip();
     w.tx.execute(
-        "UPDATE api_keys k SET last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.at) \
-         FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at) WHERE k.id = u.id",
+        "UPDATE api_keys k SET last_used_at = u.at \
+         FROM unnest($1::bigint[], $2::bigint[]) AS u(id, at) \
+         WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
         &[&used_keys, &used_at],
     )
     .await?;
+    let crossings = super::caps::fill(w, batch).await?;
     Ok(Ingested::Applied {
         unknown_keys: keys.len().saturating_sub(known),
+        crossings,
     })
 }
 

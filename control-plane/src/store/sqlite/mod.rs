@@ -5,8 +5,9 @@
 //! of connections on blocking threads, so reading a large table (page by
 //! page) never holds up writes.
 
-mod events;
 mod accounts;
+mod caps;
+mod events;
 mod queries;
 mod usage;
 mod writer;
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0004_key_metadata.sql"),
     ),
     (5, include_str!("../../../migrations/sqlite/0005_usage.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_caps.sql")),
     (
         7,
         include_str!("../../../migrations/sqlite/0007_events.sql"),
@@ -272,6 +274,10 @@ impl Store for SqliteStore {
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
         self.write(move |conn| usage::ingest(conn, &batch))
+    }
+
+    fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| caps::refill(conn, now))
     }
 
     fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageBucket>> {

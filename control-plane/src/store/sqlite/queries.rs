@@ -1,9 +1,11 @@
 //! The SQL of the SQLite store, one function per operation, on a plain
 //! connection: the caller decides the transaction.
 
+use crate::store::caps::Caps;
 use crate::store::{
-    key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord,
-    Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError, Tenant, TenantPage,
+    exhausted_status, key_status, limit_to_store, stored_limit, FeedAnswer, KeyPage, KeyPatch,
+    KeyQuery, KeyRecord, Metadata, NewKey, OldKeyFate, PageAsk, Patched, SqlValue, StoreError,
+    Tenant, TenantPage,
 };
 use keygate::feed::{FeedEntry, FeedOp, KeySet};
 use keygate::ids::{KeyId, OrgId};
@@ -15,13 +17,13 @@ use rusqlite::{ffi, params, Connection, OptionalExtension, Row};
 const KEY_COLUMNS: &str = "id, tenant_id, name, display_prefix, scopes, environment, tier, \
                            created_at, expires_at, revoked_at, rate_per_minute, rate_per_day, \
                            external_id, (SELECT suspended FROM tenants t WHERE t.id = tenant_id), \
-                           metadata, last_used_at";
+                           metadata, last_used_at, caps";
 /// Columns in [`KEY_COLUMNS`]: the index of a column selected after them.
-const KEY_COLUMNS_LEN: usize = 16;
+const KEY_COLUMNS_LEN: usize = 17;
 const TENANT_COLUMNS: &str = "id, name, email, created_at, plan, suspended";
 const FEED_COLUMNS: &str = "key_hash, id, tenant_id, expires_at, scopes, tier, environment, \
                             in_table, rate_per_minute, rate_per_day, external_id, \
-                            (SELECT suspended FROM tenants t WHERE t.id = tenant_id)";
+                            (SELECT suspended FROM tenants t WHERE t.id = tenant_id), exhausted";
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
@@ -77,6 +79,7 @@ fn key_record(row: &Row) -> rusqlite::Result<KeyRecord> {
         tenant_suspended: row.get(13)?,
         metadata: metadata_of(row, 14)?,
         last_used_at: row.get(15)?,
+        caps: Caps::from_text(row.get::<_, Option<String>>(16)?.as_deref()),
     })
 }
 
@@ -111,7 +114,7 @@ fn feed_op(row: &Row) -> rusqlite::Result<FeedOp> {
         scopes: row.get(4)?,
         tier: row.get(5)?,
         environment: environment_of(row, 6)?,
-        status: key_status(row.get(11)?),
+        status: key_status(row.get(11)?, exhausted_status(row.get(12)?)),
         limits: limits_of(row, 8)?,
         external_id: row.get(10)?,
     }))
@@ -180,8 +183,8 @@ pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, scopes, \
          environment, tier, created_at, expires_at, revoked_at, in_table, rate_per_minute, \
-         rate_per_day, external_id, metadata) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11, ?12, ?13, ?14)",
+         rate_per_day, external_id, metadata, caps, exhausted) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         sql_id(r.id.0),
@@ -198,6 +201,8 @@ pub fn insert_key(conn: &Connection, key: &NewKey) -> Result<(), StoreError> {
         limit_to_store(r.limits.per_day),
         r.external_id,
         metadata_text(r.metadata.as_ref())?,
+        r.caps.to_text(),
+        r.caps.status_code(),
     ])?;
     add_revision(conn, r.id)
 }
@@ -238,7 +243,7 @@ fn is_suspended(conn: &Connection, org: OrgId) -> Result<Option<bool>, StoreErro
 }
 
 /// Moves the version on and records that `id` changed at it.
-fn add_revision(conn: &Connection, id: KeyId) -> Result<(), StoreError> {
+pub(super) fn add_revision(conn: &Connection, id: KeyId) -> Result<(), StoreError> {
     let version: u64 = conn
         .prepare_cached("UPDATE feed_state SET version = version + 1 RETURNING version")?
         .query_row([], |row| row.get(0))?;
@@ -305,7 +310,8 @@ pub fn patch_key(
     let record = patch.apply(&old);
     conn.prepare_cached(
         "UPDATE api_keys SET name = ?1, scopes = ?2, tier = ?3, expires_at = ?4, metadata = ?5, \
-         rate_per_minute = ?6, rate_per_day = ?7, external_id = ?8 WHERE id = ?9",
+         rate_per_minute = ?6, rate_per_day = ?7, external_id = ?8, caps = ?10, exhausted = ?11 \
+         WHERE id = ?9",
     )?
     .execute(params![
         record.name,
@@ -317,6 +323,8 @@ pub fn patch_key(
         limit_to_store(record.limits.per_day),
         record.external_id,
         sql_id(id.0),
+        record.caps.to_text(),
+        record.caps.status_code(),
     ])?;
     let feed_changed = record.feed_differs(&old);
     if feed_changed {

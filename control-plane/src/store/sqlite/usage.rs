@@ -1,6 +1,7 @@
 //! The usage SQL of the SQLite store (crate::store::usage): ingest in the
 //! writer's transaction, queries on a reader, compaction.
 
+use super::caps;
 use super::queries::sql_id;
 use crate::store::usage::{
     self, cutoffs, Granularity, Ingested, UsageBatch, UsageBucket, UsageQuery, UsageScope,
@@ -29,13 +30,26 @@ pub fn ingest(conn: &Connection, batch: &UsageBatch) -> Result<Ingested, StoreEr
     if fresh == 0 {
         return Ok(Ingested::Duplicate);
     }
-    let mut tenant_of = conn.prepare_cached("SELECT tenant_id FROM api_keys WHERE id = ?1")?;
+    let mut tenant_of = conn.prepare_cached(
+        "SELECT tenant_id, caps IS NOT NULL, caps, exhausted FROM api_keys WHERE id = ?1",
+    )?;
     let mut tenants = HashMap::new();
+    let mut capped = Vec::new();
     for key in batch.keys() {
-        let tenant: Option<i64> = tenant_of
-            .query_row([sql_id(key.0)], |row| row.get(0))
+        let found = tenant_of
+            .query_row([sql_id(key.0)], |row| {
+                let tenant: i64 = row.get(0)?;
+                let has_caps: bool = row.get(1)?;
+                Ok((
+                    tenant,
+                    has_caps
+                        .then(|| caps::capped(key, tenant, row))
+                        .transpose()?,
+                ))
+            })
             .optional()?;
-        tenants.insert(key, tenant);
+        tenants.insert(key, found.as_ref().map(|(tenant, _)| *tenant));
+        capped.extend(found.and_then(|(_, c)| c));
     }
     let mut add = conn.prepare_cached(
         "INSERT INTO usage_minute (key_id, tenant_id, minute, outcome, count, cost_micros) \
@@ -56,13 +70,18 @@ pub fn ingest(conn: &Connection, batch: &UsageBatch) -> Result<Ingested, StoreEr
         }
     }
     let mut used = conn.prepare_cached(
-        "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+        "UPDATE api_keys SET last_used_at = ?2 \
+         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
     )?;
     for (key, at) in batch.last_used() {
         used.execute(params![sql_id(key.0), int(at)])?;
     }
     let unknown_keys = tenants.values().filter(|t| t.is_none()).count();
-    Ok(Ingested::Applied { unknown_keys })
+    let crossings = caps::fill(conn, batch, capped)?;
+    Ok(Ingested::Applied {
+        unknown_keys,
+        crossings,
+    })
 }
 
 /// The buckets of `query`.
