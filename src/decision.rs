@@ -467,8 +467,7 @@ impl Policy {
         let hash = presented_hash(extracted, &self.key_prefix, self.key_format)?;
         let record = table.get(&hash).ok_or_else(Deny::invalid_key)?;
         let any_of = rule.map(|r| r.any_of.as_slice());
-        check_found(&record, request.headers, any_of, now)
-            .map_err(|d| d.for_key(record.key_id))?;
+        check_found(&record, request.headers, any_of, now).map_err(|d| d.for_key(record.key_id))?;
         Ok(Identity { record, hash })
     }
 

@@ -320,7 +320,10 @@ mod tests {
             "rate_limited_envoy"
         );
         for reason in DenyReason::ALL {
-            assert_eq!(outcome_name(Outcome::Denied(reason).index()), reason.as_str());
+            assert_eq!(
+                outcome_name(Outcome::Denied(reason).index()),
+                reason.as_str()
+            );
         }
     }
 
@@ -415,7 +418,10 @@ mod tests {
         assert_eq!(parse_cost(b"-0"), Cost::Micros(0));
         assert_eq!(parse_cost(b"-5"), Cost::Clamped(0));
         assert_eq!(parse_cost(b"9007199254740993"), Cost::Clamped(MAX_VALUE));
-        assert_eq!(parse_cost(b"99999999999999999999999"), Cost::Clamped(MAX_VALUE));
+        assert_eq!(
+            parse_cost(b"99999999999999999999999"),
+            Cost::Clamped(MAX_VALUE)
+        );
         for bad in [&b""[..], b"1.5", b"abc", b"+3", b"1 2", b"-", b"0x10"] {
             assert_eq!(parse_cost(bad), Cost::Malformed, "{bad:?}");
         }

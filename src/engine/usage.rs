@@ -120,20 +120,21 @@ impl Reporter {
         self.pending.len()
     }
 
-    /// The periodic work: cuts a batch when the interval is over (ids from
-    /// `random`, `None` when the CSPRNG failed), and starts sending the
+    /// The periodic work: cuts a batch when the interval is over (for the
+    /// key set `key_set` reads, ids from `random`, `None` when the CSPRNG
+    /// failed), and starts sending the
     /// oldest waiting batch through `dispatch` (its call token, `None` when
     /// the call could not start).
     pub fn tick(
         &mut self,
         now_ms: u64,
-        key_set: Option<KeySet>,
+        key_set: impl FnOnce() -> Option<KeySet>,
         random: impl FnMut() -> Option<[u8; 16]>,
         dispatch: impl FnOnce(&UsageRequest<'_>) -> Option<u32>,
     ) -> Report {
         let mut report = Report::default();
         if now_ms >= self.next_cut_ms {
-            self.cut(now_ms, key_set, random, &mut report);
+            self.cut(now_ms, key_set(), random, &mut report);
         }
         self.expire(now_ms, &mut report);
         if self.in_flight.is_none() && now_ms >= self.not_before_ms {
@@ -279,13 +280,18 @@ mod tests {
     /// Ticks at `now`, capturing the body sent (if any) under token `token`.
     fn tick(r: &mut Reporter, now: u64, token: u32, sent: &mut Option<Value>) -> Report {
         let id = (now / 1000) as u8;
-        r.tick(now, KS, || Some([id; 16]), |req| {
-            assert_eq!(req.headers()[0], (":method", "POST"));
-            assert_eq!(req.path, "/v1/usage");
-            assert_eq!(req.authorization, "Bearer tok");
-            *sent = Some(serde_json::from_slice(req.body).unwrap());
-            Some(token)
-        })
+        r.tick(
+            now,
+            || KS,
+            || Some([id; 16]),
+            |req| {
+                assert_eq!(req.headers()[0], (":method", "POST"));
+                assert_eq!(req.path, "/v1/usage");
+                assert_eq!(req.authorization, "Bearer tok");
+                *sent = Some(serde_json::from_slice(req.body).unwrap());
+                Some(token)
+            },
+        )
     }
 
     #[test]
@@ -338,13 +344,16 @@ mod tests {
         let mut sent = None;
         for (i, now) in [1000, 2000, 3000].into_iter().enumerate() {
             r.merge(one(i as u64, Outcome::Allowed));
-            let report = r.tick(now, KS, ids(), |_| None);
+            let report = r.tick(now, || KS, ids(), |_| None);
             assert_eq!(report.dropped, u32::from(i == 2), "at {now}");
         }
         assert_eq!(r.pending(), 2);
         tick(&mut r, 4000, 7, &mut sent);
         let body = sent.take().unwrap();
-        assert_eq!(body["minutes"][0]["keys"][0]["key_id"], KeyId(1).to_string());
+        assert_eq!(
+            body["minutes"][0]["keys"][0]["key_id"],
+            KeyId(1).to_string()
+        );
         let report = r.on_response(7, Some(400), 4001).unwrap();
         assert_eq!((report.dropped, report.refused_status), (1, Some(400)));
         assert_eq!(r.pending(), 1);
@@ -354,12 +363,12 @@ mod tests {
     fn counts_wait_for_a_key_set_and_a_working_random() {
         let mut r = reporter(r#"{"flush_seconds":1}"#);
         r.merge(one(1, Outcome::Allowed));
-        r.tick(1000, None, ids(), |_| Some(1));
+        r.tick(1000, || None, ids(), |_| Some(1));
         assert_eq!(r.pending(), 0);
-        let report = r.tick(2000, KS, || None, |_| Some(1));
+        let report = r.tick(2000, || KS, || None, |_| Some(1));
         assert!(report.no_random);
         assert_eq!(r.pending(), 0);
-        r.tick(3000, KS, ids(), |_| Some(1));
+        r.tick(3000, || KS, ids(), |_| Some(1));
         assert_eq!(r.pending(), 1);
     }
 
@@ -367,8 +376,8 @@ mod tests {
     fn batches_too_old_are_dropped() {
         let mut r = reporter(r#"{"flush_seconds":1}"#);
         r.merge(one(1, Outcome::Allowed));
-        r.tick(1000, KS, ids(), |_| None);
-        let report = r.tick(1000 + MAX_BATCH_AGE_MS + 1, KS, ids(), |_| None);
+        r.tick(1000, || KS, ids(), |_| None);
+        let report = r.tick(1000 + MAX_BATCH_AGE_MS + 1, || KS, ids(), |_| None);
         assert_eq!((report.dropped, r.pending()), (1, 0));
     }
 }
