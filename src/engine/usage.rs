@@ -85,7 +85,7 @@ pub struct Reporter {
     counts: Tally,
     /// Oldest first; the front one is the one in flight, if any.
     pending: VecDeque<Batch>,
-    in_flight: Option<u32>,
+    in_flight: Option<u64>,
     next_cut_ms: u64,
     not_before_ms: u64,
 }
@@ -130,7 +130,7 @@ impl Reporter {
         now_ms: u64,
         key_set: impl FnOnce() -> Option<KeySet>,
         random: impl FnMut() -> Option<[u8; 16]>,
-        dispatch: impl FnOnce(&UsageRequest<'_>) -> Option<u32>,
+        dispatch: impl FnOnce(&UsageRequest<'_>) -> Option<u64>,
     ) -> Report {
         let mut report = Report::default();
         if now_ms >= self.next_cut_ms {
@@ -145,7 +145,7 @@ impl Reporter {
 
     /// Handles the answer to the call `token` (`status` `None`: no HTTP
     /// answer); `None` when the call is not this reporter's.
-    pub fn on_response(&mut self, token: u32, status: Option<u16>, now_ms: u64) -> Option<Report> {
+    pub fn on_response(&mut self, token: u64, status: Option<u16>, now_ms: u64) -> Option<Report> {
         if self.in_flight != Some(token) {
             return None;
         }
@@ -218,7 +218,7 @@ impl Reporter {
     fn send(
         &mut self,
         now_ms: u64,
-        dispatch: impl FnOnce(&UsageRequest<'_>) -> Option<u32>,
+        dispatch: impl FnOnce(&UsageRequest<'_>) -> Option<u64>,
         report: &mut Report,
     ) {
         let Some(batch) = self.pending.front() else {
@@ -278,7 +278,7 @@ mod tests {
     }
 
     /// Ticks at `now`, capturing the body sent (if any) under token `token`.
-    fn tick(r: &mut Reporter, now: u64, token: u32, sent: &mut Option<Value>) -> Report {
+    fn tick(r: &mut Reporter, now: u64, token: u64, sent: &mut Option<Value>) -> Report {
         let id = (now / 1000) as u8;
         r.tick(
             now,

@@ -192,7 +192,7 @@ impl Usage {
         self.reporter
             .borrow_mut()
             .as_mut()?
-            .on_response(token, status, now_ms)
+            .on_response(u64::from(token), status, now_ms)
     }
 
     /// Batches waiting for their acknowledgement.
@@ -223,7 +223,7 @@ fn random_id() -> Option<[u8; 16]> {
 }
 
 /// Starts the ingest call of one batch.
-fn dispatch(request: &UsageRequest<'_>) -> Option<u32> {
+fn dispatch(request: &UsageRequest<'_>) -> Option<u64> {
     host::dispatch_http_call(
         request.cluster,
         request.headers().to_vec(),
@@ -231,4 +231,5 @@ fn dispatch(request: &UsageRequest<'_>) -> Option<u32> {
         Duration::from_millis(request.timeout_ms),
     )
     .ok()
+    .map(u64::from)
 }
