@@ -38,6 +38,86 @@ pub struct FilterConfig {
     /// Ordered route rules; a path no rule matches needs any valid key.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Counting per key and minute, and its reports (SPEC §11).
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// Usage counting and its reports to the control plane (over the feed's
+/// cluster, authority and token; docs/usage-protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Count and report at all (the cost header is removed either way).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A batch of counts goes to the control plane this often.
+    #[serde(default = "default_flush")]
+    pub flush_seconds: u32,
+    /// The upstream's response header with the request's cost in
+    /// micro-units; never passed on to the client.
+    #[serde(default = "default_cost_header")]
+    pub cost_header: String,
+    /// Path of the ingest endpoint.
+    #[serde(default = "default_usage_path")]
+    pub path: String,
+    /// Batches kept for retry while the control plane does not acknowledge
+    /// them; past this the oldest is dropped (and counted).
+    #[serde(default = "default_max_pending")]
+    pub max_pending_batches: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            enabled: true,
+            flush_seconds: default_flush(),
+            cost_header: default_cost_header(),
+            path: default_usage_path(),
+            max_pending_batches: default_max_pending(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_flush() -> u32 {
+    10
+}
+fn default_cost_header() -> String {
+    "x-keygate-cost".into()
+}
+fn default_usage_path() -> String {
+    "/v1/usage".into()
+}
+fn default_max_pending() -> u32 {
+    64
+}
+
+impl UsageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=3600).contains(&self.flush_seconds) {
+            return Err(error("usage.flush_seconds", "must be between 1 and 3600"));
+        }
+        let header_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+        if self.cost_header.is_empty() || !self.cost_header.bytes().all(header_char) {
+            return Err(error(
+                "usage.cost_header",
+                "must be a lowercase header name (a-z, 0-9, -)",
+            ));
+        }
+        if !self.path.starts_with('/') {
+            return Err(error("usage.path", "must start with /"));
+        }
+        if !(1..=10_000).contains(&self.max_pending_batches) {
+            return Err(error(
+                "usage.max_pending_batches",
+                "must be between 1 and 10000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The key table feed.
@@ -235,6 +315,7 @@ impl FilterConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         validate_prefix(&self.key_prefix).map_err(|e| error("key_prefix", e.to_string()))?;
         self.feed.validate()?;
+        self.usage.validate()?;
         for (i, rule) in self.rules.iter().enumerate() {
             validate_rule(i, rule)?;
         }
@@ -334,6 +415,28 @@ mod tests {
         assert_eq!(c.feed.first_table_wait_ms, 2000);
         assert_eq!(c.feed.token_env, "KEYGATE_FEED_TOKEN");
         assert!(c.rules.is_empty());
+        assert_eq!(c.usage, UsageConfig::default());
+        assert_eq!(c.usage.flush_seconds, 10);
+        assert_eq!(c.usage.cost_header, "x-keygate-cost");
+    }
+
+    #[test]
+    fn usage_settings_are_checked() {
+        let json = r#"{"feed":{"cluster":"cp"},"usage":{"flush_seconds":1,"cost_header":"x-cost","enabled":false}}"#;
+        let c = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert_eq!((c.usage.flush_seconds, c.usage.enabled), (1, false));
+        assert_eq!(c.usage.cost_header, "x-cost");
+        for (usage, field) in [
+            (r#"{"flush_seconds":0}"#, "usage.flush_seconds"),
+            (r#"{"cost_header":"X-Cost"}"#, "usage.cost_header"),
+            (r#"{"path":"v1"}"#, "usage.path"),
+            (r#"{"max_pending_batches":0}"#, "usage.max_pending_batches"),
+            (r#"{"nope":1}"#, "usage.nope"),
+        ] {
+            let json = format!(r#"{{"feed":{{"cluster":"cp"}},"usage":{usage}}}"#);
+            let e = FilterConfig::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{usage}: {e}");
+        }
     }
 
     #[test]

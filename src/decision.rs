@@ -11,7 +11,7 @@ use crate::config::FilterConfig;
 use crate::credential::{self, Extracted};
 use crate::errors::{ErrorFormat, ErrorKind};
 use crate::feed::KeyStatus;
-use crate::ids::IdText;
+use crate::ids::{IdText, KeyId};
 use crate::key::{self, Environment, KeyFormat};
 use crate::limits::{self, CountStore, LimitError, Standing, Verdict};
 use crate::rules::{self, Rule};
@@ -96,6 +96,9 @@ pub struct Deny {
     /// Headers besides `content-type` and `WWW-Authenticate` (a 429's
     /// `retry-after` and `x-ratelimit-*`).
     pub headers: Vec<(&'static str, String)>,
+    /// The key refused, when it was found in the table (usage counts
+    /// refusals per key; a missing or unknown key has none).
+    pub key: Option<KeyId>,
 }
 
 impl Deny {
@@ -107,6 +110,7 @@ impl Deny {
             kind,
             message: message.into(),
             headers: Vec::new(),
+            key: None,
         }
     }
 
@@ -166,6 +170,14 @@ impl Deny {
 
     /// The JSON body in `format` (the message is escaped: it may echo a
     /// client's header).
+    /// The same refusal, of the key `key`.
+    pub fn for_key(self, key: KeyId) -> Deny {
+        Deny {
+            key: Some(key),
+            ..self
+        }
+    }
+
     pub fn body(&self, format: ErrorFormat) -> String {
         format.render(self.kind, &self.message, None)
     }
@@ -455,7 +467,7 @@ impl Policy {
         let hash = presented_hash(extracted, &self.key_prefix, self.key_format)?;
         let record = table.get(&hash).ok_or_else(Deny::invalid_key)?;
         let any_of = rule.map(|r| r.any_of.as_slice());
-        check_found(&record, request.headers, any_of, now)?;
+        check_found(&record, request.headers, any_of, now).map_err(|d| d.for_key(record.key_id))?;
         Ok(Identity { record, hash })
     }
 
@@ -567,7 +579,9 @@ pub fn own_limits<S: CountStore>(
     Ok(
         match limits::admit(store, record.key_id, record.limits, now)? {
             Verdict::Allowed => None,
-            Verdict::Limited(standing) => Some(Deny::rate_limited(&standing)),
+            Verdict::Limited(standing) => {
+                Some(Deny::rate_limited(&standing).for_key(record.key_id))
+            }
         },
     )
 }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod rules;
 pub mod scopes;
 pub mod table;
+pub mod usage;
 
 mod base62;
 

@@ -31,10 +31,12 @@ pub enum Filter<'a> {
     ExtAuthz { authorizer: SocketAddr },
     /// keygate, fetching its table from a feed at this address; `token`
     /// reaches it in Envoy's environment, as in envoy/envoy.yaml.
+    /// `usage`: counting and reporting on (the shipped configs) or off.
     Keygate {
         wasm: &'a Path,
         feed: SocketAddr,
         token: &'a str,
+        usage: bool,
     },
     /// The minimal dynamic module (`bench/minimal-native`, `libminimal_native.so`
     /// in `dir`): reads one header, sets one.
@@ -45,6 +47,7 @@ pub enum Filter<'a> {
         dir: &'a Path,
         feed: SocketAddr,
         token: &'a str,
+        usage: bool,
     },
 }
 
@@ -142,8 +145,9 @@ fn dynamic_module_filter(module: &str, filter_name: &str, configuration: &str) -
 }
 
 /// The keygate filter's own configuration (a JSON string inside the plugin
-/// config); the feed token comes from `$KEYGATE_FEED_TOKEN`.
-pub fn keygate_configuration() -> String {
+/// config); the feed token comes from `$KEYGATE_FEED_TOKEN`. With `usage`,
+/// requests are counted and reported as in the shipped configs (every 10 s).
+pub fn keygate_configuration(usage: bool) -> String {
     json!({
         "key_prefix": "rk",
         "feed": {
@@ -153,6 +157,7 @@ pub fn keygate_configuration() -> String {
             "token_env": DEFAULT_TOKEN_ENV,
             "wait_seconds": 20
         },
+        "usage": {"enabled": usage, "flush_seconds": 10},
         "rules": []
     })
     .to_string()
@@ -198,11 +203,13 @@ fn filter_parts(filter: &Filter<'_>) -> (Vec<Value>, Vec<Value>) {
             });
             (vec![filter], vec![cluster("ext_authz", *authorizer)])
         }
-        Filter::Keygate { wasm, feed, .. } => (
+        Filter::Keygate {
+            wasm, feed, usage, ..
+        } => (
             vec![wasm_filter(
                 "keygate",
                 wasm,
-                &keygate_configuration(),
+                &keygate_configuration(*usage),
                 &[DEFAULT_TOKEN_ENV],
             )],
             vec![cluster("keygate_control_plane", *feed)],
@@ -211,11 +218,11 @@ fn filter_parts(filter: &Filter<'_>) -> (Vec<Value>, Vec<Value>) {
             vec![dynamic_module_filter("minimal_native", "minimal", "")],
             vec![],
         ),
-        Filter::KeygateNative { feed, .. } => (
+        Filter::KeygateNative { feed, usage, .. } => (
             vec![dynamic_module_filter(
                 "keygate_native",
                 "keygate",
-                &keygate_configuration(),
+                &keygate_configuration(*usage),
             )],
             vec![cluster("keygate_control_plane", *feed)],
         ),
@@ -454,12 +461,14 @@ mod tests {
                 wasm,
                 feed: addr,
                 token: "t",
+                usage: true,
             },
             Filter::MinimalNative { dir: dir_native },
             Filter::KeygateNative {
                 dir: dir_native,
                 feed: addr,
                 token: "t",
+                usage: true,
             },
         ];
         for (i, filter) in filters.iter().enumerate() {

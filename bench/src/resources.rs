@@ -137,12 +137,14 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
                 dir: &bench.native_dir,
                 feed: feed.addr,
                 token: FEED_TOKEN,
+                usage: true,
             }
         } else {
             Filter::Keygate {
                 wasm: &bench.keygate_wasm,
                 feed: feed.addr,
                 token: FEED_TOKEN,
+                usage: true,
             }
         };
         // Idle CPU only with the workers of the main rows.

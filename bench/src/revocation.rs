@@ -147,6 +147,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         wasm: &bench.keygate_wasm,
         feed: cp,
         token: FEED_TOKEN,
+        usage: true,
     };
     let mut targets = measure(bench, cp, &control_plane, "wasm", &wasm)?;
     if bench.native() {
@@ -154,6 +155,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
             dir: &bench.native_dir,
             feed: cp,
             token: FEED_TOKEN,
+            usage: true,
         };
         targets.extend(measure(bench, cp, &control_plane, "native", &native)?);
     }

@@ -2,6 +2,9 @@
 //! ones when built), median of interleaved rounds. Rows `5L`/`8L` are
 //! keygate 10k with a load key that has its own rate limits (counted on
 //! every request, never reached), against `5`/`8`: the cost of the limits.
+//! Rows `5U`/`8U` are keygate 10k with usage counting off; every other
+//! keygate row counts usage (and reports it every 10 s) as shipped, so
+//! `5`/`8` against them is the cost of counting.
 //!
 //! All the Envoys run at once (idle between their turns), each with one
 //! worker pinned to the same CPU; every round runs wrk against each in turn,
@@ -128,6 +131,7 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
                 wasm: &bench.keygate_wasm,
                 feed: feed_10k.addr,
                 token: FEED_TOKEN,
+                usage: true,
             },
         ),
         (
@@ -136,15 +140,26 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
                 wasm: &bench.keygate_wasm,
                 feed: feed_1m.addr,
                 token: FEED_TOKEN,
+                usage: true,
             },
         ),
     ];
+    filters.push((
+        NO_USAGE_WASM,
+        Filter::Keygate {
+            wasm: &bench.keygate_wasm,
+            feed: feed_10k.addr,
+            token: FEED_TOKEN,
+            usage: false,
+        },
+    ));
     filters.push((
         OWN_LIMITS_WASM,
         Filter::Keygate {
             wasm: &bench.keygate_wasm,
             feed: feed_limited.addr,
             token: FEED_TOKEN,
+            usage: true,
         },
     ));
     if bench.native() {
@@ -164,15 +179,26 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
                     dir: &bench.native_dir,
                     feed: feed.addr,
                     token: FEED_TOKEN,
+                    usage: true,
                 },
             ));
         }
+        filters.push((
+            NO_USAGE_NATIVE,
+            Filter::KeygateNative {
+                dir: &bench.native_dir,
+                feed: feed_10k.addr,
+                token: FEED_TOKEN,
+                usage: false,
+            },
+        ));
         filters.push((
             OWN_LIMITS_NATIVE,
             Filter::KeygateNative {
                 dir: &bench.native_dir,
                 feed: feed_limited.addr,
                 token: FEED_TOKEN,
+                usage: true,
             },
         ));
     }
@@ -355,6 +381,19 @@ not wrk, was the bottleneck)",
             ));
         }
     }
+    for (counted, plain) in [
+        ("5 keygate 10k", NO_USAGE_WASM),
+        ("8 keygate native 10k", NO_USAGE_NATIVE),
+    ] {
+        let at = |name: &str| variants.iter().position(|v| v.name == name);
+        if let (Some(i), Some(base)) = (at(counted), at(plain)) {
+            let cost = ratio(i, base);
+            targets.push(verdict(
+                cost >= 0.95,
+                &format!("{counted} >= 0.95 x {plain} (usage counting costs <= 5%): {cost:.3}"),
+            ));
+        }
+    }
     for (i, v) in variants
         .iter()
         .enumerate()
@@ -375,6 +414,10 @@ const NATIVE_FLOOR: &str = "7 minimal native";
 /// Rows of keygate 10k whose load key has its own rate limits (never reached).
 const OWN_LIMITS_WASM: &str = "5L keygate own limits";
 const OWN_LIMITS_NATIVE: &str = "8L native own limits";
+/// Rows of keygate 10k with usage counting off (`usage.enabled: false`);
+/// every other keygate row counts, as the shipped configs do.
+const NO_USAGE_WASM: &str = "5U keygate no usage";
+const NO_USAGE_NATIVE: &str = "8U native no usage";
 
 /// A target line: reached or missed.
 pub fn verdict(ok: bool, what: &str) -> String {

@@ -5,7 +5,10 @@
 //! exactly what the filter added or stripped. A WebSocket upgrade under
 //! `/stream/` echoes every text and binary message back; it speaks the
 //! first subprotocol offered, and its 101 answer shows every offered one
-//! that reached it in `x-echo-sec-websocket-protocol`. Listens on
+//! that reached it in `x-echo-sec-websocket-protocol`. `/v1/chat/completions`
+//! answers a fixed chat completion and reports its cost the way keygate
+//! reads it: `x-keygate-cost: 1500` (micro-units), or the raw value of the
+//! `cost` query parameter when there is one (to try odd values). Listens on
 //! `--listen ADDR` (default `127.0.0.1:8081`).
 
 use axum::body::Bytes;
@@ -79,7 +82,34 @@ async fn handle(request: Request) -> Response {
     let _: Bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .unwrap_or_default();
+    if parts.uri.path() == CHAT_PATH {
+        return chat_completion(&parts.uri);
+    }
     Json(echo(&parts.method, &parts.uri, &parts.headers)).into_response()
+}
+
+/// The path of the demo route that reports a cost.
+const CHAT_PATH: &str = "/v1/chat/completions";
+/// The cost it reports unless asked otherwise, in micro-units.
+const CHAT_COST_MICROS: &str = "1500";
+
+/// A fixed chat completion with its cost in `x-keygate-cost` (the `cost`
+/// query parameter's raw value instead, when present).
+fn chat_completion(uri: &Uri) -> Response {
+    let cost = query_params(uri.query().unwrap_or(""))
+        .remove("cost")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| CHAT_COST_MICROS.to_string());
+    let mut response = Json(json!({
+        "object": "chat.completion",
+        "model": "demo",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the demo upstream."}, "finish_reason": "stop"}],
+    }))
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&cost) {
+        response.headers_mut().insert("x-keygate-cost", value);
+    }
+    response
 }
 
 /// Accepts the upgrade with the first offered subprotocol, showing the
@@ -176,6 +206,14 @@ mod tests {
         assert_eq!(value["query"], "x=1&y=%20z");
         assert_eq!(value["query_params"]["y"], " z");
         assert_eq!(value["headers"]["x-a"], "1, 2");
+    }
+
+    #[test]
+    fn chat_completions_report_a_cost() {
+        let fixed = chat_completion(&"/v1/chat/completions".parse().unwrap());
+        assert_eq!(fixed.headers()["x-keygate-cost"], "1500");
+        let asked = chat_completion(&"/v1/chat/completions?cost=-7".parse().unwrap());
+        assert_eq!(asked.headers()["x-keygate-cost"], "-7");
     }
 
     #[test]

@@ -114,6 +114,8 @@ impl ModuleHeader {
 
 /// `envoy_dynamic_module_type_http_header_type`: the request header map.
 pub const REQUEST_HEADERS: u32 = 0;
+/// `envoy_dynamic_module_type_http_header_type`: the response header map.
+pub const RESPONSE_HEADERS: u32 = 2;
 
 /// `envoy_dynamic_module_type_log_level` values.
 pub mod level {

@@ -15,17 +15,22 @@
 //! publishes it to every worker at once, wakes the waiting requests and the
 //! WebSockets whose key died. A configuration made while another of the
 //! same feed runs (a reload) starts with that one's table, and follows the
-//! feed with its own stream from there.
+//! feed with its own stream from there. Each tick also takes every
+//! worker's usage counts into the configuration's reporter
+//! (`keygate::engine::usage`), which sends its batches through the same
+//! config-level callouts.
 
 use crate::abi::ConfigEnvoy;
 use crate::feed::{Feed, Outcome};
 use crate::host::{self, ConfigScheduler};
 use crate::shared::Shared;
 use crate::stats::Stats;
+use crate::usage::Usage;
 use crate::{log, now_ms};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
 use keygate::engine::request::FeedRequest;
+use keygate::engine::usage::{Report, Reporter};
 use keygate::feed::KeySet;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
@@ -51,6 +56,8 @@ struct FeedState {
     last_second: u64,
     /// Unix ms of the configuration, until the first table is logged.
     first_table_from: Option<u64>,
+    /// The usage reporter (`None` with usage off).
+    reporter: Option<Reporter>,
 }
 
 /// The timer thread's handle. Dropping it stops the ticks: the scheduler
@@ -145,6 +152,7 @@ impl ConfigHandle {
         let shared = Arc::new(Shared::new(
             Policy::from(&config),
             Stats::define(envoy),
+            Usage::new(&config.usage),
             u64::from(feed.max_staleness_seconds) * 1000,
             u64::from(feed.first_table_wait_ms),
         ));
@@ -173,6 +181,10 @@ impl ConfigHandle {
                 failures: 0,
                 last_second: 0,
                 first_table_from: (!adopted).then(now_ms),
+                reporter: config
+                    .usage
+                    .enabled
+                    .then(|| Reporter::new(&feed, &config.usage, now_ms())),
             }),
             feed_config: feed,
             _timer: Timer::start(scheduler, Duration::from_millis(tick), Arc::clone(&shared)),
@@ -202,6 +214,38 @@ impl ConfigHandle {
         self.poll(&mut state, now);
         self.shared.wake_waiting(Some(now));
         self.each_second(&mut state, now);
+        self.report_usage(&mut state, now);
+    }
+
+    /// Every worker's counts into the reporter, and its batches out.
+    fn report_usage(&self, state: &mut FeedState, now: u64) {
+        let Some(reporter) = state.reporter.as_mut() else {
+            return;
+        };
+        reporter.merge(self.shared.usage.take());
+        let shared = &self.shared;
+        let report = reporter.tick(
+            now,
+            || shared.table().map(|t| t.key_set()),
+            || KeySet::random().ok().map(|k| k.0),
+            |request| host::post_usage(self.envoy, request).ok(),
+        );
+        self.usage_report(&report, reporter.pending());
+    }
+
+    /// Stats and log lines of a reporter call.
+    fn usage_report(&self, report: &Report, pending: usize) {
+        if let Some(status) = report.refused_status {
+            log::warn(&format!(
+                "the control plane refused a usage batch with status {status}; dropped"
+            ));
+        }
+        if report.no_random {
+            log::warn("no random batch id (the OS random generator failed): usage counts wait");
+        }
+        if *report != Report::default() || pending > 0 {
+            self.shared.stats.usage(self.envoy, report, pending);
+        }
     }
 
     /// Starts the next feed request if one is due.
@@ -234,6 +278,14 @@ impl ConfigHandle {
         let Some(mut state) = self.feed_state() else {
             return;
         };
+        let usage = state.reporter.as_mut().and_then(|r| {
+            let report = r.on_response(id, status, now_ms())?;
+            Some((report, r.pending()))
+        });
+        if let Some((report, pending)) = usage {
+            self.usage_report(&report, pending);
+            return;
+        }
         if !state.feed.finish(id) {
             return;
         }

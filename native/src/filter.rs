@@ -14,6 +14,9 @@
 //! to `feed.first_table_wait_ms`, and is decided when the main thread wakes
 //! it. An allowed WebSocket upgrade is watched until it ends and reset when
 //! its key dies (checked on every frame and whenever the main thread wakes it).
+//! Every request of a known key is counted for usage ([`crate::usage`]): a
+//! refusal at once, an allowed one on its answer, whose cost header is
+//! removed here.
 
 use crate::abi::FilterEnvoy;
 use crate::host::{self, FilterScheduler, RequestHeaders};
@@ -23,9 +26,14 @@ use crate::{log, now_ms};
 use keygate::credential::SEC_WEBSOCKET_PROTOCOL;
 use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
 use keygate::errors::ErrorFormat;
+use keygate::ids::KeyId;
 use keygate::rules::path_only;
+use keygate::usage::{parse_cost, Cost, Outcome};
 use std::borrow::Cow;
 use std::sync::Arc;
+
+/// The header Envoy's `local_ratelimit` puts on its 429.
+const ENVOY_RATELIMITED: &str = "x-envoy-ratelimited";
 
 type Headers<'h> = [(Cow<'h, str>, Cow<'h, str>)];
 
@@ -49,6 +57,8 @@ pub struct Filter {
     waiting: bool,
     /// The key hash of an allowed WebSocket upgrade.
     websocket: Option<[u8; 32]>,
+    /// The key of an allowed request, until it is counted on its answer.
+    counting: Option<KeyId>,
 }
 
 /// Sends the refusal of `deny` on `filter`, its body in `format`.
@@ -90,12 +100,17 @@ impl Filter {
             id,
             waiting: false,
             websocket: None,
+            counting: None,
         }
     }
 
     /// Counts and sends a refusal.
     fn refuse(&self, deny: &Deny) -> Step {
         self.shared.stats.denied(self.envoy, deny.reason);
+        if let Some(key) = deny.key {
+            let outcome = Outcome::Denied(deny.reason);
+            self.shared.usage.count(key, now_ms() / 1000, outcome, 0);
+        }
         send_deny(self.envoy, deny, self.shared.policy.error_format);
         Step::Refused
     }
@@ -135,6 +150,7 @@ impl Filter {
                     return self.refuse_not_ready();
                 }
                 self.shared.stats.allowed(self.envoy);
+                self.counting = allow.identity.map(|i| i.record.key_id);
                 if let Some(hash) = upgrade {
                     self.watch(None, Some(hash));
                 }
@@ -246,6 +262,55 @@ impl Filter {
             host::reset_stream(self.envoy);
         }
         dead
+    }
+
+    /// The response headers: the upstream's cost header goes (always), and
+    /// an allowed request is counted with its cost — as `rate_limited_envoy`
+    /// when the answer is Envoy's `local_ratelimit` 429.
+    pub fn on_response_headers(&mut self) {
+        let usage = &self.shared.usage;
+        let Some(headers) = RequestHeaders::read_response(self.envoy) else {
+            return;
+        };
+        let cost = headers.value(&usage.cost_header).map(parse_cost);
+        let limited = headers.value(ENVOY_RATELIMITED).is_some();
+        drop(headers);
+        if cost.is_some() && !host::remove_response_header(self.envoy, &usage.cost_header) {
+            log::warn("could not remove the cost header from an answer");
+        }
+        let Some(key) = self.counting.take() else {
+            return;
+        };
+        let micros = match cost {
+            None | Some(Cost::Malformed) => {
+                if cost.is_some() {
+                    self.shared.stats.cost_malformed(self.envoy);
+                }
+                0
+            }
+            Some(Cost::Micros(n)) => n,
+            Some(Cost::Clamped(n)) => {
+                self.shared.stats.cost_clamped(self.envoy);
+                n
+            }
+        };
+        let outcome = if limited {
+            Outcome::RateLimitedEnvoy
+        } else {
+            Outcome::Allowed
+        };
+        usage.count(key, now_ms() / 1000, outcome, micros);
+    }
+
+    /// The stream ended: an allowed request whose answer never came is
+    /// counted as allowed.
+    pub fn on_complete(&mut self) {
+        if let Some(key) = self.counting.take() {
+            self.shared
+                .usage
+                .count(key, now_ms() / 1000, Outcome::Allowed, 0);
+        }
+        self.forget();
     }
 
     /// Stops being watched (its scheduler is deleted).

@@ -186,13 +186,27 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     )
 }
 
+/// Usage counting and the cost header ([`Filter::on_response_headers`]).
+///
+/// # Safety
+/// Envoy's contract (see [`filter`]).
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     _envoy: FilterEnvoy,
-    _ptr: *const c_void,
+    ptr: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    abi::status::CONTINUE
+    guard(
+        "on_http_filter_response_headers",
+        abi::status::CONTINUE,
+        || {
+            // SAFETY: Envoy's contract.
+            if let Some(f) = unsafe { filter(ptr) } {
+                f.on_response_headers();
+            }
+            abi::status::CONTINUE
+        },
+    )
 }
 
 /// # Safety
@@ -235,7 +249,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     guard("on_http_filter_stream_complete", (), || {
         // SAFETY: Envoy's contract.
         if let Some(f) = unsafe { filter(ptr) } {
-            f.forget();
+            f.on_complete();
         }
     })
 }

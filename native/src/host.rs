@@ -6,6 +6,7 @@
 
 use crate::abi::{self, ConfigEnvoy, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
 use keygate::engine::request::FeedRequest;
+use keygate::engine::usage::UsageRequest;
 use std::borrow::Cow;
 
 /// Logs `message` at `level` (an [`abi::level`] value) under Envoy's
@@ -21,8 +22,8 @@ pub fn log_enabled(level: u32) -> bool {
     unsafe { abi::envoy_dynamic_module_callback_log_enabled(level) }
 }
 
-/// The request headers of `filter`, in one call, as pointers into Envoy's
-/// header map: valid until the hook returns or a header is changed.
+/// The request (or response) headers of `filter`, in one call, as pointers
+/// into Envoy's header map: valid until the hook returns or a header is changed.
 pub struct RequestHeaders {
     raw: Vec<EnvoyHeader>,
 }
@@ -30,20 +31,32 @@ pub struct RequestHeaders {
 impl RequestHeaders {
     /// Reads them; `None` when Envoy has none to give (no request headers).
     pub fn read(filter: FilterEnvoy) -> Option<RequestHeaders> {
+        RequestHeaders::read_map(filter, abi::REQUEST_HEADERS)
+    }
+
+    /// Reads the response headers instead (in the response headers hook).
+    pub fn read_response(filter: FilterEnvoy) -> Option<RequestHeaders> {
+        RequestHeaders::read_map(filter, abi::RESPONSE_HEADERS)
+    }
+
+    fn read_map(filter: FilterEnvoy, map: u32) -> Option<RequestHeaders> {
         // SAFETY: `filter` is the pointer Envoy gave the current hook.
-        let n = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_headers_size(filter, abi::REQUEST_HEADERS)
-        };
+        let n = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
         let mut raw = vec![EnvoyHeader::empty(); n];
         // SAFETY: `raw` holds the `n` entries Envoy writes.
         let ok = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_headers(
-                filter,
-                abi::REQUEST_HEADERS,
-                raw.as_mut_ptr(),
-            )
+            abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
         };
         ok.then_some(RequestHeaders { raw })
+    }
+
+    /// The first value of `name` (lowercase), as bytes.
+    pub fn value(&self, name: &str) -> Option<&[u8]> {
+        self.raw.iter().find_map(|h| {
+            // SAFETY: Envoy's buffers are valid while `self` is (this hook).
+            let (key, value) = unsafe { (h.key.bytes(), h.value.bytes()) };
+            key.eq_ignore_ascii_case(name.as_bytes()).then_some(value)
+        })
     }
 
     /// `(name, value)` pairs; a name or value that is not UTF-8 reads with
@@ -74,6 +87,19 @@ pub fn set_request_header(filter: FilterEnvoy, name: &str, value: Option<&str>) 
             abi::REQUEST_HEADERS,
             ModuleBuffer::of(name.as_bytes()),
             value,
+        )
+    }
+}
+
+/// Removes response header `name`; false when Envoy refused.
+pub fn remove_response_header(filter: FilterEnvoy, name: &str) -> bool {
+    // SAFETY: the buffer lives for the call; `filter` is the current hook's.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_set_header(
+            filter,
+            abi::RESPONSE_HEADERS,
+            ModuleBuffer::of(name.as_bytes()),
+            ModuleBuffer::null(),
         )
     }
 }
@@ -181,8 +207,35 @@ impl Drop for ConfigScheduler {
 /// Starts a feed request from the configuration (main thread); its id, or
 /// Envoy's init result code when it could not start.
 pub fn callout(config: ConfigEnvoy, request: &FeedRequest) -> Result<u64, u32> {
-    let mut headers: Vec<ModuleHeader> = request
-        .headers()
+    call(
+        config,
+        &request.cluster,
+        &request.headers(),
+        None,
+        request.timeout_ms,
+    )
+}
+
+/// Starts a usage report from the configuration (main thread), as [`callout`].
+pub fn post_usage(config: ConfigEnvoy, request: &UsageRequest<'_>) -> Result<u64, u32> {
+    call(
+        config,
+        request.cluster,
+        &request.headers(),
+        Some(request.body),
+        request.timeout_ms,
+    )
+}
+
+/// A config-level HTTP callout; its id, or Envoy's init result code.
+fn call(
+    config: ConfigEnvoy,
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u64, u32> {
+    let mut headers: Vec<ModuleHeader> = headers
         .iter()
         .map(|(n, v)| ModuleHeader::of(n, v))
         .collect();
@@ -192,11 +245,11 @@ pub fn callout(config: ConfigEnvoy, request: &FeedRequest) -> Result<u64, u32> {
         abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
             config,
             &mut id,
-            ModuleBuffer::of(request.cluster.as_bytes()),
+            ModuleBuffer::of(cluster.as_bytes()),
             headers.as_mut_ptr(),
             headers.len(),
-            ModuleBuffer::null(),
-            request.timeout_ms,
+            body.map_or(ModuleBuffer::null(), ModuleBuffer::of),
+            timeout_ms,
         )
     };
     if result == abi::CALLOUT_INIT_SUCCESS {

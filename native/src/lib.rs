@@ -8,7 +8,8 @@
 //! timer and feed), [`feed`] (the fetch loop, pure), [`shared`] (what the
 //! main thread shares with the workers: the table, the woken streams),
 //! [`filter`] (one request's decision), [`limits`] (a key's own rate
-//! limits, process-wide), [`stats`] and [`log`].
+//! limits, process-wide), [`usage`] (usage counts, process-wide), [`stats`]
+//! and [`log`].
 //!
 //! **One table per process.** Envoy makes one filter configuration per
 //! process (on the main thread) and one filter object per stream (on its
@@ -49,6 +50,7 @@ pub mod limits;
 pub mod log;
 pub mod shared;
 pub mod stats;
+pub mod usage;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {

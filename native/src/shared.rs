@@ -1,6 +1,6 @@
 //! What one filter configuration shares between the main thread and every
-//! worker: the policy, the one key table, its freshness, the stats and the
-//! streams the main thread may have to wake.
+//! worker: the policy, the one key table, its freshness, the stats, the
+//! usage counts and the streams the main thread may have to wake.
 //!
 //! The table is an atomically swapped `Arc` ([`ArcSwapOption`]): a request
 //! loads it without a lock and keeps its version for the whole decision;
@@ -16,6 +16,7 @@
 
 use crate::host::FilterScheduler;
 use crate::stats::Stats;
+use crate::usage::Usage;
 use arc_swap::ArcSwapOption;
 use keygate::decision::Policy;
 use keygate::table::KeyTable;
@@ -46,6 +47,8 @@ pub struct Watch {
 pub struct Shared {
     pub policy: Policy,
     pub stats: Stats,
+    /// Usage counts of every worker.
+    pub usage: Usage,
     table: ArcSwapOption<KeyTable>,
     /// Unix ms of the last successful answer from the control plane.
     contact_ms: AtomicU64,
@@ -58,10 +61,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(policy: Policy, stats: Stats, max_staleness_ms: u64, first_wait_ms: u64) -> Shared {
+    pub fn new(
+        policy: Policy,
+        stats: Stats,
+        usage: Usage,
+        max_staleness_ms: u64,
+        first_wait_ms: u64,
+    ) -> Shared {
         Shared {
             policy,
             stats,
+            usage,
             table: ArcSwapOption::empty(),
             contact_ms: AtomicU64::new(0),
             ever_loaded: AtomicBool::new(false),

@@ -4,7 +4,10 @@
 //! The names are the wasm filter's: counters `keygate_allowed`,
 //! `keygate_denied_<reason>`, `keygate_waited`, `keygate_fetches`,
 //! `keygate_fetch_failures`, `keygate_ws_closed`; gauges
-//! `keygate_table_version`, `keygate_table_keys`, `keygate_table_age_seconds`.
+//! `keygate_table_version`, `keygate_table_keys`, `keygate_table_age_seconds`;
+//! usage: counters `keygate_usage_batches_sent`, `keygate_usage_batches_dropped`,
+//! `keygate_usage_batches_failed`, `keygate_usage_cost_malformed`,
+//! `keygate_usage_cost_clamped`, gauge `keygate_usage_batches_pending`.
 //! Envoy freezes stat creation once the configuration is made, so every
 //! metric is defined in `on_http_filter_config_new`; a metric Envoy refused
 //! to define is skipped.
@@ -12,6 +15,7 @@
 use crate::abi::{ConfigEnvoy, FilterEnvoy};
 use crate::host;
 use keygate::decision::DenyReason;
+use keygate::engine::usage::Report;
 
 /// Metric ids of one filter configuration.
 #[derive(Debug, Default)]
@@ -25,6 +29,12 @@ pub struct Stats {
     table_version: Option<usize>,
     table_keys: Option<usize>,
     table_age: Option<usize>,
+    cost_malformed: Option<usize>,
+    cost_clamped: Option<usize>,
+    batches_sent: Option<usize>,
+    batches_dropped: Option<usize>,
+    batches_failed: Option<usize>,
+    batches_pending: Option<usize>,
 }
 
 impl Stats {
@@ -42,6 +52,12 @@ impl Stats {
             table_version: gauge("keygate_table_version"),
             table_keys: gauge("keygate_table_keys"),
             table_age: gauge("keygate_table_age_seconds"),
+            cost_malformed: counter("keygate_usage_cost_malformed"),
+            cost_clamped: counter("keygate_usage_cost_clamped"),
+            batches_sent: counter("keygate_usage_batches_sent"),
+            batches_dropped: counter("keygate_usage_batches_dropped"),
+            batches_failed: counter("keygate_usage_batches_failed"),
+            batches_pending: gauge("keygate_usage_batches_pending"),
         }
     }
 
@@ -99,5 +115,26 @@ impl Stats {
 
     pub fn age(&self, config: ConfigEnvoy, seconds: u64) {
         Stats::gauge(config, self.table_age, seconds);
+    }
+
+    pub fn cost_malformed(&self, filter: FilterEnvoy) {
+        Stats::on_stream(filter, self.cost_malformed);
+    }
+
+    pub fn cost_clamped(&self, filter: FilterEnvoy) {
+        Stats::on_stream(filter, self.cost_clamped);
+    }
+
+    /// What a reporter call did, and its queue's length.
+    pub fn usage(&self, config: ConfigEnvoy, report: &Report, pending: usize) {
+        let counts = [
+            (self.batches_sent, report.sent),
+            (self.batches_dropped, report.dropped),
+            (self.batches_failed, report.failed),
+        ];
+        for (id, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
+            Stats::on_config(config, id, u64::from(n));
+        }
+        Stats::gauge(config, self.batches_pending, pending as u64);
     }
 }

@@ -25,6 +25,7 @@ use crate::engine::host::{Host, Level};
 use crate::engine::request::FeedRequest;
 use crate::engine::store::SharedKeys;
 use crate::engine::sync::{self, Lease, Release, Synced};
+use crate::feed::KeySet;
 use crate::table::KeyTable;
 
 /// Shortest lease; it is also at least a few ticks long.
@@ -156,6 +157,11 @@ impl Engine {
     /// True while this member holds the fetch lease.
     pub fn leads(&self) -> bool {
         self.leader
+    }
+
+    /// The key set of the shared table (`None` before the first one).
+    pub fn key_set(&self, host: &impl Host) -> Option<KeySet> {
+        sync::read_head(host, &self.keys).map(|h| h.key_set)
     }
 
     /// The periodic work: election, catching up with the store, the

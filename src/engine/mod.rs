@@ -16,7 +16,8 @@
 //! - [`followers`]: which process members are alive, what they hold, who leads;
 //! - [`fetch`]: the fetch loop (what to ask next, what an answer did, pacing);
 //! - [`bootstrap`]: one member's own first table, straight from the control plane;
-//! - [`request`]: the HTTP request a fetch sends.
+//! - [`request`]: the HTTP request a fetch sends;
+//! - [`usage`]: the usage reporter (batches of counts to the control plane).
 
 pub mod bootstrap;
 pub mod driver;
@@ -26,6 +27,7 @@ pub mod host;
 pub mod request;
 pub mod store;
 pub mod sync;
+pub mod usage;
 
 pub use driver::{Changes, Engine, Member};
 pub use host::{Host, Level};

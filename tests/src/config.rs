@@ -65,11 +65,25 @@ fn render_with(template: &str, ports: Ports, extra: &[(String, String)]) -> Stri
         ),
     ];
     replacements.extend(extra.iter().cloned());
+    let template = fast_usage_flush(template);
     replacements
         .iter()
-        .fold(template.to_string(), |text, (from, to)| {
-            replace_once(&text, from, to)
-        })
+        .fold(template, |text, (from, to)| replace_once(&text, from, to))
+}
+
+/// The usage flush interval of every test config, in seconds (the shipped
+/// configs say 10): counts reach the control plane within about a second.
+pub const TEST_FLUSH_SECONDS: u32 = 1;
+/// The shipped configs' usage flush setting, as written in their JSON.
+pub const SHIPPED_FLUSH: &str = r#""flush_seconds": 10"#;
+
+/// `template` with the usage flush at [`TEST_FLUSH_SECONDS`] (when it has one).
+fn fast_usage_flush(template: &str) -> String {
+    template.replacen(
+        SHIPPED_FLUSH,
+        &format!(r#""flush_seconds": {TEST_FLUSH_SECONDS}"#),
+        1,
+    )
 }
 
 fn replace_once(text: &str, from: &str, to: &str) -> String {

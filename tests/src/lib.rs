@@ -36,6 +36,7 @@ mod stack;
 pub mod subprotocols;
 mod time;
 pub mod webdriver;
+mod usage;
 pub mod ws;
 
 pub use adapter::{only_on, Adapter};
@@ -46,6 +47,7 @@ pub use paths::{envoy_bin, repo_root, target_dir, wasm_path};
 pub use plans::{unthrottled_plans, OPERATOR_TOKEN};
 pub use stack::{free_port, Stack, StackOptions, STEADY};
 pub use time::{rfc3339, unix_now};
+pub use usage::{last_used_at, UsageTotals};
 
 /// The feed token the harness shares between the control plane and the filter.
 pub const FEED_TOKEN: &str = "keygate-e2e-feed-token";

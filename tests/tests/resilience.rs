@@ -194,7 +194,11 @@ fn assert_one_stream_each(window: &FeedWindow, envoys: u64) {
 /// cross-check; a second Envoy adds exactly one more.
 #[tokio::test]
 async fn one_fetch_stream_per_envoy() {
-    let mut stack = Stack::start().await;
+    // Usage reports share the feed cluster: off here, so that the cluster's
+    // requests in flight are the feed's alone.
+    let options =
+        StackOptions::default().replace("\"usage\": {", "\"usage\": {\"enabled\": false, ");
+    let mut stack = Stack::start_with(options).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_one_stream_each(&watch_feed(&stack).await, 1);
 

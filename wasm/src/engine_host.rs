@@ -32,6 +32,7 @@ impl Host for EnvoyHost {
         host::dispatch_http_call(
             &request.cluster,
             request.headers().to_vec(),
+            None,
             Duration::from_millis(request.timeout_ms),
         )
         .ok()

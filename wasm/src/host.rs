@@ -87,6 +87,17 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_register_shared_queue(
+        queue_name_data: *const u8,
+        queue_name_size: usize,
+        return_queue_id: *mut u32,
+    ) -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(
+        queue_id: u32,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
@@ -261,6 +272,33 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), 
     })
 }
 
+/// Registers (or finds) this VM's shared queue `name`; its id.
+pub fn register_shared_queue(name: &str) -> Result<u32, Status> {
+    let mut id = 0;
+    // SAFETY: the host reads `name` and writes our local.
+    check(unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Appends `value` to the shared queue `id`.
+pub fn enqueue_shared_queue(id: u32, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: the host only reads the bytes.
+    check(unsafe { proxy_enqueue_shared_queue(id, value.as_ptr(), value.len()) })
+}
+
+/// The oldest value of the shared queue `id`; `None` when it is empty.
+pub fn dequeue_shared_queue(id: u32) -> Result<Option<Vec<u8>>, Status> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: the host only writes a pointer and a size into our locals.
+    let code = unsafe { proxy_dequeue_shared_queue(id, &mut data, &mut size) };
+    match check(code) {
+        // SAFETY: on Ok the buffer is the host's answer.
+        Ok(()) => Ok(Some(unsafe { owned(data, size) })),
+        Err(Status::Empty) => Ok(None),
+        Err(status) => Err(status),
+    }
+}
+
 /// Answers the current request locally with `status`, `headers` and `body`.
 pub fn send_http_response(
     status: u32,
@@ -336,13 +374,15 @@ pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
     check(unsafe { proxy_record_metric(id, value) })
 }
 
-/// Starts an HTTP call to `cluster`; its token. Through the SDK: see the module doc.
+/// Starts an HTTP call to `cluster` (with `body`, if any); its token.
+/// Through the SDK: see the module doc.
 pub fn dispatch_http_call(
     cluster: &str,
     headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<u32, Status> {
-    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
         .map_err(|status| check(status as u32).err().unwrap_or(Status::Unknown(0)))
 }
 

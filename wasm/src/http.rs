@@ -11,7 +11,9 @@
 //! a VM that has no table yet waits for it ([`crate::waiting`]): the root
 //! context takes its decision ([`decide`]) once the table is there or the
 //! wait is over. An allowed WebSocket upgrade is watched until it ends, and
-//! checked again on every frame.
+//! checked again on every frame. Every request of a known key is counted
+//! for usage ([`crate::usage`]): a refusal at once, an allowed one on its
+//! answer (which loses the upstream's cost header here).
 
 use crate::headers::RawHeaders;
 use crate::host::{self, Status};
@@ -22,6 +24,7 @@ use keygate::credential::{self, Extracted};
 use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
 use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
+use keygate::usage::Outcome;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::borrow::Cow;
@@ -98,6 +101,10 @@ fn deny(deny: &Deny, format: ErrorFormat) {
 /// a configuration).
 fn refuse(state: &State, d: &Deny) -> Step {
     state.stats.denied(d.reason);
+    let now_secs = state.clock_ms.get() / 1000;
+    state
+        .usage
+        .refused(d.key, Outcome::Denied(d.reason), now_secs);
     let format = state
         .policy
         .borrow()
@@ -148,6 +155,9 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
                 return refuse(state, &Deny::not_ready());
             }
             state.stats.allowed();
+            if let Some(identity) = &a.identity {
+                state.usage.allowed(id, identity.record.key_id);
+            }
             if let Some(identity) = a.identity.filter(|_| request.is_websocket_upgrade()) {
                 state.streams.register(id, identity.hash);
             }
@@ -214,6 +224,8 @@ fn key_prefix_for_log(headers: &Headers<'_>, path: &str, policy: &Policy) -> Str
 impl Context for Http {
     fn on_done(&mut self) -> bool {
         self.forget_stream();
+        let now_secs = self.state.clock_ms.get() / 1000;
+        self.state.usage.on_done(self.id, now_secs);
         true
     }
 }
@@ -242,6 +254,14 @@ impl HttpContext for Http {
         } else {
             Action::Continue
         }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let now_secs = self.state.clock_ms.get() / 1000;
+        self.state
+            .usage
+            .on_response_headers(self.id, now_secs, &self.state.stats);
+        Action::Continue
     }
 
     fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {

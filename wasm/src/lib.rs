@@ -7,7 +7,8 @@
 //! host call, the map format), [`engine_host`] (the feed engine's host:
 //! shared data, clock, calls, log), [`streams`] (open
 //! WebSockets), [`limits`] (a key's own rate limits over shared data), [`stats`] (metrics), [`state`] (what a root shares with its
-//! requests), [`waiting`] (requests paused until the first table). The feed
+//! requests), [`waiting`] (requests paused until the first table),
+//! [`usage`] (counting per key and minute, the cost header, the reporter). The feed
 //! itself (lease, followers, fetch loop, shared table, a new VM's own first
 //! table) is the core's host-independent [`keygate::engine`].
 //!
@@ -38,6 +39,7 @@ pub mod root;
 pub mod state;
 pub mod stats;
 pub mod streams;
+pub mod usage;
 pub mod waiting;
 
 proxy_wasm::main! {{

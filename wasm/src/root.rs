@@ -19,6 +19,7 @@ use crate::http::{self, Http, Step};
 use crate::state::{now_ms, unix_now, State};
 use keygate::config::FilterConfig;
 use keygate::decision::Policy;
+use keygate::engine::usage::Report;
 use keygate::engine::{Changes, Engine, Member};
 use keygate::table::KeyTable;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -60,6 +61,7 @@ impl Root {
         let feed = engine.config();
         host::set_tick_period(Duration::from_millis(u64::from(feed.sync_interval_ms)))
             .map_err(|s| format!("cannot set the tick period: {s:?}"))?;
+        self.state.usage.configure(feed, &config.usage);
         *self.state.policy.borrow_mut() = Some(Policy::from(&config));
         self.state
             .max_staleness_ms
@@ -181,13 +183,60 @@ impl Root {
         self.state.stats.ws_closed(dead.len());
     }
 
-    /// Once a second: age gauge, expiry of open streams, log level.
+    /// The leader's usage reporting, on every tick (it also ships its own
+    /// counts); other VMs ship theirs once a second ([`Root::each_second`]).
+    fn report_usage(&self, now: u64) {
+        let engine = self.engine.borrow();
+        let Some(engine) = engine.as_ref() else {
+            return;
+        };
+        let leads = engine.leads();
+        let usage = &self.state.usage;
+        if leads {
+            usage.ship(true);
+        }
+        let report = usage.report(leads, now, || engine.key_set(&EnvoyHost));
+        self.usage_report(&report);
+    }
+
+    /// Stats and log lines of a reporter call.
+    fn usage_report(&self, report: &Report) {
+        if *report == Report::default() && self.state.usage.pending() == 0 {
+            return;
+        }
+        if let Some(status) = report.refused_status {
+            log::warn!("the control plane refused a usage batch with status {status}; dropped");
+        }
+        if report.no_random {
+            log::warn!("no random batch id (random_get failed): usage counts wait");
+        }
+        self.state.stats.usage(report, self.state.usage.pending());
+    }
+
+    /// Handles the answer to a usage call; false when `token` is not one.
+    fn usage_answer(&self, token: u32, headers: usize) -> bool {
+        let status = call_status(headers);
+        match self.state.usage.on_response(token, status, now_ms()) {
+            Some(report) => {
+                self.usage_report(&report);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Once a second: age gauge, expiry of open streams, log level, this
+    /// VM's usage counts shipped.
     fn each_second(&mut self, now: u64) {
         let second = now / 1000;
         if second == self.last_second {
             return;
         }
         self.last_second = second;
+        let leads = self.engine.borrow().as_ref().is_some_and(Engine::leads);
+        if !leads {
+            self.state.usage.ship(false);
+        }
         let age = now.saturating_sub(self.state.contact_ms.get()) / 1000;
         if self.state.table.borrow().is_some() {
             self.state.stats.age(age);
@@ -199,17 +248,22 @@ impl Root {
     }
 }
 
-/// The status and (for a 200) body of an http call's answer.
-fn call_response(headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+/// The status of an http call's answer (`None`: no HTTP answer).
+fn call_status(headers: usize) -> Option<u16> {
     // A failed call (reset, oversized body) has no headers to read.
-    let status = (headers > 0)
+    (headers > 0)
         .then(|| {
             host::header(MapType::HttpCallResponseHeaders, ":status")
                 .ok()
                 .flatten()
         })
         .flatten()
-        .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
+}
+
+/// The status and (for a 200) body of an http call's answer.
+fn call_response(headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+    let status = call_status(headers);
     let body = match status {
         Some(200) => host::buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
@@ -233,6 +287,9 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
+        if self.usage_answer(token, headers) {
+            return;
+        }
         let changes = self.drive(|engine, table, member| {
             engine.on_response(&EnvoyHost, table, member, token, || {
                 call_response(headers, body_size)
@@ -246,6 +303,7 @@ impl Context for Root {
     fn on_done(&mut self) -> bool {
         // Requests still waiting are decided now (503 without a table).
         self.settle(self.state.waiting.take_all());
+        self.state.usage.ship(false);
         if let Some(engine) = self.engine.get_mut() {
             engine.stop(&EnvoyHost);
         }
@@ -288,6 +346,7 @@ impl RootContext for Root {
         self.settle(self.state.waiting.take_expired(now));
         self.pace_ticks(!self.state.waiting.is_empty());
         self.state.stats.flush();
+        self.report_usage(now);
         self.each_second(now);
     }
 

@@ -4,6 +4,7 @@
 use crate::host;
 use crate::stats::Stats;
 use crate::streams::Streams;
+use crate::usage::Usage;
 use crate::waiting::Waiting;
 use keygate::decision::Policy;
 use keygate::table::KeyTable;
@@ -34,6 +35,8 @@ pub struct State {
     /// How long such a request may wait (`feed.first_table_wait_ms`).
     pub first_table_wait_ms: Cell<u64>,
     pub stats: Stats,
+    /// Usage counting (and, in the leader, reporting).
+    pub usage: Usage,
 }
 
 impl State {

@@ -6,7 +6,13 @@
 //! `keygate_fetch_failures`, `keygate_ws_closed`, `keygate_waited`
 //! (requests that waited for a VM's first table). Gauges:
 //! `keygate_table_version`, `keygate_table_keys`, `keygate_table_age_seconds`
-//! (since the last successful contact with the control plane). A metric
+//! (since the last successful contact with the control plane). Usage:
+//! counters `keygate_usage_batches_sent` (acknowledged),
+//! `keygate_usage_batches_dropped` (never acknowledged: queue full, too
+//! old, or refused), `keygate_usage_batches_failed` (sends to be retried),
+//! `keygate_usage_cost_malformed` (a cost header ignored),
+//! `keygate_usage_cost_clamped` (negative or huge); gauge
+//! `keygate_usage_batches_pending` (the reporter's queue). A metric
 //! defined under one name has one value for the whole Envoy process: counters
 //! add up over the VMs (one per worker), gauges hold the last value recorded.
 //! Per-request counters are kept in the VM and added to the host's on every
@@ -14,6 +20,7 @@
 
 use crate::host;
 use keygate::decision::DenyReason;
+use keygate::engine::usage::Report;
 use proxy_wasm::types::MetricType;
 use std::cell::Cell;
 
@@ -50,6 +57,12 @@ pub struct Stats {
     allowed: Counter,
     waited: Counter,
     denied: [Counter; DenyReason::ALL.len()],
+    cost_malformed: Counter,
+    cost_clamped: Counter,
+    batches_sent: Option<u32>,
+    batches_dropped: Option<u32>,
+    batches_failed: Option<u32>,
+    batches_pending: Option<u32>,
     fetches: Option<u32>,
     fetch_failures: Option<u32>,
     ws_closed: Option<u32>,
@@ -85,6 +98,12 @@ impl Stats {
             waited: Counter::new("keygate_waited"),
             denied: DenyReason::ALL
                 .map(|r| Counter::new(&format!("keygate_denied_{}", r.as_str()))),
+            cost_malformed: Counter::new("keygate_usage_cost_malformed"),
+            cost_clamped: Counter::new("keygate_usage_cost_clamped"),
+            batches_sent: counter("keygate_usage_batches_sent"),
+            batches_dropped: counter("keygate_usage_batches_dropped"),
+            batches_failed: counter("keygate_usage_batches_failed"),
+            batches_pending: gauge("keygate_usage_batches_pending"),
             fetches: counter("keygate_fetches"),
             fetch_failures: counter("keygate_fetch_failures"),
             ws_closed: counter("keygate_ws_closed"),
@@ -114,6 +133,29 @@ impl Stats {
         self.allowed.flush();
         self.waited.flush();
         self.denied.iter().for_each(Counter::flush);
+        self.cost_malformed.flush();
+        self.cost_clamped.flush();
+    }
+
+    pub fn cost_malformed(&self) {
+        self.cost_malformed.count();
+    }
+
+    pub fn cost_clamped(&self) {
+        self.cost_clamped.count();
+    }
+
+    /// What a reporter call did, and its queue's length.
+    pub fn usage(&self, report: &Report, pending: usize) {
+        let counts = [
+            (self.batches_sent, report.sent),
+            (self.batches_dropped, report.dropped),
+            (self.batches_failed, report.failed),
+        ];
+        for (id, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
+            add(id, u64::from(n));
+        }
+        set(self.batches_pending, pending as u64);
     }
 
     pub fn fetched(&self) {
