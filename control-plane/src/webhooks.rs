@@ -11,6 +11,7 @@ use crate::clock;
 use crate::errors::{json, ApiError, ErrorBody};
 use crate::events::{self, EVENT_TYPES};
 use crate::listing;
+use crate::service::Service;
 use crate::store::events::{Delivery, Webhook};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::Router;
+use keygate::ids::OrgId;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -162,7 +164,7 @@ struct WebhookIdParam {
 }
 
 /// The webhook id of a path; a malformed one is as unknown as a missing one.
-fn webhook_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub fn webhook_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = path.map_err(|_| ApiError::NotFound("Webhook"))?;
     let well_formed = id.strip_prefix("wh_").is_some_and(|hex| {
         hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -220,16 +222,29 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
-    let (url, events) = checked(&body::bytes(body)?)?;
-    let store = state.service.store();
-    if store.webhooks(caller.org_id).await?.len() >= MAX_WEBHOOKS {
+    let who = Who::key(caller.id, source);
+    let created = register(&state.service, caller.org_id, &who, &body::bytes(body)?).await?;
+    Ok(json(StatusCode::CREATED, &created))
+}
+
+/// Registers the webhook a create body asks for in `org`, by `who` (the
+/// API and the dashboard); the answer holds the secret, shown once.
+pub async fn register(
+    service: &Service,
+    org: OrgId,
+    who: &Who,
+    bytes: &[u8],
+) -> Result<CreatedWebhook, ApiError> {
+    let (url, events) = checked(bytes)?;
+    let store = service.store();
+    if store.webhooks(org).await?.len() >= MAX_WEBHOOKS {
         return Err(ApiError::Conflict(format!(
             "The tenant has the most webhooks it may have ({MAX_WEBHOOKS})"
         )));
     }
     let hook = Webhook {
         id: events::random_id("wh_", 8)?,
-        org: caller.org_id,
+        org,
         url,
         events,
         secret: events::new_secret()?,
@@ -237,19 +252,15 @@ pub async fn create(
     };
     store.create_webhook(hook.clone()).await?;
     let view = WebhookView::from(&hook);
-    tracing::info!(org_id = %caller.org_id, webhook = %view.id, "webhook created");
+    tracing::info!(org_id = %org, webhook = %view.id, "webhook created");
     let changes = json!({"url": view.url, "events": view.events});
     let note = Note::webhook(audit::WEBHOOK_CREATE, &view.id, changes);
-    state
-        .service
-        .audit(caller.org_id, &Who::key(caller.id, source), note)
-        .await;
-    let created = CreatedWebhook {
+    service.audit(org, who, note).await;
+    Ok(CreatedWebhook {
         webhook: view,
         secret: hook.secret,
         message: SHOW_SECRET_ONCE,
-    };
-    Ok(json(StatusCode::CREATED, &created))
+    })
 }
 
 /// The tenant's webhooks, without their secrets (`tenant:read` or `tenant:admin`).
@@ -278,21 +289,25 @@ pub async fn remove(
 ) -> Answer {
     let caller = authenticate(&state.service, &headers, &uri, auth::ADMIN).await?;
     let id = webhook_id(id)?;
-    if !state
-        .service
-        .store()
-        .delete_webhook(caller.org_id, id.clone())
-        .await?
-    {
+    let who = Who::key(caller.id, source);
+    unregister(&state.service, caller.org_id, &who, id.clone()).await?;
+    Ok(json(StatusCode::OK, &WebhookDeleted { id, deleted: true }))
+}
+
+/// Deletes webhook `id` of `org` and its queued deliveries, by `who`.
+pub async fn unregister(
+    service: &Service,
+    org: OrgId,
+    who: &Who,
+    id: String,
+) -> Result<(), ApiError> {
+    if !service.store().delete_webhook(org, id.clone()).await? {
         return Err(ApiError::NotFound("Webhook"));
     }
-    tracing::info!(org_id = %caller.org_id, webhook = %id, "webhook deleted");
+    tracing::info!(org_id = %org, webhook = %id, "webhook deleted");
     let note = Note::webhook(audit::WEBHOOK_DELETE, &id, json!({}));
-    state
-        .service
-        .audit(caller.org_id, &Who::key(caller.id, source), note)
-        .await;
-    Ok(json(StatusCode::OK, &WebhookDeleted { id, deleted: true }))
+    service.audit(org, who, note).await;
+    Ok(())
 }
 
 /// The answer to a deletion.

@@ -531,3 +531,93 @@ async fn tenants_are_isolated_and_values_escaped() {
         .await;
     assert!(old.json()["expires_at"].is_string(), "{}", old.text());
 }
+
+#[tokio::test]
+async fn webhooks_and_caps_are_managed_from_the_pages_and_audited() {
+    let server = Server::start().await;
+    let (tenant, email) = register(&server, "hooks").await;
+    let mut visitor = Visitor::new(&server, "10.0.0.9");
+    visitor.sign_in(&email, PASSWORD).await;
+    let csrf = visitor.get("/dashboard/webhooks").await.csrf();
+    let url = "http://127.0.0.1:9/hook";
+    let added = visitor
+        .post(
+            "/dashboard/webhooks",
+            &[("csrf", &csrf), ("url", url), ("events", "key.revoked")],
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let secret = added.new_key().to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let page = visitor.get("/dashboard/webhooks").await;
+    assert!(page.body.contains(url) && !page.body.contains(&secret));
+    let listed = server
+        .call("GET", "/api/v1/webhooks", Some(&tenant.key), None)
+        .await
+        .json();
+    let id = listed["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed["data"][0]["events"], json!(["key.revoked"]));
+    // A bad URL is shown on the page, nothing added.
+    let bad = visitor
+        .post(
+            "/dashboard/webhooks",
+            &[
+                ("csrf", &page.csrf()),
+                ("url", "ftp://x"),
+                ("events", "key.revoked"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.alert().unwrap().contains("url"), "{:?}", bad.alert());
+    let delete = format!("/dashboard/webhooks/{id}/delete");
+    assert_eq!(visitor.post(&delete, &[]).await.status, 403);
+    let deleted = visitor.post(&delete, &[("csrf", &page.csrf())]).await;
+    assert_eq!(deleted.status, 303);
+    let listed = server
+        .call("GET", "/api/v1/webhooks", Some(&tenant.key), None)
+        .await
+        .json();
+    assert_eq!(listed["data"], json!([]));
+    // A key with a quota and a spending cap from the create form.
+    let token = visitor.get("/dashboard/keys/new").await.csrf();
+    let form = [
+        ("csrf", token.as_str()),
+        ("name", "capped"),
+        ("scopes", "memory:read"),
+        ("quota", "100"),
+        ("quota_refill", "daily"),
+        ("spend_cap", "5000000"),
+        ("spend_period", "month"),
+    ];
+    let created = visitor.post("/dashboard/keys/new", &form).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let keys = server.list_all(&tenant.key).await;
+    let capped = keys.iter().find(|k| k["name"] == "capped").unwrap();
+    assert_eq!(capped["quota"]["requests"], 100);
+    assert_eq!(capped["quota"]["refill"], "daily");
+    assert_eq!(capped["spend_cap"]["micros"], 5_000_000);
+    // Every action is in the audit log, by the dashboard user.
+    let log = server
+        .call("GET", "/api/v1/audit-log", Some(&tenant.key), None)
+        .await
+        .json();
+    let actions: Vec<(&str, &str)> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    let by_user = format!("dashboard:{email}");
+    for action in [
+        "dashboard.sign_in",
+        "webhook.create",
+        "webhook.delete",
+        "api_key.create",
+    ] {
+        assert!(
+            actions.contains(&(action, by_user.as_str())),
+            "{action} missing from {actions:?}"
+        );
+    }
+}

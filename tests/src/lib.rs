@@ -35,8 +35,8 @@ mod reported;
 mod stack;
 pub mod subprotocols;
 mod time;
-pub mod webdriver;
 mod usage;
+pub mod webdriver;
 pub mod ws;
 
 pub use adapter::{only_on, Adapter};

@@ -21,12 +21,14 @@ use crate::body;
 use crate::clock;
 use crate::drafts::{self, KeyDraft, TenantDraft};
 use crate::errors::ApiError;
+use crate::events::EVENT_TYPES;
 use crate::listing::ListDraft;
 use crate::service::{email_taken, Service};
 use crate::store::accounts::{NewSession, PasswordSet};
 use crate::store::usage::{Granularity, UsageQuery, UsageScope};
 use crate::store::{StoreError, Tenant};
 use crate::views::KeyView;
+use crate::webhooks::{self, WebhookView};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -52,6 +54,7 @@ const CSS: &str = include_str!("assets/app.css");
 const JS: &str = include_str!("assets/app.js");
 const ICON: &str = include_str!("assets/favicon.svg");
 const SIGN_IN: &str = "/dashboard/sign-in";
+const WEBHOOKS: &str = "/dashboard/webhooks";
 const KEYS: &str = "/dashboard/keys";
 
 /// The dashboard's own state: the sign-in throttle, and the hash an
@@ -92,6 +95,11 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/keys/{id}", get(key_page))
         .route("/dashboard/keys/{id}/revoke", get(revoke_page).post(revoke))
         .route("/dashboard/keys/{id}/rotate", get(rotate_page).post(rotate))
+        .route(WEBHOOKS, get(webhooks_page).post(add_webhook))
+        .route(
+            "/dashboard/webhooks/{id}/delete",
+            axum::routing::post(delete_webhook),
+        )
 }
 
 /// Records a sign-in or a failed one: in the tenant's audit log, and as a
@@ -613,6 +621,10 @@ impl KeyForm {
             per_day: form.get("per_day").trim().to_string(),
             expires_at: form.get("expires_at").trim().to_string(),
             external_id: form.get("external_id").trim().to_string(),
+            quota: form.get("quota").trim().to_string(),
+            quota_refill: form.get("quota_refill").to_string(),
+            spend_cap: form.get("spend_cap").trim().to_string(),
+            spend_period: form.get("spend_period").to_string(),
         }
     }
 
@@ -639,17 +651,44 @@ impl KeyForm {
         let mut limits = Map::new();
         for (field, value) in [("per_minute", &self.per_minute), ("per_day", &self.per_day)] {
             if !value.is_empty() {
-                let number = value
-                    .parse::<u64>()
-                    .map_or_else(|_| json!(value), |n| json!(n));
-                limits.insert(field.into(), number);
+                limits.insert(field.into(), number(value));
             }
         }
         if !limits.is_empty() {
             body.insert("rate_limits".into(), Value::Object(limits));
         }
+        let budgets = [
+            (
+                "quota",
+                "requests",
+                &self.quota,
+                "refill",
+                &self.quota_refill,
+            ),
+            (
+                "spend_cap",
+                "micros",
+                &self.spend_cap,
+                "period",
+                &self.spend_period,
+            ),
+        ];
+        for (field, amount, value, period, every) in budgets {
+            if !value.is_empty() {
+                let every = (!every.is_empty()).then_some(every.as_str());
+                body.insert(field.into(), json!({amount: number(value), period: every}));
+            }
+        }
         Value::Object(body)
     }
+}
+
+/// A typed number as JSON: the number, or the text as typed (which the
+/// API's check then names).
+fn number(value: &str) -> Value {
+    value
+        .parse::<u64>()
+        .map_or_else(|_| json!(value), |n| json!(n))
 }
 
 async fn create_key(
@@ -837,6 +876,59 @@ pub async fn set_password(
     }
 }
 
+/// The webhooks page, with `error` from a refused addition.
+async fn webhooks_list(
+    state: &AppState,
+    signed: &Signed,
+    error: Option<(StatusCode, String)>,
+) -> Page {
+    let hooks = state.service.store().webhooks(signed.org()).await?;
+    let views: Vec<WebhookView> = hooks.iter().map(WebhookView::from).collect();
+    let (status, message) = error.map_or((StatusCode::OK, None), |(s, m)| (s, Some(m)));
+    let page = pages::webhooks(&signed.nav(), &views, EVENT_TYPES, message.as_deref());
+    Ok(html(status, page))
+}
+
+async fn webhooks_page(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let signed = signed_in(&state, &headers).await?;
+    webhooks_list(&state, &signed, None).await
+}
+
+async fn add_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    source: Source,
+    body: Result<Bytes, BytesRejection>,
+) -> Page {
+    let form = Form::parse(body)?;
+    let signed = signed_form(&state, &headers, &form).await?;
+    let draft = json!({"url": form.get("url").trim(), "events": form.all("events")});
+    let who = Who::dashboard(&signed.tenant.email, source);
+    let bytes = draft.to_string();
+    match webhooks::register(&state.service, signed.org(), &who, bytes.as_bytes()).await {
+        Ok(created) => Ok(html(
+            StatusCode::CREATED,
+            pages::webhook_created(&signed.nav(), &created),
+        )),
+        Err(e) => webhooks_list(&state, &signed, Some((e.status(), e.text()))).await,
+    }
+}
+
+async fn delete_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    source: Source,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Page {
+    let form = Form::parse(body)?;
+    let signed = signed_form(&state, &headers, &form).await?;
+    let id = webhooks::webhook_id(id)?;
+    let who = Who::dashboard(&signed.tenant.email, source);
+    webhooks::unregister(&state.service, signed.org(), &who, id).await?;
+    Ok(redirect(WEBHOOKS))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,13 +943,18 @@ mod tests {
             ("per_day".into(), "many".into()),
             ("expires_at".into(), "2031-01-01T10:00".into()),
             ("external_id".into(), String::new()),
+            ("quota".into(), "100".into()),
+            ("quota_refill".into(), "daily".into()),
+            ("spend_cap".into(), String::new()),
+            ("spend_period".into(), "month".into()),
         ]);
         let body = KeyForm::of(&form).as_json();
         assert_eq!(
             body,
             json!({"name": "a", "scopes": ["x:read", "y:read"],
                    "rate_limits": {"per_minute": 60, "per_day": "many"},
-                   "expires_at": "2031-01-01T10:00:00Z"})
+                   "expires_at": "2031-01-01T10:00:00Z",
+                   "quota": {"requests": 100, "refill": "daily"}})
         );
         assert_eq!(cookie_value("keygate_session=abc; Path=/"), "abc");
     }

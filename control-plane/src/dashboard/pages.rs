@@ -5,6 +5,7 @@
 
 use super::chart::{self, Point};
 use crate::views::KeyView;
+use crate::webhooks::{CreatedWebhook, WebhookView};
 use maud::{html, Markup, DOCTYPE};
 
 /// The signed-in frame of a page: the tenant and the CSRF token of its forms.
@@ -25,6 +26,12 @@ pub struct KeyForm {
     pub per_day: String,
     pub expires_at: String,
     pub external_id: String,
+    /// Allowed requests, and `daily`, `monthly` or blank (ever).
+    pub quota: String,
+    pub quota_refill: String,
+    /// Cost in micro-units, and `month` or blank (ever).
+    pub spend_cap: String,
+    pub spend_period: String,
 }
 
 /// What the create form offers: the deployment's scopes and environments
@@ -64,6 +71,7 @@ pub fn layout(title: &str, nav: Option<&Nav>, body: Markup) -> Markup {
                         nav {
                             a href="/dashboard/keys" { "Keys" }
                             a href="/dashboard/keys/new" { "Create key" }
+                            a href="/dashboard/webhooks" { "Webhooks" }
                         }
                         span.who { (nav.tenant) " · " (nav.email) }
                         form.inline method="post" action="/dashboard/sign-out" {
@@ -115,11 +123,11 @@ pub fn sign_up(csrf: &str, name: &str, email: &str, error: Option<&str>) -> Mark
     )
 }
 
-/// A key shown once, with its copy button.
-fn shown_once(key: &str) -> Markup {
+/// A secret (`what`: "key", "signing secret") shown once, with its copy button.
+fn shown_once(what: &str, key: &str) -> Markup {
     html! {
         div.once {
-            p.warning { strong { "Copy this key now: you will not see it again." } }
+            p.warning { strong { "Copy this " (what) " now: you will not see it again." } }
             div.keybox {
                 code id="new-key" { (key) }
                 button type="button" class="copy" data-copy="new-key" id="copy" { "Copy" }
@@ -135,7 +143,7 @@ pub fn signed_up(nav: &Nav, key: &str) -> Markup {
         Some(nav),
         html! {
             p { "Your organization's first key holds every scope (it can manage keys through the API)." }
-            (shown_once(key))
+            (shown_once("key", key))
             p { a.button href="/dashboard/keys" { "Go to your keys" } }
         },
     )
@@ -259,6 +267,26 @@ pub fn new_key(nav: &Nav, choices: &Choices, form: &KeyForm, error: Option<&str>
                 }
                 label { "Expires (UTC, optional)" input type="datetime-local" name="expires_at" value=(form.expires_at); }
                 label { "External id: the end user or device (optional)" input type="text" name="external_id" maxlength="128" value=(form.external_id); }
+                div.row {
+                    label { "Request quota (optional)" input type="number" min="1" name="quota" value=(form.quota); }
+                    label { "Quota refill"
+                        select name="quota_refill" {
+                            @for (v, text) in [("", "never"), ("daily", "daily"), ("monthly", "monthly")] {
+                                option value=(v) selected[form.quota_refill == v] { (text) }
+                            }
+                        }
+                    }
+                }
+                div.row {
+                    label { "Spending cap, micro-units of cost (optional)" input type="number" min="1" name="spend_cap" value=(form.spend_cap); }
+                    label { "Cap period"
+                        select name="spend_period" {
+                            @for (v, text) in [("", "ever"), ("month", "each month")] {
+                                option value=(v) selected[form.spend_period == v] { (text) }
+                            }
+                        }
+                    }
+                }
                 button type="submit" id="create" { "Create key" }
             }
         },
@@ -274,7 +302,7 @@ pub fn created(nav: &Nav, title: &str, key: &str, view: &KeyView, note: Option<&
             p { "Key " strong { (view.name) } " (" code { (view.api_key_prefix) "…" } ", "
                 (view.environment.as_str()) ", scopes " (view.scopes.join(" ")) ")." }
             @if let Some(note) = note { p { (note) } }
-            (shown_once(key))
+            (shown_once("key", key))
             p { a.button href="/dashboard/keys" id="back-to-keys" { "Done" } }
         },
     )
@@ -374,6 +402,60 @@ pub fn error_page(nav: Option<&Nav>, title: &str, message: &str) -> Markup {
         html! {
             p.error role="alert" { (message) }
             p { a href="/dashboard" { "Back to the dashboard" } }
+        },
+    )
+}
+
+/// The webhooks page: the tenant's webhooks (never their secrets), each
+/// with a delete button, and the form to add one.
+pub fn webhooks(nav: &Nav, hooks: &[WebhookView], events: &[&str], error: Option<&str>) -> Markup {
+    layout(
+        "Webhooks",
+        Some(nav),
+        html! {
+            (error_box(error))
+            table.webhooks {
+                thead { tr { th { "URL" } th { "Events" } th { "Created" } th {} } }
+                tbody {
+                    @for hook in hooks {
+                        tr data-webhook-id=(hook.id) {
+                            td { code { (hook.url) } }
+                            td { (hook.events.join(" ")) }
+                            td { (hook.created_at) }
+                            td.actions {
+                                form.inline method="post" action=(format!("/dashboard/webhooks/{}/delete", hook.id)) {
+                                    (csrf_field(nav.csrf))
+                                    button.danger type="submit" { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form.card method="post" action="/dashboard/webhooks" {
+                (csrf_field(nav.csrf))
+                label { "URL" input type="url" name="url" required maxlength="2048"; }
+                fieldset { legend { "Events" }
+                    @for e in events {
+                        label.check { input type="checkbox" name="events" value=(e) checked; " " (e) }
+                    }
+                }
+                button type="submit" id="add-webhook" { "Add webhook" }
+            }
+        },
+    )
+}
+
+/// A new webhook: its signing secret, once.
+pub fn webhook_created(nav: &Nav, created: &CreatedWebhook) -> Markup {
+    layout(
+        "Webhook added",
+        Some(nav),
+        html! {
+            p { "Deliveries to " code { (created.webhook.url) } " are signed with this secret "
+                "(header " code { "keygate-signature" } ")." }
+            (shown_once("signing secret", &created.secret))
+            p { a.button href="/dashboard/webhooks" { "Done" } }
         },
     )
 }
