@@ -5,7 +5,8 @@
 //! before a restart (or by the admin CLI while no server runs) goes out
 //! after it, `key.expiring` goes out once, deliveries are listed with
 //! their status, the secret is shown once and nowhere else, and
-//! `key.quota.threshold` is queued by its public function.
+//! a quota used up through ingested usage sends `key.quota.threshold` at
+//! 80 % and 100 %, once each.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -19,18 +20,7 @@ mod common;
 
 use common::receiver::Receiver;
 use common::{Server, Tenant};
-use keygate::ids::KeyId;
-use keygate_control_plane::delivery::Delivery;
-use keygate_control_plane::dispatch::{self, Schedule};
-use keygate_control_plane::drafts::TenantDraft;
-use keygate_control_plane::plans::Plans;
-use keygate_control_plane::policy::MintPolicy;
-use keygate_control_plane::service::Service;
-use keygate_control_plane::store;
-use keygate_control_plane::store::caps::{CapKind, Crossing};
-use keygate_control_plane::store::events::Webhook;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -412,80 +402,48 @@ async fn a_key_expiring_within_a_week_is_announced_once() {
     assert_eq!(event["data"]["expires_at"], at(3).as_str());
 }
 
-/// The public function the caps code calls: queued, sent by the sender,
-/// signed, with the crossing's numbers.
+/// A key's quota used up through ingested usage, as Envoys report it:
+/// the 80 % and 100 % crossings arrive signed, each once.
 #[tokio::test]
-async fn a_quota_threshold_crossing_is_delivered() {
+async fn quota_crossings_from_ingested_usage_are_delivered_once() {
     let receiver = Receiver::start(200).await;
-    let dir = tempfile::tempdir().unwrap();
-    let database = if common::pg::selected() {
-        common::pg::fresh_database().await
-    } else {
-        dir.path().join("k.db").to_string_lossy().into_owned()
-    };
-    let store = store::open(std::path::Path::new(&database)).await.unwrap();
-    let tiers = vec!["free".to_string(), "pro".to_string()];
-    let scopes = vec!["tenant:admin".to_string(), "memory:read".to_string()];
-    let policy = MintPolicy::new("rk", scopes, tiers.clone()).unwrap();
-    let plans = Plans::load(None, &tiers, None).unwrap();
-    let delivery = Arc::new(Delivery::new(Duration::ZERO));
-    let service = Service::new(Arc::clone(&store), policy, plans, delivery);
-    let draft = TenantDraft {
-        name: Some("caps".into()),
-        email: Some("caps@example.test".into()),
-        password: None,
-    };
-    let tenant = service.create_tenant(draft.check().unwrap()).await.unwrap();
-    let secret = "whsec_quota_test_secret";
-    let hook = Webhook {
-        id: "wh_00000000000000aa".into(),
-        org: tenant.tenant_id,
-        url: receiver.url.clone(),
-        events: vec!["key.quota.threshold".into()],
-        secret: secret.into(),
-        created_at: keygate_control_plane::clock::now(),
-    };
-    store.create_webhook(hook).await.unwrap();
-    let schedule = Schedule {
-        backoff: 1,
-        retry_for: 60,
-    };
-    dispatch::spawn(
-        Arc::clone(&store),
-        Arc::clone(service.events_queued()),
-        schedule,
-    )
-    .unwrap();
-    let crossed = Crossing {
-        org: tenant.tenant_id,
-        key_id: KeyId(0xabc),
-        kind: CapKind::Quota,
-        percent: 80,
-        used: 80,
-        limit: 100,
-        period_start: 0,
-    };
-    assert_eq!(service.emit_quota_threshold(&crossed).await, 1);
-    let spent = Crossing {
-        kind: CapKind::Spend,
-        percent: 100,
-        used: 5_000_000,
-        limit: 5_000_000,
-        ..crossed
-    };
-    assert_eq!(service.emit_quota_threshold(&spent).await, 1);
+    let server = Server::start().await;
+    let tenant = server.create_tenant("caps").await;
+    let created = webhook(&server, &tenant, &receiver.url, &["key.quota.threshold"]).await;
+    let secret = created["secret"].as_str().unwrap();
+    let body = json!({"name": "q", "scopes": ["memory:read"], "quota": {"requests": 10}});
+    let id = key(&server, &tenant, body).await;
+    let key_set = server.feed("").await;
+    let key_set = key_set.header("x-keygate-key-set").unwrap().to_string();
+    for (batch, allowed) in [(1u32, 8u64), (2, 1), (3, 5)] {
+        let body = json!({
+            "batch_id": format!("{batch:032x}"),
+            "key_set": key_set,
+            "minutes": [{"minute": common::now() / 60 * 60,
+                         "keys": [{"key_id": id, "outcomes": {"allowed": allowed}}]}]
+        });
+        let reply = server
+            .call(
+                "POST",
+                "/v1/usage",
+                Some(common::FEED_TOKEN),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
     let got = receiver.wait_for(2, WAIT).await;
-    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.signed_with(secret)));
     let mut data: Vec<Value> = got.iter().map(|r| r.json()["data"].clone()).collect();
     data.sort_by_key(|d| d["percent"].as_u64());
-    assert!(got.iter().all(|r| r.signed_with(secret)));
-    assert!(got
-        .iter()
-        .all(|r| r.json()["type"] == "key.quota.threshold"));
     assert_eq!(
         data[0],
-        json!({"key_id": "key_0000000000000abc", "kind": "quota", "percent": 80, "used": 80, "limit": 100})
+        json!({"key_id": id, "kind": "quota", "percent": 80, "used": 8, "limit": 10})
     );
-    assert_eq!(data[1]["kind"], "spend");
-    assert_eq!(data[1]["percent"], 100);
+    assert_eq!(
+        (data[1]["percent"].as_u64(), data[1]["used"].as_u64()),
+        (Some(100), Some(14))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.wait_for(2, WAIT).await.len(), 2, "each once");
 }
