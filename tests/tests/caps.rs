@@ -4,7 +4,8 @@
 //! within the revocation bound (the delay is printed); a raise or a reset
 //! brings the key back the same way. And the overshoot test of issue 15:
 //! a key with `quota: 100` driven at a steady rate, counted by the filter's
-//! own usage reporting, refused once the reports reach the control plane.
+//! own usage reporting, refused once the reports reach the control plane;
+//! and a spending cap used up by the cost the demo upstream reports.
 //!
 //! Keys are on the `pro` tier (600 requests a minute): the `free` tier's 60
 //! would answer 429 to the polling before the quota does.
@@ -19,6 +20,9 @@ const QUOTA: &str = "API key has reached its request quota";
 const SPEND: &str = "API key has reached its spending cap";
 /// The harness's usage flush interval (the filter's `usage.flush_seconds`).
 const FLUSH: Duration = Duration::from_secs(1);
+/// How long a wasm worker holds its counts before handing them to the
+/// reporter (once a second).
+const HANDOFF: Duration = Duration::from_secs(1);
 
 /// A `pro` key of the stack's tenant with `caps`: (id, key).
 async fn capped_key(stack: &Stack, caps: Value) -> (String, String) {
@@ -143,11 +147,69 @@ async fn quota_of_100_at_a_steady_rate_overshoots_by_at_most_one_flush_and_the_r
         }
     }
     let overshoot = allowed.saturating_sub(left);
-    let bound = RATE * (FLUSH + REVOCATION_BOUND).as_secs();
+    let bound = RATE * (FLUSH + HANDOFF + REVOCATION_BOUND).as_secs();
     println!(
         "quota 100 at {RATE} requests/s: {allowed} allowed of {left} left, overshoot {overshoot} \
-         (bound: {RATE}/s x (flush {FLUSH:?} + revocation {REVOCATION_BOUND:?}) = {bound})"
+         (bound: {RATE}/s x (flush {FLUSH:?} + hand-off {HANDOFF:?} + revocation \
+         {REVOCATION_BOUND:?}) = {bound})"
     );
     assert!(allowed >= left, "refused before the quota was used up");
     assert!(overshoot <= bound, "overshoot {overshoot} past {bound}");
+}
+
+/// A spending cap used up by real traffic: the demo upstream's chat route
+/// reports 1500 micro-units a call, the filter sums and reports it, and the
+/// key is refused once the reports reach the control plane; a reset
+/// brings it back.
+#[tokio::test]
+async fn a_spending_cap_is_used_up_by_the_cost_the_upstream_reports() {
+    const RATE: u64 = 10;
+    const CHAT: &str = "/v1/chat/completions";
+    let stack = Stack::start().await;
+    let cap = 6 * 1500;
+    let (id, key) = capped_key(&stack, json!({"spend_cap": {"micros": cap}})).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
+    let (mut allowed, mut refused_in_a_row) = (0u64, 0);
+    let start = Instant::now();
+    while refused_in_a_row < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never refused after {allowed} calls"
+        );
+        tick.tick().await;
+        let reply = stack.get(CHAT, &key).await;
+        match reply.status {
+            200 => (allowed, refused_in_a_row) = (allowed + 1, 0),
+            402 => {
+                reply.expect_error(402, "quota_exceeded", SPEND);
+                refused_in_a_row += 1;
+            }
+            _ => panic!("unexpected reply: {reply:#?}"),
+        }
+    }
+    let bound = RATE * (FLUSH + HANDOFF + REVOCATION_BOUND).as_secs();
+    let overshoot = allowed.saturating_sub(6);
+    println!(
+        "spending cap of 6 calls at {RATE} calls/s: {allowed} allowed, overshoot {overshoot} \
+         (bound {bound})"
+    );
+    assert!(allowed >= 6, "refused before the cap was used up");
+    assert!(overshoot <= bound, "overshoot {overshoot} past {bound}");
+    let view = admin_call(
+        &stack,
+        Method::GET,
+        &format!("/api/v1/api-keys/{id}"),
+        json!({}),
+    )
+    .await;
+    assert!(
+        view.json["spend_cap"]["used"].as_u64().unwrap() >= cap,
+        "{view:#?}"
+    );
+    let reset = format!("/api/v1/api-keys/{id}/usage/reset");
+    admin_call(&stack, Method::POST, &reset, json!({})).await;
+    let (back, _) = stack
+        .wait_steady(CHAT, &key, 200, Duration::from_secs(10))
+        .await;
+    back.expect(200);
 }
