@@ -597,6 +597,29 @@ async fn webhooks_and_caps_are_managed_from_the_pages_and_audited() {
     assert_eq!(capped["quota"]["requests"], 100);
     assert_eq!(capped["quota"]["refill"], "daily");
     assert_eq!(capped["spend_cap"]["micros"], 5_000_000);
+    // Used up (as the Envoys report it): shown as exhausted.
+    let key_set = server.feed("").await;
+    let batch = json!({
+        "batch_id": format!("{:032x}", 1),
+        "key_set": key_set.header("x-keygate-key-set").unwrap(),
+        "minutes": [{"minute": common::now() / 60 * 60,
+                     "keys": [{"key_id": capped["id"], "outcomes": {"allowed": 100}}]}]
+    });
+    let ingested = server
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(common::FEED_TOKEN),
+            Some(&batch.to_string()),
+        )
+        .await;
+    assert_eq!(ingested.status, 200, "{}", ingested.text());
+    let keys_page = visitor.get("/dashboard/keys").await;
+    assert!(
+        keys_page.body.contains(r#"class="status exhausted""#),
+        "{}",
+        keys_page.body
+    );
     // Every action is in the audit log, by the dashboard user.
     let log = server
         .call("GET", "/api/v1/audit-log", Some(&tenant.key), None)

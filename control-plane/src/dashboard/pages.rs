@@ -149,11 +149,15 @@ pub fn signed_up(nav: &Nav, key: &str) -> Markup {
     )
 }
 
-/// A key's state as its view shows it at `now` (RFC 3339).
+/// A key's state as its view shows it at `now` (RFC 3339): `exhausted`
+/// while its quota or spending cap is used up (402 at the Envoys).
 pub fn status(key: &KeyView, now: &str) -> &'static str {
+    let quota_out = key.quota.as_ref().is_some_and(|q| q.exhausted);
+    let spend_out = key.spend_cap.as_ref().is_some_and(|c| c.exhausted);
     match (&key.revoked_at, &key.expires_at) {
         (Some(_), _) => "revoked",
         (None, Some(at)) if at.as_str() <= now => "expired",
+        _ if quota_out || spend_out => "exhausted",
         _ => "active",
     }
 }
@@ -203,7 +207,7 @@ pub fn keys(nav: &Nav, rows: &[(KeyView, Vec<Point>)], now: &str, next: Option<&
                             td { span class=(format!("status {state}")) { (state) } }
                             td { (chart::sparkline(points)) }
                             td.actions {
-                                @if state == "active" {
+                                @if matches!(state, "active" | "exhausted") {
                                     a href=(format!("/dashboard/keys/{}/rotate", key.id)) { "Rotate" }
                                     " "
                                     a.danger href=(format!("/dashboard/keys/{}/revoke", key.id)) { "Revoke" }
@@ -342,7 +346,7 @@ pub fn key_page(nav: &Nav, key: &KeyView, now: &str, points: &[Point], range: &s
                 span.legend-allowed { "■ allowed" } " " span.legend-refused { "■ refused" } " "
                 span.legend-cost { "— cost" } }
             (chart::usage_chart(points))
-            @if state == "active" {
+            @if matches!(state, "active" | "exhausted") {
                 p {
                     a.button href=(format!("/dashboard/keys/{}/rotate", key.id)) { "Rotate" } " "
                     a.button.danger href=(format!("/dashboard/keys/{}/revoke", key.id)) id="revoke" { "Revoke" }
