@@ -5,7 +5,9 @@
 //! Modules: [`abi`] (our own declarations of the callbacks used), [`host`]
 //! (every call into Envoy, safe), [`hooks`] (every function Envoy calls,
 //! panic-guarded), [`config`] (a filter configuration on the main thread:
-//! timer and feed), [`feed`] (the fetch loop, pure), [`shared`] (what the
+//! timer and feed, over the engine's fetch loop
+//! `keygate::engine::fetch::Fetcher` building the table itself with
+//! `keygate::engine::sink::TableSink`), [`shared`] (what the
 //! main thread shares with the workers: the table, the woken streams),
 //! [`filter`] (one request's decision), [`limits`] (a key's own rate
 //! limits, process-wide), [`usage`] (usage counts, process-wide), [`stats`]
@@ -42,7 +44,6 @@
 
 pub mod abi;
 pub mod config;
-pub mod feed;
 pub mod filter;
 pub mod hooks;
 pub mod host;

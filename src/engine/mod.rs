@@ -15,6 +15,7 @@
 //!   a follower's catch-up;
 //! - [`followers`]: which process members are alive, what they hold, who leads;
 //! - [`fetch`]: the fetch loop (what to ask next, what an answer did, pacing);
+//! - [`sink`]: where fetched bodies go (the store, or straight into a table);
 //! - [`bootstrap`]: one member's own first table, straight from the control plane;
 //! - [`request`]: the HTTP request a fetch sends;
 //! - [`usage`]: the usage reporter (batches of counts to the control plane).
@@ -25,6 +26,7 @@ pub mod fetch;
 pub mod followers;
 pub mod host;
 pub mod request;
+pub mod sink;
 pub mod store;
 pub mod sync;
 pub mod usage;
