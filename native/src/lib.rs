@@ -4,7 +4,7 @@
 //!
 //! Modules: [`abi`] (our own declarations of the callbacks used), [`host`]
 //! (every call into Envoy, safe), [`hooks`] (every function Envoy calls,
-//! panic-guarded), [`config`] (a filter configuration on the main thread:
+//! panic-guarded; [`idle_hooks`] those that do nothing), [`config`] (a filter configuration on the main thread:
 //! timer and feed, over the engine's fetch loop
 //! `keygate::engine::fetch::Fetcher` building the table itself with
 //! `keygate::engine::sink::TableSink`), [`shared`] (what the
@@ -47,6 +47,7 @@ pub mod config;
 pub mod filter;
 pub mod hooks;
 pub mod host;
+pub mod idle_hooks;
 pub mod limits;
 pub mod log;
 pub mod shared;
