@@ -6,6 +6,9 @@
 //! [`store::Store`] with CAS, the clock, starting a [`request::FeedRequest`],
 //! log lines), calls [`Engine::tick`] periodically and hands call answers to
 //! [`Engine::on_response`], and reacts to the [`Changes`] they return.
+//! The native module, one table per process and no followers, drives the
+//! same fetch loop ([`fetch::Fetcher`]) itself with a table-direct
+//! [`sink::TableSink`]; the wasm filter's [`Engine`] runs it with the store's.
 //!
 //! - [`driver`]: the [`Engine`] of one member (election, following, the
 //!   leader's fetches, a first table of its own), through a [`Host`];

@@ -204,7 +204,9 @@ impl Sink for TableSink<'_> {
         paging.builder.add_page(body)?;
         paging.key_set = Some(page.key_set);
         paging.pages = paging.pages.saturating_add(1);
-        paging.keys = paging.keys.saturating_add(page.keys as u64);
+        paging.keys = paging
+            .keys
+            .saturating_add(u64::try_from(page.keys).unwrap_or(u64::MAX));
         paging.after = page.last_hash.or(paging.after);
         Ok(())
     }
