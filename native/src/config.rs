@@ -11,7 +11,10 @@
 //! starts the next feed request when one is due (config-level HTTP
 //! callouts), decides requests whose wait for the first table is over, and
 //! once a second wakes WebSockets whose key expired and records the table's
-//! age. An answer ([`ConfigHandle::on_answer`]) that brings a new table
+//! age. The fetching itself is the feed engine's (`keygate::engine::fetch`,
+//! the wasm filter's loop too) with a table-direct sink: a snapshot is
+//! built page by page, a delta applied to a copy of the table, no body kept.
+//! An answer ([`ConfigHandle::on_answer`]) that brings a new table
 //! publishes it to every worker at once, wakes the waiting requests and the
 //! WebSockets whose key died. A configuration made while another of the
 //! same feed runs (a reload) starts with that one's table, and follows the
@@ -21,7 +24,6 @@
 //! config-level callouts.
 
 use crate::abi::ConfigEnvoy;
-use crate::feed::{Feed, Outcome};
 use crate::host::{self, ConfigScheduler};
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -29,9 +31,12 @@ use crate::usage::Usage;
 use crate::{log, now_ms};
 use keygate::config::{FeedConfig, FilterConfig};
 use keygate::decision::Policy;
+use keygate::engine::fetch::{Fetcher, Outcome};
 use keygate::engine::request::FeedRequest;
+use keygate::engine::sink::{TablePaging, TableSink};
 use keygate::engine::usage::{Report, Reporter};
 use keygate::feed::KeySet;
+use keygate::table::KeyTable;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::Duration;
@@ -49,7 +54,8 @@ const FAILURES_LOGGED_EVERY: u32 = 60;
 
 /// The main thread's state of the feed.
 struct FeedState {
-    feed: Feed,
+    /// The engine's fetch loop, building the table itself (no store).
+    feed: Fetcher<TablePaging>,
     /// Fetch failures in a row.
     failures: u32,
     /// Unix second of the last once-a-second chores.
@@ -177,7 +183,7 @@ impl ConfigHandle {
             shared: Arc::clone(&shared),
             client,
             state: Mutex::new(FeedState {
-                feed: Feed::new(tick, u64::from(feed.retry_ms)),
+                feed: Fetcher::new(tick, u64::from(feed.retry_ms)),
                 failures: 0,
                 last_second: 0,
                 first_table_from: (!adopted).then(now_ms),
@@ -254,7 +260,9 @@ impl ConfigHandle {
             return;
         }
         let table = self.shared.table();
-        let ask = state.feed.ask(table.as_deref());
+        let ask = state
+            .feed
+            .ask_from(table.as_deref().map(|t| (t.version(), t.key_set())));
         // A snapshot page is answered at once: no wait.
         let wait = if ask.since == 0 {
             0
@@ -263,11 +271,11 @@ impl ConfigHandle {
         };
         let request = FeedRequest::new(&self.feed_config, &ask, wait, Some(&self.client));
         match host::callout(self.envoy, &request) {
-            Ok(id) => state.feed.started(id, now),
+            Ok(id) => state.feed.started(id, &ask, now),
             Err(code) => {
                 log::debug(&format!("feed callout not started (result {code})"));
                 let outcome = state.feed.start_failed(now);
-                self.report(state, &outcome);
+                self.report(state, &outcome, None);
             }
         }
     }
@@ -291,16 +299,16 @@ impl ConfigHandle {
         }
         let now = now_ms();
         let table = self.shared.table();
-        let outcome = state.feed.on_answer(table.as_deref(), status, body, now);
+        let mut sink = TableSink::new(table.as_deref());
+        let outcome = state.feed.on_answer(&mut sink, status, body, now);
+        let next = sink.into_table();
         drop(table);
-        self.report(&mut state, &outcome);
-        match outcome {
-            Outcome::Table { table, .. } => {
-                self.shared.publish(*table, now);
-                self.table_changed(&mut state, now);
-            }
-            Outcome::NotModified => self.shared.contact(now),
-            _ => {}
+        self.report(&mut state, &outcome, next.as_ref().map(KeyTable::len));
+        if let Some(next) = next {
+            self.shared.publish(next, now);
+            self.table_changed(&mut state, now);
+        } else if outcome == Outcome::NotModified {
+            self.shared.contact(now);
         }
         // The next request at once when due (a page, or a long-poll that
         // was answered: the control plane counts our next `since` as the
@@ -347,7 +355,8 @@ impl ConfigHandle {
 
     /// Logs and counts the outcome of a fetch. Failures in a row are logged
     /// once, then every [`FAILURES_LOGGED_EVERY`]; the recovery once.
-    fn report(&self, state: &mut FeedState, outcome: &Outcome) {
+    /// `keys`: the size of the new table, if the answer brought one.
+    fn report(&self, state: &mut FeedState, outcome: &Outcome, keys: Option<usize>) {
         let cluster = &self.feed_config.cluster;
         if let Outcome::Failed(failure) = outcome {
             self.shared.stats.fetched(self.envoy, false);
@@ -370,12 +379,17 @@ impl ConfigHandle {
             state.failures = 0;
         }
         match outcome {
-            Outcome::Table { table, snapshot } => log::info(&format!(
-                "key table version {} ({} keys) fetched ({})",
-                table.version(),
-                table.len(),
-                if *snapshot { "snapshot" } else { "delta" }
-            )),
+            Outcome::Snapshot { version, .. } | Outcome::Delta { version, .. } => {
+                let kind = if matches!(outcome, Outcome::Snapshot { .. }) {
+                    "snapshot"
+                } else {
+                    "delta"
+                };
+                log::info(&format!(
+                    "key table version {version} ({} keys) fetched ({kind})",
+                    keys.unwrap_or(0)
+                ));
+            }
             Outcome::Page { pages, keys } if log::debug_enabled() => log::debug(&format!(
                 "key table snapshot: page {pages} added ({keys} keys so far)"
             )),

@@ -5,7 +5,8 @@
 //! Envoy requires the per-stream hooks even when they do nothing here (the
 //! callout and stream hooks of a filter, the watermark ones); the
 //! configuration-level ones (`..._config_scheduled`,
-//! `..._config_http_callout_done`) carry the timer and the feed.
+//! `..._config_http_callout_done`) carry the timer and the feed. The hooks
+//! keygate leaves idle are in [`crate::idle_hooks`].
 
 use crate::abi::{self, ConfigEnvoy, EnvoyBuffer, EnvoyHeader, FilterEnvoy};
 use crate::config::{ConfigHandle, EVENT_TICK};
@@ -231,14 +232,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     )
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-) -> u32 {
-    abi::status::CONTINUE
-}
-
 /// # Safety
 /// Envoy's contract (see [`filter`]).
 #[no_mangle]
@@ -378,85 +371,6 @@ fn status_of(headers: &[EnvoyHeader]) -> Option<u16> {
             .then(|| std::str::from_utf8(value).ok()?.parse().ok())
             .flatten()
     })
-}
-
-// Hooks Envoy requires of every HTTP filter module; keygate starts no
-// per-stream callouts and is no terminal filter, so they do nothing.
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _id: u64,
-    _result: u32,
-    _headers: *const EnvoyHeader,
-    _headers_size: usize,
-    _chunks: *const EnvoyBuffer,
-    _chunks_size: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _headers: *const EnvoyHeader,
-    _headers_size: usize,
-    _end_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _data: *const EnvoyBuffer,
-    _data_count: usize,
-    _end_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _trailers: *const EnvoyHeader,
-    _trailers_size: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _reason: u32,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-) {
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //!
 //! Modules: [`abi`] (our own declarations of the callbacks used), [`host`]
 //! (every call into Envoy, safe), [`hooks`] (every function Envoy calls,
-//! panic-guarded), [`config`] (a filter configuration on the main thread:
-//! timer and feed), [`feed`] (the fetch loop, pure), [`shared`] (what the
+//! panic-guarded; [`idle_hooks`] those that do nothing), [`config`] (a filter configuration on the main thread:
+//! timer and feed, over the engine's fetch loop
+//! `keygate::engine::fetch::Fetcher` building the table itself with
+//! `keygate::engine::sink::TableSink`), [`shared`] (what the
 //! main thread shares with the workers: the table, the woken streams),
 //! [`filter`] (one request's decision), [`limits`] (a key's own rate
 //! limits, process-wide), [`usage`] (usage counts, process-wide), [`stats`]
@@ -42,10 +44,10 @@
 
 pub mod abi;
 pub mod config;
-pub mod feed;
 pub mod filter;
 pub mod hooks;
 pub mod host;
+pub mod idle_hooks;
 pub mod limits;
 pub mod log;
 pub mod shared;

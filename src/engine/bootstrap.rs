@@ -44,7 +44,7 @@ impl Bootstrap {
     }
 
     pub fn started(&mut self, token: u32, ask: &Ask, now_ms: u64) {
-        self.fetcher.started(token, ask, now_ms);
+        self.fetcher.started(u64::from(token), ask, now_ms);
     }
 
     pub fn start_failed(&mut self, now_ms: u64) {
@@ -53,7 +53,7 @@ impl Bootstrap {
 
     /// True (once) when `token` is this fetch's request in flight.
     pub fn finish(&mut self, token: u32) -> bool {
-        self.fetcher.finish(token)
+        self.fetcher.finish(u64::from(token))
     }
 
     /// Handles an answer; with the whole snapshot in, also the table.

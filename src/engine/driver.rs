@@ -209,7 +209,7 @@ impl Engine {
         if self.bootstrap.as_mut().is_some_and(|b| b.finish(token)) {
             let (status, body) = answer();
             self.bootstrapped(host, table, member, status, &body, &mut changes);
-        } else if self.fetcher.finish(token) && self.leader {
+        } else if self.fetcher.finish(u64::from(token)) && self.leader {
             let now = host.now_ms();
             let (status, body) = answer();
             let outcome = self
@@ -366,7 +366,7 @@ impl Engine {
         let client = sync::client_id(host, &self.keys, &self.fresh_client);
         let wait = self.config.wait_seconds;
         match dispatch(host, &self.config, &ask, wait, Some(&client)) {
-            Some(token) => self.fetcher.started(token, &ask, now),
+            Some(token) => self.fetcher.started(u64::from(token), &ask, now),
             None => {
                 let outcome = self.fetcher.start_failed(now);
                 self.report(host, &outcome, changes);

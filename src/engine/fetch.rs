@@ -15,9 +15,16 @@
 //! another key set than the head's; a page of another key set than the pages
 //! before it abandons that snapshot, which starts over from its first page.
 //! Requests other than the next page never start less than `min_gap_ms` apart.
+//!
+//! Only the scheduling and the reading of answers live here: where a body
+//! goes is a [`Sink`]'s job ([`crate::engine::sink`]). The words above are
+//! the store mode's (the wasm filter's); the native module runs the same
+//! loop with a table-direct sink (no store, a delta applied to a copy of the
+//! table, a resync asked at once).
 
+use crate::engine::sink::{Applied, Paging, Sink, StoreSink};
 use crate::engine::store::{SharedKeys, Store};
-use crate::engine::sync::{self, Head, PagedSnapshot};
+use crate::engine::sync::{Head, PagedSnapshot};
 use crate::feed::{self, FeedError, KeySet, Reader};
 use crate::table::{self, Update};
 use std::fmt;
@@ -87,29 +94,53 @@ pub struct Ask {
     pub key_set: Option<KeySet>,
 }
 
-/// The fetch loop's state.
+/// The fetch loop's state; `P` is the snapshot being assembled (see
+/// [`crate::engine::sink`]: store pages by default, or a table builder).
 #[derive(Debug, Clone)]
-pub struct Fetcher {
-    in_flight: Option<u32>,
+pub struct Fetcher<P = PagedSnapshot> {
+    in_flight: Option<u64>,
     /// The request in flight asks for a snapshot (page).
     in_flight_snapshot: bool,
     last_start_ms: u64,
     not_before_ms: u64,
+    /// Unix ms of the last failure (an answer, or a start).
+    failed_ms: u64,
     want_snapshot: bool,
-    /// A snapshot whose first pages are stored, waiting for the rest.
-    paging: Option<PagedSnapshot>,
+    /// A snapshot whose first pages are in, waiting for the rest.
+    paging: Option<P>,
     min_gap_ms: u64,
     retry_ms: u64,
 }
 
-impl Fetcher {
+impl Fetcher<PagedSnapshot> {
+    /// What the next request asks, given the shared head.
+    pub fn ask(&self, head: Option<&Head>) -> Ask {
+        self.ask_from(head.map(|h| (h.version, h.key_set)))
+    }
+
+    /// Handles the answer to the request in flight, publishing to `store`:
+    /// `status` is `None` when there was no HTTP answer.
+    pub fn on_response(
+        &mut self,
+        store: &impl Store,
+        keys: &SharedKeys,
+        status: Option<u16>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
+        self.on_answer(&mut StoreSink { store, keys }, status, body, now_ms)
+    }
+}
+
+impl<P: Paging> Fetcher<P> {
     /// A loop starting requests at most every `min_gap_ms`, retrying after `retry_ms`.
-    pub fn new(min_gap_ms: u64, retry_ms: u64) -> Fetcher {
+    pub fn new(min_gap_ms: u64, retry_ms: u64) -> Fetcher<P> {
         Fetcher {
             in_flight: None,
             in_flight_snapshot: false,
             last_start_ms: 0,
             not_before_ms: 0,
+            failed_ms: 0,
             want_snapshot: false,
             paging: None,
             min_gap_ms,
@@ -122,8 +153,16 @@ impl Fetcher {
         self.in_flight.is_none() && now_ms >= self.not_before_ms
     }
 
-    /// What the next request asks, given the shared head.
-    pub fn ask(&self, head: Option<&Head>) -> Ask {
+    /// Retries a failure after at most `cap_ms` (requests wait for a first
+    /// table: a control plane that just came up is seen sooner).
+    pub fn hurry(&mut self, cap_ms: u64) {
+        self.not_before_ms = self
+            .not_before_ms
+            .min(self.failed_ms.saturating_add(cap_ms));
+    }
+
+    /// What the next request asks, given the version and key set in place.
+    pub fn ask_from(&self, have: Option<(u64, KeySet)>) -> Ask {
         if let Some(paging) = &self.paging {
             return Ask {
                 since: 0,
@@ -131,14 +170,14 @@ impl Fetcher {
                 key_set: paging.key_set(),
             };
         }
-        let since = match head {
-            Some(h) if !self.want_snapshot => h.version,
+        let since = match have {
+            Some((version, _)) if !self.want_snapshot => version,
             _ => 0,
         };
         Ask {
             since,
             after: None,
-            key_set: head.map(|h| h.key_set),
+            key_set: have.map(|(_, key_set)| key_set),
         }
     }
 
@@ -159,7 +198,7 @@ impl Fetcher {
     }
 
     /// Records a request started with `token` for `ask`.
-    pub fn started(&mut self, token: u32, ask: &Ask, now_ms: u64) {
+    pub fn started(&mut self, token: u64, ask: &Ask, now_ms: u64) {
         self.in_flight = Some(token);
         self.in_flight_snapshot = ask.since == 0;
         self.last_start_ms = now_ms;
@@ -168,11 +207,12 @@ impl Fetcher {
     /// Records a request that could not start.
     pub fn start_failed(&mut self, now_ms: u64) -> Outcome {
         self.not_before_ms = now_ms.saturating_add(self.retry_ms);
+        self.failed_ms = now_ms;
         Outcome::Failed(Failure::Dispatch)
     }
 
     /// True (once) when `token` is the request in flight: its answer is ours.
-    pub fn finish(&mut self, token: u32) -> bool {
+    pub fn finish(&mut self, token: u64) -> bool {
         let ours = self.in_flight == Some(token);
         if ours {
             self.in_flight = None;
@@ -180,20 +220,19 @@ impl Fetcher {
         ours
     }
 
-    /// Handles the answer to the request in flight: `status` is `None` when
-    /// there was no HTTP answer.
-    pub fn on_response(
+    /// Handles the answer to the request in flight, into `sink`: `status`
+    /// is `None` when there was no HTTP answer.
+    pub fn on_answer<S: Sink<Paging = P>>(
         &mut self,
-        store: &impl Store,
-        keys: &SharedKeys,
+        sink: &mut S,
         status: Option<u16>,
         body: &[u8],
         now_ms: u64,
     ) -> Outcome {
         let outcome = match status {
-            Some(200) => self.on_body(store, keys, body, now_ms),
+            Some(200) => self.on_body(sink, body, now_ms),
             Some(304) => {
-                sync::publish_contact(store, keys, now_ms);
+                sink.contact(now_ms);
                 Outcome::NotModified
             }
             Some(s) => Outcome::Failed(Failure::Status(s)),
@@ -202,59 +241,53 @@ impl Fetcher {
         if matches!(outcome, Outcome::Failed(_)) {
             // A snapshot resumes from its first page.
             if let Some(paging) = self.paging.take() {
-                paging.abandon(store, keys);
+                sink.abandon(paging);
             }
+            self.failed_ms = now_ms;
         }
         self.not_before_ms = match outcome {
             Outcome::Failed(_) => now_ms.saturating_add(self.retry_ms),
             Outcome::Page { .. } | Outcome::NewKeySet { .. } => now_ms,
+            Outcome::Resync { .. } if S::RESYNC_AT_ONCE => now_ms,
             _ => self.last_start_ms.saturating_add(self.min_gap_ms),
         };
         outcome
     }
 
-    fn on_body(
-        &mut self,
-        store: &impl Store,
-        keys: &SharedKeys,
-        body: &[u8],
-        now_ms: u64,
-    ) -> Outcome {
+    fn on_body<S: Sink<Paging = P>>(&mut self, sink: &mut S, body: &[u8], now_ms: u64) -> Outcome {
         match Reader::header(body) {
             Err(e) => Outcome::Failed(Failure::Garbage(e)),
-            Ok((header, _)) if header.snapshot => {
-                self.on_page(store, keys, body, header.key_set, now_ms)
-            }
-            Ok(_) => self.on_delta(store, keys, body, now_ms),
+            Ok((header, _)) if header.snapshot => self.on_page(sink, body, header.key_set, now_ms),
+            Ok(_) => self.on_delta(sink, body, now_ms),
         }
     }
 
-    fn on_page(
+    fn on_page<S: Sink<Paging = P>>(
         &mut self,
-        store: &impl Store,
-        keys: &SharedKeys,
+        sink: &mut S,
         body: &[u8],
         key_set: KeySet,
         now_ms: u64,
     ) -> Outcome {
-        let mut paging = self
-            .paging
-            .take()
-            .unwrap_or_else(|| PagedSnapshot::start(store, keys));
+        let mut paging = match self.paging.take() {
+            Some(paging) => paging,
+            None => sink.start(),
+        };
         if paging.key_set().is_some_and(|k| k != key_set) {
             // The database changed under the assembly: start it over.
-            paging.abandon(store, keys);
+            sink.abandon(paging);
             self.want_snapshot = true;
             return Outcome::NewKeySet { key_set };
         }
-        let page = match feed::check_snapshot_page(body, paging.after()) {
+        let added = feed::check_snapshot_page(body, paging.after())
+            .and_then(|page| sink.add_page(&mut paging, body, &page).map(|()| page));
+        let page = match added {
             Ok(page) => page,
             Err(e) => {
-                paging.abandon(store, keys);
+                sink.abandon(paging);
                 return Outcome::Failed(Failure::Garbage(e));
             }
         };
-        paging.add_page(store, keys, body, &page);
         if page.more {
             let outcome = Outcome::Page {
                 pages: paging.pages(),
@@ -263,43 +296,39 @@ impl Fetcher {
             self.paging = Some(paging);
             return outcome;
         }
-        sync::publish_snapshot(store, keys, &paging, now_ms);
-        self.want_snapshot = false;
-        Outcome::Snapshot {
-            version: paging.version(),
-            keys: paging.keys(),
+        let keys = paging.keys();
+        match sink.finish(paging, now_ms) {
+            Ok(version) => {
+                self.want_snapshot = false;
+                Outcome::Snapshot { version, keys }
+            }
+            Err(e) => Outcome::Failed(Failure::Garbage(e)),
         }
     }
 
-    fn on_delta(
-        &mut self,
-        store: &impl Store,
-        keys: &SharedKeys,
-        body: &[u8],
-        now_ms: u64,
-    ) -> Outcome {
+    fn on_delta<S: Sink<Paging = P>>(&mut self, sink: &mut S, body: &[u8], now_ms: u64) -> Outcome {
         let delta = match table::decode(body) {
             Ok(Update::Delta(d)) => d,
             Ok(Update::Snapshot(_)) => return Outcome::Failed(Failure::Garbage(FeedError::Magic)),
             Err(e) => return Outcome::Failed(Failure::Garbage(e)),
         };
-        let published = (delta.version > delta.base)
-            .then(|| sync::publish_delta(store, keys, body, now_ms))
-            .flatten();
-        let Some(head) = published else {
-            // A refused delta leaves the head as it was.
-            self.want_snapshot = true;
-            return Outcome::Resync {
-                base: delta.base,
-                have: sync::read_head(store, keys).map(|h| h.version),
-            };
-        };
-        if head.wants_compaction() {
-            self.want_snapshot = true;
-        }
-        Outcome::Delta {
-            version: delta.version,
-            ops: delta.len(),
+        match sink.delta(body, &delta, now_ms) {
+            Applied::Yes { compact } => {
+                if compact {
+                    self.want_snapshot = true;
+                }
+                Outcome::Delta {
+                    version: delta.version,
+                    ops: delta.len(),
+                }
+            }
+            Applied::Refused => {
+                self.want_snapshot = true;
+                Outcome::Resync {
+                    base: delta.base,
+                    have: sink.version(),
+                }
+            }
         }
     }
 }

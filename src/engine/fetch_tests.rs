@@ -13,7 +13,7 @@ struct Leader {
     store: MemStore,
     keys: SharedKeys,
     fetcher: Fetcher,
-    token: u32,
+    token: u64,
 }
 
 impl Leader {
@@ -172,7 +172,7 @@ fn long_chains_and_resync_requests_lead_to_a_snapshot() {
 
 #[test]
 fn answers_to_other_requests_are_not_ours() {
-    let mut f = Fetcher::new(GAP, RETRY);
+    let mut f: Fetcher = Fetcher::new(GAP, RETRY);
     f.started(
         7,
         &Ask {

@@ -6,6 +6,9 @@
 //! [`store::Store`] with CAS, the clock, starting a [`request::FeedRequest`],
 //! log lines), calls [`Engine::tick`] periodically and hands call answers to
 //! [`Engine::on_response`], and reacts to the [`Changes`] they return.
+//! The native module, one table per process and no followers, drives the
+//! same fetch loop ([`fetch::Fetcher`]) itself with a table-direct
+//! [`sink::TableSink`]; the wasm filter's [`Engine`] runs it with the store's.
 //!
 //! - [`driver`]: the [`Engine`] of one member (election, following, the
 //!   leader's fetches, a first table of its own), through a [`Host`];
@@ -15,6 +18,7 @@
 //!   a follower's catch-up;
 //! - [`followers`]: which process members are alive, what they hold, who leads;
 //! - [`fetch`]: the fetch loop (what to ask next, what an answer did, pacing);
+//! - [`sink`]: where fetched bodies go (the store, or straight into a table);
 //! - [`bootstrap`]: one member's own first table, straight from the control plane;
 //! - [`request`]: the HTTP request a fetch sends;
 //! - [`usage`]: the usage reporter (batches of counts to the control plane).
@@ -25,6 +29,7 @@ pub mod fetch;
 pub mod followers;
 pub mod host;
 pub mod request;
+pub mod sink;
 pub mod store;
 pub mod sync;
 pub mod usage;

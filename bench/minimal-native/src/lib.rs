@@ -14,11 +14,16 @@
 //! would bring in its hooks); the one callback they lack, reading a header
 //! by name, is declared here from the ABI's documented signature. Nothing
 //! here can panic, so the hooks need no unwind guard. Envoy requires every
-//! per-stream hook; those this filter does not use do nothing.
+//! per-stream hook; those this filter does not use do nothing, and those
+//! keygate leaves idle too are keygate's own (`native/src/idle_hooks.rs`,
+//! included by path as well).
 
 #[allow(dead_code)]
 #[path = "../../../native/src/abi.rs"]
 mod abi;
+
+#[path = "../../../native/src/idle_hooks.rs"]
+mod idle_hooks;
 
 use abi::{ConfigEnvoy, EnvoyBuffer, EnvoyHeader, FilterEnvoy, ModuleBuffer};
 use std::ffi::{c_char, c_void};
@@ -143,14 +148,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-) -> u32 {
-    abi::status::CONTINUE
-}
-
-#[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     _envoy: FilterEnvoy,
     _ptr: *const c_void,
@@ -186,81 +183,5 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     _headers_size: usize,
     _body: *const EnvoyBuffer,
     _body_chunks: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _id: u64,
-    _result: u32,
-    _headers: *const EnvoyHeader,
-    _headers_size: usize,
-    _body: *const EnvoyBuffer,
-    _body_chunks: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _headers: *const EnvoyHeader,
-    _headers_size: usize,
-    _end_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _data: *const EnvoyBuffer,
-    _data_count: usize,
-    _end_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _trailers: *const EnvoyHeader,
-    _trailers_size: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-    _stream: u64,
-    _reason: u32,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    _envoy: FilterEnvoy,
-    _ptr: *const c_void,
 ) {
 }
