@@ -115,6 +115,51 @@ impl Database<'_> {
     }
 }
 
+/// The PostgreSQL server behind `url` (the postmaster started with `-p
+/// <port>`), if it runs on this machine.
+fn postmaster(url: &str) -> Option<u32> {
+    let port = url.rsplit_once(':')?.1.split('/').next()?.to_string();
+    processes().into_iter().find(|&pid| {
+        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"postgres"))
+            && args
+                .windows(2)
+                .any(|w| w.first() == Some(&&b"-p"[..]) && w.get(1) == Some(&port.as_bytes()))
+    })
+}
+
+/// Every process id in /proc.
+fn processes() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The parent of `pid` (field 4 of `/proc/<pid>/stat`).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU used so far by a server and its live children (PostgreSQL's
+/// backends: the control plane's pooled connections stay open).
+fn server_cpu(server: u32) -> Duration {
+    processes()
+        .into_iter()
+        .filter(|&pid| pid == server || parent(pid) == Some(server))
+        .filter_map(|pid| stats::cpu_time(pid).ok())
+        .sum()
+}
+
 /// The directory of PostgreSQL's programs (`scripts/pg.sh bin`).
 fn pg_bin() -> io::Result<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh");
@@ -161,7 +206,12 @@ fn row(bench: &Bench, backend: &str, database: &Database<'_>) -> io::Result<()> 
     let pid = cp.guard.pid();
     let idle_rss = stats::memory(pid, "VmRSS")?;
     stats::settle(&name, bench.options.patience)?;
+    let server = match database {
+        Database::Postgres(url) => postmaster(url),
+        Database::Sqlite(_) => None,
+    };
     let cpu0 = stats::cpu_time(pid)?;
+    let server0 = server.map(server_cpu);
     let filter = Filter::Keygate {
         wasm: &bench.keygate_wasm,
         feed: cp.addr,
@@ -174,6 +224,13 @@ fn row(bench: &Bench, backend: &str, database: &Database<'_>) -> io::Result<()> 
     e.wait_live(Duration::from_secs(60))?;
     let (table, every) = wait_loaded(&e, &probe, &filter)?;
     let cpu = stats::cpu_time(pid)?.saturating_sub(cpu0);
+    let server_cpu = match (server, server0) {
+        (Some(server), Some(before)) => format!(
+            "; PostgreSQL server and backends: {:.2} s of CPU",
+            server_cpu(server).saturating_sub(before).as_secs_f64()
+        ),
+        _ => String::new(),
+    };
     let (rss, peak) = (stats::memory(pid, "VmRSS")?, stats::memory(pid, "VmHWM")?);
     println!(
         "  {backend}: control plane up in {}; Envoy spawn -> table of {KEYS_1M} keys {}, -> every \
@@ -184,7 +241,7 @@ worker passing {}",
     );
     println!(
         "    control plane: {:.2} s of CPU while serving it ({:.0}% of one core over the load), \
-RSS {} idle -> {} after, peak {}; {}",
+RSS {} idle -> {} after, peak {}; {}{server_cpu}",
         cpu.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / every.as_secs_f64(),
         mib(idle_rss),
