@@ -249,6 +249,8 @@ RSS {} idle -> {} after, peak {}; {}{server_cpu}",
         mib(peak),
         snapshot_answers(cp.addr)
     );
+    drop(e);
+    println!("    {}", read_pages(cp.addr)?);
     Ok(())
 }
 
@@ -284,6 +286,45 @@ fn wait_loaded(e: &Envoy, probe: &str, filter: &Filter<'_>) -> io::Result<(Durat
         }
     }
     Ok((table, e.started.elapsed()))
+}
+
+/// The bench itself reads every snapshot page on one keep-alive connection
+/// (after Envoy did: the last pages come from the control plane's body
+/// cache); the whole read and the median page.
+fn read_pages(cp: SocketAddr) -> io::Result<String> {
+    let auth = format!("Bearer {FEED_TOKEN}");
+    let mut conn = Conn::connect(cp)?;
+    let (mut after, mut times, mut keys) = (None::<[u8; 32]>, Vec::new(), 0);
+    let t0 = Instant::now();
+    loop {
+        let path = match after {
+            Some(hash) => format!("{}?since=0&after={}", PATH, hex(&hash)),
+            None => format!("{PATH}?since=0"),
+        };
+        let start = Instant::now();
+        let r = conn.request("GET", &path, &[("authorization", &auth)], None)?;
+        times.push(start.elapsed());
+        let page = keygate::feed::check_snapshot_page(&r.body, after.as_ref())
+            .map_err(|e| io::Error::other(format!("bad snapshot page: {e:?}")))?;
+        keys += page.keys;
+        if !page.more {
+            break;
+        }
+        after = page.last_hash;
+    }
+    Ok(format!(
+        "the bench reading the same {} pages ({keys} keys) on one connection: {}, median page {}",
+        times.len(),
+        stats::show(t0.elapsed()),
+        stats::show(stats::percentile(&times, 50.0))
+    ))
+}
+
+/// The feed's path.
+const PATH: &str = "/v1/key-table";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The control plane's count of snapshot answers (pages), from `/metrics`.
