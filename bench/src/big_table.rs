@@ -9,9 +9,11 @@
 //! keys with random 32-byte hashes until the table holds 1M, and moves the
 //! feed version on with `compacted_through` at it (so any older base gets a
 //! snapshot, as after a compaction). The control plane then starts again on
-//! that database and a fresh Envoy (`--concurrency 2`, the wasm filter) is
-//! timed from its spawn until `keygate_table_keys` says 1M and the probe key
-//! passes on eight fresh connections in a row (every worker has the table).
+//! that database and a fresh Envoy (`--concurrency 2`, the wasm filter, then
+//! the native module when built) is timed from its spawn until
+//! `keygate_table_keys` says 1M and the probe key passes on eight fresh
+//! connections in a row (every worker has the table). Last, the bench reads
+//! every page itself: the control plane's share of the load time.
 
 use crate::control_plane::{create_key, create_tenant, ControlPlane, Postgres};
 use crate::envoy::{self, Envoy, Filter};
@@ -170,7 +172,7 @@ fn pg_bin() -> io::Result<String> {
 /// Runs the `cp-1m` rows, SQLite then PostgreSQL.
 pub fn run(bench: &Bench) -> io::Result<()> {
     println!(
-        "## {KEYS_1M}-key table from the real control plane (fresh Envoy --concurrency 2, wasm filter)"
+        "## {KEYS_1M}-key table from the real control plane (fresh Envoy --concurrency 2: wasm, then native)"
     );
     let file = ControlPlane::sqlite(bench, "cp-1m");
     row(bench, "SQLite", &Database::Sqlite(&file))?;
@@ -184,9 +186,42 @@ over that time, % of one core; peak: VmHWM of the restarted control plane)\n"
     Ok(())
 }
 
-/// One backend: seed, restart, load a fresh Envoy from it.
+/// One backend: seed, restart, load a fresh Envoy from it (wasm, then
+/// native when the dynamic module is built).
 fn row(bench: &Bench, backend: &str, database: &Database<'_>) -> io::Result<()> {
     let name = format!("cp-1m-{}", backend.to_ascii_lowercase());
+    let probe = seed(bench, &name, backend, database)?;
+    let t0 = Instant::now();
+    let cp = ControlPlane::start(bench, &name, database.argument())?;
+    println!(
+        "  {backend}: control plane up in {}",
+        stats::show(t0.elapsed())
+    );
+    thread::sleep(Duration::from_secs(1));
+    let wasm = Filter::Keygate {
+        wasm: &bench.keygate_wasm,
+        feed: cp.addr,
+        token: FEED_TOKEN,
+        usage: true,
+    };
+    load(bench, &cp, database, &probe, "wasm", &wasm)?;
+    if bench.native() {
+        let native = Filter::KeygateNative {
+            dir: &bench.native_dir,
+            feed: cp.addr,
+            token: FEED_TOKEN,
+            usage: true,
+        };
+        load(bench, &cp, database, &probe, "native", &native)?;
+    }
+    println!("    {}", read_pages(cp.addr)?);
+    Ok(())
+}
+
+/// Migrates an empty database through the control plane, makes a tenant
+/// and a probe key through its API, stops it and fills the table with bulk
+/// SQL; the probe key.
+fn seed(bench: &Bench, name: &str, backend: &str, database: &Database<'_>) -> io::Result<String> {
     let probe = {
         let cp = ControlPlane::start(bench, &format!("{name}-migrate"), database.argument())?;
         let admin = create_tenant(cp.addr)?;
@@ -199,30 +234,36 @@ fn row(bench: &Bench, backend: &str, database: &Database<'_>) -> io::Result<()> 
         "  {backend}: seeded to {KEYS_1M} keys in {} (bulk SQL)",
         stats::show(t0.elapsed())
     );
-    let t0 = Instant::now();
-    let cp = ControlPlane::start(bench, &name, database.argument())?;
-    let started = t0.elapsed();
-    thread::sleep(Duration::from_secs(1));
+    Ok(probe)
+}
+
+/// A fresh Envoy with `filter` loads the table from `cp`: its load times,
+/// and the control plane's (and PostgreSQL's) CPU and memory meanwhile.
+fn load(
+    bench: &Bench,
+    cp: &ControlPlane,
+    database: &Database<'_>,
+    probe: &str,
+    what: &str,
+    filter: &Filter<'_>,
+) -> io::Result<()> {
     let pid = cp.guard.pid();
     let idle_rss = stats::memory(pid, "VmRSS")?;
-    stats::settle(&name, bench.options.patience)?;
+    stats::settle(what, bench.options.patience)?;
     let server = match database {
         Database::Postgres(url) => postmaster(url),
         Database::Sqlite(_) => None,
     };
-    let cpu0 = stats::cpu_time(pid)?;
-    let server0 = server.map(server_cpu);
-    let filter = Filter::Keygate {
-        wasm: &bench.keygate_wasm,
-        feed: cp.addr,
-        token: FEED_TOKEN,
-        usage: true,
-    };
+    let (cpu0, server0, pages0) = (
+        stats::cpu_time(pid)?,
+        server.map(server_cpu),
+        snapshot_answers(cp.addr),
+    );
     let mut launch = bench.launch(2);
     launch.cpus = bench.all_cpus.as_deref();
-    let mut e = Envoy::spawn(&launch, &name, &filter)?;
+    let mut e = Envoy::spawn(&launch, &format!("cp-1m-{what}"), filter)?;
     e.wait_live(Duration::from_secs(60))?;
-    let (table, every) = wait_loaded(&e, &probe, &filter)?;
+    let (table, every) = wait_loaded(&e, probe, filter)?;
     let cpu = stats::cpu_time(pid)?.saturating_sub(cpu0);
     let server_cpu = match (server, server0) {
         (Some(server), Some(before)) => format!(
@@ -233,24 +274,20 @@ fn row(bench: &Bench, backend: &str, database: &Database<'_>) -> io::Result<()> 
     };
     let (rss, peak) = (stats::memory(pid, "VmRSS")?, stats::memory(pid, "VmHWM")?);
     println!(
-        "  {backend}: control plane up in {}; Envoy spawn -> table of {KEYS_1M} keys {}, -> every \
-worker passing {}",
-        stats::show(started),
+        "    {what}: Envoy spawn -> table of {KEYS_1M} keys {}, -> every worker passing {}",
         stats::show(table),
         stats::show(every)
     );
     println!(
-        "    control plane: {:.2} s of CPU while serving it ({:.0}% of one core over the load), \
-RSS {} idle -> {} after, peak {}; {}{server_cpu}",
+        "      control plane: {:.2} s of CPU while serving it ({:.0}% of one core over the load), \
+RSS {} before -> {} after, peak {}; {} snapshot pages served{server_cpu}",
         cpu.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / every.as_secs_f64(),
         mib(idle_rss),
         mib(rss),
         mib(peak),
-        snapshot_answers(cp.addr)
+        snapshot_answers(cp.addr).saturating_sub(pages0)
     );
-    drop(e);
-    println!("    {}", read_pages(cp.addr)?);
     Ok(())
 }
 
@@ -328,14 +365,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The control plane's count of snapshot answers (pages), from `/metrics`.
-fn snapshot_answers(cp: SocketAddr) -> String {
+fn snapshot_answers(cp: SocketAddr) -> u64 {
     let text = http::once(cp, "GET", "/metrics", &[], None)
         .map(|r| r.text())
         .unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("keygate_feed_requests_total{answer=\"snapshot\"} "))
-        .map_or_else(
-            || "snapshot pages served: unknown".to_string(),
-            |n| format!("{} snapshot pages served", n.trim()),
-        )
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
