@@ -8,6 +8,7 @@
 //! snapshot takes to load, the CPU of the idle fetch loop, and revocation
 //! latency against the real control plane. See bench/README.md.
 
+mod big_table;
 mod child;
 mod control_plane;
 mod envoy;
@@ -89,7 +90,7 @@ impl Options {
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--rounds N] [--seconds S] [--connections C] \
-[--revocations N] [--only throughput,resources,revocation,creations,fanout,replicas] [--diagnose]";
+[--revocations N] [--only throughput,resources,revocation,creations,fanout,replicas,cp-1m] [--diagnose]";
 
 /// Where everything is, and how the CPUs are shared.
 pub struct Bench {
@@ -343,6 +344,9 @@ under the 32 MiB limit on wasm http-call answers); memory_allocator_manager rele
     if o.runs("replicas") {
         fanout::replicas(bench)?;
     }
+    if o.runs("cp-1m") {
+        big_table::run(bench)?;
+    }
     if !summary.is_empty() {
         println!("\n## Targets");
         for line in summary {
@@ -375,7 +379,7 @@ fn main() {
         (bench.minimal_wasm.as_path(), wasm),
         (bench.authorizer.as_path(), native),
     ];
-    if ["revocation", "creations", "fanout", "replicas"]
+    if ["revocation", "creations", "fanout", "replicas", "cp-1m"]
         .iter()
         .any(|p| bench.options.runs(p))
     {
