@@ -543,14 +543,15 @@ async fn a_database_without_metadata_migrates_on_start() {
     let mut server = Server::start().await;
     let (t, key) = tenant_and_key(&server).await;
     server.kill9();
-    // Back to before migration 4 (and 5, usage, 6, caps, and 7, events,
-    // which came after it; 8, the dashboard's, creates only if missing).
+    // Back to before migration 4 (and 5, usage, 6, caps, 7, events, and 8,
+    // the dashboard's, which came after it).
     let usage = "DROP INDEX api_keys_exhausted; ALTER TABLE api_keys DROP COLUMN caps; \
                  ALTER TABLE api_keys DROP COLUMN exhausted; \
                  DROP TABLE usage_minute; DROP TABLE usage_hour; DROP TABLE usage_batches; \
                  ALTER TABLE api_keys DROP COLUMN last_used_at; \
                  DROP TABLE webhook_deliveries; DROP TABLE webhooks; DROP TABLE audit_log; \
-                 ALTER TABLE api_keys DROP COLUMN expiry_notice_for;";
+                 ALTER TABLE api_keys DROP COLUMN expiry_notice_for; \
+                 DROP TABLE dashboard_sessions; DROP TABLE dashboard_accounts;";
     let undo = if server.on_postgres() {
         format!(
             "{usage} ALTER TABLE api_keys DROP COLUMN metadata; \
