@@ -581,22 +581,27 @@ pub fn check_external_id<S: AsRef<str>>(dictionary: &[S], raw: &RawEntry) -> Res
     }
 }
 
+/// Test fixture: the entry of key `n` (hash `[n; 32]`, id `n`, org 1,
+/// scope `a:b`, tier `free`), for this crate's tests.
+#[cfg(test)]
+pub(crate) fn test_entry(n: u8) -> FeedEntry {
+    FeedEntry {
+        hash: [n; 32],
+        key_id: KeyId(u64::from(n)),
+        org_id: OrgId(1),
+        scopes: "a:b".into(),
+        tier: "free".into(),
+        ..FeedEntry::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const KS: KeySet = KeySet([7; 16]);
 
-    fn entry(n: u8) -> FeedEntry {
-        FeedEntry {
-            hash: [n; 32],
-            key_id: KeyId(u64::from(n)),
-            org_id: OrgId(1),
-            scopes: "a:b".into(),
-            tier: "free".into(),
-            ..FeedEntry::default()
-        }
-    }
+    use test_entry as entry;
 
     fn decoded(body: &[u8]) -> Vec<RawEntry> {
         let (_, mut r) = Reader::header(body).unwrap();

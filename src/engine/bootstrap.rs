@@ -84,22 +84,8 @@ impl Bootstrap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::{encode_snapshot, FeedEntry};
-    use crate::ids::{KeyId, OrgId};
-    use crate::key::Environment;
-
-    fn entry(n: u8) -> FeedEntry {
-        FeedEntry {
-            hash: [n; 32],
-            key_id: KeyId(u64::from(n)),
-            org_id: OrgId(1),
-            expires_at: 0,
-            scopes: "a:b".into(),
-            tier: "free".into(),
-            environment: Environment::Live,
-            ..FeedEntry::default()
-        }
-    }
+    use crate::feed::encode_snapshot;
+    use crate::feed::test_entry as entry;
 
     #[test]
     fn a_snapshot_becomes_the_table() {

@@ -2,24 +2,10 @@
 
 use super::*;
 use crate::engine::fetch::{Failure, Fetcher, Outcome};
-use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedEntry, FeedOp};
-use crate::ids::{KeyId, OrgId};
-use crate::key::Environment;
+use crate::feed::test_entry as entry;
+use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp};
 
 const KS: KeySet = KeySet([7; 16]);
-
-fn entry(n: u8) -> FeedEntry {
-    FeedEntry {
-        hash: [n; 32],
-        key_id: KeyId(u64::from(n)),
-        org_id: OrgId(1),
-        expires_at: 0,
-        scopes: "a:b".into(),
-        tier: "free".into(),
-        environment: Environment::Live,
-        ..FeedEntry::default()
-    }
-}
 
 /// One answer into `table`: the outcome and the new table, if any.
 fn answer(
