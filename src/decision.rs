@@ -16,7 +16,7 @@ use crate::key::{self, Environment, KeyFormat};
 use crate::limits::{self, CountStore, LimitError, Standing, Verdict};
 use crate::rules::{self, Rule};
 use crate::scopes;
-use crate::table::{KeyRecord, KeyTable};
+use crate::table::{KeyRef, KeyTable};
 use std::borrow::Cow;
 
 /// Header naming the caller's organisation.
@@ -258,7 +258,7 @@ impl Deny {
 /// Who is calling, as the upstream will be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity<'t> {
-    pub record: KeyRecord<'t>,
+    pub record: KeyRef<'t>,
     /// SHA-256 of the key (to watch open streams for revocation).
     pub hash: [u8; 32],
 }
@@ -530,7 +530,7 @@ pub fn presented_hash(
 /// `X-Org-Id` (each must name the key's organisation), then the scopes,
 /// when `any_of` is given (one of them must be held; the first is named).
 pub fn check_found<H, V, S>(
-    record: &KeyRecord<'_>,
+    record: &KeyRef<'_>,
     headers: &[(H, V)],
     any_of: Option<&[S]>,
     now: u64,

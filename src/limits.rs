@@ -111,7 +111,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitError {
     /// The host refused a read or a write.
-    Store,
+    SharedData,
     /// Other workers kept writing first for [`MAX_ATTEMPTS`] tries.
     Contended,
 }

@@ -133,7 +133,7 @@ fn overlay_hash(prefix: &[u8; 16]) -> u64 {
 
 /// What the table knows about one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyRecord<'t> {
+pub struct KeyRef<'t> {
     pub key_id: KeyId,
     pub org_id: OrgId,
     /// Unix seconds; 0 = never expires.
@@ -149,7 +149,7 @@ pub struct KeyRecord<'t> {
     pub external_id: Option<&'t str>,
 }
 
-impl KeyRecord<'_> {
+impl KeyRef<'_> {
     /// True once `now` (unix seconds) has reached the expiry.
     pub fn is_expired(&self, now: u64) -> bool {
         self.expires_at != 0 && now >= self.expires_at
@@ -438,7 +438,7 @@ impl KeyTable {
     }
 
     /// The key with this SHA-256, if the table holds it.
-    pub fn get(&self, hash: &[u8; 32]) -> Option<KeyRecord<'_>> {
+    pub fn get(&self, hash: &[u8; 32]) -> Option<KeyRef<'_>> {
         let prefix = prefix_of(hash);
         let entry = match self.find(&prefix) {
             Some(i) => self.base.get(i).filter(|e| !e.is_removed())?,
@@ -449,13 +449,13 @@ impl KeyTable {
         Some(self.record(entry))
     }
 
-    fn record(&self, entry: &Entry) -> KeyRecord<'_> {
+    fn record(&self, entry: &Entry) -> KeyRef<'_> {
         let extras = if entry.flags & FLAG_EXTRAS != 0 {
             self.extras.get(&entry.prefix)
         } else {
             None
         };
-        KeyRecord {
+        KeyRef {
             key_id: KeyId(entry.key_id),
             org_id: OrgId(entry.org_id),
             expires_at: u64::from(entry.expires_at),

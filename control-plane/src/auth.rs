@@ -60,12 +60,12 @@ fn check(
     if record.revoked_at.is_some() {
         return Err(Deny::invalid_key());
     }
-    decision::check_found(&as_table_record(record), headers, Some(any_of), now)
+    decision::check_found(&as_table_key(record), headers, Some(any_of), now)
 }
 
 /// A stored key as the filter's table would hold it.
-fn as_table_record(record: &KeyRecord) -> table::KeyRecord<'_> {
-    table::KeyRecord {
+fn as_table_key(record: &KeyRecord) -> table::KeyRef<'_> {
+    table::KeyRef {
         key_id: record.id,
         org_id: record.org_id,
         expires_at: record.expires_at.unwrap_or(0),

@@ -5,13 +5,13 @@
 //! for the election and the leader's first fetch: it asks for a snapshot
 //! itself at once, in parallel, and retries often while requests wait.
 //! Every page is asked with `wait=0`, so no long-poll is held, and kept in
-//! a private [`MemoryStore`], then loaded into this VM's own table; from then
+//! a private [`MemoryShared`], then loaded into this VM's own table; from then
 //! on the VM follows shared data like any other, and the leader's long-poll
 //! stays the Envoy's only feed stream. Pure logic over the fetch loop of
 //! [`crate::engine::fetch`] (unit-tested natively).
 
 use crate::engine::fetch::{Ask, Fetcher, Outcome};
-use crate::engine::store::{MemoryStore, SharedKeys};
+use crate::engine::shared::{MemoryShared, SharedKeys};
 use crate::engine::sync;
 use crate::table::KeyTable;
 
@@ -19,7 +19,7 @@ use crate::table::KeyTable;
 #[derive(Debug)]
 pub struct Bootstrap {
     fetcher: Fetcher,
-    store: MemoryStore,
+    store: MemoryShared,
     keys: SharedKeys,
 }
 
@@ -28,7 +28,7 @@ impl Bootstrap {
     pub fn new(retry_ms: u64) -> Bootstrap {
         Bootstrap {
             fetcher: Fetcher::new(0, retry_ms),
-            store: MemoryStore::default(),
+            store: MemoryShared::default(),
             keys: SharedKeys::new("bootstrap"),
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! A member is one table-keeping unit of a proxy process (a wasm VM; the
 //! native module's main thread); all the members of a process share one
-//! [`crate::engine::store::Store`]. The adapter calls [`Engine::tick`]
+//! [`crate::engine::shared::SharedData`]. The adapter calls [`Engine::tick`]
 //! periodically (`feed.sync_interval_ms`): the member announces itself, takes
 //! or renews the fetch lease and, holding it, keeps one feed request in
 //! flight, publishing what comes back to the store ([`crate::engine::fetch`]).
@@ -23,7 +23,7 @@ use crate::engine::fetch::{Ask, Fetcher, Outcome};
 use crate::engine::followers::{self, Announcer, Role};
 use crate::engine::host::{Host, Level};
 use crate::engine::request::FeedRequest;
-use crate::engine::store::SharedKeys;
+use crate::engine::shared::SharedKeys;
 use crate::engine::sync::{self, Lease, Release, Synced};
 use crate::feed::KeySet;
 use crate::table::KeyTable;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::FilterConfig;
-use crate::engine::store::{MemoryStore, Store};
+use crate::engine::shared::{MemoryShared, SharedData};
 use crate::engine::sync::tests::{entry, KS};
 use crate::feed::{encode_delta, encode_snapshot, FeedOp};
 use std::cell::{Cell, RefCell};
@@ -12,7 +12,7 @@ use std::rc::Rc;
 /// One process: a store, a clock, every call started and every log line.
 #[derive(Default)]
 struct Process {
-    store: MemoryStore,
+    store: MemoryShared,
     now: Cell<u64>,
     calls: RefCell<Vec<FeedRequest>>,
     lines: RefCell<Vec<(Level, String)>>,
@@ -24,7 +24,7 @@ struct Process {
 #[derive(Clone)]
 struct Fake(Rc<Process>);
 
-impl Store for Fake {
+impl SharedData for Fake {
     fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
         self.0.store.get(key)
     }

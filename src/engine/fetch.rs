@@ -22,8 +22,8 @@
 //! loop with a table-direct sink (no store, a delta applied to a copy of the
 //! table, a resync asked at once).
 
-use crate::engine::sink::{Applied, Paging, Sink, StoreSink};
-use crate::engine::store::{SharedKeys, Store};
+use crate::engine::shared::{SharedData, SharedKeys};
+use crate::engine::sink::{Applied, Paging, SharedDataSink, Sink};
 use crate::engine::sync::{Head, PagedSnapshot};
 use crate::feed::{self, FeedError, KeySet, Reader};
 use crate::table::{self, Update};
@@ -122,13 +122,13 @@ impl Fetcher<PagedSnapshot> {
     /// `status` is `None` when there was no HTTP answer.
     pub fn on_response(
         &mut self,
-        store: &impl Store,
+        store: &impl SharedData,
         keys: &SharedKeys,
         status: Option<u16>,
         body: &[u8],
         now_ms: u64,
     ) -> Outcome {
-        self.on_answer(&mut StoreSink { store, keys }, status, body, now_ms)
+        self.on_answer(&mut SharedDataSink { store, keys }, status, body, now_ms)
     }
 }
 

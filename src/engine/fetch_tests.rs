@@ -1,7 +1,7 @@
 //! The leader's fetch loop: answers, failures, resync and pacing.
 
 use super::*;
-use crate::engine::store::SharedKeys;
+use crate::engine::shared::SharedKeys;
 use crate::engine::sync::read_head;
 use crate::engine::sync::tests::{entry, MemStore, KS};
 use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp, KeySet};

@@ -20,7 +20,7 @@
 //!   the leader for a fresh one (sync's resync), so releasing early costs a
 //!   fetch, never a wrong table.
 
-use crate::engine::store::{SharedKeys, Store};
+use crate::engine::shared::{SharedData, SharedKeys};
 
 /// A VM re-announces itself this often.
 pub const REFRESH_MS: u64 = 1000;
@@ -118,7 +118,13 @@ impl Announcer {
 
     /// Records this VM's role, if it changed or the last announcement is
     /// getting old.
-    pub fn announce(&mut self, store: &impl Store, keys: &SharedKeys, role: Role, now_ms: u64) {
+    pub fn announce(
+        &mut self,
+        store: &impl SharedData,
+        keys: &SharedKeys,
+        role: Role,
+        now_ms: u64,
+    ) {
         let fresh = self
             .last
             .is_some_and(|(r, at)| r == role && now_ms < at.saturating_add(REFRESH_MS));
@@ -128,7 +134,7 @@ impl Announcer {
     }
 
     /// Removes this VM's line (it is going away).
-    pub fn withdraw(&mut self, store: &impl Store, keys: &SharedKeys, now_ms: u64) {
+    pub fn withdraw(&mut self, store: &impl SharedData, keys: &SharedKeys, now_ms: u64) {
         if self.last.take().is_some() {
             self.write(store, keys, None, now_ms);
         }
@@ -136,7 +142,7 @@ impl Announcer {
 
     /// True when a live candidate configured together with this VM started
     /// before it: that one should lead, and this one follow.
-    pub fn defers(&self, store: &impl Store, keys: &SharedKeys, now_ms: u64) -> bool {
+    pub fn defers(&self, store: &impl SharedData, keys: &SharedKeys, now_ms: u64) -> bool {
         let (value, _) = store.get(&keys.followers);
         let text = String::from_utf8_lossy(&value);
         let mine = start_order(&self.owner);
@@ -152,7 +158,7 @@ impl Announcer {
     /// Replaces this VM's line (or removes it with `None`), dropping dead lines.
     fn write(
         &self,
-        store: &impl Store,
+        store: &impl SharedData,
         keys: &SharedKeys,
         role: Option<Role>,
         now_ms: u64,
@@ -182,7 +188,7 @@ impl Announcer {
 }
 
 /// True when some VM is a live candidate to lead.
-pub fn any_candidate(store: &impl Store, keys: &SharedKeys, now_ms: u64) -> bool {
+pub fn any_candidate(store: &impl SharedData, keys: &SharedKeys, now_ms: u64) -> bool {
     let (value, _) = store.get(&keys.followers);
     let text = String::from_utf8_lossy(&value);
     let any = live(&text, now_ms).any(|l| l.role == Role::Candidate);
@@ -191,7 +197,7 @@ pub fn any_candidate(store: &impl Store, keys: &SharedKeys, now_ms: u64) -> bool
 
 /// True when at least one follower is live and every live one holds
 /// `version` or newer.
-pub fn all_hold(store: &impl Store, keys: &SharedKeys, version: u64, now_ms: u64) -> bool {
+pub fn all_hold(store: &impl SharedData, keys: &SharedKeys, version: u64, now_ms: u64) -> bool {
     let (value, _) = store.get(&keys.followers);
     let text = String::from_utf8_lossy(&value);
     let mut held = live(&text, now_ms)

@@ -1,12 +1,12 @@
 //! What an adapter gives the feed engine: a store, a clock, a call, a log.
 //!
 //! The whole surface between [`crate::engine::Engine`] and a proxy: the
-//! process-wide [`Store`] (get/set with compare-and-swap), the wall clock,
+//! process-wide [`SharedData`] (get/set with compare-and-swap), the wall clock,
 //! starting a feed request whose answer the adapter hands back to
 //! [`crate::engine::Engine::on_response`] with its token, and log lines.
 
 use crate::engine::request::FeedRequest;
-use crate::engine::store::Store;
+use crate::engine::shared::SharedData;
 use std::fmt;
 
 /// Severity of a log line.
@@ -18,7 +18,7 @@ pub enum Level {
 }
 
 /// The proxy, as the feed engine uses it.
-pub trait Host: Store {
+pub trait Host: SharedData {
     /// The wall clock in unix milliseconds.
     fn now_ms(&self) -> u64;
     /// Starts `request`: its token, or `None` when it could not start.

@@ -3,7 +3,7 @@
 //! Host-independent logic that keeps a proxy's key tables fed from the
 //! control plane, shared by the wasm filter and the native module. No host
 //! call lives here: an adapter implements [`Host`] (a process-wide
-//! [`store::Store`] with CAS, the clock, starting a [`request::FeedRequest`],
+//! [`shared::SharedData`] with CAS, the clock, starting a [`request::FeedRequest`],
 //! log lines), calls [`Engine::tick`] periodically and hands call answers to
 //! [`Engine::on_response`], and reacts to the [`Changes`] they return.
 //! The native module, one table per process and no followers, drives the
@@ -13,7 +13,7 @@
 //! - [`driver`]: the [`Engine`] of one member (election, following, the
 //!   leader's fetches, a first table of its own), through a [`Host`];
 //! - [`host`]: the [`Host`] trait an adapter implements;
-//! - [`store`]: the store trait and the names of one feed's values in it;
+//! - [`shared`]: the store trait and the names of one feed's values in it;
 //! - [`sync`]: lease, head, snapshot pages and delta chain in the store, and
 //!   a follower's catch-up;
 //! - [`followers`]: which process members are alive, what they hold, who leads;
@@ -29,8 +29,8 @@ pub mod fetch;
 pub mod followers;
 pub mod host;
 pub mod request;
+pub mod shared;
 pub mod sink;
-pub mod store;
 pub mod sync;
 pub mod usage;
 

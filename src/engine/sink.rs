@@ -3,7 +3,7 @@
 //! [`crate::engine::fetch::Fetcher`] decides what to ask and what an answer
 //! is; a [`Sink`] keeps it. Two modes:
 //!
-//! - [`StoreSink`] publishes every checked body to a process-wide store
+//! - [`SharedDataSink`] publishes every checked body to a process-wide store
 //!   (pages, head, delta chain), where follower members load it: the wasm
 //!   filter's model, one table per VM;
 //! - [`TableSink`] assembles a snapshot page by page straight into a
@@ -11,7 +11,7 @@
 //!   the native module's model, one table per process and no followers, so
 //!   no second copy of the bodies is kept.
 
-use crate::engine::store::{SharedKeys, Store};
+use crate::engine::shared::{SharedData, SharedKeys};
 use crate::engine::sync::{self, PagedSnapshot};
 use crate::feed::{FeedError, KeySet, PageSummary};
 use crate::table::{Delta, KeyTable, SnapshotBuilder};
@@ -81,12 +81,12 @@ impl Paging for PagedSnapshot {
 }
 
 /// Publishes to one feed's values in a store.
-pub struct StoreSink<'a, S: Store> {
+pub struct SharedDataSink<'a, S: SharedData> {
     pub store: &'a S,
     pub keys: &'a SharedKeys,
 }
 
-impl<S: Store> Sink for StoreSink<'_, S> {
+impl<S: SharedData> Sink for SharedDataSink<'_, S> {
     type Paging = PagedSnapshot;
     const RESYNC_AT_ONCE: bool = false;
 

@@ -3,7 +3,7 @@
 //! The members are the wasm adapter's VMs: Envoy runs one per worker thread
 //! (plus one on the main thread); they share a process-wide key/value store
 //! ("shared data", per `vm_id`) with compare-and-swap. Pure logic over the
-//! [`Store`] trait and the value names of [`SharedKeys`], so it is
+//! [`SharedData`] trait and the value names of [`SharedKeys`], so it is
 //! unit-tested natively:
 //!
 //! - **lease** (`<ns>lease` = `"<owner> <deadline ms>"`): the VM holding it is
@@ -37,7 +37,7 @@
 //! bytes than the snapshot) the leader asks the control plane for a fresh
 //! snapshot and clears the old slots.
 
-use crate::engine::store::{SharedKeys, Store, RING};
+use crate::engine::shared::{SharedData, SharedKeys, RING};
 use crate::feed::{FeedError, KeySet, PageSummary, Reader};
 use crate::table::{self, KeyTable, SnapshotBuilder, Update};
 
@@ -132,11 +132,11 @@ impl Head {
 }
 
 /// Reads the head; `None` before any table was published (or if it is garbage).
-pub fn read_head(store: &impl Store, keys: &SharedKeys) -> Option<Head> {
+pub fn read_head(store: &impl SharedData, keys: &SharedKeys) -> Option<Head> {
     Head::parse(&store.get(&keys.head).0)
 }
 
-fn write_head(store: &impl Store, keys: &SharedKeys, head: &Head) {
+fn write_head(store: &impl SharedData, keys: &SharedKeys, head: &Head) {
     store.set(&keys.head, head.encode().as_bytes(), None);
 }
 
@@ -150,7 +150,7 @@ pub struct Lease {
 impl Lease {
     /// A claimant with an id unique in the process: `seed` (e.g. clock nanos)
     /// plus a sequence number taken by CAS.
-    pub fn new(store: &impl Store, keys: &SharedKeys, seed: u64, ttl_ms: u64) -> Lease {
+    pub fn new(store: &impl SharedData, keys: &SharedKeys, seed: u64, ttl_ms: u64) -> Lease {
         let mut seq = 0;
         for _ in 0..16 {
             let (value, cas) = store.get(&keys.seq);
@@ -169,7 +169,7 @@ impl Lease {
     /// asked then); true while this VM holds it.
     pub fn tick(
         &self,
-        store: &impl Store,
+        store: &impl SharedData,
         keys: &SharedKeys,
         now_ms: u64,
         may_claim: impl FnOnce() -> bool,
@@ -196,7 +196,7 @@ impl Lease {
     }
 
     /// Gives the lease up (the VM is going away) so another VM takes over at once.
-    pub fn release(&self, store: &impl Store, keys: &SharedKeys) {
+    pub fn release(&self, store: &impl SharedData, keys: &SharedKeys) {
         let (value, cas) = store.get(&keys.lease);
         if cas.is_some() && parse_lease(&value).is_some_and(|(owner, _)| owner == self.owner) {
             store.set(&keys.lease, NEUTRAL_LEASE, cas);
@@ -217,7 +217,7 @@ fn parse_lease(bytes: &[u8]) -> Option<(&str, u64)> {
 /// `fresh` (e.g. clock nanos mixed with the root id, in hex) stored there
 /// when there is none yet. Only the leader asks, so two VMs never race for
 /// it in practice; if they did, both read back the one that stayed.
-pub fn client_id(store: &impl Store, keys: &SharedKeys, fresh: &str) -> String {
+pub fn client_id(store: &impl SharedData, keys: &SharedKeys, fresh: &str) -> String {
     let (value, _) = store.get(&keys.client);
     if let Some(id) = std::str::from_utf8(&value).ok().filter(|v| !v.is_empty()) {
         return id.to_string();
@@ -231,7 +231,7 @@ pub fn client_id(store: &impl Store, keys: &SharedKeys, fresh: &str) -> String {
 }
 
 /// The leader's record of a successful answer without change (304).
-pub fn publish_contact(store: &impl Store, keys: &SharedKeys, now_ms: u64) {
+pub fn publish_contact(store: &impl SharedData, keys: &SharedKeys, now_ms: u64) {
     if let Some(head) = read_head(store, keys) {
         write_head(
             store,
@@ -261,7 +261,7 @@ pub struct PagedSnapshot {
 
 impl PagedSnapshot {
     /// Starts a snapshot in a generation the head does not use.
-    pub fn start(store: &impl Store, keys: &SharedKeys) -> PagedSnapshot {
+    pub fn start(store: &impl SharedData, keys: &SharedKeys) -> PagedSnapshot {
         let generation = read_head(store, keys).map_or(1, |h| h.generation.wrapping_add(1));
         PagedSnapshot {
             key_set: None,
@@ -303,7 +303,7 @@ impl PagedSnapshot {
     /// the key set of the pages before it (see [`PagedSnapshot::key_set`]).
     pub fn add_page(
         &mut self,
-        store: &impl Store,
+        store: &impl SharedData,
         keys: &SharedKeys,
         body: &[u8],
         page: &PageSummary,
@@ -318,12 +318,12 @@ impl PagedSnapshot {
     }
 
     /// Empties the pages of an unfinished snapshot.
-    pub fn abandon(&self, store: &impl Store, keys: &SharedKeys) {
+    pub fn abandon(&self, store: &impl SharedData, keys: &SharedKeys) {
         clear_pages(store, keys, self.generation, self.pages);
     }
 }
 
-fn clear_pages(store: &impl Store, keys: &SharedKeys, generation: u64, pages: u32) {
+fn clear_pages(store: &impl SharedData, keys: &SharedKeys, generation: u64, pages: u32) {
     for i in 0..pages {
         store.set(&keys.page(generation, i), &[], None);
     }
@@ -332,7 +332,7 @@ fn clear_pages(store: &impl Store, keys: &SharedKeys, generation: u64, pages: u3
 /// Points the head at a complete snapshot and clears the previous one and
 /// its chain.
 pub fn publish_snapshot(
-    store: &impl Store,
+    store: &impl SharedData,
     keys: &SharedKeys,
     snapshot: &PagedSnapshot,
     now_ms: u64,
@@ -373,7 +373,7 @@ pub struct Release {
 /// Empties the snapshot's pages once every follower holds its version or
 /// newer, unless `release` says to keep them; true when it did.
 pub fn release_snapshot(
-    store: &impl Store,
+    store: &impl SharedData,
     keys: &SharedKeys,
     now_ms: u64,
     release: Release,
@@ -400,7 +400,7 @@ pub fn release_snapshot(
 }
 
 /// Empties the delta slots of the chain `from..to` (bounded memory).
-fn clear_chain(store: &impl Store, keys: &SharedKeys, from: u64, to: u64) {
+fn clear_chain(store: &impl SharedData, keys: &SharedKeys, from: u64, to: u64) {
     let mut version = from;
     for _ in 0..RING {
         if version >= to {
@@ -428,7 +428,7 @@ fn delta_header(bytes: &[u8]) -> Option<(u64, u64)> {
 /// another key set or from another version than the head's, or its slot
 /// still in use): the leader should then fetch a snapshot.
 pub fn publish_delta(
-    store: &impl Store,
+    store: &impl SharedData,
     keys: &SharedKeys,
     bytes: &[u8],
     now_ms: u64,
@@ -472,7 +472,7 @@ pub enum Synced {
 /// Brings `table` to the head's version from shared data, without fetching.
 /// When the chain is broken it asks the leader for a fresh snapshot.
 pub fn catch_up(
-    store: &impl Store,
+    store: &impl SharedData,
     keys: &SharedKeys,
     head: &Head,
     table: &mut Option<KeyTable>,
@@ -488,7 +488,7 @@ pub fn catch_up(
 }
 
 fn advance(
-    store: &impl Store,
+    store: &impl SharedData,
     keys: &SharedKeys,
     head: &Head,
     table: &mut Option<KeyTable>,
@@ -533,13 +533,13 @@ fn advance(
 }
 
 /// True (once) when a follower asked for a fresh snapshot; for the leader.
-pub fn take_resync(store: &impl Store, keys: &SharedKeys) -> bool {
+pub fn take_resync(store: &impl SharedData, keys: &SharedKeys) -> bool {
     let (value, cas) = store.get(&keys.resync);
     value == b"1" && store.set(&keys.resync, b"0", cas)
 }
 
 /// Builds the head's snapshot from its pages (`None` if one is missing or bad).
-fn load_snapshot(store: &impl Store, keys: &SharedKeys, head: &Head) -> Option<KeyTable> {
+fn load_snapshot(store: &impl SharedData, keys: &SharedKeys, head: &Head) -> Option<KeyTable> {
     if head.released {
         return None;
     }
@@ -555,7 +555,7 @@ fn load_snapshot(store: &impl Store, keys: &SharedKeys, head: &Head) -> Option<K
 
 /// Applies stored deltas until `table` reaches `target` (or passes it).
 fn follow_chain(
-    store: &impl Store,
+    store: &impl SharedData,
     keys: &SharedKeys,
     table: &mut KeyTable,
     target: u64,

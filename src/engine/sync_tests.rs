@@ -19,7 +19,7 @@ pub struct MemStore {
     next_cas: RefCell<u32>,
 }
 
-impl Store for MemStore {
+impl SharedData for MemStore {
     fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
         match self.data.borrow().get(key) {
             Some((v, cas)) => (v.clone(), Some(*cas)),

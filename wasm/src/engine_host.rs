@@ -3,7 +3,7 @@
 use crate::host;
 use crate::state::now_ms;
 use keygate::engine::request::FeedRequest;
-use keygate::engine::store::Store;
+use keygate::engine::shared::SharedData;
 use keygate::engine::{Host, Level};
 use std::fmt;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EnvoyHost;
 
-impl Store for EnvoyHost {
+impl SharedData for EnvoyHost {
     fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
         host::shared_data(key).unwrap_or_default()
     }

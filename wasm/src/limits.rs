@@ -25,7 +25,7 @@ impl CountStore for SharedCounts {
     type Version = u32;
 
     fn read(&mut self, key: KeyId) -> Result<Option<(Counts, u32)>, LimitError> {
-        let (bytes, cas) = host::shared_data(&name(key)).map_err(|_| LimitError::Store)?;
+        let (bytes, cas) = host::shared_data(&name(key)).map_err(|_| LimitError::SharedData)?;
         // A value of another shape is overwritten (with its token).
         Ok(cas.map(|cas| (Counts::from_bytes(&bytes).unwrap_or_default(), cas)))
     }
@@ -34,7 +34,7 @@ impl CountStore for SharedCounts {
         match host::set_shared_data(&name(key), &counts.to_bytes(), seen) {
             Ok(()) => Ok(true),
             Err(Status::CasMismatch) => Ok(false),
-            Err(_) => Err(LimitError::Store),
+            Err(_) => Err(LimitError::SharedData),
         }
     }
 }

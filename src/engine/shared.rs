@@ -1,6 +1,6 @@
-//! Where one feed's shared state lives: the [`Store`] trait and its key names.
+//! Where one feed's shared state lives: the [`SharedData`] trait and its key names.
 //!
-//! A store is a process-wide key/value map with compare-and-swap (Envoy's
+//! Shared data is a process-wide key/value map with compare-and-swap (Envoy's
 //! shared data for the wasm adapter, this VM's memory for a bootstrap
 //! fetch, an in-memory map in tests). [`SharedKeys`] names every value one
 //! feed keeps there; [`crate::engine::sync`] and
@@ -12,15 +12,15 @@ use std::collections::HashMap;
 /// Number of delta slots (keys are reused modulo this).
 pub const RING: u64 = 1024;
 
-/// A process-wide key/value store with compare-and-swap.
-pub trait Store {
+/// A process-wide key/value map with compare-and-swap.
+pub trait SharedData {
     /// The value (empty when absent) and its CAS token (`None` when absent).
     fn get(&self, key: &str) -> (Vec<u8>, Option<u32>);
     /// Writes `value`; with `cas`, only if the key was not written since. True on success.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
-/// The store keys of one feed.
+/// The shared-data keys of one feed.
 #[derive(Debug, Clone)]
 pub struct SharedKeys {
     pub(super) lease: String,
@@ -60,13 +60,13 @@ impl SharedKeys {
     }
 }
 
-/// A [`Store`] in this thread's memory only (a CAS token on a missing key fails).
+/// A [`SharedData`] in this thread's memory only (a CAS token on a missing key fails).
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct MemoryShared {
     entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
 }
 
-impl Store for MemoryStore {
+impl SharedData for MemoryShared {
     fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
         self.entries
             .borrow()
