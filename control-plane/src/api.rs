@@ -7,7 +7,6 @@ use crate::audit::{self, Note, Source, Who};
 use crate::auth::{self, authenticate};
 use crate::body::{self, MAX_BODY};
 use crate::clock;
-use crate::dashboard::password::Password;
 use crate::dashboard::{self, Dashboard};
 use crate::drafts::{self, KeyDraft, KeyPatchDraft, TenantDraft};
 use crate::errors::{self, json, ApiError, ErrorBody};
@@ -17,6 +16,7 @@ use crate::listing::ListDraft;
 use crate::metrics::{self, Propagation};
 use crate::openapi;
 use crate::operator::{self, OperatorToken};
+use crate::password::Password;
 use crate::service::Service;
 use crate::usage::{UsageDraft, UsageView};
 use crate::views::{

@@ -6,8 +6,8 @@
 use crate::body::{required, Fields};
 use crate::caps::{CapsDraft, QuotaDraft, SpendCapDraft};
 use crate::clock;
-use crate::dashboard::password::Password;
 use crate::errors::ApiError;
+use crate::password::Password;
 use crate::policy::MintPolicy;
 use crate::store::caps::Caps;
 use crate::store::{KeyPatch, Metadata, MAX_METADATA_BYTES};
@@ -34,7 +34,7 @@ pub struct KeyDraft {
     #[schema(required = true, value_type = Vec<String>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
     /// `live` (default) or `test`.
-    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
+    #[schema(value_type = Option<crate::schemas::EnvironmentName>)]
     pub environment: Option<String>,
     /// RFC 3339, in the future.
     #[schema(format = DateTime)]

@@ -31,10 +31,10 @@ pub struct ListDraft {
     pub limit: Option<String>,
     /// The `next_cursor` of the page before.
     pub cursor: Option<String>,
-    #[param(value_type = Option<crate::openapi::EnvironmentName>)]
+    #[param(value_type = Option<crate::schemas::EnvironmentName>)]
     pub environment: Option<String>,
     /// `active` (neither revoked nor expired), `revoked` or `expired`.
-    #[param(value_type = Option<crate::openapi::StatusName>)]
+    #[param(value_type = Option<crate::schemas::StatusName>)]
     pub status: Option<String>,
     /// Only the keys minted for this end user or device.
     #[param(min_length = 1, max_length = 128)]

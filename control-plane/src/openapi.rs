@@ -7,6 +7,7 @@
 
 use crate::errors::ErrorBody;
 use crate::policy::MintPolicy;
+use crate::schemas::{EnvironmentName, StatusName};
 use serde_json::Value;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -20,25 +21,6 @@ pub const PATH: &str = "/api/v1/openapi.json";
 pub const BEARER: &str = "bearer";
 /// The security scheme of `X-API-Key: <key>` (the handlers' annotations name it).
 pub const API_KEY: &str = "api_key";
-
-/// A key's environment (a schema only, never built).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum EnvironmentName {
-    Live,
-    Test,
-}
-
-/// A key's status, for list filters (a schema only, never built).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum StatusName {
-    Active,
-    Revoked,
-    Expired,
-}
 
 /// The document.
 #[derive(OpenApi)]

@@ -5,7 +5,7 @@
 use crate::caps::{QuotaView, SpendCapView};
 use crate::clock;
 use crate::delivery::Propagated;
-use crate::openapi::EnvironmentName;
+use crate::schemas::EnvironmentName;
 use crate::store::{KeyRecord, Metadata, Tenant};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;

@@ -11,7 +11,6 @@
 
 mod chart;
 mod pages;
-pub mod password;
 mod session;
 mod throttle;
 
@@ -23,6 +22,7 @@ use crate::drafts::{self, KeyDraft, TenantDraft};
 use crate::errors::ApiError;
 use crate::events::EVENT_TYPES;
 use crate::listing::ListDraft;
+use crate::password::Password;
 use crate::service::{email_taken, Service};
 use crate::store::accounts::{NewSession, PasswordSet};
 use crate::store::usage::{Granularity, UsageQuery, UsageScope};
@@ -41,7 +41,6 @@ use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
 use maud::Markup;
 use pages::{Choices, KeyForm, Nav};
-use password::Password;
 use serde_json::{json, Map, Value};
 use session::{FORM_COOKIE, SESSION_COOKIE};
 use std::time::Instant;
