@@ -1,70 +1,37 @@
-//! The HTTP surface: the management API of SPEC §6 and §10 under `/api/v1`
-//! (described by its OpenAPI document, crate::openapi), the operator API
-//! (crate::operator), the key table feed, `/healthz`, `/metrics`, and JSON
-//! for every other answer (404, 405).
+//! The management API of SPEC §6 and §10 under `/api/v1`: tenants, their
+//! keys, their usage, the caller and its dashboard password (described by
+//! the OpenAPI document, crate::openapi; webhooks and the audit log have
+//! their own modules).
 
 use crate::audit::{self, Note, Source, Who};
 use crate::auth::{self, authenticate};
-use crate::body::{self, MAX_BODY};
+use crate::body;
 use crate::clock;
-use crate::dashboard::{self, Dashboard};
 use crate::drafts::{self, KeyDraft, KeyPatchDraft, TenantDraft};
-use crate::errors::{self, json, ApiError, ErrorBody};
-use crate::feed::{self, FeedEndpoint};
-use crate::ingest;
+use crate::errors::{json, ApiError, ErrorBody};
 use crate::listing::ListDraft;
-use crate::metrics::{self, Propagation};
-use crate::openapi;
-use crate::operator::{self, OperatorToken};
 use crate::password::Password;
-use crate::service::Service;
+use crate::service::{email_taken, Service};
+use crate::state::AppState;
+use crate::store::accounts::PasswordSet;
+use crate::store::{KeyRecord, Tenant};
 use crate::usage::{UsageDraft, UsageView};
 use crate::views::{
     CreatedKey, CreatedTenant, Delivered, KeyList, KeyView, Me, PasswordSetView, RotatedKey,
 };
-use crate::webhooks;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
-use keygate::errors::ErrorFormat;
 use keygate::ids::{KeyId, OrgId};
-use std::sync::Arc;
-use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
-/// What every handler shares; a handler extracts the part it needs.
-#[derive(Clone)]
-pub struct AppState {
-    pub service: Arc<Service>,
-    pub feed: Arc<FeedEndpoint>,
-    pub operator: Arc<OperatorToken>,
-    /// The dashboard's sign-in throttle (crate::dashboard).
-    pub dashboard: Arc<Dashboard>,
-    /// The dialect of every JSON error (`--error-format`).
-    pub error_format: ErrorFormat,
-}
-
-impl FromRef<AppState> for Arc<Service> {
-    fn from_ref(state: &AppState) -> Arc<Service> {
-        Arc::clone(&state.service)
-    }
-}
-
-impl FromRef<AppState> for Arc<FeedEndpoint> {
-    fn from_ref(state: &AppState) -> Arc<FeedEndpoint> {
-        Arc::clone(&state.feed)
-    }
-}
-
-/// Every route of the control plane.
-pub fn router(state: AppState) -> Router {
+/// The management API's routes (their handlers are described by crate::openapi).
+pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/api/v1/tenants", post(create_tenant))
         .route("/api/v1/api-keys", post(create_key).get(list_keys))
         .route(
@@ -77,64 +44,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/usage", get(tenant_usage))
         .route("/api/v1/auth/me", get(me))
         .route("/api/v1/auth/me/password", put(set_password))
-        .route(openapi::PATH, get(openapi_json))
-        .route(feed::PATH, get(feed::key_table))
-        .route(
-            ingest::PATH,
-            post(ingest::usage).layer(DefaultBodyLimit::max(ingest::MAX_BODY)),
-        )
-        .route(metrics::PATH, get(metrics))
-        .merge(operator::routes())
-        .merge(webhooks::routes())
-        .merge(audit::routes())
-        .merge(dashboard::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(
-            state.error_format,
-            errors::in_dialect,
-        ))
-        .layer(middleware::from_fn(log_request))
-        .with_state(state)
 }
 
 type Answer = Result<Response, ApiError>;
-
-/// Logs every request: method, path (never the query, which may hold a
-/// key), status and duration.
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let start = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(%method, %path, status = response.status().as_u16(),
-                   ms = start.elapsed().as_millis() as u64, "request");
-    response
-}
-
-async fn healthz() -> Response {
-    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-}
-
-/// `GET /metrics` (crate::metrics).
-async fn metrics(State(state): State<AppState>) -> Response {
-    let version = *state.service.store().version().borrow();
-    let delivery = state.service.delivery();
-    let propagation = Propagation {
-        envoys: delivery.connected(),
-        timeouts: delivery.timeouts(),
-    };
-    metrics::response(&state.feed.metrics, version, propagation)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("Route")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
-}
 
 /// The `{id}` of a key's path (for the OpenAPI document).
 #[derive(IntoParams)]
@@ -152,22 +64,6 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> 
     let bad = || ApiError::invalid("id", "id must be a key id such as key_0123456789abcdef");
     let Path(id) = path.map_err(|_| bad())?;
     id.parse().map_err(|_| bad())
-}
-
-/// The OpenAPI 3.1 document of this API.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json(State(state): State<AppState>) -> Answer {
-    let document = openapi::json(state.service.policy()).map_err(|e| {
-        tracing::error!(error = %e, "cannot encode the OpenAPI document");
-        ApiError::Internal
-    })?;
-    let mut response = document.into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
 }
 
 /// Registers a tenant; the answer holds its first key (every default scope), shown once.
@@ -313,7 +209,7 @@ async fn rotate_key(
 }
 
 /// Records `note` in the caller's tenant's audit log, by the caller's key.
-async fn record(state: &AppState, caller: &crate::store::KeyRecord, source: Source, note: Note) {
+async fn record(state: &AppState, caller: &KeyRecord, source: Source, note: Note) {
     let who = Who::key(caller.id, source);
     state.service.audit(caller.org_id, &who, note).await;
 }
@@ -427,11 +323,31 @@ async fn set_password(
     let mut fields = body::Fields::parse(&body::bytes(body)?, &["password"], false)?;
     let password = body::required(fields.string("password")?, "password")?;
     let password = Password::new(password, "password")?;
-    let tenant = dashboard::set_password(&state.service, caller.org_id, password).await?;
+    let tenant = store_password(&state.service, caller.org_id, password).await?;
     let view = PasswordSetView {
         tenant_id: tenant.id,
         email: tenant.email,
         message: "Sign in at /dashboard with this email and password.",
     };
     Ok(json(StatusCode::OK, &view))
+}
+
+/// Sets (or changes) the dashboard password of `org`, under its email;
+/// ends its sessions (`PUT /api/v1/auth/me/password`).
+async fn store_password(
+    service: &Service,
+    org: OrgId,
+    password: Password,
+) -> Result<Tenant, ApiError> {
+    let tenant = service.store().tenant(org).await?;
+    let tenant = tenant.ok_or(ApiError::NotFound("Tenant"))?;
+    let hash = password.hash().await?;
+    let set = service
+        .store()
+        .set_password(org, tenant.email.clone(), hash, clock::now())
+        .await?;
+    match set {
+        PasswordSet::Set => Ok(tenant),
+        PasswordSet::EmailTaken => Err(email_taken()),
+    }
 }

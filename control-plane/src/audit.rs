@@ -9,13 +9,13 @@
 //! one Envoy appended; earlier ones are the client's own claims), else the
 //! connection's peer.
 
-use crate::api::AppState;
 use crate::auth::{self, authenticate};
 use crate::body;
 use crate::clock;
 use crate::errors::{json, ApiError};
 use crate::listing;
 use crate::service::Service;
+use crate::state::AppState;
 use crate::store::events::{AuditEntry, AuditQuery};
 use crate::store::KeyPatch;
 use crate::views::KeyView;

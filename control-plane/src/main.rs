@@ -6,7 +6,7 @@ use keygate_control_plane::cli::{Cli, Command};
 use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::dispatch::Schedule;
 use keygate_control_plane::maintenance::Upkeep;
-use keygate_control_plane::operator::{OperatorToken, TOKEN_ENV};
+use keygate_control_plane::operator_token::{OperatorToken, TOKEN_ENV};
 use keygate_control_plane::plans::Plans;
 use keygate_control_plane::policy::MintPolicy;
 use keygate_control_plane::service::Service;

@@ -1,13 +1,19 @@
 //! The OpenAPI 3.1 document of the management API, generated from the
-//! handlers' path annotations (crate::api) and the request and response
-//! types (crate::drafts, crate::views, crate::errors), served at
-//! [`PATH`]. Every operation also lists the refusals of SPEC §4 it can meet
-//! on its way through Envoy and the control plane ([`Refusals`]), and the
-//! served document names this deployment's scopes and tiers ([`json`]).
+//! handlers' path annotations (crate::api, crate::webhooks, crate::audit)
+//! and the request and response types (crate::drafts, crate::views,
+//! crate::errors), served by its own route at [`PATH`]. Every operation
+//! also lists the refusals of SPEC §4 it can meet on its way through Envoy
+//! and the control plane ([`Refusals`]), and the served document names this
+//! deployment's scopes and tiers ([`json`]).
 
-use crate::errors::ErrorBody;
+use crate::errors::{ApiError, ErrorBody};
 use crate::policy::MintPolicy;
 use crate::schemas::{EnvironmentName, StatusName};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::get;
+use axum::Router;
 use serde_json::Value;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -44,7 +50,7 @@ pub const API_KEY: &str = "api_key";
         crate::api::tenant_usage,
         crate::api::me,
         crate::api::set_password,
-        crate::api::openapi_json,
+        openapi_json,
         crate::webhooks::create,
         crate::webhooks::list,
         crate::webhooks::remove,
@@ -55,6 +61,27 @@ pub const API_KEY: &str = "api_key";
     modifiers(&Security, &Refusals),
 )]
 pub struct ApiDoc;
+
+/// The route of the document.
+pub fn routes() -> Router<AppState> {
+    Router::new().route(PATH, get(openapi_json))
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json(State(state): State<AppState>) -> Result<HttpResponse, ApiError> {
+    let document = json(state.service.policy()).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode the OpenAPI document");
+        ApiError::Internal
+    })?;
+    let mut response = document.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
 
 /// Where the request schemas take a scope or a tier (JSON pointers), and
 /// whether `null` is allowed there too.

@@ -1,95 +1,27 @@
 //! The operator API of SPEC §10 under `/operator/v1`: list and read tenants,
-//! set a tenant's plan. It takes the operator token (`--operator-token-file`
-//! or `KEYGATE_OPERATOR_TOKEN`), never a tenant key, compared in constant
-//! time; without a configured token every operator route is a 404.
+//! set a tenant's plan. It takes the operator token
+//! (crate::operator_token), never a tenant key; without a configured token
+//! every operator route is a 404.
 
-use crate::api::AppState;
 use crate::audit::{self, Source, Who};
 use crate::body::{self, Fields};
 use crate::errors::{json, ApiError};
+use crate::state::AppState;
 use crate::store::TenantPage;
 use crate::views::{Delivered, TenantList};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use keygate::ids::OrgId;
-use subtle::ConstantTimeEq;
 
-/// The environment variable that may hold the operator token.
-pub const TOKEN_ENV: &str = "KEYGATE_OPERATOR_TOKEN";
 /// Tenants in a page when `limit` is not given.
 const DEFAULT_LIMIT: usize = 50;
 /// Most tenants in a page.
 const MAX_LIMIT: usize = 100;
-/// Shorter operator tokens are refused at start.
-const MIN_TOKEN_LEN: usize = 16;
-
-/// The configured operator token, kept as its SHA-256 only (`None`: the
-/// operator API is off).
-#[derive(Debug, Clone, Default)]
-pub struct OperatorToken {
-    digest: Option<[u8; 32]>,
-}
-
-impl OperatorToken {
-    /// The token of `file` or else of `env` (its value), trimmed; both, an
-    /// unreadable file or a short token is an error naming the setting.
-    pub fn configure(file: Option<&std::path::Path>, env: Option<String>) -> Result<Self, String> {
-        let (token, setting) = match (file, env) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "--operator-token-file and {TOKEN_ENV} are both set: use one"
-                ))
-            }
-            (Some(path), None) => (
-                std::fs::read_to_string(path).map_err(|e| {
-                    format!("--operator-token-file {}: cannot read: {e}", path.display())
-                })?,
-                "--operator-token-file",
-            ),
-            (None, Some(value)) => (value, TOKEN_ENV),
-            (None, None) => return Ok(OperatorToken::default()),
-        };
-        let token = token.trim();
-        if token.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "{setting}: the operator token must have at least {MIN_TOKEN_LEN} characters"
-            ));
-        }
-        Ok(OperatorToken {
-            digest: Some(keygate::key::hash(token)),
-        })
-    }
-
-    /// True when an operator token is configured.
-    pub fn is_configured(&self) -> bool {
-        self.digest.is_some()
-    }
-
-    /// Lets the request through if its `Authorization: Bearer` is the token:
-    /// 404 when none is configured, 401 when missing or wrong.
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(digest) = &self.digest else {
-            return Err(ApiError::NotFound("Route"));
-        };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let matches = presented
-            .is_some_and(|token| bool::from(keygate::key::hash(token).ct_eq(digest.as_slice())));
-        if !matches {
-            return Err(ApiError::Unauthorized("Missing or invalid operator token"));
-        }
-        Ok(())
-    }
-}
 
 /// The operator routes.
 pub fn routes() -> Router<AppState> {
@@ -220,31 +152,6 @@ async fn patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn bearer(token: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-        headers.insert(header::AUTHORIZATION, value);
-        headers
-    }
-
-    #[test]
-    fn the_token_opens_the_api_and_nothing_else_does() {
-        let token =
-            OperatorToken::configure(None, Some("operator-token-0123456789\n".into())).unwrap();
-        assert!(token.check(&bearer("operator-token-0123456789")).is_ok());
-        assert_eq!(
-            token.check(&bearer("operator-token-012345678")),
-            Err(ApiError::Unauthorized("Missing or invalid operator token"))
-        );
-        assert!(token.check(&HeaderMap::new()).is_err());
-        let off = OperatorToken::default();
-        assert_eq!(off.check(&bearer("x")), Err(ApiError::NotFound("Route")));
-        assert!(OperatorToken::configure(None, Some("short".into())).is_err());
-        let both = OperatorToken::configure(Some(std::path::Path::new("/x")), Some("y".into()));
-        assert!(both.unwrap_err().contains("both"));
-    }
 
     #[test]
     fn pages_name_their_bad_parameter() {

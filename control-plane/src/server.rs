@@ -7,12 +7,13 @@
 //! hyper refuses while parsing a request sent directly is answered in JSON
 //! too ([`crate::unparsed`]).
 
-use crate::api::{self, AppState};
 use crate::dispatch::{self, Schedule};
 use crate::feed::FeedEndpoint;
 use crate::maintenance::{self, Upkeep};
-use crate::operator::OperatorToken;
+use crate::operator_token::OperatorToken;
+use crate::routes;
 use crate::service::Service;
+use crate::state::AppState;
 use crate::unparsed::JsonRefusals;
 use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
@@ -83,11 +84,11 @@ pub async fn serve(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, version, operator_api = operator.is_configured(),
                    "control plane listening");
-    let app = api::router(AppState {
+    let app = routes::router(AppState {
         service,
         feed: Arc::new(FeedEndpoint::new(&feed_token, feed_page_keys)),
         operator: Arc::new(operator),
-        dashboard: Arc::default(),
+        sign_in: Arc::default(),
         error_format,
     });
     let (stop, stopped) = watch::channel(false);

@@ -3,7 +3,6 @@
 //! each within the caller's tenant. The signing secret is in the create
 //! answer only; no list, log or audit entry ever holds it.
 
-use crate::api::AppState;
 use crate::audit::{self, Note, Source, Who};
 use crate::auth::{self, authenticate};
 use crate::body::{self, Fields};
@@ -12,6 +11,7 @@ use crate::errors::{json, ApiError, ErrorBody};
 use crate::events::{self, EVENT_TYPES};
 use crate::listing;
 use crate::service::Service;
+use crate::state::AppState;
 use crate::store::events::{Delivery, Webhook};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};

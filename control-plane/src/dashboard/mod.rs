@@ -6,15 +6,13 @@
 //! rules, plan checks, management rate and feed revisions); a session acts
 //! for its tenant as a `tenant:admin` key would, and authorises only these
 //! pages (the API takes only keys). Every form carries a CSRF token
-//! ([`session`]); failed sign-ins are slowed down ([`throttle`]). Pages are
+//! ([`session`]); failed sign-ins are slowed down (crate::signin). Pages are
 //! never cached, and carry a CSP that allows only this module's assets.
 
 mod chart;
 mod pages;
 mod session;
-mod throttle;
 
-use crate::api::AppState;
 use crate::audit::{self, Note, Source, Who};
 use crate::body;
 use crate::clock;
@@ -23,8 +21,10 @@ use crate::errors::ApiError;
 use crate::events::EVENT_TYPES;
 use crate::listing::ListDraft;
 use crate::password::Password;
-use crate::service::{email_taken, Service};
-use crate::store::accounts::{NewSession, PasswordSet};
+use crate::service::Service;
+use crate::signin::SignInState;
+use crate::state::AppState;
+use crate::store::accounts::NewSession;
 use crate::store::usage::{Granularity, UsageQuery, UsageScope};
 use crate::store::{StoreError, Tenant};
 use crate::views::KeyView;
@@ -44,7 +44,6 @@ use pages::{Choices, KeyForm, Nav};
 use serde_json::{json, Map, Value};
 use session::{FORM_COOKIE, SESSION_COOKIE};
 use std::time::Instant;
-use throttle::SignInThrottle;
 
 /// The dashboard's content security policy: no inline script or style.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -56,26 +55,17 @@ const SIGN_IN: &str = "/dashboard/sign-in";
 const WEBHOOKS: &str = "/dashboard/webhooks";
 const KEYS: &str = "/dashboard/keys";
 
-/// The dashboard's own state: the sign-in throttle, and the hash an
-/// unknown email's password is checked against.
-#[derive(Debug, Default)]
-pub struct Dashboard {
-    throttle: SignInThrottle,
-    unknown: tokio::sync::OnceCell<String>,
-}
-
-impl Dashboard {
-    /// The hash of a random password, made once.
-    async fn unknown_hash(&self) -> Result<String, ApiError> {
-        let hash = self
-            .unknown
-            .get_or_try_init(|| async {
-                let random = session::new_id().ok_or(ApiError::Internal)?;
-                Password::typed(random).hash().await
-            })
-            .await?;
-        Ok(hash.clone())
-    }
+/// The hash an unknown email's password is checked against: of a random
+/// password, made once.
+async fn unknown_hash(sign_in: &SignInState) -> Result<String, ApiError> {
+    let hash = sign_in
+        .unknown
+        .get_or_try_init(|| async {
+            let random = session::new_id().ok_or(ApiError::Internal)?;
+            Password::typed(random).hash().await
+        })
+        .await?;
+    Ok(hash.clone())
 }
 
 /// The dashboard's routes.
@@ -411,7 +401,7 @@ async fn sign_in(
     form.check_csrf(session::cookie(&headers, FORM_COOKIE))?;
     let email = form.get("email").trim().to_string();
     let address = source.0.clone();
-    let throttle = &state.dashboard.throttle;
+    let throttle = &state.sign_in.throttle;
     let again = |status, message: &str| {
         anonymous(&headers, status, |csrf| {
             pages::sign_in(csrf, &email, Some(message))
@@ -430,7 +420,7 @@ async fn sign_in(
     // An unknown email costs a hash check too: the time does not tell.
     let (org, stored) = match account {
         Some(account) => (Some(account.org), account.password_hash),
-        None => (None, state.dashboard.unknown_hash().await?),
+        None => (None, unknown_hash(&state.sign_in).await?),
     };
     let org = match org {
         Some(org) if typed.verify(stored).await? => org,
@@ -853,26 +843,6 @@ async fn rotate(
             Some(&note),
         ),
     ))
-}
-
-/// Sets (or changes) the dashboard password of `org`, under its email;
-/// ends its sessions (`PUT /api/v1/auth/me/password`).
-pub async fn set_password(
-    service: &Service,
-    org: OrgId,
-    password: Password,
-) -> Result<Tenant, ApiError> {
-    let tenant = service.store().tenant(org).await?;
-    let tenant = tenant.ok_or(ApiError::NotFound("Tenant"))?;
-    let hash = password.hash().await?;
-    let set = service
-        .store()
-        .set_password(org, tenant.email.clone(), hash, clock::now())
-        .await?;
-    match set {
-        PasswordSet::Set => Ok(tenant),
-        PasswordSet::EmailTaken => Err(email_taken()),
-    }
 }
 
 /// The webhooks page, with `error` from a refused addition.

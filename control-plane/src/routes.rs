@@ -1,0 +1,80 @@
+//! Every route of the control plane in one router: each module's own routes
+//! (the management API, its OpenAPI document, webhooks, the audit log, the
+//! operator API, the dashboard), the key table feed and usage ingestion,
+//! `/healthz` and `/metrics`; JSON for every other answer (404, 405), in the
+//! configured dialect, and a log line per request.
+
+use crate::body::MAX_BODY;
+use crate::errors::{self, json, ApiError};
+use crate::metrics::{self, Propagation};
+use crate::state::AppState;
+use crate::{api, audit, dashboard, feed, ingest, openapi, operator, webhooks};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::time::Instant;
+
+/// The control plane's router over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(feed::PATH, get(feed::key_table))
+        .route(
+            ingest::PATH,
+            post(ingest::usage).layer(DefaultBodyLimit::max(ingest::MAX_BODY)),
+        )
+        .route(metrics::PATH, get(metrics))
+        .merge(api::routes())
+        .merge(openapi::routes())
+        .merge(operator::routes())
+        .merge(webhooks::routes())
+        .merge(audit::routes())
+        .merge(dashboard::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.error_format,
+            errors::in_dialect,
+        ))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Logs every request: method, path (never the query, which may hold a
+/// key), status and duration.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(),
+                   ms = start.elapsed().as_millis() as u64, "request");
+    response
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /metrics` (crate::metrics).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let version = *state.service.store().version().borrow();
+    let delivery = state.service.delivery();
+    let propagation = Propagation {
+        envoys: delivery.connected(),
+        timeouts: delivery.timeouts(),
+    };
+    metrics::response(&state.feed.metrics, version, propagation)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
