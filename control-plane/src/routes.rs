@@ -4,11 +4,18 @@
 //! `/healthz` and `/metrics`; JSON for every other answer (404, 405), in the
 //! configured dialect, and a log line per request.
 
+use crate::api;
+use crate::audit;
 use crate::body::MAX_BODY;
+use crate::dashboard;
 use crate::errors::{self, json, ApiError};
+use crate::feed;
+use crate::ingest;
 use crate::metrics::{self, Propagation};
+use crate::openapi;
+use crate::operator;
 use crate::state::AppState;
-use crate::{api, audit, dashboard, feed, ingest, openapi, operator, webhooks};
+use crate::webhooks;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
