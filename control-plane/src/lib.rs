@@ -5,6 +5,11 @@
 //! The one module tree of the crate: the binary (`main.rs`) parses the
 //! command line and runs it through the public modules, and the fuzz
 //! targets (`fuzz/`) reach the request-body drafts through them.
+//!
+//! The modules import each other without a cycle: the store, then the
+//! service, then the routes' shared state (`state`), then the modules that
+//! own routes (`api`, `openapi`, `webhooks`, `audit`, `operator`,
+//! `dashboard`), assembled by `routes` and served by [`server`].
 
 pub mod admin;
 mod api;
