@@ -99,6 +99,9 @@ pub struct Bench {
     pub dir: tempfile::TempDir,
     pub minimal_wasm: PathBuf,
     pub keygate_wasm: PathBuf,
+    /// Another build of the keygate filter (`KEYGATE_WASM_BASELINE`): with
+    /// `--diagnose`, row `5B` runs it beside row `5`, in the same rounds.
+    pub baseline_wasm: Option<PathBuf>,
     pub authorizer: PathBuf,
     pub control_plane: PathBuf,
     /// Where the dynamic modules are (`libminimal_native.so`,
@@ -156,6 +159,7 @@ impl Bench {
             minimal_wasm: wasm_dir.join("minimal_filter.wasm"),
             keygate_wasm: std::env::var_os("KEYGATE_WASM")
                 .map_or_else(|| wasm_dir.join("keygate_filter.wasm"), PathBuf::from),
+            baseline_wasm: std::env::var_os("KEYGATE_WASM_BASELINE").map(PathBuf::from),
             native_dir: std::env::var_os("KEYGATE_NATIVE_DIR")
                 .map_or_else(|| target.join("native"), PathBuf::from),
             authorizer: bin_dir.join("fast-authorizer"),

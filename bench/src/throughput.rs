@@ -206,6 +206,17 @@ pub fn run(bench: &Bench) -> io::Result<Vec<String>> {
         filters.push(("2b wasm 7 host calls", minimal("hostcalls")));
         filters.push(("2c wasm get+set map", minimal("one-set")));
         filters.push(("2d wasm by-name", minimal("by-name")));
+        if let Some(wasm) = &bench.baseline_wasm {
+            filters.push((
+                "5B keygate 10k, baseline",
+                Filter::Keygate {
+                    wasm,
+                    feed: feed_10k.addr,
+                    token: FEED_TOKEN,
+                    usage: true,
+                },
+            ));
+        }
     }
     let mut variants = Vec::new();
     for (i, (name, filter)) in filters.iter().enumerate() {
@@ -328,6 +339,15 @@ Envoy and wrk: CPU used during the run, % of one core; Envoy near 100% means the
 not wrk, was the bottleneck)",
         o.rounds
     );
+    if o.diagnose {
+        // CPU time per request moves less than req/s when other processes
+        // share Envoy's core: a second view of a disturbed run.
+        println!("Envoy CPU per request (µs, median of the rounds):");
+        for v in &variants {
+            let us = v.median_of(|s| 1e4 * s.envoy_cpu / s.measured.requests_per_second);
+            println!("  {:<22} {us:.1}", v.name);
+        }
+    }
     let rounds: Vec<String> = variants
         .iter()
         .map(|v| {

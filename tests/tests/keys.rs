@@ -81,6 +81,20 @@ async fn provider_key_passes_through_untouched() {
         .await;
     reply.expect(200);
     assert_eq!(reply.echoed_header("x-provider-key"), Some(provider));
+
+    // A repeated header reaches the upstream with every value, in order.
+    let reply = stack
+        .send(
+            stack
+                .request(Method::GET, "/v1/chat")
+                .header("x-api-key", key)
+                .header("x-trace", "a")
+                .header("x-trace", "b"),
+        )
+        .await;
+    reply.expect(200);
+    assert_eq!(reply.echoed_header("x-trace"), Some("a, b"), "{reply:#?}");
+    assert_eq!(reply.echoed_header("x-api-key"), None);
 }
 
 #[tokio::test]

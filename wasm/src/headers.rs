@@ -1,39 +1,69 @@
-//! The request headers in one host call, borrowed from one buffer, and the
-//! host's serialized map format (parsed and written here; the call itself is
-//! in [`crate::host`], with every other host call).
+//! A header map of the host's in one host call each way: read whole,
+//! parsed with bounds checks into slices of the one buffer, and written back
+//! whole; and the proxy-wasm format of such a map.
 //!
 //! The SDK's `get_map_bytes` copies every name and value into an allocation
 //! of its own and panics on a host status other than Ok or on a name that is
 //! not UTF-8. Here the serialized map the host hands over is kept whole and
-//! parsed with bounds checks into `(name, value)` slices: two allocations a
-//! request whatever the number of headers, and no panic on any input. The
-//! parser is pure, so it is tested natively and fuzzed (`fuzz/`).
+//! parsed with bounds checks into `(name, value)` byte slices (the values as
+//! they came, for writing back) and, from those, text pairs for the
+//! decision: a few allocations a request whatever the number of headers, and
+//! no panic on any input. The parser is pure, so it is tested natively and
+//! fuzzed (`fuzz/`). The host calls themselves are in [`crate::host`].
 //!
 //! The host's format (proxy-wasm ABI): `u32` pair count, then per pair the
 //! `u32` name and value lengths, then per pair the name and the value, each
 //! followed by a NUL byte; integers little-endian.
 
-use crate::host;
+use crate::host::{self, Status};
 use proxy_wasm::types::MapType;
 use std::borrow::Cow;
 
-/// The serialized request header map.
+/// One header as the host sent it: name and value bytes.
+pub type Entry<'a> = (&'a [u8], &'a [u8]);
+
+/// A serialized header map, as the host handed it over.
 pub struct RawHeaders(Vec<u8>);
 
 impl RawHeaders {
-    /// Reads the request headers; `None` when the host refuses.
-    pub fn read() -> Option<RawHeaders> {
-        host::header_map(MapType::HttpRequestHeaders)
-            .ok()
-            .map(RawHeaders)
+    /// Reads the header map `map`; `None` when the host refuses.
+    pub fn read(map: MapType) -> Option<RawHeaders> {
+        host::header_map(map).ok().map(RawHeaders)
     }
 
-    /// The `(name, value)` pairs; bytes of a value that are not UTF-8 read
-    /// as U+FFFD (such a value is never a valid key, but it is still one).
-    /// `None` when the buffer is not a well-formed map.
-    pub fn pairs(&self) -> Option<Vec<(&str, Cow<'_, str>)>> {
-        parse(&self.0)
+    /// The entries, in the host's order; `None` when the buffer is not a
+    /// well-formed map.
+    pub fn entries(&self) -> Option<Vec<Entry<'_>>> {
+        parse_entries(&self.0)
     }
+}
+
+/// Replaces every header of `map` with `pairs`, in one host call.
+pub fn write<N: AsRef<[u8]>, V: AsRef<[u8]>>(map: MapType, pairs: &[(N, V)]) -> Result<(), Status> {
+    host::set_header_map(map, &serialize(pairs))
+}
+
+/// The entries as text pairs; bytes of a value that are not UTF-8 read as
+/// U+FFFD (such a value is never a valid key, but it is still one). `None`
+/// when a name is not UTF-8.
+pub fn text<'a>(entries: &[Entry<'a>]) -> Option<Vec<(&'a str, Cow<'a, str>)>> {
+    entries
+        .iter()
+        .map(|&(name, value)| {
+            Some((
+                std::str::from_utf8(name).ok()?,
+                String::from_utf8_lossy(value),
+            ))
+        })
+        .collect()
+}
+
+/// The first value of header `name` (case-insensitive) among `entries`.
+pub fn value<'a>(entries: &[Entry<'a>], name: &str) -> Option<&'a [u8]> {
+    entries
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|&(_, v)| v)
 }
 
 /// Serializes `(name, value)` pairs in the host's format (see the module doc).
@@ -66,15 +96,21 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_le_bytes(word.try_into().ok()?) as usize)
 }
 
-/// Parses a serialized map (see the module doc); `None` when malformed.
+/// Parses a serialized map (see the module doc) into text pairs; `None`
+/// when malformed (see [`text`]).
 pub fn parse(bytes: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
+    text(&parse_entries(bytes)?)
+}
+
+/// Parses a serialized map (see the module doc); `None` when malformed.
+pub fn parse_entries(bytes: &[u8]) -> Option<Vec<Entry<'_>>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
     let count = u32_at(bytes, 0)?;
     let mut data = count.checked_mul(8)?.checked_add(4)?;
     // Every pair takes at least 10 bytes: never trust the count alone.
-    let mut pairs = Vec::with_capacity(count.min(bytes.len() / 10));
+    let mut entries = Vec::with_capacity(count.min(bytes.len() / 10));
     for i in 0..count {
         let sizes = 4 + i * 8;
         let (name_len, value_len) = (u32_at(bytes, sizes)?, u32_at(bytes, sizes + 4)?);
@@ -82,10 +118,9 @@ pub fn parse(bytes: &[u8]) -> Option<Vec<(&str, Cow<'_, str>)>> {
         data = data.checked_add(name_len + 1)?;
         let value = bytes.get(data..data.checked_add(value_len)?)?;
         data = data.checked_add(value_len + 1)?;
-        let name = std::str::from_utf8(name).ok()?;
-        pairs.push((name, String::from_utf8_lossy(value)));
+        entries.push((name, value));
     }
-    Some(pairs)
+    Some(entries)
 }
 
 #[cfg(test)]

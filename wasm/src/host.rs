@@ -23,7 +23,6 @@
 //! global allocator: [`owned`] takes them over as a `Vec` of that length and
 //! capacity. That is why `wasm/Cargo.toml` pins `proxy-wasm = "=0.2.5"`.
 
-use crate::headers;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::ptr::{null, null_mut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,20 +57,7 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
-    fn proxy_add_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
-    fn proxy_replace_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
@@ -193,6 +179,12 @@ pub fn header_map(map: MapType) -> Result<Vec<u8>, Status> {
     Ok(unsafe { owned(data, size) })
 }
 
+/// Replaces every header of `map` with the serialized `pairs`.
+pub fn set_header_map(map: MapType, pairs: &[u8]) -> Result<(), Status> {
+    // SAFETY: the host only reads the serialized map.
+    check(unsafe { proxy_set_header_map_pairs(map as u32, pairs.as_ptr(), pairs.len()) })
+}
+
 /// The value of header `name` in `map`; `None` when absent.
 pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
     let (mut data, mut size) = (null_mut(), 0);
@@ -202,34 +194,6 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
     };
     // SAFETY: called only on Ok, so the buffer is the host's answer.
     found(code, || unsafe { owned(data, size) })
-}
-
-/// Adds a header to `map` (after any of the same name).
-pub fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
-    // SAFETY: the host only reads the two strings.
-    check(unsafe {
-        proxy_add_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    })
-}
-
-/// Sets header `name` of `map` to `value` alone.
-pub fn set_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
-    // SAFETY: the host only reads the two strings.
-    check(unsafe {
-        proxy_replace_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    })
 }
 
 /// Removes every header `name` of `map`.
@@ -299,13 +263,9 @@ pub fn dequeue_shared_queue(id: u32) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
-/// Answers the current request locally with `status`, `headers` and `body`.
-pub fn send_http_response(
-    status: u32,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<(), Status> {
-    let map = headers::serialize(headers);
+/// Answers the current request locally with `status`, the serialized
+/// header map `headers` and `body`.
+pub fn send_http_response(status: u32, headers: &[u8], body: &[u8]) -> Result<(), Status> {
     // SAFETY: the host only reads the body and the serialized headers.
     check(unsafe {
         proxy_send_local_response(
@@ -314,8 +274,8 @@ pub fn send_http_response(
             0,
             body.as_ptr(),
             body.len(),
-            map.as_ptr(),
-            map.len(),
+            headers.as_ptr(),
+            headers.len(),
             NO_GRPC_STATUS,
         )
     })

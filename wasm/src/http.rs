@@ -1,10 +1,11 @@
 //! One HTTP request: one decision, taken from the headers alone.
 //!
 //! All request headers are read in one host call ([`RawHeaders`]); the core
-//! decides; an allow
-//! removes the credential and any client copy of the identity headers, sets
-//! the identity headers and rewrites `:path` when `?api_key=` went away (and
-//! `Sec-WebSocket-Protocol` when its `keygate.bearer.` entry did); a deny
+//! decides; an allow writes the whole map back in one host call (none when
+//! nothing changes): without the credential and any client copy of the
+//! identity headers, with the identity headers, with `:path` rewritten when
+//! `?api_key=` went away (and `Sec-WebSocket-Protocol` when its
+//! `keygate.bearer.` entry did), every other entry as it came; a deny
 //! answers with the JSON of SPEC §4 in the configured `error_format`. An
 //! allowed key that has rate limits of its own is counted first
 //! ([`crate::limits`]): a 429 once one is used up. A request that needs a key in
@@ -15,13 +16,15 @@
 //! for usage ([`crate::usage`]): a refusal at once, an allowed one on its
 //! answer (which loses the upstream's cost header here).
 
-use crate::headers::RawHeaders;
+use crate::headers::{self, Entry, RawHeaders};
 use crate::host::{self, Status};
 use crate::limits::SharedCounts;
 use crate::state::State;
 use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
-use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
+use keygate::decision::{
+    self, Allow, Decision, Deny, DenyReason, Identity, IdentityHeaders, Policy, Request,
+};
 use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use keygate::usage::Outcome;
@@ -91,6 +94,7 @@ fn deny(deny: &Deny, format: ErrorFormat) {
     let headers = deny.response_headers();
     let status = u32::from(deny.status);
     let body = deny.body(format);
+    let headers = headers::serialize(&headers);
     if let Err(e) = host::send_http_response(status, &headers, body.as_bytes()) {
         log::error!("could not send the {status} refusal ({e:?}); resetting the request");
         let _ = host::reset_http_request();
@@ -132,9 +136,10 @@ fn wait_for_table(state: &State, id: u32, now: u64) -> bool {
 /// of getting 503; a table too stale still gets 503 at once.
 pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
     let policy = state.policy.borrow();
-    let raw = RawHeaders::read();
-    let headers = raw.as_ref().and_then(RawHeaders::pairs);
-    let (Some(policy), Some(headers)) = (policy.as_ref(), headers) else {
+    let raw = RawHeaders::read(MapType::HttpRequestHeaders);
+    let entries = raw.as_ref().and_then(RawHeaders::entries);
+    let headers = entries.as_deref().and_then(headers::text);
+    let (Some(policy), Some(entries), Some(headers)) = (policy.as_ref(), entries, headers) else {
         return refuse(state, &Deny::not_ready());
     };
     let request = Request::from_headers(&headers);
@@ -150,7 +155,7 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
                     log::warn!("could not count the key's own rate limits ({e:?}); not limiting")
                 }
             }
-            if allow(&a, &headers).is_err() {
+            if allow(&a, &entries).is_err() {
                 log::error!("could not rewrite the request headers; refusing it");
                 return refuse(state, &Deny::not_ready());
             }
@@ -184,28 +189,65 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
     }
 }
 
-/// Rewrites the request for the upstream.
-fn allow(allow: &Allow<'_>, present: &Headers<'_>) -> Result<(), Status> {
-    let map = MapType::HttpRequestHeaders;
-    for name in allow.headers_to_remove() {
-        if decision::header(present, name).is_some() {
-            host::remove_header(map, name)?;
+/// Rewrites the request for the upstream: the whole map in one host call,
+/// none when nothing changes.
+fn allow(allow: &Allow<'_>, present: &[Entry<'_>]) -> Result<(), Status> {
+    let identity = allow.identity.as_ref().map(Identity::headers);
+    match rewritten(allow, identity.as_ref(), present) {
+        Some(pairs) => headers::write(MapType::HttpRequestHeaders, &pairs),
+        None => Ok(()),
+    }
+}
+
+/// The request headers `allow` leaves for the upstream, in order: what
+/// `present` holds less the removed headers (`:path` rewritten), then
+/// `identity`, then the remaining WebSocket subprotocols; `None` when that
+/// is `present` unchanged.
+fn rewritten<'a>(
+    allow: &'a Allow<'_>,
+    identity: Option<&'a IdentityHeaders<'_>>,
+    present: &[Entry<'a>],
+) -> Option<Vec<Entry<'a>>> {
+    let is = |name: &[u8], other: &str| name.eq_ignore_ascii_case(other.as_bytes());
+    let dropped = |name: &[u8]| {
+        allow.headers_to_remove().any(|r| is(name, r))
+            // One value for what may have come as several.
+            || (allow.new_subprotocols.is_some() && is(name, credential::SEC_WEBSOCKET_PROTOCOL))
+    };
+    let new_path = allow.new_path.as_deref().map(str::as_bytes);
+    let mut pairs: Vec<Entry<'a>> = Vec::with_capacity(present.len() + 8);
+    let (mut removed, mut path_written) = (false, false);
+    for &(name, value) in present {
+        if dropped(name) {
+            removed = true;
+            continue;
         }
+        let value = match new_path {
+            Some(path) if is(name, ":path") => {
+                path_written = true;
+                path
+            }
+            _ => value,
+        };
+        pairs.push((name, value));
     }
-    if let Some(identity) = &allow.identity {
-        for (name, value) in identity.headers().pairs() {
-            host::add_header(map, name, value)?;
-        }
+    let offered = allow.new_subprotocols.as_deref();
+    if !removed && new_path.is_none() && identity.is_none() && offered.is_none() {
+        return None;
     }
-    if let Some(path) = &allow.new_path {
-        host::set_header(map, ":path", path)?;
+    if let Some(path) = new_path.filter(|_| !path_written) {
+        pairs.push((b":path".as_slice(), path));
     }
-    if let Some(offered) = &allow.new_subprotocols {
-        // One value for what may have come as several.
-        host::remove_header(map, credential::SEC_WEBSOCKET_PROTOCOL)?;
-        host::add_header(map, credential::SEC_WEBSOCKET_PROTOCOL, offered)?;
+    if let Some(identity) = identity {
+        pairs.extend(identity.pairs().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
     }
-    Ok(())
+    if let Some(offered) = offered {
+        pairs.push((
+            credential::SEC_WEBSOCKET_PROTOCOL.as_bytes(),
+            offered.as_bytes(),
+        ));
+    }
+    Some(pairs)
 }
 
 /// The display prefix of the request's key, if it has a well-formed one:
@@ -276,5 +318,116 @@ impl HttpContext for Http {
 impl Drop for Http {
     fn drop(&mut self) {
         self.forget_stream();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate::feed::KeyStatus;
+    use keygate::ids::{KeyId, OrgId};
+    use keygate::key::Environment;
+    use keygate::limits::RateLimits;
+    use keygate::table::KeyRef;
+
+    fn allow() -> Allow<'static> {
+        Allow {
+            identity: None,
+            strip_authorization: false,
+            strip_api_key: false,
+            new_path: None,
+            new_subprotocols: None,
+            strip_subprotocols: false,
+        }
+    }
+
+    fn names<'a>(pairs: &[Entry<'a>]) -> Vec<(&'a str, &'a [u8])> {
+        pairs
+            .iter()
+            .map(|&(n, v)| (std::str::from_utf8(n).unwrap(), v))
+            .collect()
+    }
+
+    #[test]
+    fn the_key_and_spoofed_identity_go_every_other_entry_stays_as_it_came() {
+        let record = KeyRef {
+            key_id: KeyId(7),
+            org_id: OrgId(9),
+            expires_at: 0,
+            scopes: "a:read",
+            tier: "pro",
+            environment: Environment::Live,
+            status: KeyStatus::Active,
+            limits: RateLimits::NONE,
+            external_id: None,
+        };
+        let a = Allow {
+            identity: Some(Identity {
+                record,
+                hash: [0; 32],
+            }),
+            strip_api_key: true,
+            ..allow()
+        };
+        let present: Vec<Entry<'_>> = vec![
+            (b":path", b"/a"),
+            (b"x-api-key", b"rk_live_x"),
+            (b"X-Key-Id", b"key_spoofed"),
+            (b"x-key-owner", b"spoofed"),
+            (b"x-multi", b"1"),
+            (b"x-multi", b"2"),
+            (b"latin1", b"caf\xe9"),
+        ];
+        let identity = a.identity.as_ref().map(Identity::headers);
+        let out = rewritten(&a, identity.as_ref(), &present).unwrap();
+        let mut expected: Vec<(&str, &[u8])> = vec![
+            (":path", b"/a"),
+            ("x-multi", b"1"),
+            ("x-multi", b"2"),
+            ("latin1", b"caf\xe9"),
+        ];
+        let identity = identity.as_ref().unwrap();
+        expected.extend(identity.pairs().map(|(n, v)| (n, v.as_bytes())));
+        assert_eq!(names(&out), expected);
+        assert_eq!(out.len(), 9, "five identity headers, no owner");
+    }
+
+    #[test]
+    fn path_and_subprotocols_are_rewritten_once() {
+        let a = Allow {
+            new_path: Some("/ws?room=1".into()),
+            new_subprotocols: Some("chat.v2".into()),
+            ..allow()
+        };
+        let present: Vec<Entry<'_>> = vec![
+            (b":method", b"GET"),
+            (b":path", b"/ws?api_key=rk_live_x&room=1"),
+            (b"sec-websocket-protocol", b"keygate.bearer.rk_live_x"),
+            (b"sec-websocket-protocol", b"chat.v2"),
+            (b"upgrade", b"websocket"),
+        ];
+        let out = rewritten(&a, None, &present).unwrap();
+        let expected: Vec<(&str, &[u8])> = vec![
+            (":method", b"GET"),
+            (":path", b"/ws?room=1"),
+            ("upgrade", b"websocket"),
+            ("sec-websocket-protocol", b"chat.v2"),
+        ];
+        assert_eq!(names(&out), expected);
+    }
+
+    #[test]
+    fn an_unchanged_request_is_not_written() {
+        let present: Vec<Entry<'_>> = vec![(b":path", b"/public"), (b"x-other", b"1")];
+        assert_eq!(rewritten(&allow(), None, &present), None);
+        let strip = Allow {
+            strip_authorization: true,
+            ..allow()
+        };
+        assert_eq!(rewritten(&strip, None, &present), None);
+        let present: Vec<Entry<'_>> = vec![(b":path", b"/public"), (b"x-org-id", b"spoofed")];
+        let public = allow();
+        let out = rewritten(&public, None, &present).unwrap();
+        assert_eq!(names(&out), vec![(":path", b"/public".as_slice())]);
     }
 }

@@ -3,14 +3,25 @@
 //! The core crate (`keygate`) takes every decision; this crate glues it to
 //! the host. Modules: [`host`] (every host call, on the raw ABI), [`root`]
 //! (configuration; drives the feed engine from the tick and call answers),
-//! [`http`] (one decision per request), [`headers`] (request headers in one
-//! host call, the map format), [`engine_host`] (the feed engine's host:
-//! shared data, clock, calls, log), [`streams`] (open
-//! WebSockets), [`limits`] (a key's own rate limits over shared data), [`stats`] (metrics), [`state`] (what a root shares with its
+//! [`http`] (one decision per request), [`headers`] (a header map read and
+//! written whole, in one host call each; the map format), [`engine_host`]
+//! (the feed engine's host: shared data, clock, calls, log), [`streams`]
+//! (open WebSockets), [`limits`] (a key's own rate limits over shared
+//! data), [`stats`] (metrics), [`state`] (what a root shares with its
 //! requests), [`waiting`] (requests paused until the first table),
-//! [`usage`] (counting per key and minute, the cost header, the reporter). The feed
-//! itself (lease, followers, fetch loop, shared table, a new VM's own first
-//! table) is the core's host-independent [`keygate::engine`].
+//! [`usage`] (counting per key and minute, the cost header, the reporter).
+//! The feed itself (lease, followers, fetch loop, shared table, a new VM's
+//! own first table) is the core's host-independent [`keygate::engine`].
+//!
+//! Host calls per request: an allowed request of a key makes three, the
+//! request headers read whole and written back whole and the response
+//! headers read whole (for the cost header and `x-envoy-ratelimited`), plus
+//! one to remove the cost header when the upstream sent one; a request whose
+//! headers stay as they came (a public route) skips the write, and one that
+//! no key's usage waits for reads only the cost header. A key with rate
+//! limits of its own adds a shared-data read and write; a refusal is the
+//! read and the local reply. Counters, usage counts and the clock stay in
+//! the VM until the next tick.
 //!
 //! Behaviour: before a VM's first table a request that needs a key waits for
 //! it, up to `feed.first_table_wait_ms`, then gets 503 `not ready`; 503 again

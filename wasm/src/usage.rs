@@ -12,6 +12,7 @@
 //! on its ticks into its [`Reporter`], which sends the batches over the feed
 //! cluster with the feed token. Batch ids come from WASI's `random_get`.
 
+use crate::headers::{self, RawHeaders};
 use crate::host;
 use crate::stats::Stats;
 use keygate::config::{FeedConfig, UsageConfig};
@@ -95,17 +96,21 @@ impl Usage {
             return;
         };
         let map = MapType::HttpResponseHeaders;
-        let cost = host::header(map, &settings.cost_header).ok().flatten();
+        let key = self.open.borrow_mut().remove(&id);
+        let (cost, limited) = if key.is_some() {
+            answer_headers(&settings.cost_header)
+        } else {
+            (
+                host::header(map, &settings.cost_header).ok().flatten(),
+                false,
+            )
+        };
         if cost.is_some() && host::remove_header(map, &settings.cost_header).is_err() {
             log::warn!("could not remove the cost header from an answer");
         }
-        let Some(key) = self.open.borrow_mut().remove(&id) else {
+        let Some(key) = key else {
             return;
         };
-        let limited = host::header(map, ENVOY_RATELIMITED)
-            .ok()
-            .flatten()
-            .is_some();
         let outcome = if limited {
             Outcome::RateLimitedEnvoy
         } else {
@@ -199,6 +204,17 @@ impl Usage {
     pub fn pending(&self) -> usize {
         self.reporter.borrow().as_ref().map_or(0, Reporter::pending)
     }
+}
+
+/// The cost header and whether Envoy's `local_ratelimit` answered, from
+/// one read of the response headers (`(None, false)` if the host refuses).
+fn answer_headers(cost_header: &str) -> (Option<Vec<u8>>, bool) {
+    let raw = RawHeaders::read(MapType::HttpResponseHeaders);
+    let Some(entries) = raw.as_ref().and_then(RawHeaders::entries) else {
+        return (None, false);
+    };
+    let cost = headers::value(&entries, cost_header).map(<[u8]>::to_vec);
+    (cost, headers::value(&entries, ENVOY_RATELIMITED).is_some())
 }
 
 /// Moves the counts every VM enqueued into `reporter`.

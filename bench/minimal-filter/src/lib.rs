@@ -10,12 +10,14 @@
 //! host calls and its own computation):
 //!
 //! - `""`: read `x-api-key`, set `x-minimal-seen` (2 host calls);
-//! - `"hostcalls"`: the host calls keygate makes on an allowed request and
-//!   nothing else: read every header, remove the key header, add five
-//!   identity headers (7 host calls; keygate reads the clock and adds to its
-//!   counters once per tick, not per request);
-//! - `"one-set"`: the same rewrite in two host calls: read every header, then
-//!   write the whole map back without the key and with the five headers;
+//! - `"hostcalls"`: the request host calls keygate made on an allowed
+//!   request until it wrote the map whole, and nothing else: read every
+//!   header, remove the key header, add five identity headers (7 host calls;
+//!   keygate reads the clock and adds to its counters once per tick, not per
+//!   request);
+//! - `"one-set"`: the same rewrite in two host calls, as keygate does it now:
+//!   read every header, then write the whole map back without the key and
+//!   with the five headers;
 //! - `"by-name"`: read only the headers a decision needs, by name
 //!   (`authorization`, `x-api-key`, `:path`, `:method`), remove the key
 //!   header, set (replace) the five identity headers (10 host calls, no
