@@ -9,9 +9,9 @@
 //! while requests wait for the first table): Envoy runs
 //! each tick on the main thread (`on_http_filter_config_scheduled`). A tick
 //! starts the next feed request when one is due (config-level HTTP
-//! callouts), decides requests whose wait for the first table is over, and
-//! once a second wakes WebSockets whose key expired and records the table's
-//! age. The fetching itself is the feed engine's (`keygate::engine::fetch`,
+//! callouts), decides requests whose wait for the first table is over,
+//! adds the requests' counts to Envoy's stats, and once a second wakes
+//! WebSockets whose key expired and records the table's age. The fetching itself is the feed engine's (`keygate::engine::fetch`,
 //! the wasm filter's loop too) with a table-direct sink: a snapshot is
 //! built page by page, a delta applied to a copy of the table, no body kept.
 //! An answer ([`ConfigHandle::on_answer`]) that brings a new table
@@ -219,6 +219,7 @@ impl ConfigHandle {
         }
         self.poll(&mut state, now);
         self.shared.wake_waiting(Some(now));
+        self.shared.stats.flush(self.envoy);
         self.each_second(&mut state, now);
         self.report_usage(&mut state, now);
     }
@@ -344,8 +345,8 @@ impl ConfigHandle {
             return;
         }
         state.last_second = second;
-        if let Some(table) = self.shared.fresh_table(now) {
-            self.shared.wake_dead_websockets(&table, second);
+        if let Some(table) = self.shared.fresh_table(now).as_deref() {
+            self.shared.wake_dead_websockets(table, second);
         }
         if self.shared.ever_loaded() {
             let age = now.saturating_sub(self.shared.contact_ms()) / 1000;
