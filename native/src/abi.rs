@@ -163,6 +163,14 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    /// Adds a value of `key`, keeping those it has (cheaper than a set:
+    /// nothing is looked for or removed).
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoy,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoy,
         status_code: u32,
@@ -221,13 +229,6 @@ extern "C" {
         label_names: *mut ModuleBuffer,
         label_names_length: usize,
         id: *mut usize,
-    ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
-        filter: FilterEnvoy,
-        id: usize,
-        label_values: *mut ModuleBuffer,
-        label_values_length: usize,
-        value: u64,
     ) -> u32;
     pub fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
         config: ConfigEnvoy,

@@ -55,6 +55,9 @@ pub struct Filter {
     id: u64,
     /// Paused until the main thread wakes it.
     waiting: bool,
+    /// Registered with the main thread ([`Filter::watch`]); an ordinary
+    /// request never is, and never takes the registry's lock.
+    watched: bool,
     /// The key hash of an allowed WebSocket upgrade.
     websocket: Option<[u8; 32]>,
     /// The key of an allowed request, until it is counted on its answer.
@@ -71,16 +74,20 @@ pub fn send_deny(filter: FilterEnvoy, deny: &Deny, format: ErrorFormat) {
 /// Rewrites the request for the upstream; false when Envoy refused a change.
 fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> bool {
     let identity = allow.identity.as_ref().map(|i| i.headers());
-    let set: Vec<(&str, &str)> = identity.iter().flat_map(|h| h.pairs()).collect();
+    let set = || identity.iter().flat_map(|h| h.pairs());
     let mut ok = true;
     for name in allow.headers_to_remove() {
-        let replaced = set.iter().any(|(n, _)| *n == name);
+        let replaced = set().any(|(n, _)| n == name);
         if !replaced && decision::header(present, name).is_some() {
             ok &= host::set_request_header(filter, name, None);
         }
     }
-    for (name, value) in &set {
-        ok &= host::set_request_header(filter, name, Some(value));
+    for (name, value) in set() {
+        ok &= if decision::header(present, name).is_some() {
+            host::set_request_header(filter, name, Some(value))
+        } else {
+            host::add_request_header(filter, name, value)
+        };
     }
     if let Some(path) = &allow.new_path {
         ok &= host::set_request_header(filter, ":path", Some(path));
@@ -99,6 +106,7 @@ impl Filter {
             envoy,
             id,
             waiting: false,
+            watched: false,
             websocket: None,
             counting: None,
         }
@@ -106,7 +114,7 @@ impl Filter {
 
     /// Counts and sends a refusal.
     fn refuse(&self, deny: &Deny) -> Step {
-        self.shared.stats.denied(self.envoy, deny.reason);
+        self.shared.stats.denied(deny.reason);
         if let Some(key) = deny.key {
             let outcome = Outcome::Denied(deny.reason);
             self.shared.usage.count(key, now_ms() / 1000, outcome, 0);
@@ -149,7 +157,7 @@ impl Filter {
                     log::error("could not rewrite the request headers; refusing it");
                     return self.refuse_not_ready();
                 }
-                self.shared.stats.allowed(self.envoy);
+                self.shared.stats.allowed();
                 self.counting = allow.identity.map(|i| i.record.key_id);
                 if let Some(hash) = upgrade {
                     self.watch(None, Some(hash));
@@ -186,7 +194,7 @@ impl Filter {
             return false;
         }
         self.waiting = true;
-        self.shared.stats.waited(self.envoy);
+        self.shared.stats.waited();
         if self.shared.ever_loaded() {
             // The table came while registering: its wake-up may have missed us.
             self.wake();
@@ -213,6 +221,7 @@ impl Filter {
                 },
             );
         }
+        self.watched = true;
         self.websocket = websocket;
         true
     }
@@ -251,10 +260,11 @@ impl Filter {
         let dead = self
             .shared
             .fresh_table(now)
-            .is_some_and(|t| key_is_dead(&t, &hash, now / 1000));
+            .as_deref()
+            .is_some_and(|t| key_is_dead(t, &hash, now / 1000));
         if dead {
             self.forget();
-            self.shared.stats.ws_closed(self.envoy);
+            self.shared.stats.ws_closed();
             log::info(&format!(
                 "closing WebSocket stream {}: its key was revoked or expired",
                 self.id
@@ -284,13 +294,13 @@ impl Filter {
         let micros = match cost {
             None | Some(Cost::Malformed) => {
                 if cost.is_some() {
-                    self.shared.stats.cost_malformed(self.envoy);
+                    self.shared.stats.cost_malformed();
                 }
                 0
             }
             Some(Cost::Micros(n)) => n,
             Some(Cost::Clamped(n)) => {
-                self.shared.stats.cost_clamped(self.envoy);
+                self.shared.stats.cost_clamped();
                 n
             }
         };
@@ -317,8 +327,10 @@ impl Filter {
     pub fn forget(&mut self) {
         self.websocket = None;
         self.waiting = false;
-        let removed = self.shared.watched().remove(&self.id);
-        drop(removed);
+        if std::mem::take(&mut self.watched) {
+            let removed = self.shared.watched().remove(&self.id);
+            drop(removed);
+        }
     }
 }
 

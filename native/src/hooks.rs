@@ -9,10 +9,11 @@
 //! keygate leaves idle are in [`crate::idle_hooks`].
 
 use crate::abi::{self, ConfigEnvoy, EnvoyBuffer, EnvoyHeader, FilterEnvoy};
-use crate::config::{ConfigHandle, EVENT_TICK};
+use crate::config::ConfigHandle;
 use crate::filter::{send_deny, Filter, Step};
 use crate::log;
 use crate::shared::{EVENT_CHECK_KEY, EVENT_DECIDE};
+use crate::timer::EVENT_TICK;
 use keygate::decision::Deny;
 use keygate::errors::ErrorFormat;
 use std::ffi::{c_char, c_void};

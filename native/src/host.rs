@@ -7,6 +7,7 @@
 use crate::abi::{self, ConfigEnvoy, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
 use keygate::engine::request::FeedRequest;
 use keygate::engine::usage::UsageRequest;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// Logs `message` at `level` (an [`abi::level`] value) under Envoy's
@@ -22,10 +23,28 @@ pub fn log_enabled(level: u32) -> bool {
     unsafe { abi::envoy_dynamic_module_callback_log_enabled(level) }
 }
 
+/// Header maps up to this size are read onto the stack (no allocation);
+/// Envoy's request and response maps are far smaller as a rule.
+const INLINE_HEADERS: usize = 32;
+
+/// `(name, value)` pairs of a header map, as the core reads them.
+pub type HeaderPairs<'h> = SmallVec<[(Cow<'h, str>, Cow<'h, str>); INLINE_HEADERS]>;
+
+/// Bytes as text without a copy when they are UTF-8 (headers are ASCII as
+/// a rule: checked first, the fastest test), else with U+FFFD.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        String::from_utf8_lossy(bytes)
+    }
+}
+
 /// The request (or response) headers of `filter`, in one call, as pointers
 /// into Envoy's header map: valid until the hook returns or a header is changed.
 pub struct RequestHeaders {
-    raw: Vec<EnvoyHeader>,
+    raw: SmallVec<[EnvoyHeader; INLINE_HEADERS]>,
 }
 
 impl RequestHeaders {
@@ -42,7 +61,7 @@ impl RequestHeaders {
     fn read_map(filter: FilterEnvoy, map: u32) -> Option<RequestHeaders> {
         // SAFETY: `filter` is the pointer Envoy gave the current hook.
         let n = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
-        let mut raw = vec![EnvoyHeader::empty(); n];
+        let mut raw = SmallVec::from_elem(EnvoyHeader::empty(), n);
         // SAFETY: `raw` holds the `n` entries Envoy writes.
         let ok = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
@@ -61,16 +80,13 @@ impl RequestHeaders {
 
     /// `(name, value)` pairs; a name or value that is not UTF-8 reads with
     /// U+FFFD (never a valid key, but still a header).
-    pub fn pairs(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    pub fn pairs(&self) -> HeaderPairs<'_> {
         self.raw
             .iter()
             .map(|h| {
                 // SAFETY: Envoy's buffers are valid while `self` is (this hook).
                 let (name, value) = unsafe { (h.key.bytes(), h.value.bytes()) };
-                (
-                    String::from_utf8_lossy(name),
-                    String::from_utf8_lossy(value),
-                )
+                (text(name), text(value))
             })
             .collect()
     }
@@ -87,6 +103,20 @@ pub fn set_request_header(filter: FilterEnvoy, name: &str, value: Option<&str>) 
             abi::REQUEST_HEADERS,
             ModuleBuffer::of(name.as_bytes()),
             value,
+        )
+    }
+}
+
+/// Adds request header `name` with `value` (one the request does not
+/// have: a set would look for it first); false when Envoy refused.
+pub fn add_request_header(filter: FilterEnvoy, name: &str, value: &str) -> bool {
+    // SAFETY: the buffers live for the call; `filter` is the current hook's.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_add_header(
+            filter,
+            abi::REQUEST_HEADERS,
+            ModuleBuffer::of(name.as_bytes()),
+            ModuleBuffer::of(value.as_bytes()),
         )
     }
 }
@@ -285,20 +315,6 @@ pub fn define_metric(config: ConfigEnvoy, name: &str, gauge: bool) -> Option<usi
         }
     };
     (result == abi::METRICS_SUCCESS).then_some(id)
-}
-
-/// Adds `n` to a counter, from a stream's hook.
-pub fn count_on_stream(filter: FilterEnvoy, id: usize, n: u64) {
-    // SAFETY: no labels; `filter` is the current hook's.
-    unsafe {
-        abi::envoy_dynamic_module_callback_http_filter_increment_counter(
-            filter,
-            id,
-            std::ptr::null_mut(),
-            0,
-            n,
-        );
-    }
 }
 
 /// Adds `n` to a counter, on the main thread.

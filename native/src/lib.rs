@@ -4,8 +4,9 @@
 //!
 //! Modules: [`abi`] (our own declarations of the callbacks used), [`host`]
 //! (every call into Envoy, safe), [`hooks`] (every function Envoy calls,
-//! panic-guarded; [`idle_hooks`] those that do nothing), [`config`] (a filter configuration on the main thread:
-//! timer and feed, over the engine's fetch loop
+//! panic-guarded; [`idle_hooks`] those that do nothing), [`config`] (a
+//! filter configuration on the main thread), [`timer`] (its ticks),
+//! [`feed_loop`] (the process's fetch stream: the engine's fetch loop
 //! `keygate::engine::fetch::Fetcher` building the table itself with
 //! `keygate::engine::sink::TableSink`), [`shared`] (what the
 //! main thread shares with the workers: the table, the woken streams),
@@ -44,6 +45,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod feed_loop;
 pub mod filter;
 pub mod hooks;
 pub mod host;
@@ -52,6 +54,7 @@ pub mod limits;
 pub mod log;
 pub mod shared;
 pub mod stats;
+pub mod timer;
 pub mod usage;
 
 /// Unix time in milliseconds.

@@ -17,7 +17,7 @@
 use crate::host::FilterScheduler;
 use crate::stats::Stats;
 use crate::usage::Usage;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwapOption, Guard};
 use keygate::decision::Policy;
 use keygate::table::KeyTable;
 use std::collections::HashMap;
@@ -88,13 +88,15 @@ impl Shared {
     }
 
     /// The table when it is fresh enough to decide with: `None` before the
-    /// first table, or when the last answer is older than the maximum staleness.
-    pub fn fresh_table(&self, now_ms: u64) -> Option<Arc<KeyTable>> {
+    /// first table, or when the last answer is older than the maximum
+    /// staleness. A borrow for one hook (no reference count is moved, so
+    /// workers do not contend on one): never keep it.
+    pub fn fresh_table(&self, now_ms: u64) -> Guard<Option<Arc<KeyTable>>> {
         let age = now_ms.saturating_sub(self.contact_ms.load(Ordering::Acquire));
         if age > self.max_staleness_ms {
-            return None;
+            return Guard::from_inner(None);
         }
-        self.table.load_full()
+        self.table.load()
     }
 
     /// True once any table was loaded.

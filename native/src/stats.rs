@@ -11,26 +11,64 @@
 //! Envoy freezes stat creation once the configuration is made, so every
 //! metric is defined in `on_http_filter_config_new`; a metric Envoy refused
 //! to define is skipped.
+//!
+//! The counters a request moves (allowed, denied, waited, WebSocket closed,
+//! cost malformed or clamped) are counted in the module, with one relaxed
+//! atomic add, and added to Envoy's on the main thread's tick
+//! ([`Stats::flush`]), as the wasm filter does: a request makes no metric
+//! callback.
 
-use crate::abi::{ConfigEnvoy, FilterEnvoy};
+use crate::abi::ConfigEnvoy;
 use crate::host;
 use keygate::decision::DenyReason;
 use keygate::engine::usage::Report;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter requests move: Envoy's id and what was counted since the
+/// last flush.
+#[derive(Debug, Default)]
+struct Counter {
+    id: Option<usize>,
+    pending: AtomicU64,
+}
+
+impl Counter {
+    fn define(config: ConfigEnvoy, name: &str) -> Counter {
+        Counter {
+            id: host::define_metric(config, name, false),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self) {
+        if self.id.is_some() {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds what was counted since the last flush to Envoy's counter.
+    fn flush(&self, config: ConfigEnvoy) {
+        let n = self.pending.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            Stats::on_config(config, self.id, n);
+        }
+    }
+}
 
 /// Metric ids of one filter configuration.
 #[derive(Debug, Default)]
 pub struct Stats {
-    allowed: Option<usize>,
-    waited: Option<usize>,
-    denied: [Option<usize>; DenyReason::ALL.len()],
+    allowed: Counter,
+    waited: Counter,
+    denied: [Counter; DenyReason::ALL.len()],
     fetches: Option<usize>,
     fetch_failures: Option<usize>,
-    ws_closed: Option<usize>,
+    ws_closed: Counter,
     table_version: Option<usize>,
     table_keys: Option<usize>,
     table_age: Option<usize>,
-    cost_malformed: Option<usize>,
-    cost_clamped: Option<usize>,
+    cost_malformed: Counter,
+    cost_clamped: Counter,
     batches_sent: Option<usize>,
     batches_dropped: Option<usize>,
     batches_failed: Option<usize>,
@@ -42,28 +80,23 @@ impl Stats {
     pub fn define(config: ConfigEnvoy) -> Stats {
         let counter = |name: &str| host::define_metric(config, name, false);
         let gauge = |name: &str| host::define_metric(config, name, true);
+        let moved = |name: &str| Counter::define(config, name);
         Stats {
-            allowed: counter("keygate_allowed"),
-            waited: counter("keygate_waited"),
-            denied: DenyReason::ALL.map(|r| counter(&format!("keygate_denied_{}", r.as_str()))),
+            allowed: moved("keygate_allowed"),
+            waited: moved("keygate_waited"),
+            denied: DenyReason::ALL.map(|r| moved(&format!("keygate_denied_{}", r.as_str()))),
             fetches: counter("keygate_fetches"),
             fetch_failures: counter("keygate_fetch_failures"),
-            ws_closed: counter("keygate_ws_closed"),
+            ws_closed: moved("keygate_ws_closed"),
             table_version: gauge("keygate_table_version"),
             table_keys: gauge("keygate_table_keys"),
             table_age: gauge("keygate_table_age_seconds"),
-            cost_malformed: counter("keygate_usage_cost_malformed"),
-            cost_clamped: counter("keygate_usage_cost_clamped"),
+            cost_malformed: moved("keygate_usage_cost_malformed"),
+            cost_clamped: moved("keygate_usage_cost_clamped"),
             batches_sent: counter("keygate_usage_batches_sent"),
             batches_dropped: counter("keygate_usage_batches_dropped"),
             batches_failed: counter("keygate_usage_batches_failed"),
             batches_pending: gauge("keygate_usage_batches_pending"),
-        }
-    }
-
-    fn on_stream(filter: FilterEnvoy, id: Option<usize>) {
-        if let Some(id) = id {
-            host::count_on_stream(filter, id, 1);
         }
     }
 
@@ -79,24 +112,38 @@ impl Stats {
         }
     }
 
-    pub fn allowed(&self, filter: FilterEnvoy) {
-        Stats::on_stream(filter, self.allowed);
+    pub fn allowed(&self) {
+        self.allowed.add();
     }
 
-    pub fn waited(&self, filter: FilterEnvoy) {
-        Stats::on_stream(filter, self.waited);
+    pub fn waited(&self) {
+        self.waited.add();
     }
 
-    pub fn denied(&self, filter: FilterEnvoy, reason: DenyReason) {
+    pub fn denied(&self, reason: DenyReason) {
         let i = DenyReason::ALL.iter().position(|r| *r == reason);
-        Stats::on_stream(
-            filter,
-            i.and_then(|i| self.denied.get(i)).copied().flatten(),
-        );
+        if let Some(counter) = i.and_then(|i| self.denied.get(i)) {
+            counter.add();
+        }
     }
 
-    pub fn ws_closed(&self, filter: FilterEnvoy) {
-        Stats::on_stream(filter, self.ws_closed);
+    pub fn ws_closed(&self) {
+        self.ws_closed.add();
+    }
+
+    /// Adds what requests counted since the last flush to Envoy's counters
+    /// (the main thread's tick).
+    pub fn flush(&self, config: ConfigEnvoy) {
+        let moved = [
+            &self.allowed,
+            &self.waited,
+            &self.ws_closed,
+            &self.cost_malformed,
+            &self.cost_clamped,
+        ];
+        for counter in moved.into_iter().chain(&self.denied) {
+            counter.flush(config);
+        }
     }
 
     pub fn fetched(&self, config: ConfigEnvoy, ok: bool) {
@@ -117,12 +164,12 @@ impl Stats {
         Stats::gauge(config, self.table_age, seconds);
     }
 
-    pub fn cost_malformed(&self, filter: FilterEnvoy) {
-        Stats::on_stream(filter, self.cost_malformed);
+    pub fn cost_malformed(&self) {
+        self.cost_malformed.add();
     }
 
-    pub fn cost_clamped(&self, filter: FilterEnvoy) {
-        Stats::on_stream(filter, self.cost_clamped);
+    pub fn cost_clamped(&self) {
+        self.cost_clamped.add();
     }
 
     /// What a reporter call did, and its queue's length.

@@ -20,6 +20,7 @@
 use crate::config::FeedConfig;
 use crate::engine::bootstrap::Bootstrap;
 use crate::engine::fetch::{Ask, Fetcher, Outcome};
+use crate::engine::fetch_log::{FetchLog, Log};
 use crate::engine::followers::{self, Announcer, Role};
 use crate::engine::host::{Host, Level};
 use crate::engine::request::FeedRequest;
@@ -30,8 +31,6 @@ use crate::table::KeyTable;
 
 /// Shortest lease; it is also at least a few ticks long.
 pub const MIN_LEASE_MS: u64 = 3000;
-/// A streak of fetch failures is logged at its start and then this often.
-pub const FAILURES_LOGGED_EVERY: u32 = 60;
 /// Snapshot pages stay in the store at least this long after publication,
 /// so that members starting at the same time find them.
 pub const SNAPSHOT_HOLD_MS: u64 = 2000;
@@ -85,6 +84,20 @@ pub fn effective_wait(feed: &FeedConfig) -> u32 {
     feed.wait_seconds.min(feed.max_staleness_seconds / 4)
 }
 
+/// Lowers `feed`'s long-poll wait to the [`effective_wait`], saying so
+/// when it does (every adapter's line).
+pub fn lower_wait(feed: &mut FeedConfig, log: Log<'_>) {
+    let wait = effective_wait(feed);
+    if wait < feed.wait_seconds {
+        log(Level::Info, format_args!(
+            "long-poll wait lowered from {} s to {wait} s: answers must come well within feed.max_staleness_seconds ({} s)",
+            feed.wait_seconds,
+            feed.max_staleness_seconds
+        ));
+        feed.wait_seconds = wait;
+    }
+}
+
 /// One member's feed.
 #[derive(Debug)]
 pub struct Engine {
@@ -93,8 +106,8 @@ pub struct Engine {
     lease: Lease,
     fetcher: Fetcher,
     leader: bool,
-    /// Fetch failures in a row.
-    failures: u32,
+    /// Its fetches' failure streak, for the log.
+    fetch_log: FetchLog,
     announcer: Announcer,
     /// Still a candidate to lead (keeps no table unless it serves).
     candidate: bool,
@@ -112,18 +125,10 @@ pub struct Engine {
 
 impl Engine {
     /// A member of the feed `config` describes (its long-poll wait lowered
-    /// per [`effective_wait`]), announced in the host's store. `seed` makes
+    /// per [`lower_wait`]), announced in the host's store. `seed` makes
     /// its ids unique (e.g. clock nanos mixed with a member number).
     pub fn new(host: &impl Host, mut config: FeedConfig, seed: u64) -> Engine {
-        let wait = effective_wait(&config);
-        if wait < config.wait_seconds {
-            host.log(Level::Info, format_args!(
-                "long-poll wait lowered from {} s to {wait} s: answers must come well within feed.max_staleness_seconds ({} s)",
-                config.wait_seconds,
-                config.max_staleness_seconds
-            ));
-            config.wait_seconds = wait;
-        }
+        lower_wait(&mut config, &|level, message| host.log(level, message));
         let keys = SharedKeys::new(&format!(
             "{}|{}|{}",
             config.cluster, config.authority, config.path
@@ -138,7 +143,7 @@ impl Engine {
             keys,
             lease,
             leader: false,
-            failures: 0,
+            fetch_log: FetchLog::default(),
             announcer,
             candidate: true,
             configured_ms: now,
@@ -446,66 +451,13 @@ impl Engine {
         }
     }
 
-    /// Logs and counts the outcome of a fetch. Failures in a row are logged
-    /// once, then every [`FAILURES_LOGGED_EVERY`]; the recovery once.
+    /// Logs ([`FetchLog`]) and counts the outcome of a fetch.
     fn report(&mut self, host: &impl Host, outcome: &Outcome, changes: &mut Changes) {
         changes.count(outcome);
-        if let Outcome::Failed(failure) = outcome {
-            self.failures = self.failures.saturating_add(1);
-            if self.failures == 1 || self.failures.is_multiple_of(FAILURES_LOGGED_EVERY) {
-                let version = sync::read_head(host, &self.keys).map_or(0, |h| h.version);
-                host.log(Level::Warn, format_args!(
-                    "key table fetch from cluster {} failed: {failure}; keeping version {version}, retrying every {} ms ({} failures in a row)",
-                    self.config.cluster,
-                    self.config.retry_ms,
-                    self.failures
-                ));
-            }
-            return;
-        }
-        if self.failures > 0 {
-            host.log(
-                Level::Info,
-                format_args!(
-                    "key table fetch from cluster {} works again after {} failures",
-                    self.config.cluster, self.failures
-                ),
-            );
-            self.failures = 0;
-        }
-        log_outcome(host, outcome);
-    }
-}
-
-/// The log line of a usable answer, if it deserves one.
-fn log_outcome(host: &impl Host, outcome: &Outcome) {
-    match outcome {
-        Outcome::Page { pages, keys } => host.log(
-            Level::Debug,
-            format_args!("key table snapshot: page {pages} stored ({keys} keys so far)"),
-        ),
-        Outcome::Snapshot { version, keys } => host.log(
-            Level::Info,
-            format_args!("key table version {version} fetched ({keys} keys, snapshot)"),
-        ),
-        Outcome::Delta { version, ops } => host.log(
-            Level::Info,
-            format_args!("key table version {version} fetched (delta of {ops} changes)"),
-        ),
-        Outcome::Resync { base, have } => host.log(
-            Level::Warn,
-            format_args!(
-                "delta from version {base} does not apply to version {}; asking for a snapshot",
-                have.unwrap_or(0)
-            ),
-        ),
-        Outcome::NewKeySet { key_set } => host.log(
-            Level::Warn,
-            format_args!(
-                "snapshot page of another key set ({key_set}) than the pages before it; starting the snapshot over"
-            ),
-        ),
-        Outcome::NotModified | Outcome::Failed(_) => {}
+        let keys = &self.keys;
+        let version = || sync::read_head(host, keys).map_or(0, |h| h.version);
+        let log: Log<'_> = &|level, message| host.log(level, message);
+        self.fetch_log.record(log, &self.config, outcome, version);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::FilterConfig;
+use crate::engine::fetch_log::FAILURES_LOGGED_EVERY;
 use crate::engine::shared::{MemoryShared, SharedData};
 use crate::engine::sync::tests::{entry, KS};
 use crate::feed::{encode_delta, encode_snapshot, FeedOp};

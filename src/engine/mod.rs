@@ -18,6 +18,7 @@
 //!   a follower's catch-up;
 //! - [`followers`]: which process members are alive, what they hold, who leads;
 //! - [`fetch`]: the fetch loop (what to ask next, what an answer did, pacing);
+//! - [`fetch_log`]: the log lines of its outcomes, the same for both adapters;
 //! - [`sink`]: where fetched bodies go (the store, or straight into a table);
 //! - [`bootstrap`]: one member's own first table, straight from the control plane;
 //! - [`request`]: the HTTP request a fetch sends;
@@ -26,6 +27,7 @@
 pub mod bootstrap;
 pub mod driver;
 pub mod fetch;
+pub mod fetch_log;
 pub mod followers;
 pub mod host;
 pub mod request;
