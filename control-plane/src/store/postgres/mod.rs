@@ -16,10 +16,10 @@ mod listen;
 mod queries;
 mod usage;
 
-use super::usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
+use super::usage::{UsageBatch, UsageBucket, UsageQuery};
 use super::{
-    publish, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk,
-    Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
+    publish, FeedAnswer, Ingested, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate,
+    PageAsk, Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keygate::feed::KeySet;

@@ -5,10 +5,9 @@
 
 use super::queries::{int, sql_id, uint, Write};
 use crate::store::usage::{
-    self, cutoffs, Granularity, Ingested, UsageBatch, UsageBucket, UsageQuery, UsageScope,
-    BATCH_RETENTION,
+    self, cutoffs, Granularity, UsageBatch, UsageBucket, UsageQuery, UsageScope, BATCH_RETENTION,
 };
-use crate::store::StoreError;
+use crate::store::{Ingested, StoreError};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
