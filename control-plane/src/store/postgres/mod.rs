@@ -63,6 +63,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         8,
         include_str!("../../../migrations/postgres/0008_dashboard.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_usage_fillfactor.sql"),
+    ),
 ];
 /// Most connections of one replica.
 const POOL_SIZE: usize = 16;
