@@ -11,7 +11,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod usage;
 
-use caps::{Caps, CapsChange};
+use caps::{Caps, CapsChange, Crossing};
 use keygate::feed::{FeedEntry, FeedOp, KeySet, KeyStatus};
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::Environment;
@@ -22,7 +22,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
-use usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
+use usage::{UsageBatch, UsageBucket, UsageQuery};
 
 /// A key as stored: never the key itself, only its display prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +343,19 @@ pub enum FeedAnswer {
         base: u64,
         version: u64,
         ops: Vec<FeedOp>,
+    },
+}
+
+/// What ingesting a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// Its id was seen before: nothing counted.
+    Duplicate,
+    /// Counted; keys the database does not know were skipped; the caps'
+    /// thresholds the batch crossed.
+    Applied {
+        unknown_keys: usize,
+        crossings: Vec<Crossing>,
     },
 }
 

@@ -6,7 +6,6 @@
 //! needs no migration, and a key that only ever succeeds stores one row a
 //! minute. The cost the upstream reported is kept on the `allowed` row.
 
-use super::caps::Crossing;
 use keygate::ids::{KeyId, OrgId};
 use std::collections::BTreeMap;
 
@@ -60,19 +59,6 @@ impl UsageBatch {
         }
         latest.into_iter().map(|(k, at)| (KeyId(k), at)).collect()
     }
-}
-
-/// What ingesting a batch did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ingested {
-    /// Its id was seen before: nothing counted.
-    Duplicate,
-    /// Counted; keys the database does not know were skipped; the caps'
-    /// thresholds the batch crossed.
-    Applied {
-        unknown_keys: usize,
-        crossings: Vec<Crossing>,
-    },
 }
 
 /// Bucket width of a usage query.

@@ -1,5 +1,6 @@
 //! The caps SQL of the PostgreSQL store (crate::store::caps): a batch's
-//! capped keys locked (in id order) and filled in the ingest transaction,
+//! capped keys locked (in the batch's key order, one index probe each) and
+//! filled in the ingest transaction,
 //! and the refill of exhausted keys.
 
 use super::queries::{add_revision, id_of, sql_id, Write};
@@ -49,8 +50,9 @@ pub async fn fill(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Vec<Crossing>
     let keys: Vec<i64> = batch.keys().iter().map(|k| sql_id(k.0)).collect();
     let rows =
         w.tx.query(
-            "SELECT id, tenant_id, caps, exhausted FROM api_keys \
-             WHERE id = ANY($1) AND caps IS NOT NULL ORDER BY id FOR UPDATE",
+            "SELECT k.* FROM unnest($1::bigint[]) AS u(id), LATERAL \
+             (SELECT id, tenant_id, caps, exhausted FROM api_keys \
+              WHERE id = u.id AND caps IS NOT NULL FOR UPDATE) AS k",
             &[&keys],
         )
         .await?;

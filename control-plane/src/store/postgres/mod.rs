@@ -16,10 +16,10 @@ mod listen;
 mod queries;
 mod usage;
 
-use super::usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
+use super::usage::{UsageBatch, UsageBucket, UsageQuery};
 use super::{
-    publish, FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk,
-    Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
+    publish, FeedAnswer, Ingested, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate,
+    PageAsk, Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keygate::feed::KeySet;
@@ -62,6 +62,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         8,
         include_str!("../../../migrations/postgres/0008_dashboard.sql"),
+    ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_usage_fillfactor.sql"),
     ),
 ];
 /// Most connections of one replica.

@@ -5,11 +5,11 @@
 
 use super::queries::{int, sql_id, uint, Write};
 use crate::store::usage::{
-    self, cutoffs, Granularity, Ingested, UsageBatch, UsageBucket, UsageQuery, UsageScope,
-    BATCH_RETENTION,
+    self, cutoffs, Granularity, UsageBatch, UsageBucket, UsageQuery, UsageScope, BATCH_RETENTION,
 };
-use crate::store::StoreError;
+use crate::store::{Ingested, StoreError};
 use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 
 /// A count or cost as BIGINT (both are at most 2^53).
@@ -21,10 +21,31 @@ fn count(value: u64) -> i64 {
 #[derive(Default)]
 struct Columns<'a> {
     keys: Vec<i64>,
+    tenants: Vec<i64>,
     minutes: Vec<i64>,
     outcomes: Vec<&'a str>,
     counts: Vec<i64>,
     costs: Vec<i64>,
+}
+
+/// The tenant of each of `keys` the database knows. One index probe per
+/// key: `id = ANY(…)` or a join with thousands of keys is planned as a scan
+/// of the whole key table.
+async fn tenants(w: &Write<'_>, keys: &[i64]) -> Result<HashMap<i64, i64>, StoreError> {
+    let rows =
+        w.tx.query(
+            "SELECT u.id, (SELECT tenant_id FROM api_keys k WHERE k.id = u.id) \
+             FROM unnest($1::bigint[]) AS u(id)",
+            &[&keys],
+        )
+        .await?;
+    let mut tenants = HashMap::new();
+    for row in &rows {
+        if let Some(tenant) = row.try_get::<_, Option<i64>>(1)? {
+            tenants.insert(row.try_get::<_, i64>(0)?, tenant);
+        }
+    }
+    Ok(tenants)
 }
 
 /// Counts `batch` unless its id is known.
@@ -40,13 +61,15 @@ pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, S
         return Ok(Ingested::Duplicate);
     }
     let keys: Vec<i64> = batch.keys().iter().map(|k| sql_id(k.0)).collect();
-    let known =
-        w.tx.query_one("SELECT count(*) FROM api_keys WHERE id = ANY($1)", &[&keys])
-            .await?;
-    let known = usize::try_from(known.try_get::<_, i64>(0)?).unwrap_or(0);
+    let tenants = tenants(w, &keys).await?;
     let mut columns = Columns::default();
     for row in &batch.rows {
-        columns.keys.push(sql_id(row.key_id.0));
+        let key = sql_id(row.key_id.0);
+        let Some(tenant) = tenants.get(&key) else {
+            continue;
+        };
+        columns.keys.push(key);
+        columns.tenants.push(*tenant);
         columns.minutes.push(int(row.minute)?);
         columns.outcomes.push(&row.outcome);
         columns.counts.push(count(row.count));
@@ -54,16 +77,15 @@ pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, S
     }
     w.tx.execute(
         "INSERT INTO usage_minute (key_id, tenant_id, minute, outcome, count, cost_micros) \
-         SELECT u.key_id, k.tenant_id, u.minute, u.outcome, u.count, u.cost \
-         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) \
-              AS u(key_id, minute, outcome, count, cost) \
-         JOIN api_keys k ON k.id = u.key_id \
-         ORDER BY u.key_id, u.minute, u.outcome \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], \
+              $5::bigint[], $6::bigint[]) AS u(key_id, tenant_id, minute, outcome, count, cost) \
+         ORDER BY key_id, minute, outcome \
          ON CONFLICT (key_id, minute, outcome) DO UPDATE SET \
          count = usage_minute.count + EXCLUDED.count, \
          cost_micros = usage_minute.cost_micros + EXCLUDED.cost_micros",
         &[
             &columns.keys,
+            &columns.tenants,
             &columns.minutes,
             &columns.outcomes,
             &columns.counts,
@@ -85,7 +107,7 @@ pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, S
     .await?;
     let crossings = super::caps::fill(w, batch).await?;
     Ok(Ingested::Applied {
-        unknown_keys: keys.len().saturating_sub(known),
+        unknown_keys: keys.len().saturating_sub(tenants.len()),
         crossings,
     })
 }

@@ -12,10 +12,10 @@ mod queries;
 mod usage;
 mod writer;
 
-use super::usage::{Ingested, UsageBatch, UsageBucket, UsageQuery};
+use super::usage::{UsageBatch, UsageBucket, UsageQuery};
 use super::{
-    FeedAnswer, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk, Patched,
-    Store, StoreError, StoreFuture, Tenant, TenantPage,
+    FeedAnswer, Ingested, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk,
+    Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
 };
 use keygate::feed::KeySet;
 use keygate::ids::{KeyId, OrgId};

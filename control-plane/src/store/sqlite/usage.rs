@@ -4,10 +4,9 @@
 use super::caps;
 use super::queries::sql_id;
 use crate::store::usage::{
-    self, cutoffs, Granularity, Ingested, UsageBatch, UsageBucket, UsageQuery, UsageScope,
-    BATCH_RETENTION,
+    self, cutoffs, Granularity, UsageBatch, UsageBucket, UsageQuery, UsageScope, BATCH_RETENTION,
 };
-use crate::store::StoreError;
+use crate::store::{Ingested, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
