@@ -26,6 +26,11 @@ else
 fi
 flags=(--fuzz-dir fuzz --target-dir fuzz/target --sanitizer none --debug-assertions)
 
+# fuzz/ is its own workspace; its lock file starts from the main one (same
+# versions as the code under test) and is not committed, so a build leaves
+# the checkout as it was.
+cp Cargo.lock fuzz/Cargo.lock
+
 "${fuzz[@]}" build "${flags[@]}"
 for target in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$target"
