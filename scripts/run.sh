@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: starts the demo upstream (8081), the control plane (8080, SQLite
-# under data/) and Envoy with the keygate filter (10000, admin 9901), all on
+# under data/) and Envoy with the keygate filter (10000, operator API 10001,
+# admin 9901), all on
 # 127.0.0.1; waits until the filter has its key table, prints what to try,
 # and stops everything on Ctrl-C (or when any of the three exits).
 # ADAPTER=wasm (default: the wasm filter, envoy/envoy.yaml) or ADAPTER=native
@@ -45,7 +46,7 @@ if [ ! -f "$artifact" ]; then
   exit 1
 fi
 
-for port in 10000 9901 8080 8081; do
+for port in 10000 10001 9901 8080 8081; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "keygate: port $port on 127.0.0.1 is already in use; stop whatever listens there" >&2
     exit 1
@@ -100,6 +101,8 @@ cat <<MSG
 
 keygate is running on 127.0.0.1:
   Envoy + keygate ($adapter)  http://127.0.0.1:10000   (admin http://127.0.0.1:9901, $config)
+  operator API listener   http://127.0.0.1:10001/operator/v1/   (404 on 10000; off unless the
+                          control plane has an operator token: KEYGATE_OPERATOR_TOKEN)
   control plane           http://127.0.0.1:8080    (database $database)
   demo upstream           http://127.0.0.1:8081    (echoes requests as JSON)
   dashboard               http://127.0.0.1:10000/dashboard   (sign up, create a key, use it)

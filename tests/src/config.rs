@@ -12,7 +12,10 @@ use std::path::Path;
 /// Ports of one stack.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
+    /// Envoy's public listener.
     pub envoy: u16,
+    /// Envoy's operator API listener.
+    pub operator: u16,
     pub admin: u16,
     pub control_plane: u16,
     pub upstream: u16,
@@ -44,12 +47,16 @@ pub fn render_adapter_config(
     render_with(template, ports, &replacements)
 }
 
-/// `template` with the four ports and `extra` replaced.
+/// `template` with the five ports and `extra` replaced.
 fn render_with(template: &str, ports: Ports, extra: &[(String, String)]) -> String {
     let mut replacements = vec![
         (
             "port_value: 10000".to_string(),
             format!("port_value: {}", ports.envoy),
+        ),
+        (
+            "port_value: 10001".to_string(),
+            format!("port_value: {}", ports.operator),
         ),
         (
             "port_value: 9901".to_string(),
@@ -105,12 +112,13 @@ mod tests {
             std::fs::read_to_string(crate::repo_root().join("envoy/envoy.yaml")).unwrap();
         let ports = Ports {
             envoy: 1,
+            operator: 5,
             admin: 2,
             control_plane: 3,
             upstream: 4,
         };
         let out = render_envoy_config(&template, ports, Path::new("/x.wasm"), &[]);
-        for port in ["10000", "9901", "8080", "8081"] {
+        for port in ["10000", "10001", "9901", "8080", "8081"] {
             assert!(!out.contains(&format!("port_value: {port}")), "{port} left");
         }
         assert!(out.contains("filename: /x.wasm"));

@@ -1,6 +1,6 @@
 //! Envoy configured from files, as an xDS server would feed it.
 //!
-//! [`lds`] moves the listener of the rendered config to `lds.yaml`
+//! [`lds`] moves the listeners of the rendered config to `lds.yaml`
 //! (`dynamic_resources.lds_config.path_config_source`); [`ecds`] keeps the
 //! listener static and moves the keygate filter to `ecds.yaml` (the http
 //! filter's `config_discovery`, the way Istio delivers a `WasmPlugin`). Use
@@ -48,15 +48,17 @@ fn source(path: &Path, indent: &str) -> String {
     )
 }
 
-/// The rendered config with its listener served by LDS from `lds.yaml`.
+/// A listener's first line in `static_resources.listeners`.
+const LISTENER: &str = "\n  - name: ";
+
+/// The rendered config with its listeners served by LDS from `lds.yaml`.
 pub fn lds(config: String, dir: &Path) -> String {
     let (before, listeners, after) = cut(&config, LISTENERS, CLUSTERS);
-    let listener = listeners.replacen(
-        "  - name: ",
-        "  - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n    name: ",
-        1,
+    let resources = format!("\n{listeners}").replace(
+        LISTENER,
+        "\n  - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n    name: ",
     );
-    replace_file(&lds_path(dir), &format!("resources:\n{listener}"));
+    replace_file(&lds_path(dir), &format!("resources:{resources}"));
     let lds_config = source(&lds_path(dir), "    ");
     format!("{before}{after}{NODE}dynamic_resources:\n  lds_config:\n{lds_config}")
 }
@@ -108,6 +110,7 @@ mod tests {
             std::fs::read_to_string(crate::repo_root().join("envoy/envoy.yaml")).unwrap();
         let ports = crate::config::Ports {
             envoy: 1,
+            operator: 5,
             admin: 2,
             control_plane: 3,
             upstream: 4,
@@ -116,15 +119,18 @@ mod tests {
     }
 
     #[test]
-    fn lds_moves_the_listener_to_its_file() {
+    fn lds_moves_the_listeners_to_their_file() {
         let dir = tempfile::tempdir().unwrap();
         let bootstrap = lds(rendered(), dir.path());
         assert!(!bootstrap.contains("listeners:"));
         assert!(bootstrap.contains("lds_config:"));
         assert!(bootstrap.contains("  clusters:\n"));
-        let listener = read(&lds_path(dir.path()));
-        assert!(listener.starts_with("resources:\n  - \"@type\""));
-        assert!(listener.contains("vm_id: keygate\n"));
+        let listeners = read(&lds_path(dir.path()));
+        assert!(listeners.starts_with("resources:\n  - \"@type\""));
+        let typed =
+            "\n  - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n    name: ";
+        assert_eq!(listeners.matches(typed).count(), 2, "{listeners}");
+        assert!(listeners.contains("vm_id: keygate\n"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Plans and the operator API through Envoy: the operator token every
-//! stack's control plane reads from a file, putting a tenant on a plan, and
-//! the plans file of bulk tests (no management-rate limit).
+//! Plans and the operator API through Envoy's operator listener (the public
+//! one answers 404 there): the operator token every stack's control plane
+//! reads from a file, putting a tenant on a plan, and the plans file of bulk
+//! tests (no management-rate limit).
 //!
 //! The harness runs `--tiers pro,free`, so its built-in plans are `pro`
 //! (tier pro only, the default plan) and `free` (pro and free).
@@ -30,7 +31,13 @@ pub fn unthrottled_plans() -> Vec<String> {
 }
 
 impl Stack {
-    /// An operator API call through Envoy with `token` as the bearer.
+    /// `http://127.0.0.1:<operator>/<path>`: Envoy's operator listener.
+    pub fn operator_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.operator)
+    }
+
+    /// An operator API call through Envoy's operator listener with `token`
+    /// as the bearer.
     pub async fn operator_as(
         &self,
         token: &str,
@@ -38,14 +45,16 @@ impl Stack {
         path: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut request = self.request(method, path).bearer_auth(token);
+        let url = self.operator_url(path);
+        let mut request = self.client.request(method, url).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
         self.send(request).await
     }
 
-    /// An operator API call through Envoy with the operator token.
+    /// An operator API call through Envoy's operator listener with the
+    /// operator token.
     pub async fn operator(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         self.operator_as(OPERATOR_TOKEN, method, path, body).await
     }

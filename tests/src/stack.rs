@@ -100,6 +100,7 @@ impl Stack {
             .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
         let ports = Ports {
             envoy: free_port(),
+            operator: free_port(),
             admin: free_port(),
             control_plane: free_port(),
             upstream: free_port(),
@@ -383,7 +384,7 @@ impl Stack {
         self.wait_http_ok(&url, "envoy").await;
     }
 
-    /// Starts one more Envoy (same config, own listener and admin ports,
+    /// Starts one more Envoy (same config, own listener, operator and admin ports,
     /// `envoy-<n>.log`) on this stack's control plane and upstream, and
     /// waits until it is ready; returns its ports. It is not used by the
     /// request helpers.
@@ -401,6 +402,7 @@ impl Stack {
         };
         let ports = Ports {
             envoy: free_port(),
+            operator: free_port(),
             admin: free_port(),
             ..self.ports
         };

@@ -66,11 +66,13 @@ fn validate_from_repo_root(config: &str, env: Vec<(String, String)>) {
 const COMPOSE_CONFIG: &str = "envoy/compose/envoy.yaml";
 
 /// What envoy/compose/envoy.yaml changes in envoy/envoy.yaml, and nothing
-/// else: Envoy listens on every interface of its container, and reaches the
+/// else: Envoy listens on every interface of its container (the operator
+/// listener too: docker-compose.yml publishes it on the host's loopback
+/// only), and reaches the
 /// control plane and the demo upstream by their compose service names
 /// (STRICT_DNS: every address of a name, so each control-plane replica, is
 /// an endpoint).
-const COMPOSE_ADDRESSES: [(&str, &str); 5] = [
+const COMPOSE_ADDRESSES: [(&str, &str); 6] = [
     (
         "{ address: 127.0.0.1, port_value: 9901 }",
         "{ address: 0.0.0.0, port_value: 9901 }",
@@ -78,6 +80,10 @@ const COMPOSE_ADDRESSES: [(&str, &str); 5] = [
     (
         "{ address: 127.0.0.1, port_value: 10000 }",
         "{ address: 0.0.0.0, port_value: 10000 }",
+    ),
+    (
+        "{ address: 127.0.0.1, port_value: 10001 }",
+        "{ address: 0.0.0.0, port_value: 10001 }",
     ),
     (
         "{ address: 127.0.0.1, port_value: 8080 }",
@@ -167,7 +173,27 @@ fn istio_maps_refusals_as_the_shipped_config() {
     );
 }
 
-/// Both adapters' configs map Envoy's refusals the same way.
+/// The Istio EnvoyFilter limits rates exactly as envoy/envoy.yaml does (the
+/// same `local_ratelimit`, line for line: per-key buckets, the anonymous
+/// budget), and in both the sidecar and the shipped configs keyed requests
+/// never spend the default bucket.
+#[test]
+fn istio_limits_rates_as_the_shipped_config() {
+    let istio = read_config("envoy/istio/rate-limit.yaml");
+    let shipped = read_config("envoy/envoy.yaml");
+    let (ours, theirs) = (rate_limit_lines(&shipped), rate_limit_lines(&istio));
+    println!("local_ratelimit: {} lines", ours.len());
+    assert!(
+        ours.contains(&"always_consume_default_token_bucket: false"),
+        "{ours:#?}"
+    );
+    assert_eq!(
+        ours, theirs,
+        "envoy/istio/rate-limit.yaml differs from envoy/envoy.yaml"
+    );
+}
+
+/// Both adapters' configs map Envoy's refusals and limit rates the same way.
 #[test]
 fn the_native_config_maps_refusals_as_the_wasm_config() {
     if !only_on(Adapter::Native, "compares envoy/envoy-native.yaml") {
@@ -181,20 +207,63 @@ fn the_native_config_maps_refusals_as_the_wasm_config() {
         ours, theirs,
         "envoy/envoy-native.yaml maps refusals differently from envoy/envoy.yaml"
     );
+    assert_eq!(
+        rate_limit_lines(&wasm),
+        rate_limit_lines(&native),
+        "envoy/envoy-native.yaml limits rates differently from envoy/envoy.yaml"
+    );
 }
 
-/// The lines of the `local_reply_config:` block of a YAML text, unindented.
+/// Every HTTP connection manager of the shipped Envoy configs and of the
+/// Istio merge refuses header names with `_` (SPEC §16).
+#[test]
+fn every_connection_manager_rejects_underscored_header_names() {
+    const MANAGER: &str =
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    const REJECT: &str = "headers_with_underscores_action: REJECT_REQUEST";
+    for file in [
+        "envoy/envoy.yaml",
+        "envoy/envoy-native.yaml",
+        COMPOSE_CONFIG,
+        "envoy/istio/local-reply.yaml",
+    ] {
+        let text = read_config(file);
+        let managers = text.matches(MANAGER).count();
+        println!("{file}: {managers} connection managers");
+        assert!(managers > 0, "{file}: no connection manager");
+        assert_eq!(text.matches(REJECT).count(), managers, "{file}");
+    }
+}
+
+/// The lines of the `local_reply_config:` block of a YAML text (see [`block`]).
 fn local_reply_lines(text: &str) -> Vec<&str> {
-    let indent = |line: &str| line.len() - line.trim_start().len();
+    block(
+        text.lines()
+            .skip_while(|line| line.trim() != "local_reply_config:"),
+    )
+}
+
+/// The lines of the `typed_config:` block of the local_ratelimit filter of
+/// a YAML text (see [`block`]).
+fn rate_limit_lines(text: &str) -> Vec<&str> {
     let mut lines = text
         .lines()
-        .skip_while(|line| line.trim() != "local_reply_config:");
+        .skip_while(|line| !line.ends_with("name: envoy.filters.http.local_ratelimit"));
+    lines.next();
+    block(lines)
+}
+
+/// The block that `lines` starts with (its first line and every more
+/// indented one after it), unindented, without the YAML anchor that shares
+/// the local reply mappers with the operator listener.
+fn block<'t>(mut lines: impl Iterator<Item = &'t str>) -> Vec<&'t str> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
     let Some(first) = lines.next() else {
         return Vec::new();
     };
     lines
         .take_while(|line| line.trim().is_empty() || indent(line) > indent(first))
-        .map(str::trim)
+        .map(|line| line.trim().trim_end_matches(" &json_refusals"))
         .filter(|line| !line.is_empty())
         .collect()
 }
@@ -223,6 +292,7 @@ fn envoy_refuses_the_config_without_the_feed_token() {
     let template = shipped_config();
     let ports = keygate_e2e::Ports {
         envoy: free_port(),
+        operator: free_port(),
         admin: free_port(),
         control_plane: free_port(),
         upstream: free_port(),

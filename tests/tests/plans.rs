@@ -61,7 +61,9 @@ async fn the_operator_api_refuses_tenant_keys() {
         reply.expect(401);
         assert_eq!(reply.json["error"]["type"], "unauthorized", "{reply:#?}");
     }
-    let anonymous = stack.send(stack.request(Method::GET, &path)).await;
+    let anonymous = stack
+        .send(stack.client.get(stack.operator_url(&path)))
+        .await;
     anonymous.expect(401);
     let listed = stack
         .operator(Method::GET, "/operator/v1/tenants", None)
