@@ -26,7 +26,13 @@ async fn feed(stack: &Stack, token: &str, query: &str) -> reqwest::Response {
         "http://127.0.0.1:{}/v1/key-table?{query}",
         stack.ports.control_plane
     );
-    stack.client.get(url).bearer_auth(token).send().await.unwrap()
+    stack
+        .client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The id of `key` (`GET /api/v1/auth/me`).
@@ -110,7 +116,10 @@ async fn a_tenant_limited_plane_serves_its_tenants_keys_only_until_revoked() {
     // A mints now works at the shared-token Envoy, never at it.
     stack.get_on(limited, PATH, &a.api_key).await.expect(200);
     let minted = stack
-        .create_key(&a.api_key, json!({"name": "late", "scopes": ["memory:read"]}))
+        .create_key(
+            &a.api_key,
+            json!({"name": "late", "scopes": ["memory:read"]}),
+        )
         .await;
     let late = minted.str("api_key").to_string();
     let settled = Instant::now() + REVOCATION_BOUND;
@@ -121,7 +130,9 @@ async fn a_tenant_limited_plane_serves_its_tenants_keys_only_until_revoked() {
     // Only the shared-token Envoy is waited for now.
     let late_id = minted.str("id").to_string();
     let path = format!("/api/v1/api-keys/{late_id}");
-    let gone = stack.call(Method::DELETE, &path, &a.api_key, json!({})).await;
+    let gone = stack
+        .call(Method::DELETE, &path, &a.api_key, json!({}))
+        .await;
     gone.expect(200);
     assert_eq!(gone.json["propagated"], json!({"envoys": 1, "reached": 1}));
 
