@@ -99,6 +99,9 @@ fn live(planes: &[DataPlane], now: u64) -> Vec<Live> {
 pub struct Registry {
     live: watch::Sender<Arc<Vec<Live>>>,
     delivery: Arc<Delivery>,
+    /// One reload at a time: a read that began before a change never
+    /// replaces what a read after it found.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -107,6 +110,7 @@ impl Registry {
         Registry {
             live: watch::channel(Arc::new(Vec::new())).0,
             delivery,
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -126,6 +130,7 @@ impl Registry {
 
     /// Reads the planes from `store` and takes their tokens valid now.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _one = self.reloading.lock().await;
         let planes = store.data_planes().await?;
         let now_live = live(&planes, clock::now());
         let changed = self.live.send_if_modified(|held| {
