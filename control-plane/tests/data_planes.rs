@@ -3,7 +3,9 @@
 //! a plane limited to one tenant (snapshot pages, deltas, 304), its usage
 //! of another tenant's key refused whole, revocation and rotation (a held
 //! long-poll answered 401, the delivery wait no longer counting it), and
-//! the usage token checked before the body is read.
+//! the usage token checked before the body is read. One test runs two
+//! replicas on PostgreSQL whatever the backend: a revocation through one
+//! answers the long-poll held by the other.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -15,7 +17,7 @@
 
 mod common;
 
-use common::{eventually, hash, page_entries, raw_ops, Reply, Server, FEED_TOKEN};
+use common::{eventually, hash, page_entries, pg, raw_ops, Reply, Server, FEED_TOKEN};
 use keygate::feed::{check_snapshot_page, RawOp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -254,29 +256,7 @@ async fn revocation_answers_held_polls_401_and_drops_the_plane_from_delivery() {
     let a = server.create_tenant("acme").await;
     let plane = register(&server, json!({"name": "eu", "tenants": [a.id]})).await;
     let token = plane["token"].as_str().unwrap().to_string();
-    let first = feed_with(&server, &token, "since=0").await;
-    let held = format!(
-        "since={}&key_set={}&wait=30&client=envoy-eu",
-        first.version(),
-        key_set(&first)
-    );
-    let poll = {
-        let (client, url) = (
-            server.client.clone(),
-            format!("{}/v1/key-table?{held}", server.base),
-        );
-        let token = token.clone();
-        tokio::spawn(async move {
-            let reply = client.get(url).bearer_auth(token).send().await.unwrap();
-            (reply.status().as_u16(), Instant::now())
-        })
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            server.metric("keygate_feed_waiting").await == 1
-        })
-        .await
-    );
+    let poll = held_poll(&server, &token).await;
     let revoke = format!("{PLANES}/{}", plane["id"].as_str().unwrap());
     let revoked = server.operator("DELETE", &revoke, None).await;
     let answered = Instant::now();
@@ -286,7 +266,8 @@ async fn revocation_answers_held_polls_401_and_drops_the_plane_from_delivery() {
     assert_eq!(status, 401);
     assert!(at.saturating_duration_since(answered) < Duration::from_secs(1));
     assert_eq!(feed_with(&server, &token, "since=0").await.status, 401);
-    let usage = batch(3, &key_set(&first), &[&a.key_id]);
+    let set = key_set(&server.feed("").await);
+    let usage = batch(3, &set, &[&a.key_id]);
     assert_eq!(
         server
             .call("POST", "/v1/usage", Some(&token), Some(&usage))
@@ -302,6 +283,56 @@ async fn revocation_answers_held_polls_401_and_drops_the_plane_from_delivery() {
         gone.json()["propagated"],
         json!({"envoys": 0, "reached": 0})
     );
+}
+
+/// Holds a long-poll at `server` with `token`; resolves to its status and
+/// when it came, once `server` shows it held.
+async fn held_poll(server: &Server, token: &str) -> tokio::task::JoinHandle<(u16, Instant)> {
+    let first = feed_with(server, token, "since=0").await;
+    let query = format!(
+        "since={}&key_set={}&wait=30&client=envoy-eu",
+        first.version(),
+        key_set(&first)
+    );
+    let (client, url) = (
+        server.client.clone(),
+        format!("{}/v1/key-table?{query}", server.base),
+    );
+    let token = token.to_string();
+    let poll = tokio::spawn(async move {
+        let reply = client.get(url).bearer_auth(token).send().await.unwrap();
+        (reply.status().as_u16(), Instant::now())
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.metric("keygate_feed_waiting").await == 1
+        })
+        .await
+    );
+    poll
+}
+
+#[tokio::test]
+async fn a_revocation_through_one_replica_answers_the_others_held_poll() {
+    let database = pg::fresh_database().await;
+    let one = Server::start_on(&database, &[]).await;
+    let other = Server::start_on(&database, &[]).await;
+    let plane = register(&one, json!({"name": "eu"})).await;
+    let token = plane["token"].as_str().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            feed_with(&other, token, "").await.status == 200
+        })
+        .await,
+        "the other replica learns of the plane"
+    );
+    let poll = held_poll(&other, token).await;
+    let revoke = format!("{PLANES}/{}", plane["id"].as_str().unwrap());
+    assert_eq!(one.operator("DELETE", &revoke, None).await.status, 200);
+    let answered = Instant::now();
+    let (status, at) = poll.await.unwrap();
+    assert_eq!(status, 401);
+    assert!(at.saturating_duration_since(answered) < Duration::from_secs(1));
 }
 
 #[tokio::test]
