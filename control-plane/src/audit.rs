@@ -44,6 +44,9 @@ pub const WEBHOOK_CREATE: &str = "webhook.create";
 pub const WEBHOOK_DELETE: &str = "webhook.delete";
 pub const SIGN_IN: &str = "dashboard.sign_in";
 pub const SIGN_IN_FAILED: &str = "dashboard.sign_in_failed";
+pub const DATA_PLANE_CREATE: &str = "data_plane.create";
+pub const DATA_PLANE_ROTATE: &str = "data_plane.rotate";
+pub const DATA_PLANE_REVOKE: &str = "data_plane.revoke";
 /// Every action an entry may have (the `action` filter takes these).
 pub const ACTIONS: &[&str] = &[
     KEY_CREATE,
@@ -58,6 +61,9 @@ pub const ACTIONS: &[&str] = &[
     WEBHOOK_DELETE,
     SIGN_IN,
     SIGN_IN_FAILED,
+    DATA_PLANE_CREATE,
+    DATA_PLANE_ROTATE,
+    DATA_PLANE_REVOKE,
 ];
 /// The actor of the operator API and of the admin CLI.
 pub const OPERATOR: &str = "operator";
@@ -330,6 +336,12 @@ pub enum ActionName {
     SignIn,
     #[schema(rename = "dashboard.sign_in_failed")]
     SignInFailed,
+    #[schema(rename = "data_plane.create")]
+    DataPlaneCreate,
+    #[schema(rename = "data_plane.rotate")]
+    DataPlaneRotate,
+    #[schema(rename = "data_plane.revoke")]
+    DataPlaneRevoke,
 }
 
 impl AuditDraft {

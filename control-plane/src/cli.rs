@@ -93,7 +93,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Bearer token the filters present to read the key table (required).
+    /// Bearer token the filters present to read the key table and report
+    /// usage (required): every tenant's keys. It is the single-plane
+    /// shortcut; data planes with tokens of their own, optionally limited to
+    /// some tenants, are registered at `/operator/v1/data-planes`.
     #[arg(long, env = "KEYGATE_FEED_TOKEN", hide_env_values = true)]
     pub feed_token: Option<String>,
     /// Seconds an expired key stays in the key table (so the filter answers

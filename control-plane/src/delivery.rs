@@ -10,6 +10,10 @@
 //! **reached** version `v` once it asks `since >= v` of this key set: the
 //! filter only asks a version after it stored that version in its shared
 //! data, so the change survives this process being killed at once.
+//!
+//! A client of a data plane (crate::data_planes) whose token is revoked or
+//! expired leaves at once: no change waits for an Envoy that may no longer
+//! read the feed.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -42,6 +46,8 @@ struct Client {
     open: usize,
     /// When its last request started or ended.
     seen: Instant,
+    /// The data plane whose token it reads with (`None`: the shared token).
+    plane: Option<u64>,
 }
 
 impl Client {
@@ -107,9 +113,10 @@ impl Delivery {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Records a request of `client` that acknowledges `acked` (0: none);
-    /// it counts as open until the returned guard drops.
-    pub fn open(self: &Arc<Self>, client: &str, acked: u64) -> Open {
+    /// Records a request of `client` (reading with the token of `plane`)
+    /// that acknowledges `acked` (0: none); it counts as open until the
+    /// returned guard drops.
+    pub fn open(self: &Arc<Self>, client: &str, acked: u64, plane: Option<u64>) -> Open {
         let now = Instant::now();
         self.update(|clients| {
             clients.retain(|_, c| c.connected(now));
@@ -117,7 +124,9 @@ impl Delivery {
                 acked: 0,
                 open: 0,
                 seen: now,
+                plane,
             });
+            c.plane = plane;
             c.acked = c.acked.max(acked);
             c.open = c.open.saturating_add(1);
             c.seen = now;
@@ -126,6 +135,11 @@ impl Delivery {
             delivery: Arc::clone(self),
             client: client.to_string(),
         }
+    }
+
+    /// Forgets every client of a data plane for which `valid` is false.
+    pub fn keep_planes(&self, valid: impl Fn(u64) -> bool) {
+        self.update(|clients| clients.retain(|_, c| c.plane.is_none_or(&valid)));
     }
 
     /// Clients connected now.
@@ -204,12 +218,12 @@ mod tests {
     #[tokio::test]
     async fn waits_for_the_acknowledgement_of_a_client_between_polls() {
         let d = Arc::new(Delivery::new(Duration::from_secs(5)));
-        drop(d.open("envoy-1", 4));
+        drop(d.open("envoy-1", 4, None));
         assert_eq!(d.connected(), 1, "between two polls it is still connected");
         let acker = Arc::clone(&d);
         let ack = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _held = acker.open("envoy-1", 5);
+            let _held = acker.open("envoy-1", 5, None);
             tokio::time::sleep(Duration::from_millis(50)).await;
         });
         let start = Instant::now();
@@ -228,8 +242,8 @@ mod tests {
     #[tokio::test]
     async fn the_wait_is_bounded() {
         let d = Arc::new(Delivery::new(Duration::from_millis(100)));
-        let _a = d.open("a", 9);
-        let _b = d.open("b", 2);
+        let _a = d.open("a", 9, None);
+        let _b = d.open("b", 2, Some(4));
         let start = Instant::now();
         assert_eq!(
             d.wait(9).await,
@@ -241,6 +255,19 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(90) && took < Duration::from_secs(2));
         assert_eq!(d.timeouts(), 1);
+        d.keep_planes(|plane| plane != 4);
+        assert_eq!(
+            d.connected(),
+            1,
+            "a revoked plane's client is not waited for"
+        );
+        assert_eq!(
+            d.wait(9).await,
+            Propagated {
+                envoys: 1,
+                reached: 1
+            }
+        );
     }
 
     #[test]

@@ -14,7 +14,13 @@
 //! a snapshot whatever its `since`. A request naming its fetch stream
 //! (`client`) is tracked for delivered revocations (crate::delivery): its
 //! `since`, in this key set, acknowledges that version.
+//!
+//! The token is the shared `--feed-token` or a data plane's
+//! (crate::data_planes): a plane limited to some tenants gets their keys
+//! only (crate::data_planes::view), and a held long-poll of a token that is
+//! revoked (or whose rotation overlap ends) is answered 401 at once.
 
+use crate::data_planes::{view, Access, Registry};
 use crate::delivery;
 use crate::errors::ApiError;
 use crate::metrics::{self, FeedMetrics};
@@ -39,11 +45,15 @@ pub const MAX_WAIT: u64 = 60;
 const CACHED_BODIES: usize = 8;
 const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version");
 const X_KEYGATE_KEY_SET: HeaderName = HeaderName::from_static("x-keygate-key-set");
+/// The message of a refused token.
+pub const UNAUTHORIZED: &str = "Missing or invalid feed token";
 
 /// The feed endpoint's token, body cache and counters.
 pub struct FeedEndpoint {
-    /// SHA-256 of the token: compared digest to digest.
+    /// SHA-256 of the shared token: compared digest to digest.
     token_hash: [u8; 32],
+    /// The data planes' tokens.
+    planes: Arc<Registry>,
     /// Most keys in one snapshot page (at least 1).
     page_keys: usize,
     cache: Mutex<VecDeque<Cached>>,
@@ -51,11 +61,14 @@ pub struct FeedEndpoint {
 }
 
 /// What a cached body answers: a base version (0: a snapshot) and, for a
-/// snapshot, the hash its page starts after. The page size is the feed's.
+/// snapshot, the hash its page starts after, as seen by `view` (0: every
+/// key; else the data plane limited to some tenants). The page size is the
+/// feed's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot {
     since: u64,
     after: Option<[u8; 32]>,
+    view: u64,
 }
 
 struct Cached {
@@ -104,24 +117,40 @@ impl Ask {
 }
 
 impl FeedEndpoint {
-    /// A feed behind `token` serving snapshot pages of at most `page_keys` keys.
-    pub fn new(token: &str, page_keys: usize) -> FeedEndpoint {
+    /// A feed behind the shared `token` and the data planes' tokens of
+    /// `planes`, serving snapshot pages of at most `page_keys` keys.
+    pub fn new(token: &str, page_keys: usize, planes: Arc<Registry>) -> FeedEndpoint {
         FeedEndpoint {
             token_hash: key::hash(token),
+            planes,
             page_keys: page_keys.max(1),
             cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES)),
             metrics: FeedMetrics::default(),
         }
     }
 
-    /// True if a request carries the feed token (digests compared).
-    pub fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// The data planes' tokens.
+    pub fn planes(&self) -> &Arc<Registry> {
+        &self.planes
+    }
+
+    /// What the request's feed token may do, and its digest; `None`
+    /// without a valid one (digests compared).
+    pub fn access(&self, headers: &HeaderMap) -> Option<(Access, [u8; 32])> {
         headers
             .get_all(header::AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(bearer_token)
-            .any(|token| key::hash(token) == self.token_hash)
+            .map(key::hash)
+            .find_map(|digest| {
+                let access = if digest == self.token_hash {
+                    Some(Access::Shared)
+                } else {
+                    self.planes.access(&digest)
+                };
+                access.map(|a| (a, digest))
+            })
     }
 
     fn cached(&self, slot: Slot, version: u64) -> Option<Bytes> {
@@ -145,15 +174,18 @@ impl FeedEndpoint {
     }
 
     /// The body for a filter at `since` (a snapshot page after `after`)
-    /// while the store says `current`: `None` when it is unchanged.
+    /// with `access`, while the store says `current`: `None` when it is
+    /// unchanged.
     async fn body(
         &self,
         store: &dyn Store,
         since: u64,
         after: Option<[u8; 32]>,
         current: u64,
+        access: &Access,
     ) -> Result<Option<(u64, Bytes)>, ApiError> {
-        let slot = Slot { since, after };
+        let view = access.tenants().and(access.plane()).unwrap_or(0);
+        let slot = Slot { since, after, view };
         if let Some(body) = self.cached(slot, current) {
             return Ok(Some((current, body)));
         }
@@ -161,7 +193,11 @@ impl FeedEndpoint {
             after,
             keys: self.page_keys,
         };
-        let (version, body) = match store.feed(since, page).await? {
+        let answer = match access.tenants() {
+            Some(tenants) => view::read(store, since, page, tenants).await?,
+            None => store.feed(since, page).await?,
+        };
+        let (version, body) = match answer {
             FeedAnswer::Unchanged(_) => return Ok(None),
             FeedAnswer::Delta { base, version, ops } => (
                 version,
@@ -173,7 +209,11 @@ impl FeedEndpoint {
                 entries,
                 more,
             } => {
-                let page = Slot { since: 0, after };
+                let page = Slot {
+                    since: 0,
+                    after,
+                    view,
+                };
                 match self.cached(page, version) {
                     Some(body) => (version, body),
                     None => {
@@ -323,9 +363,9 @@ async fn respond(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(metrics::Answer, Response), ApiError> {
-    if !feed.authorized(headers) {
-        return Err(ApiError::Unauthorized("Missing or invalid feed token"));
-    }
+    let Some((access, digest)) = feed.access(headers) else {
+        return Err(ApiError::Unauthorized(UNAUTHORIZED));
+    };
     let store = service.store();
     let ours = store.key_set();
     let ask = parse_ask(uri.query(), headers)?.in_key_set(ours);
@@ -337,18 +377,32 @@ async fn respond(
     }
     let acked = ask.acknowledges(ours, *versions.borrow());
     let delivery = service.delivery();
-    let _open = ask.client.as_deref().map(|c| delivery.open(c, acked));
+    let plane = access.plane();
+    let _open = ask
+        .client
+        .as_deref()
+        .map(|c| delivery.open(c, acked, plane));
     if ask.since != 0 && ask.wait > 0 && *versions.borrow() == ask.since {
         let _waiting = feed.metrics.wait();
         let moved = versions.wait_for(|v| *v != ask.since);
-        // Timing out (or a closed store) just means: answer what there is.
-        let _ = tokio::time::timeout(Duration::from_secs(ask.wait), moved).await;
+        let refused = async {
+            match plane {
+                Some(_) => feed.planes.refused(digest).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Timing out (or a closed store) just means: answer what there is.
+            _ = tokio::time::timeout(Duration::from_secs(ask.wait), moved) => {}
+            () = refused => return Err(ApiError::Unauthorized(UNAUTHORIZED)),
+        }
     }
     let current = *versions.borrow();
     let answer = if ask.since != 0 && ask.since == current {
         None
     } else {
-        feed.body(store, ask.since, ask.after, current).await?
+        feed.body(store, ask.since, ask.after, current, &access)
+            .await?
     };
     Ok(match answer {
         None => (
@@ -474,16 +528,18 @@ mod tests {
 
     #[test]
     fn token_is_checked() {
-        let feed = FeedEndpoint::new("secret-token", 16);
+        let delivery = Arc::new(delivery::Delivery::new(Duration::from_secs(1)));
+        let planes = Arc::new(Registry::new(delivery));
+        let feed = FeedEndpoint::new("secret-token", 16, planes);
         let with = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-            feed.authorized(&h)
+            feed.access(&h).map(|(access, _)| access)
         };
-        assert!(with("Bearer secret-token"));
-        assert!(with("bearer  secret-token "));
-        assert!(!with("Bearer secret-tokenx"));
-        assert!(!with("Basic secret-token"));
-        assert!(!feed.authorized(&HeaderMap::new()));
+        assert_eq!(with("Bearer secret-token"), Some(Access::Shared));
+        assert_eq!(with("bearer  secret-token "), Some(Access::Shared));
+        assert_eq!(with("Bearer secret-tokenx"), None);
+        assert_eq!(with("Basic secret-token"), None);
+        assert!(feed.access(&HeaderMap::new()).is_none());
     }
 }

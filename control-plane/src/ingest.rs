@@ -1,17 +1,20 @@
 //! `POST /v1/usage`: the filters' usage batches (docs/usage-protocol.md),
-//! behind the feed's bearer token, checked whole before anything is
-//! counted and then counted in one transaction, once per batch id.
+//! behind the feed's bearer token (checked before any byte of the body is
+//! read), checked whole before anything is counted and then counted in one
+//! transaction, once per batch id. A data plane limited to some tenants
+//! (crate::data_planes) may report their keys only: a batch naming another
+//! tenant's key is refused whole (403), nothing counted.
 
 use crate::clock;
+use crate::data_planes::Access;
 use crate::errors::{json, ApiError};
-use crate::feed::FeedEndpoint;
+use crate::feed::{FeedEndpoint, UNAUTHORIZED};
 use crate::service::Service;
 use crate::store::usage::{UsageBatch, UsageCount, ALLOWED};
 use crate::store::Ingested;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use keygate::decision::DenyReason;
 use keygate::feed::KeySet;
@@ -203,25 +206,48 @@ pub fn parse(body: &[u8], ours: KeySet, now: u64) -> Result<UsageBatch, ApiError
     })
 }
 
-/// The ingest handler.
+/// Refuses a batch of a plane limited to some tenants that names a key of
+/// another tenant (keys the database does not know are skipped as usual).
+async fn check_tenants(
+    service: &Service,
+    access: &Access,
+    batch: &UsageBatch,
+) -> Result<(), ApiError> {
+    if access.tenants().is_none() {
+        return Ok(());
+    }
+    let mut keys: Vec<KeyId> = batch.rows.iter().map(|r| r.key_id).collect();
+    keys.dedup();
+    let owners = service.store().key_tenants(keys).await?;
+    match owners.iter().find(|(_, org)| !access.sees(*org)) {
+        Some((key, _)) => Err(ApiError::Forbidden(format!(
+            "{key} belongs to a tenant this data plane does not serve: nothing was counted"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The ingest handler: the token is checked before the body is read.
 pub async fn usage(
     State(service): State<Arc<Service>>,
     State(feed): State<Arc<FeedEndpoint>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    if !feed.authorized(&headers) {
-        return Err(ApiError::Unauthorized("Missing or invalid feed token"));
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(MAX_BODY)
-        } else {
-            bad("body", "could not be read")
-        }
-    })?;
+    let Some((access, _)) = feed.access(request.headers()) else {
+        return Err(ApiError::Unauthorized(UNAUTHORIZED));
+    };
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(MAX_BODY)
+            } else {
+                bad("body", "could not be read")
+            }
+        })?;
     let store = service.store();
     let batch = parse(&body, store.key_set(), clock::now())?;
+    check_tenants(&service, &access, &batch).await?;
     let answer = match store.ingest_usage(batch).await? {
         Ingested::Duplicate => serde_json::json!({"duplicate": true}),
         Ingested::Applied {

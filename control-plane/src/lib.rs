@@ -20,6 +20,7 @@ pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod dashboard;
+mod data_planes;
 pub mod delivery;
 pub mod dispatch;
 pub mod drafts;

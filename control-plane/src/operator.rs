@@ -1,5 +1,6 @@
 //! The operator API of SPEC §10 under `/operator/v1`: list and read tenants,
-//! set a tenant's plan. It takes the operator token
+//! set a tenant's plan; and the data planes of SPEC §15
+//! (crate::data_planes::api). It takes the operator token
 //! (crate::operator_token), never a tenant key; without a configured token
 //! every operator route is a 404.
 
@@ -28,6 +29,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/operator/v1/tenants", get(list))
         .route("/operator/v1/tenants/{id}", get(one).patch(patch))
+        .merge(crate::data_planes::api::routes())
 }
 
 type Answer = Result<Response, ApiError>;

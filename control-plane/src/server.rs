@@ -7,6 +7,7 @@
 //! hyper refuses while parsing a request sent directly is answered in JSON
 //! too ([`crate::unparsed`]).
 
+use crate::data_planes::Registry;
 use crate::dispatch::{self, Schedule};
 use crate::feed::FeedEndpoint;
 use crate::maintenance::{self, Upkeep};
@@ -84,9 +85,15 @@ pub async fn serve(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, version, operator_api = operator.is_configured(),
                    "control plane listening");
+    let planes = Arc::new(Registry::new(Arc::clone(service.delivery())));
+    planes
+        .reload(service.store())
+        .await
+        .map_err(|e| e.to_string())?;
+    planes.spawn(service.shared_store());
     let app = routes::router(AppState {
+        feed: Arc::new(FeedEndpoint::new(&feed_token, feed_page_keys, planes)),
         service,
-        feed: Arc::new(FeedEndpoint::new(&feed_token, feed_page_keys)),
         operator: Arc::new(operator),
         sign_in: Arc::default(),
         error_format,

@@ -42,6 +42,8 @@ pub struct StackOptions {
     pub database: Option<String>,
     /// Envoy's `--concurrency` (worker threads).
     pub concurrency: u32,
+    /// The feed token in Envoy's environment (`None`: the shared [`FEED_TOKEN`]).
+    pub feed_token: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -54,6 +56,7 @@ impl Default for StackOptions {
             envoy_config: None,
             database: None,
             concurrency: 2,
+            feed_token: None,
         }
     }
 }
@@ -400,6 +403,20 @@ impl Stack {
             replacements,
             ..self.options.clone()
         };
+        self.start_envoy_with(options).await
+    }
+
+    /// [`Stack::start_another_envoy`] reading the feed with `token` (a
+    /// data plane's) instead of the shared one.
+    pub async fn start_another_envoy_with_token(&mut self, token: &str) -> Ports {
+        let options = StackOptions {
+            feed_token: Some(token.to_string()),
+            ..self.options.clone()
+        };
+        self.start_envoy_with(options).await
+    }
+
+    async fn start_envoy_with(&mut self, options: StackOptions) -> Ports {
         let ports = Ports {
             envoy: free_port(),
             operator: free_port(),
@@ -617,7 +634,8 @@ fn spawn_envoy(
     let args: Vec<String> = args.into_iter().chain(options.envoy_args.clone()).collect();
     let log = dir.path().join(format!("{name}.log"));
     // The filter reads the feed token from Envoy's environment (SPEC §7).
-    let mut env = vec![(FEED_TOKEN_ENV.to_string(), FEED_TOKEN.to_string())];
+    let token = options.feed_token.as_deref().unwrap_or(FEED_TOKEN);
+    let mut env = vec![(FEED_TOKEN_ENV.to_string(), token.to_string())];
     env.extend(adapter.envoy_env());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Process::spawn_with_env("envoy", &envoy_bin(), &args, &env, log)

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod caps;
+mod data_planes;
 mod events;
 mod listen;
 mod queries;
@@ -66,6 +67,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         9,
         include_str!("../../../migrations/postgres/0009_usage_fillfactor.sql"),
+    ),
+    (
+        11,
+        include_str!("../../../migrations/postgres/0011_data_planes.sql"),
     ),
 ];
 /// Most connections of one replica.

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod caps;
+mod data_planes;
 mod events;
 mod queries;
 mod usage;
@@ -51,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/sqlite/0008_dashboard.sql"),
+    ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_data_planes.sql"),
     ),
 ];
 /// Read connections kept open between reads.
