@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod delivery;
 pub mod dispatch;
 pub mod drafts;
+pub mod egress;
 pub mod errors;
 pub mod events;
 mod feed;

@@ -47,7 +47,9 @@ pub fn routes() -> Router<AppState> {
 #[schema(as = CreateWebhook)]
 #[allow(dead_code)]
 struct WebhookDraft {
-    /// Where deliveries are POSTed (`http` or `https`).
+    /// Where deliveries are POSTed (`http` or `https`): a host that is, or
+    /// resolves to, a public address (or one the operator allowed), no
+    /// user name or password.
     #[schema(max_length = 2048, pattern = "^https?://")]
     url: String,
     /// The event types it receives (at least one).
@@ -236,6 +238,13 @@ pub async fn register(
     bytes: &[u8],
 ) -> Result<CreatedWebhook, ApiError> {
     let (url, events) = checked(bytes)?;
+    if let Ok(parsed) = reqwest::Url::parse(&url) {
+        service
+            .egress()
+            .check_url(&parsed)
+            .await
+            .map_err(|refused| ApiError::invalid("url", refused.to_string()))?;
+    }
     let store = service.store();
     if store.webhooks(org).await?.len() >= MAX_WEBHOOKS {
         return Err(ApiError::Conflict(format!(
