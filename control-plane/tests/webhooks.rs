@@ -9,7 +9,8 @@
 //! 80 % and 100 %, once each; deliveries go over https to a receiver whose
 //! CA is given with `--webhook-ca-file` (and not without it), and a
 //! webhook registered while loopback was allowed is not sent to once it
-//! is not (the egress guard at delivery, SPEC §15).
+//! is not (the egress guard at delivery, SPEC §15); and a tenant whose
+//! receivers never answer does not delay another tenant's deliveries.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -25,6 +26,8 @@ use common::receiver::Receiver;
 use common::{Server, Tenant};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -562,4 +565,53 @@ async fn tried(server: &Server, tenant: &Tenant, hook: &str) -> Value {
         assert!(start.elapsed() < WAIT, "never tried: {all:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Accepts connections on loopback and holds them, never answering;
+/// returns its URL and how many it accepted so far.
+async fn tarpit() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn a_tenant_whose_receivers_never_answer_does_not_delay_another() {
+    let (tarpit, accepted) = tarpit().await;
+    let receiver = Receiver::start(200).await;
+    let server = Server::start().await;
+    let stuck = server.create_tenant("stuck").await;
+    let other = server.create_tenant("other").await;
+    // 20 webhooks x 4 revocations: more sends than the sender runs at once.
+    for _ in 0..20 {
+        webhook(&server, &stuck, &tarpit, &["key.revoked"]).await;
+    }
+    webhook(&server, &other, &receiver.url, &["key.revoked"]).await;
+    for name in ["a", "b", "c", "d"] {
+        let id = key(&server, &stuck, json!({"name": name, "scopes": ["memory:read"]})).await;
+        revoke(&server, &stuck, &id).await;
+    }
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < 8 {
+        assert!(start.elapsed() < WAIT, "the tarpit got no sends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = key(&server, &other, json!({"name": "e", "scopes": ["memory:read"]})).await;
+    let revoked = Instant::now();
+    revoke(&server, &other, &id).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let delay = got[0].at.duration_since(revoked);
+    let held = accepted.load(Ordering::SeqCst);
+    println!("{held} sends held by the tarpit; the other tenant's arrived after {delay:?}");
+    assert!(delay < Duration::from_secs(1), "{delay:?}");
+    assert!(held <= 8, "one tenant ran {held} sends at once");
 }
