@@ -597,7 +597,12 @@ async fn a_tenant_whose_receivers_never_answer_does_not_delay_another() {
     }
     webhook(&server, &other, &receiver.url, &["key.revoked"]).await;
     for name in ["a", "b", "c", "d"] {
-        let id = key(&server, &stuck, json!({"name": name, "scopes": ["memory:read"]})).await;
+        let id = key(
+            &server,
+            &stuck,
+            json!({"name": name, "scopes": ["memory:read"]}),
+        )
+        .await;
         revoke(&server, &stuck, &id).await;
     }
     let start = Instant::now();
@@ -605,7 +610,12 @@ async fn a_tenant_whose_receivers_never_answer_does_not_delay_another() {
         assert!(start.elapsed() < WAIT, "the tarpit got no sends");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let id = key(&server, &other, json!({"name": "e", "scopes": ["memory:read"]})).await;
+    let id = key(
+        &server,
+        &other,
+        json!({"name": "e", "scopes": ["memory:read"]}),
+    )
+    .await;
     let revoked = Instant::now();
     revoke(&server, &other, &id).await;
     let got = receiver.wait_for(1, WAIT).await;
