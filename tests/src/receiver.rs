@@ -104,11 +104,16 @@ impl Tarpit {
         Tarpit { url, accepted }
     }
 
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Waits up to `within` until `n` connections were accepted; returns how many were.
     pub async fn wait_for(&self, n: usize, within: Duration) -> usize {
         let start = Instant::now();
         loop {
-            let got = self.accepted.load(Ordering::SeqCst);
+            let got = self.accepted();
             if got >= n || start.elapsed() > within {
                 return got;
             }

@@ -104,7 +104,7 @@ async fn a_webhook_reaches_neither_inside_the_network_nor_other_tenants() {
     let delay = revoked.elapsed();
     println!(
         "tarpit holding {} sends of tenant A; B's 2 deliveries arrived {delay:?} after its revocation",
-        tarpit.wait_for(usize::MAX, Duration::ZERO).await
+        tarpit.accepted()
     );
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(
