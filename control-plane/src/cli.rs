@@ -144,6 +144,19 @@ pub struct ServeArgs {
     /// marked failed.
     #[arg(long, env = "KEYGATE_WEBHOOK_RETRY_SECONDS", default_value_t = 86_400)]
     pub webhook_retry_seconds: u64,
+    /// A non-public CIDR webhooks may reach all the same (repeatable, or
+    /// comma-separated in the variable); by default webhooks reach public
+    /// addresses only.
+    #[arg(
+        long = "webhook-allow-cidr",
+        env = "KEYGATE_WEBHOOK_ALLOW_CIDR",
+        value_delimiter = ','
+    )]
+    pub webhook_allow_cidr: Vec<ipnet::IpNet>,
+    /// A PEM file of CA certificates webhook receivers may chain to, on top
+    /// of the system's roots.
+    #[arg(long, env = "KEYGATE_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

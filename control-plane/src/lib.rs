@@ -24,6 +24,7 @@ mod data_planes;
 pub mod delivery;
 pub mod dispatch;
 pub mod drafts;
+pub mod egress;
 pub mod errors;
 pub mod events;
 mod feed;

@@ -4,7 +4,8 @@
 use clap::Parser;
 use keygate_control_plane::cli::{Cli, Command};
 use keygate_control_plane::delivery::Delivery;
-use keygate_control_plane::dispatch::Schedule;
+use keygate_control_plane::dispatch::{self, Schedule};
+use keygate_control_plane::egress::Egress;
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::operator_token::{OperatorToken, TOKEN_ENV};
 use keygate_control_plane::plans::Plans;
@@ -63,7 +64,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         _ => Duration::ZERO,
     };
     let delivery = Arc::new(Delivery::new(propagation));
-    let service = Arc::new(Service::new(store, policy, plans, delivery));
+    let egress = match &cli.command {
+        Command::Serve(args) => Egress::new(args.webhook_allow_cidr.clone()),
+        _ => Egress::default(),
+    };
+    let service = Arc::new(Service::new(store, policy, plans, delivery).with_egress(egress));
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {
@@ -78,9 +83,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 feed_page_keys: page_keys,
                 error_format: args.error_format,
                 operator,
-                webhooks: Schedule {
-                    backoff: args.webhook_backoff_seconds,
-                    retry_for: args.webhook_retry_seconds,
+                webhooks: dispatch::Settings {
+                    schedule: Schedule {
+                        backoff: args.webhook_backoff_seconds,
+                        retry_for: args.webhook_retry_seconds,
+                    },
+                    ca_file: args.webhook_ca_file,
                 },
             };
             return server::serve(service, endpoint, upkeep).await;

@@ -8,7 +8,7 @@
 //! too ([`crate::unparsed`]).
 
 use crate::data_planes::Registry;
-use crate::dispatch::{self, Schedule};
+use crate::dispatch;
 use crate::feed::FeedEndpoint;
 use crate::maintenance::{self, Upkeep};
 use crate::operator_token::OperatorToken;
@@ -51,7 +51,7 @@ pub struct Endpoint {
     /// The operator API's token (the API is off without one).
     pub operator: OperatorToken,
     /// When webhook deliveries are retried.
-    pub webhooks: Schedule,
+    pub webhooks: dispatch::Settings,
 }
 
 /// Serves `service` at `endpoint` until stopped.
@@ -80,7 +80,8 @@ pub async fn serve(
         .map_err(|e| e.to_string())?;
     maintenance::spawn(service.shared_store(), upkeep);
     let wake = Arc::clone(service.events_queued());
-    dispatch::spawn(service.shared_store(), wake, webhooks)?;
+    let egress = Arc::clone(service.egress());
+    dispatch::spawn(service.shared_store(), wake, egress, &webhooks)?;
     let version = *service.store().version().borrow();
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, version, operator_api = operator.is_configured(),

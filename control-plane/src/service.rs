@@ -12,6 +12,7 @@
 use crate::clock;
 use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
+use crate::egress::Egress;
 use crate::errors::ApiError;
 use crate::listing;
 use crate::plans::{Plan, Plans};
@@ -50,6 +51,8 @@ pub struct Service {
     delivery: Arc<Delivery>,
     /// Woken when webhook deliveries were queued (crate::dispatch).
     events_queued: Arc<Notify>,
+    /// Where webhooks may point (crate::egress).
+    egress: Arc<Egress>,
 }
 
 /// A freshly generated key, before it is stored.
@@ -99,7 +102,20 @@ impl Service {
             throttle: Throttle::default(),
             delivery,
             events_queued: Arc::default(),
+            egress: Arc::default(),
         }
+    }
+
+    /// This service, with webhooks limited by `egress` (default: public
+    /// addresses only).
+    pub fn with_egress(mut self, egress: Egress) -> Service {
+        self.egress = Arc::new(egress);
+        self
+    }
+
+    /// Where webhooks may point.
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.egress
     }
 
     pub fn plans(&self) -> &Plans {

@@ -47,7 +47,9 @@ pub fn routes() -> Router<AppState> {
 #[schema(as = CreateWebhook)]
 #[allow(dead_code)]
 struct WebhookDraft {
-    /// Where deliveries are POSTed (`http` or `https`).
+    /// Where deliveries are POSTed (`http` or `https`): a host that is, or
+    /// resolves to, a public address (or one the operator allowed), no
+    /// user name or password.
     #[schema(max_length = 2048, pattern = "^https?://")]
     url: String,
     /// The event types it receives (at least one).
@@ -175,19 +177,21 @@ pub fn webhook_id(path: Result<Path<String>, PathRejection>) -> Result<String, A
 }
 
 /// The checked `url` and `events` of a create body.
-fn checked(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
+fn checked(bytes: &[u8]) -> Result<(reqwest::Url, Vec<String>), ApiError> {
     let mut fields = Fields::parse(bytes, &["url", "events"], false)?;
     let url = body::required(fields.string("url")?, "url")?;
-    let parsed = reqwest::Url::parse(&url).ok();
-    let usable = parsed.as_ref().is_some_and(|u| {
+    let usable = reqwest::Url::parse(&url).ok().filter(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
     });
-    if url.len() > MAX_URL || !usable {
-        return Err(ApiError::invalid(
-            "url",
-            format!("url must be an http or https URL of at most {MAX_URL} characters"),
-        ));
-    }
+    let url = match usable {
+        Some(parsed) if url.len() <= MAX_URL => parsed,
+        _ => {
+            return Err(ApiError::invalid(
+                "url",
+                format!("url must be an http or https URL of at most {MAX_URL} characters"),
+            ))
+        }
+    };
     let mut events = body::required(fields.strings("events")?, "events")?;
     if let Some(bad) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
         return Err(ApiError::invalid(
@@ -236,6 +240,11 @@ pub async fn register(
     bytes: &[u8],
 ) -> Result<CreatedWebhook, ApiError> {
     let (url, events) = checked(bytes)?;
+    service
+        .egress()
+        .check_url(&url)
+        .await
+        .map_err(|refused| ApiError::invalid("url", refused.to_string()))?;
     let store = service.store();
     if store.webhooks(org).await?.len() >= MAX_WEBHOOKS {
         return Err(ApiError::Conflict(format!(
@@ -245,7 +254,7 @@ pub async fn register(
     let hook = Webhook {
         id: events::random_id("wh_", 8)?,
         org,
-        url,
+        url: url.into(),
         events,
         secret: events::new_secret()?,
         created_at: clock::now(),

@@ -6,7 +6,11 @@
 //! after it, `key.expiring` goes out once, deliveries are listed with
 //! their status, the secret is shown once and nowhere else, and
 //! a quota used up through ingested usage sends `key.quota.threshold` at
-//! 80 % and 100 %, once each.
+//! 80 % and 100 %, once each; deliveries go over https to a receiver whose
+//! CA is given with `--webhook-ca-file` (and not without it), and a
+//! webhook registered while loopback was allowed is not sent to once it
+//! is not (the egress guard at delivery, SPEC §15); and a tenant whose
+//! receivers never answer does not delay another tenant's deliveries.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -21,6 +25,9 @@ mod common;
 use common::receiver::Receiver;
 use common::{Server, Tenant};
 use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -446,4 +453,175 @@ async fn quota_crossings_from_ingested_usage_are_delivered_once() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.wait_for(2, WAIT).await.len(), 2, "each once");
+}
+
+/// A CA, and a server config for `127.0.0.1` with a certificate it signed;
+/// the CA's PEM is written to `dir/ca.pem`.
+fn tls_for_loopback(dir: &std::path::Path) -> (PathBuf, tokio_rustls::rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(leaf.der().to_vec())], key)
+        .unwrap();
+    (path, config)
+}
+
+#[tokio::test]
+async fn deliveries_go_over_https_to_a_receiver_of_the_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = tls_for_loopback(dir.path());
+    let receiver = Receiver::start_tls(200, tls).await;
+    // Without the CA, the receiver's certificate is not trusted.
+    let mut server = Server::start().await;
+    let tenant = server.create_tenant("tls").await;
+    let hook = webhook(&server, &tenant, &receiver.url, &["key.revoked"]).await;
+    let hook = hook["id"].as_str().unwrap();
+    let id = key(
+        &server,
+        &tenant,
+        json!({"name": "a", "scopes": ["memory:read"]}),
+    )
+    .await;
+    revoke(&server, &tenant, &id).await;
+    let failed = tried(&server, &tenant, hook).await;
+    println!("untrusted receiver: {}", failed["last_error"]);
+    assert!(failed["last_error"].is_string(), "{failed}");
+    assert!(receiver.got().is_empty());
+    // With it, the next delivery arrives.
+    let ca = ca.to_str().unwrap();
+    server
+        .restart_with(&[
+            "--webhook-allow-cidr",
+            "127.0.0.0/8",
+            "--webhook-ca-file",
+            ca,
+        ])
+        .await;
+    let id = key(
+        &server,
+        &tenant,
+        json!({"name": "b", "scopes": ["memory:read"]}),
+    )
+    .await;
+    revoke(&server, &tenant, &id).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["data"]["key_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_loopback_webhook_is_not_sent_to_once_loopback_is_not_allowed() {
+    let receiver = Receiver::start(200).await;
+    let mut server = Server::start().await;
+    let tenant = server.create_tenant("guard").await;
+    let hook = webhook(&server, &tenant, &receiver.url, &["key.revoked"]).await;
+    let hook = hook["id"].as_str().unwrap();
+    // Public addresses only (a documentation range stands in for "none").
+    server
+        .restart_with(&["--webhook-allow-cidr", "192.0.2.0/24"])
+        .await;
+    let id = key(
+        &server,
+        &tenant,
+        json!({"name": "a", "scopes": ["memory:read"]}),
+    )
+    .await;
+    revoke(&server, &tenant, &id).await;
+    let refused = tried(&server, &tenant, hook).await;
+    assert_eq!(refused["last_error"], "url resolves to a private address");
+    assert_eq!(
+        refused["status"], "pending",
+        "retried: the operator may allow it again"
+    );
+    assert!(receiver.got().is_empty());
+}
+
+async fn revoke(server: &Server, tenant: &Tenant, id: &str) {
+    let path = format!("/api/v1/api-keys/{id}");
+    let reply = server.call("DELETE", &path, Some(&tenant.key), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Waits until the latest delivery of `hook` was tried; returns it.
+async fn tried(server: &Server, tenant: &Tenant, hook: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let all = deliveries(server, tenant, hook).await;
+        if let Some(latest) = all.first().filter(|d| d["attempts"].as_u64() > Some(0)) {
+            return latest.clone();
+        }
+        assert!(start.elapsed() < WAIT, "never tried: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Accepts connections on loopback and holds them, never answering;
+/// returns its URL and how many it accepted so far.
+async fn tarpit() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn a_tenant_whose_receivers_never_answer_does_not_delay_another() {
+    let (tarpit, accepted) = tarpit().await;
+    let receiver = Receiver::start(200).await;
+    let server = Server::start().await;
+    let stuck = server.create_tenant("stuck").await;
+    let other = server.create_tenant("other").await;
+    // 20 webhooks x 4 revocations: more sends than the sender runs at once.
+    for _ in 0..20 {
+        webhook(&server, &stuck, &tarpit, &["key.revoked"]).await;
+    }
+    webhook(&server, &other, &receiver.url, &["key.revoked"]).await;
+    for name in ["a", "b", "c", "d"] {
+        let id = key(
+            &server,
+            &stuck,
+            json!({"name": name, "scopes": ["memory:read"]}),
+        )
+        .await;
+        revoke(&server, &stuck, &id).await;
+    }
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < 8 {
+        assert!(start.elapsed() < WAIT, "the tarpit got no sends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = key(
+        &server,
+        &other,
+        json!({"name": "e", "scopes": ["memory:read"]}),
+    )
+    .await;
+    let revoked = Instant::now();
+    revoke(&server, &other, &id).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let delay = got[0].at.duration_since(revoked);
+    let held = accepted.load(Ordering::SeqCst);
+    println!("{held} sends held by the tarpit; the other tenant's arrived after {delay:?}");
+    assert!(delay < Duration::from_secs(1), "{delay:?}");
+    assert!(held <= 8, "one tenant ran {held} sends at once");
 }

@@ -1,10 +1,12 @@
 //! A webhook receiver for the e2e tests: a plain HTTP/1.1 server on
 //! loopback (one request per connection) that keeps every request's
-//! headers and body and answers 200; and the check of `keygate-signature`
-//! (HMAC-SHA256 of `<t>.<body>` with the webhook's secret).
+//! headers and body and answers 200; a tarpit (accepts, never answers);
+//! and the check of `keygate-signature` (HMAC-SHA256 of `<t>.<body>` with
+//! the webhook's secret).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,6 +78,46 @@ impl HookReceiver {
                 return got;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A receiver that accepts connections and holds them, never answering.
+pub struct Tarpit {
+    pub url: String,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Tarpit {
+    pub async fn start() -> Tarpit {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Tarpit { url, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `within` until `n` connections were accepted; returns how many were.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let got = self.accepted();
+            if got >= n || start.elapsed() > within {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct StackOptions {
     pub concurrency: u32,
     /// The feed token in Envoy's environment (`None`: the shared [`FEED_TOKEN`]).
     pub feed_token: Option<String>,
+    /// The control planes' `--webhook-allow-cidr`s (default: loopback, for
+    /// the tests' receivers).
+    pub webhook_allow: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -57,6 +60,7 @@ impl Default for StackOptions {
             database: None,
             concurrency: 2,
             feed_token: None,
+            webhook_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -357,6 +361,9 @@ impl Stack {
                 .display()
                 .to_string(),
         ];
+        for cidr in &self.options.webhook_allow {
+            args.extend(["--webhook-allow-cidr".to_string(), cidr.clone()]);
+        }
         args.extend(self.options.control_plane_args.iter().cloned());
         Process::spawn(
             "keygate-control-plane",
@@ -372,6 +379,14 @@ impl Stack {
     pub async fn restart_control_plane_on(&mut self, file: &str) {
         self.stop_control_plane();
         self.database = file.to_string();
+        self.start_control_plane().await;
+    }
+
+    /// Restarts the control plane with webhooks allowed to reach `cidrs`
+    /// besides public addresses (none: public only).
+    pub async fn restart_control_plane_allowing(&mut self, cidrs: &[&str]) {
+        self.stop_control_plane();
+        self.options.webhook_allow = cidrs.iter().map(|c| c.to_string()).collect();
         self.start_control_plane().await;
     }
 

@@ -90,6 +90,7 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueDelivery {
     pub id: String,
+    pub org: OrgId,
     pub url: String,
     pub secret: String,
     pub event_id: String,
@@ -98,6 +99,21 @@ pub struct DueDelivery {
     /// Attempts before this one.
     pub attempts: u64,
     pub created_at: u64,
+}
+
+/// Which due deliveries to claim: the oldest due first, at most
+/// `per_tenant` of one tenant and none of the tenants in `skip` (those
+/// whose sends are at their bound), so one tenant's backlog never fills a
+/// claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Unix seconds: deliveries due by then.
+    pub now: u64,
+    /// Each claimed one is not due again before this unless its attempt is recorded.
+    pub lease_until: u64,
+    pub limit: usize,
+    pub per_tenant: usize,
+    pub skip: Vec<OrgId>,
 }
 
 /// The outcome of one attempt.
@@ -191,14 +207,8 @@ pub trait EventStore {
     /// taking its type, due at once; returns how many.
     fn enqueue(&self, event: Event) -> StoreFuture<'_, usize>;
 
-    /// Claims up to `limit` pending deliveries due at `now`: each is not due
-    /// again before `lease_until` unless its attempt is recorded.
-    fn claim_due(
-        &self,
-        now: u64,
-        lease_until: u64,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueDelivery>>;
+    /// Claims pending deliveries as `claim` says.
+    fn claim_due(&self, claim: Claim) -> StoreFuture<'_, Vec<DueDelivery>>;
 
     /// Records an attempt of a claimed delivery.
     fn record_attempt(&self, id: String, attempt: Attempt) -> StoreFuture<'_, ()>;

@@ -206,6 +206,13 @@ impl Server {
         self.base = base;
     }
 
+    /// A new process on the same database with `extra` flags instead.
+    pub async fn restart_with(&mut self, extra: &[&str]) {
+        self.kill9();
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart().await;
+    }
+
     /// One request; `key` goes in `Authorization: Bearer`.
     pub async fn call(
         &self,
@@ -417,6 +424,9 @@ async fn launch(dir: &Path, database: &str, extra: &[String], operator: bool) ->
             .arg(database)
             .args(extra)
             .env("KEYGATE_FEED_TOKEN", FEED_TOKEN)
+            // The tests' receivers are on loopback (a test's own
+            // `--webhook-allow-cidr` replaces this).
+            .env("KEYGATE_WEBHOOK_ALLOW_CIDR", "127.0.0.0/8,::1/128")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,4 +1,4 @@
-//! A webhook receiver on loopback for the tests: a real HTTP server that
+//! A webhook receiver on loopback for the tests: a real HTTP(S) server that
 //! keeps every request it gets (time, headers, body) and answers the status
 //! the test sets; and an independent check of `keygate-signature`.
 
@@ -54,14 +54,35 @@ pub struct Receiver {
 impl Receiver {
     /// Listens on a free loopback port, answering `status`.
     pub async fn start(status: u16) -> Receiver {
-        let shared = Arc::new(Shared::default());
-        shared.status.store(status, Ordering::SeqCst);
-        let app = Router::new()
-            .route("/hook", post(take))
-            .with_state(Arc::clone(&shared));
+        let (shared, app) = app(status);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, shared }
+    }
+
+    /// Listens with TLS (`config`) on a free loopback port, answering
+    /// `status`; its URL is `https://127.0.0.1:<port>/hook`.
+    pub async fn start_tls(status: u16, config: tokio_rustls::rustls::ServerConfig) -> Receiver {
+        let (shared, app) = app(status);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/hook", listener.local_addr().unwrap());
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
         Receiver { url, shared }
     }
 
@@ -85,6 +106,16 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The receiver's state, and its app answering `status`.
+fn app(status: u16) -> (Arc<Shared>, Router) {
+    let shared = Arc::new(Shared::default());
+    shared.status.store(status, Ordering::SeqCst);
+    let app = Router::new()
+        .route("/hook", post(take))
+        .with_state(Arc::clone(&shared));
+    (shared, app)
 }
 
 async fn take(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {

@@ -5,8 +5,9 @@
 use super::queries::{int, sql_id, Write};
 use super::{connection, PostgresStore};
 use crate::store::events::{
-    events_of, events_text, Attempt, AuditEntry, AuditPage, AuditQuery, Delivery, DeliveryStatus,
-    DueDelivery, Event, EventStore, ExpiringKey, Webhook, AUDIT_RETENTION, DELIVERY_RETENTION,
+    events_of, events_text, Attempt, AuditEntry, AuditPage, AuditQuery, Claim, Delivery,
+    DeliveryStatus, DueDelivery, Event, EventStore, ExpiringKey, Webhook, AUDIT_RETENTION,
+    DELIVERY_RETENTION,
 };
 use crate::store::{StoreError, StoreFuture};
 use keygate::ids::{KeyId, OrgId};
@@ -72,13 +73,14 @@ fn audit_of(row: &Row) -> Result<AuditEntry, StoreError> {
 fn due_of(row: &Row) -> Result<DueDelivery, StoreError> {
     Ok(DueDelivery {
         id: row.try_get(0)?,
-        url: row.try_get(1)?,
-        secret: row.try_get(2)?,
-        event_id: row.try_get(3)?,
-        event_type: row.try_get(4)?,
-        payload: row.try_get(5)?,
-        attempts: uint(row.try_get(6)?),
-        created_at: uint(row.try_get(7)?),
+        org: OrgId(id_of(row.try_get(1)?)),
+        url: row.try_get(2)?,
+        secret: row.try_get(3)?,
+        event_id: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        attempts: uint(row.try_get(7)?),
+        created_at: uint(row.try_get(8)?),
     })
 }
 
@@ -97,22 +99,30 @@ fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-async fn claim(
-    w: &Write<'_>,
-    now: u64,
-    lease: u64,
-    limit: usize,
-) -> Result<Vec<DueDelivery>, StoreError> {
-    let limit = int(limit as u64)?;
+/// Per due tenant, its oldest due deliveries (locked, skipping those
+/// another replica holds), then the oldest of those.
+async fn claim(w: &Write<'_>, claim: &Claim) -> Result<Vec<DueDelivery>, StoreError> {
+    let skip: Vec<i64> = claim.skip.iter().map(|org| sql_id(org.0)).collect();
     let rows =
         w.tx.query(
-            "UPDATE webhook_deliveries d SET next_attempt_at = $2 FROM webhooks w \
-             WHERE w.id = d.webhook_id AND d.seq IN \
-             (SELECT seq FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING d.id, w.url, w.secret, d.event_id, d.event_type, d.payload, d.attempts, \
-             d.created_at",
-            &[&int(now)?, &int(lease)?, &limit],
+            "WITH picked AS (SELECT p.seq FROM \
+              (SELECT DISTINCT tenant_id FROM webhook_deliveries \
+               WHERE status = 'pending' AND next_attempt_at <= $1 AND tenant_id <> ALL($5)) t \
+              CROSS JOIN LATERAL (SELECT seq, next_attempt_at FROM webhook_deliveries d \
+               WHERE d.tenant_id = t.tenant_id AND status = 'pending' AND next_attempt_at <= $1 \
+               ORDER BY next_attempt_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) p \
+              ORDER BY p.next_attempt_at, p.seq LIMIT $3) \
+             UPDATE webhook_deliveries d SET next_attempt_at = $2 FROM webhooks w \
+             WHERE w.id = d.webhook_id AND d.seq IN (SELECT seq FROM picked) \
+             RETURNING d.id, d.tenant_id, w.url, w.secret, d.event_id, d.event_type, d.payload, \
+             d.attempts, d.created_at",
+            &[
+                &int(claim.now)?,
+                &int(claim.lease_until)?,
+                &int(claim.limit as u64)?,
+                &int(claim.per_tenant as u64)?,
+                &skip,
+            ],
         )
         .await?;
     rows.iter().map(due_of).collect()
@@ -263,13 +273,8 @@ impl EventStore for PostgresStore {
         }))
     }
 
-    fn claim_due(
-        &self,
-        now: u64,
-        lease_until: u64,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueDelivery>> {
-        Box::pin(self.write(move |w| Box::pin(claim(w, now, lease_until, limit))))
+    fn claim_due(&self, request: Claim) -> StoreFuture<'_, Vec<DueDelivery>> {
+        Box::pin(self.write(move |w| Box::pin(async move { claim(w, &request).await })))
     }
 
     fn record_attempt(&self, id: String, attempt: Attempt) -> StoreFuture<'_, ()> {

@@ -5,8 +5,9 @@
 use super::queries::{id_of, sql_id};
 use super::SqliteStore;
 use crate::store::events::{
-    events_of, events_text, Attempt, AuditEntry, AuditPage, AuditQuery, Delivery, DeliveryStatus,
-    DueDelivery, Event, EventStore, ExpiringKey, Webhook, AUDIT_RETENTION, DELIVERY_RETENTION,
+    events_of, events_text, Attempt, AuditEntry, AuditPage, AuditQuery, Claim, Delivery,
+    DeliveryStatus, DueDelivery, Event, EventStore, ExpiringKey, Webhook, AUDIT_RETENTION,
+    DELIVERY_RETENTION,
 };
 use crate::store::{StoreError, StoreFuture};
 use keygate::ids::{KeyId, OrgId};
@@ -71,30 +72,38 @@ fn audit_of(row: &Row) -> rusqlite::Result<AuditEntry> {
     })
 }
 
-fn claim(
-    conn: &Connection,
-    now: u64,
-    lease: u64,
-    limit: usize,
-) -> Result<Vec<DueDelivery>, StoreError> {
+fn claim(conn: &Connection, claim: &Claim) -> Result<Vec<DueDelivery>, StoreError> {
+    let skip: Vec<i64> = claim.skip.iter().map(|org| sql_id(org.0)).collect();
+    let skip = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "UPDATE webhook_deliveries SET next_attempt_at = ?2 WHERE seq IN \
-         (SELECT seq FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
-          ORDER BY next_attempt_at LIMIT ?3) \
-         RETURNING id, (SELECT url FROM webhooks w WHERE w.id = webhook_id), \
+         (SELECT seq FROM (SELECT seq, next_attempt_at, row_number() OVER \
+           (PARTITION BY tenant_id ORDER BY next_attempt_at, seq) AS nth \
+           FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
+           AND tenant_id NOT IN (SELECT value FROM json_each(?5))) \
+          WHERE nth <= ?4 ORDER BY next_attempt_at, seq LIMIT ?3) \
+         RETURNING id, tenant_id, (SELECT url FROM webhooks w WHERE w.id = webhook_id), \
          (SELECT secret FROM webhooks w WHERE w.id = webhook_id), \
          event_id, event_type, payload, attempts, created_at",
     )?;
-    let rows = stmt.query_map(params![int(now), int(lease), int(limit as u64)], |row| {
+    let bounds = params![
+        int(claim.now),
+        int(claim.lease_until),
+        int(claim.limit as u64),
+        int(claim.per_tenant as u64),
+        skip
+    ];
+    let rows = stmt.query_map(bounds, |row| {
         Ok(DueDelivery {
             id: row.get(0)?,
-            url: row.get(1)?,
-            secret: row.get(2)?,
-            event_id: row.get(3)?,
-            event_type: row.get(4)?,
-            payload: row.get(5)?,
-            attempts: uint(row.get(6)?),
-            created_at: uint(row.get(7)?),
+            org: OrgId(id_of(row, 1)?),
+            url: row.get(2)?,
+            secret: row.get(3)?,
+            event_id: row.get(4)?,
+            event_type: row.get(5)?,
+            payload: row.get(6)?,
+            attempts: uint(row.get(7)?),
+            created_at: uint(row.get(8)?),
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -236,13 +245,8 @@ impl EventStore for SqliteStore {
         })
     }
 
-    fn claim_due(
-        &self,
-        now: u64,
-        lease_until: u64,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueDelivery>> {
-        self.write(move |conn| claim(conn, now, lease_until, limit))
+    fn claim_due(&self, request: Claim) -> StoreFuture<'_, Vec<DueDelivery>> {
+        self.write(move |conn| claim(conn, &request))
     }
 
     fn record_attempt(&self, id: String, attempt: Attempt) -> StoreFuture<'_, ()> {
