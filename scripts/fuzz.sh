@@ -15,7 +15,7 @@ seconds="${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}"
 shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(feed header_map credential key filter_config drafts)
+  targets=(feed header_map credential key filter_config drafts path)
 fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

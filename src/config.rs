@@ -38,6 +38,10 @@ pub struct FilterConfig {
     /// Ordered route rules; a path no rule matches needs any valid key.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Accept `;` parameters in path segments (removed before the rules
+    /// are matched); by default a path with one is refused (400).
+    #[serde(default)]
+    pub allow_path_parameters: bool,
     /// Counting per key and minute, and its reports (SPEC §11).
     #[serde(default)]
     pub usage: UsageConfig,
@@ -415,6 +419,7 @@ mod tests {
         assert_eq!(c.feed.first_table_wait_ms, 2000);
         assert_eq!(c.feed.token_env, "KEYGATE_FEED_TOKEN");
         assert!(c.rules.is_empty());
+        assert!(!c.allow_path_parameters);
         assert_eq!(c.usage, UsageConfig::default());
         assert_eq!(c.usage.flush_seconds, 10);
         assert_eq!(c.usage.cost_header, "x-keygate-cost");

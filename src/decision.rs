@@ -14,7 +14,7 @@ use crate::feed::KeyStatus;
 use crate::ids::{IdText, KeyId};
 use crate::key::{self, Environment, KeyFormat};
 use crate::limits::{self, CountStore, LimitError, Standing, Verdict};
-use crate::rules::{self, Rule};
+use crate::rules::{self, PathError, Rule};
 use crate::scopes;
 use crate::table::{KeyRef, KeyTable};
 use std::borrow::Cow;
@@ -33,6 +33,15 @@ pub const IDENTITY_HEADERS: [&str; 6] = [
     "x-rate-tier",
     X_KEY_OWNER,
 ];
+/// True when `name` is an identity header, or one spelt with `_` for any
+/// `-` (in any case): upstreams that read `HTTP_X_ORG_ID` take both alike.
+pub fn is_identity_header(name: &[u8]) -> bool {
+    let same = |a: &u8, b: &u8| a.eq_ignore_ascii_case(b) || (*a == b'_' && *b == b'-');
+    IDENTITY_HEADERS
+        .iter()
+        .any(|h| h.len() == name.len() && name.iter().zip(h.as_bytes()).all(|(a, b)| same(a, b)))
+}
+
 /// `WWW-Authenticate` value sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"keygate\"";
 
@@ -50,11 +59,13 @@ pub enum DenyReason {
     SpendExhausted,
     /// The key's own rate limit (`limits`).
     RateLimited,
+    /// A path spelling upstreams disagree on (SPEC §16).
+    InvalidPath,
 }
 
 impl DenyReason {
     /// Every reason, for registering stats.
-    pub const ALL: [DenyReason; 10] = [
+    pub const ALL: [DenyReason; 11] = [
         DenyReason::MissingKey,
         DenyReason::InvalidKey,
         DenyReason::Expired,
@@ -65,6 +76,7 @@ impl DenyReason {
         DenyReason::QuotaExhausted,
         DenyReason::SpendExhausted,
         DenyReason::RateLimited,
+        DenyReason::InvalidPath,
     ];
 
     /// Short name for stats and logs.
@@ -80,6 +92,7 @@ impl DenyReason {
             DenyReason::QuotaExhausted => "quota_exhausted",
             DenyReason::SpendExhausted => "spend_exhausted",
             DenyReason::RateLimited => "rate_limited",
+            DenyReason::InvalidPath => "invalid_path",
         }
     }
 }
@@ -156,6 +169,15 @@ impl Deny {
             DenyReason::WrongOrg,
             ErrorKind::WrongOrg,
             format!("API key does not belong to organization {org}"),
+        )
+    }
+
+    /// The path is spelled in a way upstreams disagree on.
+    pub fn invalid_path(error: PathError) -> Deny {
+        Deny::new(
+            DenyReason::InvalidPath,
+            ErrorKind::InvalidRequest,
+            error.message(),
         )
     }
 
@@ -309,6 +331,9 @@ impl<'t> Identity<'t> {
 pub struct Allow<'t> {
     /// The caller, or `None` on public routes and CORS preflights.
     pub identity: Option<Identity<'t>>,
+    /// The index of the rule the request matched (what an open stream
+    /// keeps needing, [`Grant`]).
+    pub rule: Option<usize>,
     /// Remove `Authorization` (it carried the key).
     pub strip_authorization: bool,
     /// Remove `X-API-Key`.
@@ -339,6 +364,31 @@ impl Allow<'_> {
             .chain(api_key)
             .chain(subprotocols)
     }
+
+    /// True when the header `name` must not reach the upstream: one of
+    /// [`Allow::headers_to_remove`], or an identity header spelt with `_`.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        is_identity_header(name)
+            || self
+                .headers_to_remove()
+                .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+    }
+
+    /// What an allowed WebSocket keeps needing while it is open.
+    pub fn grant(&self) -> Option<Grant> {
+        self.identity.map(|i| Grant {
+            hash: i.hash,
+            rule: self.rule,
+        })
+    }
+}
+
+/// An open stream's right to stay open: the key it was opened with and the
+/// rule its upgrade matched (its route and method).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub hash: [u8; 32],
+    pub rule: Option<usize>,
 }
 
 /// What to do with one request.
@@ -408,6 +458,7 @@ pub struct Policy {
     pub error_format: ErrorFormat,
     pub forward_key: bool,
     pub rules: Vec<Rule>,
+    pub allow_path_parameters: bool,
 }
 
 impl From<&FilterConfig> for Policy {
@@ -418,6 +469,7 @@ impl From<&FilterConfig> for Policy {
             error_format: c.error_format,
             forward_key: c.forward_key,
             rules: c.rules.clone(),
+            allow_path_parameters: c.allow_path_parameters,
         }
     }
 }
@@ -435,21 +487,68 @@ impl Policy {
         H: AsRef<str>,
         V: AsRef<str>,
     {
-        let rule = rules::find(&self.rules, request.method, request.path);
+        let path = match rules::match_path(request.path, self.allow_path_parameters) {
+            Ok(path) => path,
+            Err(e) => return Decision::Deny(Deny::invalid_path(e)),
+        };
+        let index = rules::find_index(&self.rules, request.method, &path);
+        let rule = index.and_then(|i| self.rules.get(i));
         let forward = rule.and_then(|r| r.forward_key).unwrap_or(self.forward_key);
         let extracted = credential::extract(request.headers, request.path);
+        let allow = |identity| Allow {
+            rule: index,
+            ..self.allow(identity, &extracted, request, forward)
+        };
         if request.is_cors_preflight() || rule.is_some_and(|r| r.public) {
-            return Decision::Allow(self.allow(None, &extracted, request, forward));
+            return Decision::Allow(allow(None));
         }
         let Some(table) = table else {
             return Decision::Deny(Deny::not_ready());
         };
         match self.check(table, &extracted, request, rule, now) {
-            Ok(identity) => {
-                Decision::Allow(self.allow(Some(identity), &extracted, request, forward))
-            }
+            Ok(identity) => Decision::Allow(allow(Some(identity))),
             Err(deny) => Decision::Deny(deny),
         }
+    }
+
+    /// How to rewrite a refused request so that its credential (query,
+    /// headers, subprotocol entry) is gone before access logs see it,
+    /// whatever `forward_key` says: nothing of it goes upstream anyway.
+    pub fn scrub<H, V>(&self, request: &Request<'_, H, V>) -> Allow<'static>
+    where
+        H: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let subprotocols = request
+            .is_websocket_upgrade()
+            .then(|| credential::strip_subprotocol_key(request.headers))
+            .flatten();
+        let strip_subprotocols = subprotocols.as_ref().is_some_and(String::is_empty);
+        Allow {
+            identity: None,
+            rule: None,
+            strip_authorization: true,
+            strip_api_key: true,
+            new_path: credential::strip_query_key(request.path),
+            new_subprotocols: subprotocols.filter(|s| !s.is_empty()),
+            strip_subprotocols,
+        }
+    }
+
+    /// True while the table still allows the stream of `grant` at `now`
+    /// (unix seconds): its key is there, not expired, its tenant not
+    /// suspended, its quota and cap not used up, and it holds a scope of
+    /// the rule its upgrade matched. (The client's `X-Org-Id` was checked
+    /// at the upgrade and cannot change.)
+    pub fn still_allows(&self, table: &KeyTable, grant: &Grant, now: u64) -> bool {
+        let Some(record) = table.get(&grant.hash) else {
+            return false;
+        };
+        let any_of = grant
+            .rule
+            .and_then(|i| self.rules.get(i))
+            .map(|r| r.any_of.as_slice());
+        check_found::<&str, &str, _>(&record, &[], any_of, now).is_ok()
     }
 
     fn check<'t, H, V>(
@@ -493,6 +592,7 @@ impl Policy {
         let strip_subprotocols = subprotocols.as_ref().is_some_and(String::is_empty);
         Allow {
             identity,
+            rule: None,
             strip_authorization: sources.bearer || strip_all,
             strip_api_key: sources.header || strip_all,
             new_path: if sources.query || strip_all {

@@ -671,3 +671,137 @@ fn only_keys_with_own_limits_are_counted() {
         (429, DenyReason::RateLimited)
     );
 }
+
+/// SPEC §16: a narrow key cannot reach a rule's route by spelling it
+/// differently; ambiguous spellings are refused 400 before any key check.
+#[test]
+fn no_spelling_bypasses_a_rule() {
+    let w = world();
+    let auth = bearer(&w.reader);
+    let headers = [("authorization", auth.as_str())];
+    for path in [
+        "/API/v1/memory",
+        "/api//v1/memory",
+        "/api/./v1/memory",
+        "/api/x/../v1/memory",
+        "/api/v1/memory.",
+        "/api/v1/%6Demory",
+    ] {
+        let d = denied(w.decide("POST", path, &headers));
+        assert_eq!(d.reason, DenyReason::MissingScope, "{path}");
+    }
+    for path in [
+        "/api/v1/memory;x",
+        "/api/v1/memory%3Bx",
+        "/api/v1/memory%3bx",
+        "/api/v1%2Fmemory",
+        "/api/v1%5Cmemory",
+        "/api/v1\\memory",
+    ] {
+        let d = denied(w.decide("POST", path, &headers));
+        assert_eq!(
+            (d.status, d.reason),
+            (400, DenyReason::InvalidPath),
+            "{path}"
+        );
+        assert!(
+            d.body(ErrorFormat::Keygate)
+                .starts_with(r#"{"error":{"type":"invalid_request","message":"#),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn allowed_path_parameters_are_matched_without_them() {
+    let mut w = world();
+    w.policy.allow_path_parameters = true;
+    let auth = bearer(&w.reader);
+    let headers = [("authorization", auth.as_str())];
+    let d = denied(w.decide("POST", "/api/v1/memory;x", &headers));
+    assert_eq!(d.reason, DenyReason::MissingScope);
+    allowed(w.decide("GET", "/api/v1/memory;jsessionid=1/a", &headers));
+}
+
+#[test]
+fn underscore_spellings_of_identity_headers_are_dropped() {
+    let w = world();
+    let a = allowed(w.decide("GET", "/x", &[("x-api-key", &w.reader)]));
+    for name in [
+        "x_org_id",
+        "X_Key_Scopes",
+        "x-key_id",
+        "X_RATE_TIER",
+        "x_key_owner",
+    ] {
+        assert!(a.drops(name.as_bytes()), "{name}");
+    }
+    for name in ["x_org", "x-org-idx", "x__org_id", "accept"] {
+        assert!(!a.drops(name.as_bytes()), "{name}");
+    }
+}
+
+/// A refusal removes every credential source, `forward_key` or not.
+#[test]
+fn a_refusal_is_scrubbed_of_the_key() {
+    let w = world();
+    let offer = format!("chat, keygate.bearer.{}", w.reader);
+    let request = Request {
+        method: "GET",
+        path: "/api/v1/memory?api_key=rk_live_x&room=1",
+        headers: &[
+            ("upgrade", "websocket"),
+            ("sec-websocket-protocol", offer.as_str()),
+        ],
+    };
+    let s = w.policy.scrub(&request);
+    assert_eq!(s.new_path.as_deref(), Some("/api/v1/memory?room=1"));
+    assert_eq!(s.new_subprotocols.as_deref(), Some("chat"));
+    assert!(s.drops(b"authorization") && s.drops(b"X-Api-Key"));
+}
+
+/// An open stream stays allowed only while the table allows its route.
+#[test]
+fn an_open_stream_is_rechecked_against_the_table() {
+    let w = world();
+    let auth = bearer(&w.writer);
+    let upgrade = [("authorization", auth.as_str()), ("upgrade", "websocket")];
+    let grant = allowed(w.decide("GET", "/api/v1/memory/ws", &upgrade))
+        .grant()
+        .unwrap();
+    assert_eq!(grant.rule, Some(2));
+    assert!(w.policy.still_allows(&w.table, &grant, NOW));
+    assert!(
+        !w.policy.still_allows(&w.table, &grant, NOW + 60),
+        "expired"
+    );
+    let table = |status, scopes| {
+        let e = FeedEntry {
+            status,
+            ..entry(&w.writer, 2, scopes, 0)
+        };
+        let Ok(Update::Snapshot(t)) = decode(&encode_snapshot(KS, 2, &[e])) else {
+            panic!("snapshot")
+        };
+        *t
+    };
+    assert!(w
+        .policy
+        .still_allows(&table(KeyStatus::Active, "memory:read"), &grant, NOW));
+    for (status, scopes) in [
+        (KeyStatus::Active, "users:read"),
+        (KeyStatus::OrgSuspended, "memory:read"),
+        (KeyStatus::QuotaExhausted, "memory:read"),
+        (KeyStatus::SpendExhausted, "memory:read"),
+    ] {
+        let t = table(status, scopes);
+        assert!(
+            !w.policy.still_allows(&t, &grant, NOW),
+            "{status:?} {scopes}"
+        );
+    }
+    let Ok(Update::Snapshot(empty)) = decode(&encode_snapshot(KS, 3, &[])) else {
+        panic!("snapshot")
+    };
+    assert!(!w.policy.still_allows(&empty, &grant, NOW), "revoked");
+}

@@ -238,6 +238,23 @@ proptest! {
         }
     }
 
+    /// The path rules see (of a path starting with `/`) has no `//`, `.`, `..` or dot-ending segment, no
+    /// `\\` or `;`, and is its own match when no `%` is left (see the `path`
+    /// fuzz target).
+    #[test]
+    fn matched_paths_are_normal(path in prop_oneof!["[/.;%2eEfF5cCbB3aAx\\\\]{0,30}", path()], params in any::<bool>()) {
+        let matched = crate::rules::match_path(&path, params).map(|m| m.into_owned());
+        if let (true, Ok(matched)) = (path.starts_with('/'), matched) {
+            prop_assert!(matched.starts_with('/') && !matched.contains(['\\', ';']), "{:?}", matched);
+            let inner = matched.trim_end_matches('/');
+            prop_assert!(inner.split('/').skip(1).all(|s| !s.is_empty() && !s.ends_with('.')), "{:?}", matched);
+            if !matched.contains(['%', '?', '#']) {
+                let again = crate::rules::match_path(&matched, false).map(|m| m.into_owned());
+                prop_assert_eq!(again, Ok(matched));
+            }
+        }
+    }
+
     #[test]
     fn key_parse_never_panics(s in "\\PC{0,80}", prefix in "[a-z]{1,4}") {
         for format in key::KeyFormat::ALL {

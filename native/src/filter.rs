@@ -7,28 +7,32 @@
 //! a client sent) and rewrites `:path` when `?api_key=` went away (and
 //! `Sec-WebSocket-Protocol` when its `keygate.bearer.` entry did); a deny
 //! answers with the JSON of SPEC §4 in the configured `error_format`
-//! (`WWW-Authenticate` on a 401). An allowed key that has rate limits of its
+//! (`WWW-Authenticate` on a 401), once the credential is gone from the
+//! request (access logs never see it). Nothing Envoy lent is read after the
+//! first write to its header map ([`rewrite`]). An allowed key that has rate limits of its
 //! own is counted first, across the process ([`crate::limits`]): a 429 once
 //! one is used up.
 //! Before the process's first table a request that needs a key waits, up
 //! to `feed.first_table_wait_ms`, and is decided when the main thread wakes
 //! it. An allowed WebSocket upgrade is watched until it ends and reset when
-//! its key dies (checked on every frame and whenever the main thread wakes it).
+//! the table no longer allows it ([`Policy::still_allows`]: checked on every
+//! frame and whenever the main thread wakes it).
 //! Every request of a known key is counted for usage ([`crate::usage`]): a
 //! refusal at once, an allowed one on its answer, whose cost header is
 //! removed here.
 
 use crate::abi::FilterEnvoy;
-use crate::host::{self, FilterScheduler, RequestHeaders};
+use crate::host::{self, EnvoyRequestHeaders, FilterScheduler, HeaderWriter, RequestHeaders};
 use crate::limits::ProcessCounts;
-use crate::shared::{key_is_dead, Shared, Watch};
+use crate::shared::{Shared, Watch};
 use crate::{log, now_ms};
 use keygate::credential::SEC_WEBSOCKET_PROTOCOL;
-use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Policy, Request};
+use keygate::decision::{self, Allow, Decision, Deny, DenyReason, Grant, Policy, Request};
 use keygate::errors::ErrorFormat;
 use keygate::ids::KeyId;
 use keygate::rules::path_only;
 use keygate::usage::{parse_cost, Cost, Outcome};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -58,8 +62,8 @@ pub struct Filter {
     /// Registered with the main thread ([`Filter::watch`]); an ordinary
     /// request never is, and never takes the registry's lock.
     watched: bool,
-    /// The key hash of an allowed WebSocket upgrade.
-    websocket: Option<[u8; 32]>,
+    /// What an allowed WebSocket upgrade was allowed with.
+    websocket: Option<Grant>,
     /// The key of an allowed request, until it is counted on its answer.
     counting: Option<KeyId>,
 }
@@ -71,29 +75,32 @@ pub fn send_deny(filter: FilterEnvoy, deny: &Deny, format: ErrorFormat) {
     host::send_response(filter, deny.status, &headers, body.as_bytes());
 }
 
-/// Rewrites the request for the upstream; false when Envoy refused a change.
-fn rewrite(filter: FilterEnvoy, allow: &Allow<'_>, present: &Headers<'_>) -> bool {
-    let identity = allow.identity.as_ref().map(|i| i.headers());
-    let set = || identity.iter().flat_map(|h| h.pairs());
-    let mut ok = true;
-    for name in allow.headers_to_remove() {
-        let replaced = set().any(|(n, _)| n == name);
-        if !replaced && decision::header(present, name).is_some() {
-            ok &= host::set_request_header(filter, name, None);
+/// Rewrites the request as `allow` says (for the upstream, or a refusal
+/// scrubbed of its key); false when a change was refused. The names to
+/// remove are copied out of `present` before the first write: a write may
+/// free the buffers `present` borrows from Envoy.
+fn rewrite(to: &mut impl HeaderWriter, allow: &Allow<'_>, present: &Headers<'_>) -> bool {
+    let mut dropped: SmallVec<[String; 4]> = SmallVec::new();
+    for (name, _) in present.iter().filter(|(n, _)| allow.drops(n.as_bytes())) {
+        let name = name.to_ascii_lowercase();
+        if !dropped.contains(&name) {
+            dropped.push(name);
         }
     }
-    for (name, value) in set() {
-        ok &= if decision::header(present, name).is_some() {
-            host::set_request_header(filter, name, Some(value))
-        } else {
-            host::add_request_header(filter, name, value)
-        };
+    // From here on `present` is not read.
+    let mut ok = true;
+    for name in &dropped {
+        ok &= to.set(name, None);
+    }
+    let identity = allow.identity.as_ref().map(|i| i.headers());
+    for (name, value) in identity.iter().flat_map(|h| h.pairs()) {
+        ok &= to.add(name, value);
     }
     if let Some(path) = &allow.new_path {
-        ok &= host::set_request_header(filter, ":path", Some(path));
+        ok &= to.set(":path", Some(path));
     }
     if let Some(offered) = &allow.new_subprotocols {
-        ok &= host::set_request_header(filter, SEC_WEBSOCKET_PROTOCOL, Some(offered));
+        ok &= to.set(SEC_WEBSOCKET_PROTOCOL, Some(offered));
     }
     ok
 }
@@ -144,23 +151,20 @@ impl Filter {
                 match decision::own_limits(&mut ProcessCounts, allow.identity.as_ref(), now / 1000)
                 {
                     Ok(None) => {}
-                    Ok(Some(limited)) => return self.refuse(&limited),
+                    Ok(Some(limited)) => return self.refuse_scrubbed(&request, &limited),
                     Err(e) => log::warn(&format!(
                         "could not count the key's own rate limits ({e:?}); not limiting"
                     )),
                 }
-                let upgrade = allow
-                    .identity
-                    .filter(|_| request.is_websocket_upgrade())
-                    .map(|i| i.hash);
-                if !rewrite(self.envoy, &allow, &headers) {
+                let upgrade = allow.grant().filter(|_| request.is_websocket_upgrade());
+                if !rewrite(&mut EnvoyRequestHeaders(self.envoy), &allow, &headers) {
                     log::error("could not rewrite the request headers; refusing it");
                     return self.refuse_not_ready();
                 }
                 self.shared.stats.allowed();
                 self.counting = allow.identity.map(|i| i.record.key_id);
-                if let Some(hash) = upgrade {
-                    self.watch(None, Some(hash));
+                if let Some(grant) = upgrade {
+                    self.watch(None, Some(grant));
                 }
                 Step::Continue
             }
@@ -178,9 +182,23 @@ impl Filter {
                         d.reason.as_str()
                     ));
                 }
-                self.refuse(&d)
+                self.refuse_scrubbed(&request, &d)
             }
         }
+    }
+
+    /// Removes the credential from the refused request (so that access logs
+    /// never see it), then refuses it.
+    fn refuse_scrubbed(&self, request: &Request<'_, Cow<'_, str>, Cow<'_, str>>, d: &Deny) -> Step {
+        let scrub = self.shared.policy.scrub(request);
+        if !rewrite(
+            &mut EnvoyRequestHeaders(self.envoy),
+            &scrub,
+            request.headers,
+        ) {
+            log::warn("could not remove the credential from a refused request");
+        }
+        self.refuse(d)
     }
 
     /// Pauses the request until the first table, if none was ever loaded
@@ -203,7 +221,7 @@ impl Filter {
     }
 
     /// Registers this stream with the main thread; false when Envoy gave no scheduler.
-    fn watch(&mut self, waiting_until: Option<u64>, websocket: Option<[u8; 32]>) -> bool {
+    fn watch(&mut self, waiting_until: Option<u64>, websocket: Option<Grant>) -> bool {
         let mut watched = self.shared.watched();
         if let Some(watch) = watched.get_mut(&self.id) {
             watch.waiting_until = waiting_until;
@@ -251,9 +269,10 @@ impl Filter {
         }
     }
 
-    /// Resets this stream if it is a WebSocket whose key died; true when it did.
+    /// Resets this stream if it is a WebSocket the table no longer allows
+    /// ([`Policy::still_allows`]); true when it did.
     pub fn close_if_key_died(&mut self) -> bool {
-        let Some(hash) = self.websocket else {
+        let Some(grant) = self.websocket else {
             return false;
         };
         let now = now_ms();
@@ -261,12 +280,12 @@ impl Filter {
             .shared
             .fresh_table(now)
             .as_deref()
-            .is_some_and(|t| key_is_dead(t, &hash, now / 1000));
+            .is_some_and(|t| !self.shared.policy.still_allows(t, &grant, now / 1000));
         if dead {
             self.forget();
             self.shared.stats.ws_closed();
             log::info(&format!(
-                "closing WebSocket stream {}: its key was revoked or expired",
+                "closing WebSocket stream {}: its key no longer allows it",
                 self.id
             ));
             host::reset_stream(self.envoy);
@@ -337,5 +356,124 @@ impl Filter {
 impl Drop for Filter {
     fn drop(&mut self) {
         self.forget();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate::decision::Identity;
+    use keygate::feed::KeyStatus;
+    use keygate::ids::{KeyId, OrgId};
+    use keygate::key::Environment;
+    use keygate::limits::RateLimits;
+    use keygate::table::KeyRef;
+
+    /// A header map that, like Envoy's, lends its buffers and spoils every
+    /// one it lent on the first write (a freed buffer, made visible).
+    struct FakeHost {
+        lent: Vec<Box<[u8]>>,
+        map: Vec<(String, String)>,
+    }
+
+    impl FakeHost {
+        fn new(headers: &[(&str, &str)]) -> FakeHost {
+            FakeHost {
+                lent: headers
+                    .iter()
+                    .flat_map(|(n, v)| [n.as_bytes().into(), v.as_bytes().into()])
+                    .collect(),
+                map: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            }
+        }
+
+        /// The pairs as `RequestHeaders::pairs` gives them: borrowed from
+        /// the host's buffers, not from `self` (as from Envoy).
+        fn lend<'h>(&self) -> Vec<(Cow<'h, str>, Cow<'h, str>)> {
+            let text = |b: &[u8]| {
+                // SAFETY: ASCII test data; the boxes live as long as the host.
+                Cow::Borrowed(unsafe {
+                    std::str::from_utf8_unchecked(std::slice::from_raw_parts(b.as_ptr(), b.len()))
+                })
+            };
+            self.lent
+                .chunks(2)
+                .map(|p| (text(&p[0]), text(&p[1])))
+                .collect()
+        }
+
+        fn spoil(&mut self) {
+            self.lent.iter_mut().for_each(|b| b.fill(b'#'));
+        }
+    }
+
+    impl HeaderWriter for FakeHost {
+        fn set(&mut self, name: &str, value: Option<&str>) -> bool {
+            self.spoil();
+            self.map.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            if let Some(value) = value {
+                self.map.push((name.into(), value.into()));
+            }
+            true
+        }
+
+        fn add(&mut self, name: &str, value: &str) -> bool {
+            self.spoil();
+            self.map.push((name.into(), value.into()));
+            true
+        }
+    }
+
+    #[test]
+    fn nothing_lent_is_read_after_the_first_write() {
+        let record = KeyRef {
+            key_id: KeyId(7),
+            org_id: OrgId(9),
+            expires_at: 0,
+            scopes: "a:read",
+            tier: "pro",
+            environment: Environment::Live,
+            status: KeyStatus::Active,
+            limits: RateLimits::NONE,
+            external_id: None,
+        };
+        let allow = Allow {
+            identity: Some(Identity {
+                record,
+                hash: [0; 32],
+            }),
+            rule: None,
+            strip_authorization: false,
+            strip_api_key: true,
+            new_path: Some("/a".into()),
+            new_subprotocols: None,
+            strip_subprotocols: false,
+        };
+        let mut host = FakeHost::new(&[
+            (":path", "/a?api_key=k"),
+            ("x-api-key", "k"),
+            ("x-key-id", "key_spoofed"),
+            ("X_Org_Id", "org_evil"),
+            ("x-key-scopes", "tenant:admin"),
+            ("x-other", "1"),
+        ]);
+        let present = host.lend();
+        assert!(rewrite(&mut host, &allow, &present));
+        let mut got: Vec<(String, String)> = host.map;
+        got.sort();
+        let identity = allow.identity.as_ref().map(Identity::headers).unwrap();
+        let mut want: Vec<(String, String)> = identity
+            .pairs()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .chain([
+                (":path".into(), "/a".into()),
+                ("x-other".into(), "1".into()),
+            ])
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }

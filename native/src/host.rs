@@ -92,6 +92,29 @@ impl RequestHeaders {
     }
 }
 
+/// Writes to a request's header map. A write may free what [`RequestHeaders`]
+/// lent: nothing read from it may be used after the first write.
+pub trait HeaderWriter {
+    /// Sets `name` to `value` (every other value goes), or removes it when
+    /// `value` is `None`; false when refused.
+    fn set(&mut self, name: &str, value: Option<&str>) -> bool;
+    /// Adds `name: value`; false when refused.
+    fn add(&mut self, name: &str, value: &str) -> bool;
+}
+
+/// The request headers of the stream `filter`, as Envoy holds them.
+pub struct EnvoyRequestHeaders(pub FilterEnvoy);
+
+impl HeaderWriter for EnvoyRequestHeaders {
+    fn set(&mut self, name: &str, value: Option<&str>) -> bool {
+        set_request_header(self.0, name, value)
+    }
+
+    fn add(&mut self, name: &str, value: &str) -> bool {
+        add_request_header(self.0, name, value)
+    }
+}
+
 /// Sets request header `name` to `value` (every other value goes), or
 /// removes it when `value` is `None`; false when Envoy refused.
 pub fn set_request_header(filter: FilterEnvoy, name: &str, value: Option<&str>) -> bool {

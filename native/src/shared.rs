@@ -18,7 +18,7 @@ use crate::host::FilterScheduler;
 use crate::stats::Stats;
 use crate::usage::Usage;
 use arc_swap::{ArcSwapOption, Guard};
-use keygate::decision::Policy;
+use keygate::decision::{Grant, Policy};
 use keygate::table::KeyTable;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,8 +39,8 @@ pub struct Watch {
     pub scheduler: FilterScheduler,
     /// Waiting for the first table until this unix ms.
     pub waiting_until: Option<u64>,
-    /// An open WebSocket opened with the key of this hash.
-    pub websocket: Option<[u8; 32]>,
+    /// An open WebSocket and what it was allowed with.
+    pub websocket: Option<Grant>,
 }
 
 /// The shared state of one filter configuration.
@@ -176,24 +176,16 @@ impl Shared {
         }
     }
 
-    /// Wakes every open WebSocket whose key is dead in `table` at `now_secs`.
+    /// Wakes every open WebSocket `table` no longer allows at `now_secs`.
     pub fn wake_dead_websockets(&self, table: &KeyTable, now_secs: u64) {
         let watched = self.watched();
         for watch in watched.values() {
             if watch
                 .websocket
-                .is_some_and(|hash| key_is_dead(table, &hash, now_secs))
+                .is_some_and(|grant| !self.policy.still_allows(table, &grant, now_secs))
             {
                 watch.scheduler.commit(EVENT_CHECK_KEY);
             }
         }
     }
-}
-
-/// True when the key with this hash no longer opens anything: revoked
-/// (gone from the table) or expired.
-pub fn key_is_dead(table: &KeyTable, hash: &[u8; 32], now_secs: u64) -> bool {
-    table
-        .get(hash)
-        .is_none_or(|record| record.is_expired(now_secs))
 }

@@ -6,7 +6,8 @@
 //! identity headers, with the identity headers, with `:path` rewritten when
 //! `?api_key=` went away (and `Sec-WebSocket-Protocol` when its
 //! `keygate.bearer.` entry did), every other entry as it came; a deny
-//! answers with the JSON of SPEC §4 in the configured `error_format`. An
+//! answers with the JSON of SPEC §4 in the configured `error_format`, once the
+//! credential is gone from the request (access logs never see it). An
 //! allowed key that has rate limits of its own is counted first
 //! ([`crate::limits`]): a 429 once one is used up. A request that needs a key in
 //! a VM that has no table yet waits for it ([`crate::waiting`]): the root
@@ -20,7 +21,6 @@ use crate::headers::{self, Entry, RawHeaders};
 use crate::host::{self, Status};
 use crate::limits::SharedCounts;
 use crate::state::State;
-use crate::streams::key_is_dead;
 use keygate::credential::{self, Extracted};
 use keygate::decision::{
     self, Allow, Decision, Deny, DenyReason, Identity, IdentityHeaders, Policy, Request,
@@ -57,22 +57,25 @@ impl Http {
         Http { id, state }
     }
 
-    /// Resets this stream if it is a WebSocket whose key died (revoked or
-    /// expired); true when it did.
+    /// Resets this stream if it is a WebSocket the table no longer allows
+    /// ([`Policy::still_allows`]); true when it did.
     fn close_if_key_died(&mut self) -> bool {
-        let Some(hash) = self.state.streams.hash_of(self.id) else {
+        let Some(grant) = self.state.streams.grant_of(self.id) else {
             return false;
         };
         let now = self.state.clock_ms.get();
-        let dead = self
-            .state
-            .fresh_table(now)
-            .is_some_and(|t| key_is_dead(&t, &hash, now / 1000));
+        let dead = match (
+            self.state.policy.borrow().as_ref(),
+            self.state.fresh_table(now),
+        ) {
+            (Some(policy), Some(table)) => !policy.still_allows(&table, &grant, now / 1000),
+            _ => false,
+        };
         if dead {
             self.forget_stream();
             self.state.stats.ws_closed(1);
             log::info!(
-                "closing WebSocket stream {}: its key was revoked or expired",
+                "closing WebSocket stream {}: its key no longer allows it",
                 self.id
             );
             // Envoy resets the stream once this callback returns.
@@ -150,7 +153,9 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
         Decision::Allow(a) => {
             match decision::own_limits(&mut SharedCounts, a.identity.as_ref(), now / 1000) {
                 Ok(None) => {}
-                Ok(Some(limited)) => return refuse(state, &limited),
+                Ok(Some(limited)) => {
+                    return refuse_scrubbed(state, policy, &request, &entries, &limited)
+                }
                 Err(e) => {
                     log::warn!("could not count the key's own rate limits ({e:?}); not limiting")
                 }
@@ -163,8 +168,8 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
             if let Some(identity) = &a.identity {
                 state.usage.allowed(id, identity.record.key_id);
             }
-            if let Some(identity) = a.identity.filter(|_| request.is_websocket_upgrade()) {
-                state.streams.register(id, identity.hash);
+            if let Some(grant) = a.grant().filter(|_| request.is_websocket_upgrade()) {
+                state.streams.register(id, grant);
             }
             Step::Continue
         }
@@ -184,9 +189,24 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
                     key_prefix_for_log(&headers, path, policy)
                 );
             }
-            refuse(state, &d)
+            refuse_scrubbed(state, policy, &request, &entries, &d)
         }
     }
+}
+
+/// Removes the credential from the refused request (so that access logs
+/// never see it), then refuses it.
+fn refuse_scrubbed(
+    state: &State,
+    policy: &Policy,
+    request: &Request<'_, &str, Cow<'_, str>>,
+    entries: &[Entry<'_>],
+    d: &Deny,
+) -> Step {
+    if allow(&policy.scrub(request), entries).is_err() {
+        log::warn!("could not remove the credential from a refused request");
+    }
+    refuse(state, d)
 }
 
 /// Rewrites the request for the upstream: the whole map in one host call,
@@ -210,7 +230,7 @@ fn rewritten<'a>(
 ) -> Option<Vec<Entry<'a>>> {
     let is = |name: &[u8], other: &str| name.eq_ignore_ascii_case(other.as_bytes());
     let dropped = |name: &[u8]| {
-        allow.headers_to_remove().any(|r| is(name, r))
+        allow.drops(name)
             // One value for what may have come as several.
             || (allow.new_subprotocols.is_some() && is(name, credential::SEC_WEBSOCKET_PROTOCOL))
     };
@@ -333,6 +353,7 @@ mod tests {
     fn allow() -> Allow<'static> {
         Allow {
             identity: None,
+            rule: None,
             strip_authorization: false,
             strip_api_key: false,
             new_path: None,
@@ -374,6 +395,8 @@ mod tests {
             (b"x-api-key", b"rk_live_x"),
             (b"X-Key-Id", b"key_spoofed"),
             (b"x-key-owner", b"spoofed"),
+            (b"X_Org_Id", b"org_spoofed"),
+            (b"x_key_scopes", b"tenant:admin"),
             (b"x-multi", b"1"),
             (b"x-multi", b"2"),
             (b"latin1", b"caf\xe9"),

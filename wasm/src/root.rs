@@ -164,10 +164,12 @@ impl Root {
     }
 
     fn close_dead_streams(&self, now: u64) {
-        let dead = match self.state.fresh_table(now) {
-            Some(table) => self.state.streams.take_dead(&table, now / 1000),
-            None => return,
+        let policy = self.state.policy.borrow();
+        let dead = match (policy.as_ref(), self.state.fresh_table(now)) {
+            (Some(policy), Some(table)) => self.state.streams.take_dead(policy, &table, now / 1000),
+            _ => return,
         };
+        drop(policy);
         if dead.is_empty() {
             return;
         }
@@ -176,7 +178,7 @@ impl Root {
             let closed =
                 host::set_effective_context(id).is_ok() && host::reset_http_request().is_ok();
             if closed {
-                log::info!("closing WebSocket stream {id}: its key was revoked or expired");
+                log::info!("closing WebSocket stream {id}: its key no longer allows it");
             }
         }
         let _ = host::set_effective_context(self.id);
