@@ -491,7 +491,7 @@ impl Policy {
             Ok(path) => path,
             Err(e) => return Decision::Deny(Deny::invalid_path(e)),
         };
-        let index = rules::find_index(&self.rules, request.method, &path);
+        let index = rules::find_index(&self.rules, request.method, request.path, &path);
         let rule = index.and_then(|i| self.rules.get(i));
         let forward = rule.and_then(|r| r.forward_key).unwrap_or(self.forward_key);
         let extracted = credential::extract(request.headers, request.path);

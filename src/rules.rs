@@ -6,7 +6,11 @@
 //! Before matching, the path is brought to the form an upstream framework
 //! reads ([`match_path`]): percent-decoded, `//` merged, `.` and `..`
 //! resolved, trailing dots of a segment dropped; prefixes match
-//! case-insensitively unless a rule says `case_sensitive`. Spellings whose
+//! case-insensitively unless a rule says `case_sensitive`. A `public` rule
+//! is the one kind that opens rather than guards, so it matches narrowly:
+//! byte for byte by default, and only when the path as sent matches it too
+//! (`/Dashboard`, `/dashboar%64` or `/dashboard/../x` are not public under
+//! `/dashboard`: they fall to the rules after it). Spellings whose
 //! meaning differs between upstreams are refused instead: a `;` parameter
 //! (unless `allow_path_parameters`, then it is removed), an encoded `/`,
 //! `\` or `;`, and a raw `\`.
@@ -24,9 +28,10 @@ pub struct Rule {
     pub methods: Vec<String>,
     /// Path prefix, matched on whole segments (`/a` matches `/a` and `/a/b`, not `/ab`).
     pub path_prefix: String,
-    /// Match `path_prefix` byte for byte (default: ASCII case-insensitively).
+    /// Match `path_prefix` byte for byte (default: ASCII case-insensitively,
+    /// except for a `public` rule, which matches byte for byte).
     #[serde(default)]
-    pub case_sensitive: bool,
+    pub case_sensitive: Option<bool>,
     /// No key needed.
     #[serde(default)]
     pub public: bool,
@@ -40,10 +45,14 @@ pub struct Rule {
 
 impl Rule {
     /// True when this rule covers `method` and `path`, a path as
-    /// [`match_path`] gives it.
-    pub fn matches(&self, method: &str, path: &str) -> bool {
+    /// [`match_path`] gives it; a `public` rule must also match `sent`, the
+    /// `:path` as the client sent it.
+    pub fn matches(&self, method: &str, sent: &str, path: &str) -> bool {
         let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| m == method);
-        method_ok && prefix_matches(&self.path_prefix, path, self.case_sensitive)
+        let exact = self.case_sensitive.unwrap_or(self.public);
+        method_ok
+            && prefix_matches(&self.path_prefix, path, exact)
+            && (!self.public || prefix_matches(&self.path_prefix, path_only(sent), exact))
     }
 }
 
@@ -149,16 +158,15 @@ fn prefix_matches(prefix: &str, path: &str, case_sensitive: bool) -> bool {
     same && (rest.is_empty() || prefix.ends_with(b"/") || rest.starts_with(b"/"))
 }
 
-/// The index of the first rule matching the request, if any; `path` as
-/// [`match_path`] gives it.
-pub fn find_index(rules: &[Rule], method: &str, path: &str) -> Option<usize> {
-    rules.iter().position(|r| r.matches(method, path))
+/// The index of the first rule matching the request, if any: `sent` is the
+/// `:path` as sent, `path` what [`match_path`] made of it.
+pub fn find_index(rules: &[Rule], method: &str, sent: &str, path: &str) -> Option<usize> {
+    rules.iter().position(|r| r.matches(method, sent, path))
 }
 
-/// The first rule matching the request, if any; `path` as [`match_path`]
-/// gives it.
-pub fn find<'r>(rules: &'r [Rule], method: &str, path: &str) -> Option<&'r Rule> {
-    find_index(rules, method, path).and_then(|i| rules.get(i))
+/// The first rule matching the request, if any (as [`find_index`]).
+pub fn find<'r>(rules: &'r [Rule], method: &str, sent: &str, path: &str) -> Option<&'r Rule> {
+    find_index(rules, method, sent, path).and_then(|i| rules.get(i))
 }
 
 #[cfg(test)]
@@ -169,7 +177,7 @@ mod tests {
         Rule {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             path_prefix: prefix.into(),
-            case_sensitive: false,
+            case_sensitive: None,
             public: false,
             any_of: vec![],
             forward_key: None,
@@ -177,7 +185,7 @@ mod tests {
     }
 
     fn matched(r: &Rule, path: &str) -> bool {
-        r.matches("GET", &match_path(path, false).unwrap())
+        r.matches("GET", path, &match_path(path, false).unwrap())
     }
 
     #[test]
@@ -203,9 +211,28 @@ mod tests {
         for spelling in ["/API/v1/memory", "/api/V1/Memory/1"] {
             assert!(matched(&r, spelling), "{spelling}");
         }
-        r.case_sensitive = true;
+        r.case_sensitive = Some(true);
         assert!(!matched(&r, "/API/v1/memory"));
         assert!(matched(&r, "/api/v1/memory/x"));
+    }
+
+    /// A public rule opens only the spelling it names: another case, an
+    /// escape or a dot segment falls to the rules after it.
+    #[test]
+    fn public_rules_match_only_as_sent() {
+        let mut r = rule(&[], "/dashboard");
+        r.public = true;
+        assert!(matched(&r, "/dashboard/keys?x=1"));
+        for spelling in [
+            "/Dashboard",
+            "/dashboar%64",
+            "/dashboard/../api",
+            "/dashboard./x",
+        ] {
+            assert!(!matched(&r, spelling), "{spelling}");
+        }
+        r.case_sensitive = Some(false);
+        assert!(matched(&r, "/DASHBOARD/keys"));
     }
 
     /// Every spelling an upstream reads as `/api/v1/memory` matches its rule.
@@ -270,9 +297,9 @@ mod tests {
     #[test]
     fn methods_and_order() {
         let rules = [rule(&["GET", "HEAD"], "/m"), rule(&[], "/m")];
-        assert_eq!(find(&rules, "GET", "/m/1"), rules.first());
-        assert_eq!(find(&rules, "POST", "/m/1"), rules.get(1));
-        assert_eq!(find_index(&rules, "POST", "/m/1"), Some(1));
-        assert_eq!(find(&rules, "POST", "/other"), None);
+        assert_eq!(find(&rules, "GET", "/m/1", "/m/1"), rules.first());
+        assert_eq!(find(&rules, "POST", "/m/1", "/m/1"), rules.get(1));
+        assert_eq!(find_index(&rules, "POST", "/m/1", "/m/1"), Some(1));
+        assert_eq!(find(&rules, "POST", "/other", "/other"), None);
     }
 }

@@ -53,6 +53,7 @@ async fn what_passes_is_exactly_what_the_key_allows() {
     .await;
     let reader = new_key(&stack, json!({"scopes": ["users:read"]})).await.1;
     no_spelling_reaches_a_forbidden_route(&stack, &reader).await;
+    public_rules_open_only_their_own_spelling(&stack).await;
     underscore_identity_headers_never_reach_the_upstream(&stack, &reader).await;
     let refused = websockets_close_on_every_loss_of_rights(&stack).await;
     refused_keys_never_reach_the_access_log(&stack, &reader, &refused).await;
@@ -114,6 +115,20 @@ async fn no_spelling_reaches_a_forbidden_route(stack: &Stack, key: &str) {
             _ => panic!("POST {path} answered {status}: {body}"),
         }
         println!("POST {path} -> {status}");
+    }
+}
+
+/// `/dashboard` is public; other spellings of it are not (they reach the
+/// demo upstream, which Envoy routes them to, only with a key).
+async fn public_rules_open_only_their_own_spelling(stack: &Stack) {
+    for path in ["/DASHBOARD", "/Dashboard/keys"] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+        let answer = stack.raw(request.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "GET {path} without a key: {answer}"
+        );
     }
 }
 
