@@ -128,7 +128,8 @@ fn envoys(cp: SocketAddr) -> io::Result<u64> {
         .unwrap_or(0))
 }
 
-fn wait_envoys(cp: SocketAddr, n: usize) -> io::Result<()> {
+/// Waits (up to 2 minutes) until `n` Envoys are connected to the feed of `cp`.
+pub(crate) fn wait_envoys(cp: SocketAddr, n: usize) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while envoys(cp)? < n as u64 {
         if Instant::now() > deadline {

@@ -8,6 +8,7 @@
 //! snapshot takes to load, the CPU of the idle fetch loop, and revocation
 //! latency against the real control plane. See bench/README.md.
 
+mod acknowledged;
 mod big_table;
 mod child;
 mod control_plane;
@@ -57,6 +58,7 @@ impl Options {
                 "resources",
                 "revocation",
                 "creations",
+                "creation-wait",
                 "fanout",
             ]
             .map(String::from)
@@ -90,7 +92,7 @@ impl Options {
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--rounds N] [--seconds S] [--connections C] \
-[--revocations N] [--only throughput,resources,revocation,creations,fanout,replicas,cp-1m] [--diagnose]";
+[--revocations N] [--only throughput,resources,revocation,creations,creation-wait,fanout,replicas,cp-1m] [--diagnose]";
 
 /// Where everything is, and how the CPUs are shared.
 pub struct Bench {
@@ -342,6 +344,9 @@ under the 32 MiB limit on wasm http-call answers); memory_allocator_manager rele
     if o.runs("creations") {
         control_plane::creations(bench)?;
     }
+    if o.runs("creation-wait") {
+        acknowledged::run(bench)?;
+    }
     if o.runs("fanout") {
         fanout::run(bench)?;
     }
@@ -383,9 +388,16 @@ fn main() {
         (bench.minimal_wasm.as_path(), wasm),
         (bench.authorizer.as_path(), native),
     ];
-    if ["revocation", "creations", "fanout", "replicas", "cp-1m"]
-        .iter()
-        .any(|p| bench.options.runs(p))
+    if [
+        "revocation",
+        "creations",
+        "creation-wait",
+        "fanout",
+        "replicas",
+        "cp-1m",
+    ]
+    .iter()
+    .any(|p| bench.options.runs(p))
     {
         needed.push((bench.control_plane.as_path(), native));
     }

@@ -25,7 +25,7 @@ pub async fn tenant(service: &Service, command: TenantCommand) -> Result<String,
                 email: Some(email),
                 password: None,
             };
-            pretty(&service.create_tenant(draft.check()?).await?)
+            pretty(&service.create_tenant(draft.check()?).await?.value)
         }
         TenantCommand::SetPlan { org_id, plan } => {
             let tenant = service.set_plan(org_id, &plan, "plan").await?;
@@ -66,7 +66,7 @@ pub async fn key(service: &Service, command: KeyCommand) -> Result<String, ApiEr
                 ..KeyDraft::default()
             };
             let spec = draft.check(service.policy(), clock::now())?;
-            let created = service.create_key(tenant, spec).await?;
+            let created = service.create_key(tenant, spec).await?.value;
             let key = &created.key;
             let note = audit::creation(key);
             service.audit(tenant, &Who::cli(), note).await;

@@ -66,9 +66,10 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> 
     id.parse().map_err(|_| bad())
 }
 
-/// Registers a tenant; the answer holds its first key (every default scope), shown once.
+/// Registers a tenant; the answer holds its first key (every default scope),
+/// shown once, and comes once the key is delivered to the Envoys (`propagated`).
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = TenantDraft,
-    responses((status = 201, description = "The tenant and its first key", body = CreatedTenant),
+    responses((status = 201, description = "The tenant and its first key", body = Delivered<CreatedTenant>),
               (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody)))]
 async fn create_tenant(
     State(state): State<AppState>,
@@ -79,10 +80,12 @@ async fn create_tenant(
     Ok(json(StatusCode::CREATED, &created))
 }
 
-/// Mints a key (`tenant:admin`); the key is shown once.
+/// Mints a key (`tenant:admin`); the key is shown once. Without `scopes` it
+/// holds the tenant's default key scopes. The answer comes once the key is
+/// delivered to the Envoys (`propagated`), so it works at once everywhere.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = KeyDraft,
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 201, description = "The new key", body = CreatedKey)))]
+    responses((status = 201, description = "The new key", body = Delivered<CreatedKey>)))]
 async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -94,7 +97,7 @@ async fn create_key(
     let draft = KeyDraft::from_json(&body::bytes(body)?)?;
     let spec = draft.check(state.service.policy(), clock::now())?;
     let created = state.service.create_key(caller.org_id, spec).await?;
-    record(&state, &caller, source, audit::creation(&created.key)).await;
+    record(&state, &caller, source, audit::creation(&created.value.key)).await;
     Ok(json(StatusCode::CREATED, &created))
 }
 
@@ -184,11 +187,12 @@ struct RotateBody {
 }
 
 /// Replaces a key by a new one (`tenant:admin`); the old one dies now or after the grace period.
+/// The answer comes once the change is delivered to the Envoys (`propagated`).
 #[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "api-keys",
     request_body(content = Option<RotateBody>),
     params(KeyIdParam),
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 201, description = "The new key and the old one", body = RotatedKey),
+    responses((status = 201, description = "The new key and the old one", body = Delivered<RotatedKey>),
               (status = 404, description = "No such key in this tenant", body = ErrorBody),
               (status = 409, description = "The key is revoked or expired", body = ErrorBody)))]
 async fn rotate_key(

@@ -30,8 +30,11 @@ pub struct KeyDraft {
     /// 1 to 100 characters, no control characters.
     #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// At least one of the allowed scopes (SPEC §5).
-    #[schema(required = true, value_type = Vec<String>, min_items = 1)]
+    /// At least one of the allowed scopes (SPEC §5). Absent: the tenant's
+    /// default key scopes, which are every allowed scope but `tenant:admin`
+    /// unless the tenant's plan sets `default_key_scopes`. An empty list is
+    /// a 400.
+    #[schema(value_type = Option<Vec<String>>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
     /// `live` (default) or `test`.
     #[schema(value_type = Option<crate::schemas::EnvironmentName>)]
@@ -142,8 +145,9 @@ const PATCH_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
     pub name: String,
-    /// Space-separated, each allowed, no duplicates.
-    pub scopes: String,
+    /// Space-separated, each allowed, no duplicates; `None`: the plan's
+    /// default key scopes (crate::plans::Plan::default_key_scopes).
+    pub scopes: Option<String>,
     pub environment: Environment,
     pub expires_at: Option<u64>,
     pub tier: String,
@@ -213,7 +217,7 @@ impl KeyDraft {
     pub fn check(self, policy: &MintPolicy, now: u64) -> Result<KeySpec, ApiError> {
         Ok(KeySpec {
             name: name(required(self.name, "name")?, "name")?,
-            scopes: scopes(required(self.scopes, "scopes")?, policy)?,
+            scopes: self.scopes.map(|s| scopes(s, policy)).transpose()?,
             environment: environment(self.environment, policy)?,
             expires_at: self.expires_at.map(|at| expires_at(&at, now)).transpose()?,
             tier: self.rate_limit_tier.map_or_else(
@@ -507,10 +511,16 @@ mod tests {
             .check(&policy(), 100)
             .unwrap();
         assert_eq!(spec.name, "k");
-        assert_eq!(spec.scopes, "a:write a:read");
+        assert_eq!(spec.scopes.as_deref(), Some("a:write a:read"));
         assert_eq!(spec.environment, Environment::Live);
         assert_eq!(spec.tier, "free");
         assert_eq!(spec.expires_at, None);
+        let unscoped = KeyDraft {
+            scopes: None,
+            ..draft(&[])
+        };
+        let spec = unscoped.check(&policy(), 100).unwrap();
+        assert_eq!(spec.scopes, None, "the plan's default key scopes");
     }
 
     #[test]

@@ -44,7 +44,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         .with_key_format(common.key_format);
     let plans = Plans::load(
         common.plans.as_deref(),
-        &policy.tiers,
+        &policy,
         common.default_plan.as_deref(),
     )?;
     let mut operator = OperatorToken::default();

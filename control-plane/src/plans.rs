@@ -1,12 +1,14 @@
 //! Plans (SPEC §10): what the operator lets each tenant do — the rate-limit
 //! tiers its keys may use, the ceilings of a key's own `rate_limits`, and
-//! the rate of its management-API calls. Read once at start from
+//! the rate of its management-API calls, and the scopes a key created
+//! without `scopes` holds (`default_key_scopes`). Read once at start from
 //! `--plans plans.toml`, or built from `--tiers` when no file is given.
 //!
 //! A tenant can never raise its own plan: a tier or limit outside it is a
 //! 403 naming it ([`Plan::check_tier`], [`Plan::check_limits`]).
 
 use crate::errors::ApiError;
+use crate::policy::MintPolicy;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -16,6 +18,8 @@ pub const DEFAULT_MANAGEMENT_RATE: u32 = 20;
 pub const DEFAULT_MANAGEMENT_BURST: u32 = 200;
 /// Longest plan name.
 const MAX_PLAN_NAME: usize = 64;
+/// The scope a key gets only when asked for (SPEC §16): it manages keys.
+pub const ADMIN_SCOPE: &str = "tenant:admin";
 
 /// The ceilings of a key's own `rate_limits` (`None`: no ceiling).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -64,6 +68,10 @@ pub struct Plan {
     pub rate_limits: Ceilings,
     #[serde(default)]
     pub management: ManagementRate,
+    /// The scopes of a key created without `scopes` (each one of
+    /// `--allowed-scopes`); absent: every allowed scope but `tenant:admin`.
+    #[serde(default)]
+    pub default_key_scopes: Option<Vec<String>>,
 }
 
 /// `plans.toml`: `[[plan]]` tables.
@@ -122,8 +130,55 @@ impl Plan {
         Ok(())
     }
 
-    /// Checks one plan against the tiers; the error names the plan and field.
-    fn validate(&self, tiers: &[String]) -> Result<(), String> {
+    /// The scopes (space-separated) of a key of this plan created without
+    /// `scopes`: the plan's `default_key_scopes`, or every scope `policy`
+    /// allows but [`ADMIN_SCOPE`] (all of them if that is the only one).
+    pub fn default_key_scopes(&self, policy: &MintPolicy) -> String {
+        if let Some(scopes) = &self.default_key_scopes {
+            return scopes.join(" ");
+        }
+        let plain: Vec<&str> = policy
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != ADMIN_SCOPE)
+            .collect();
+        match plain.is_empty() {
+            true => policy.all_scopes(),
+            false => plain.join(" "),
+        }
+    }
+
+    /// Checks `default_key_scopes`: at least one, each allowed, no duplicate.
+    fn validate_default_scopes(&self, allowed: &[String]) -> Result<(), String> {
+        let Some(scopes) = &self.default_key_scopes else {
+            return Ok(());
+        };
+        let name = &self.name;
+        if scopes.is_empty() {
+            return Err(format!(
+                "plan {name:?}: default_key_scopes: must name at least one scope"
+            ));
+        }
+        if let Some(bad) = scopes.iter().find(|s| !allowed.contains(s)) {
+            return Err(format!(
+                "plan {name:?}: default_key_scopes: {bad:?} is not one of --allowed-scopes ({})",
+                allowed.join(", ")
+            ));
+        }
+        let repeated = |(i, s): &(usize, &String)| scopes.iter().take(*i).any(|o| o == *s);
+        if let Some((_, twice)) = scopes.iter().enumerate().find(repeated) {
+            return Err(format!(
+                "plan {name:?}: default_key_scopes: {twice:?} is named twice"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks one plan against the tiers and allowed scopes; the error
+    /// names the plan and field.
+    fn validate(&self, tiers: &[String], scopes: &[String]) -> Result<(), String> {
+        self.validate_default_scopes(scopes)?;
         let name = &self.name;
         let plan_ok = (1..=MAX_PLAN_NAME).contains(&name.len())
             && name
@@ -180,6 +235,7 @@ impl Plans {
                     tiers: allowed.to_vec(),
                     rate_limits: Ceilings::default(),
                     management: ManagementRate::default(),
+                    default_key_scopes: None,
                 })
             })
             .collect()
@@ -192,11 +248,16 @@ impl Plans {
             .map_err(|e| e.to_string().trim_end().to_string())
     }
 
-    /// Checks `plans` against `tiers` and picks `default` (by name; `None`:
-    /// the first plan). Errors name the plan and its bad field.
-    pub fn new(plans: Vec<Plan>, tiers: &[String], default: Option<&str>) -> Result<Plans, String> {
+    /// Checks `plans` against the tiers and allowed scopes of `policy` and
+    /// picks `default` (by name; `None`: the first plan). Errors name the
+    /// plan and its bad field.
+    pub fn new(
+        plans: Vec<Plan>,
+        policy: &MintPolicy,
+        default: Option<&str>,
+    ) -> Result<Plans, String> {
         for (i, plan) in plans.iter().enumerate() {
-            plan.validate(tiers)?;
+            plan.validate(&policy.tiers, &policy.scopes)?;
             if plans.iter().take(i).any(|p| p.name == plan.name) {
                 return Err(format!("plan {:?}: name: defined twice", plan.name));
             }
@@ -222,17 +283,17 @@ impl Plans {
     /// and `--default-plan`; the error names the file, plan and field.
     pub fn load(
         file: Option<&Path>,
-        tiers: &[String],
+        policy: &MintPolicy,
         default: Option<&str>,
     ) -> Result<Plans, String> {
         let Some(file) = file else {
-            return Plans::new(Plans::built_in(tiers), tiers, default);
+            return Plans::new(Plans::built_in(&policy.tiers), policy, default);
         };
         let shown = file.display();
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("--plans {shown}: cannot read: {e}"))?;
         let plans = Plans::parse(&text).map_err(|e| format!("--plans {shown}: {e}"))?;
-        Plans::new(plans, tiers, default).map_err(|e| match e.starts_with("--default-plan") {
+        Plans::new(plans, policy, default).map_err(|e| match e.starts_with("--default-plan") {
             true => e,
             false => format!("--plans {shown}: {e}"),
         })
@@ -273,6 +334,12 @@ mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The policy of `tiers`, with the default scopes of SPEC §5 in part.
+    fn policy(t: &[String]) -> MintPolicy {
+        let scopes = tiers(&["users:read", "users:write", "tenant:read", "tenant:admin"]);
+        MintPolicy::new("rk", scopes, t.to_vec()).unwrap()
+    }
+
     fn message(e: ApiError) -> String {
         match e {
             ApiError::Forbidden(message) => message,
@@ -283,7 +350,7 @@ mod tests {
     #[test]
     fn built_in_plans_follow_the_tiers() {
         let t = tiers(&["free", "pro", "team"]);
-        let plans = Plans::new(Plans::built_in(&t), &t, None).unwrap();
+        let plans = Plans::new(Plans::built_in(&t), &policy(&t), None).unwrap();
         assert_eq!(plans.default_plan().name, "free");
         assert_eq!(plans.default_plan().tiers, tiers(&["free"]));
         assert_eq!(plans.get("pro").unwrap().tiers, tiers(&["free", "pro"]));
@@ -303,9 +370,9 @@ mod tests {
             refused.contains("pro") && refused.contains("plan free"),
             "{refused}"
         );
-        let chosen = Plans::new(Plans::built_in(&t), &t, Some("pro")).unwrap();
+        let chosen = Plans::new(Plans::built_in(&t), &policy(&t), Some("pro")).unwrap();
         assert_eq!(chosen.default_plan().name, "pro");
-        let bad = Plans::new(Plans::built_in(&t), &t, Some("gold")).unwrap_err();
+        let bad = Plans::new(Plans::built_in(&t), &policy(&t), Some("gold")).unwrap_err();
         assert!(
             bad.starts_with("--default-plan") && bad.contains("gold"),
             "{bad}"
@@ -322,6 +389,7 @@ mod tests {
                 per_day: Some(10_000),
             },
             management: ManagementRate::default(),
+            default_key_scopes: None,
         };
         assert!(plan.check_limits(Some(60), Some(10_000)).is_ok());
         assert!(plan.check_limits(None, None).is_ok());
@@ -348,7 +416,7 @@ mod tests {
             management = { rate = 100, burst = 1000 }
         "#;
         let t = tiers(&["free", "pro"]);
-        let plans = Plans::new(Plans::parse(text).unwrap(), &t, None).unwrap();
+        let plans = Plans::new(Plans::parse(text).unwrap(), &policy(&t), None).unwrap();
         let free = plans.default_plan();
         assert_eq!(free.rate_limits.per_minute, Some(60));
         assert_eq!(free.rate_limits.per_day, None);
@@ -360,7 +428,7 @@ mod tests {
     fn bad_files_name_the_line_or_the_field() {
         let t = tiers(&["free", "pro"]);
         let check = |text: &str| {
-            Plans::parse(text).and_then(|plans| Plans::new(plans, &t, None).map(|_| ()))
+            Plans::parse(text).and_then(|plans| Plans::new(plans, &policy(&t), None).map(|_| ()))
         };
         let unknown =
             check("[[plan]]\nname = \"free\"\ntiers = [\"free\"]\ncolour = 1\n").unwrap_err();
@@ -381,13 +449,46 @@ mod tests {
             .unwrap_err();
         assert!(zero.contains("management"), "{zero}");
         assert!(check("").unwrap_err().contains("plan"));
+        let plan = |scopes: &str| {
+            format!("[[plan]]\nname = \"x\"\ntiers = [\"free\"]\ndefault_key_scopes = {scopes}\n")
+        };
+        for (scopes, says) in [
+            ("[]", "at least one"),
+            ("[\"b:read\"]", "b:read"),
+            ("[\"users:read\", \"users:read\"]", "twice"),
+        ] {
+            let bad = check(&plan(scopes)).unwrap_err();
+            assert!(
+                bad.contains("default_key_scopes") && bad.contains(says),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_key_scopes_leave_out_tenant_admin_unless_the_plan_names_them() {
+        let t = tiers(&["free", "pro"]);
+        let p = policy(&t);
+        let text = "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\n[[plan]]\nname = \"pro\"\ntiers = [\"free\", \"pro\"]\ndefault_key_scopes = [\"users:read\", \"tenant:admin\"]\n";
+        let plans = Plans::new(Plans::parse(text).unwrap(), &p, None).unwrap();
+        assert_eq!(
+            plans.default_plan().default_key_scopes(&p),
+            "users:read users:write tenant:read"
+        );
+        let pro = plans.get("pro").unwrap();
+        assert_eq!(pro.default_key_scopes(&p), "users:read tenant:admin");
+        let admin_only = MintPolicy::new("rk", tiers(&["tenant:admin"]), t.clone()).unwrap();
+        assert_eq!(
+            plans.default_plan().default_key_scopes(&admin_only),
+            "tenant:admin"
+        );
     }
 
     #[test]
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../plans.example.toml");
         let t = tiers(&["free", "pro"]);
-        let plans = Plans::new(Plans::parse(text).unwrap(), &t, None).unwrap();
+        let plans = Plans::new(Plans::parse(text).unwrap(), &policy(&t), None).unwrap();
         assert!(plans
             .default_plan()
             .check_limits(Some(60), Some(10_000))

@@ -3,11 +3,14 @@
 //! tenant and its plan; and the operator's tenant operations (list, get, set
 //! plan, suspend).
 //!
-//! A change of what the filter knows (a revocation, a rotation without
-//! grace, a patch of scopes, tier or expiry, and any later suspension)
-//! answers only once it was handed to every Envoy connected to this
-//! replica's feed, or the propagation timeout passed
-//! ([`Service::delivered`], crate::delivery).
+//! A change of what the filter knows answers only once it was handed to
+//! every Envoy connected to this replica's feed, or the propagation timeout
+//! passed ([`Service::delivered`], crate::delivery): one that takes rights
+//! away (a revocation, a rotation without grace, a narrowing patch, a
+//! suspension), so that it holds, and one that gives them (a new tenant's
+//! key, a created or rotated key, a widening patch, a resumption, a usage
+//! reset), so that the key works everywhere when the answer arrives
+//! (SPEC §16).
 
 use crate::clock;
 use crate::delivery::Delivery;
@@ -154,7 +157,7 @@ impl Service {
 
     /// `value`, once every write committed so far reached every Envoy
     /// connected now (or the propagation timeout passed): for answers to
-    /// changes that take rights away.
+    /// changes of what the filter knows.
     async fn delivered<T>(&self, value: T) -> Delivered<T> {
         let version = *self.store.version().borrow();
         let propagated = self.delivery.wait(version).await;
@@ -182,7 +185,8 @@ impl Service {
         &self.policy
     }
 
-    fn mint(&self, org: OrgId, spec: &KeySpec, now: u64) -> Result<Minted, ApiError> {
+    /// A new key of `org` as `spec` says, holding `scopes` (space-separated).
+    fn mint(&self, org: OrgId, spec: &KeySpec, scopes: &str, now: u64) -> Result<Minted, ApiError> {
         let key = self
             .policy
             .key_format
@@ -193,7 +197,7 @@ impl Service {
             org_id: org,
             name: spec.name.clone(),
             display_prefix: key::display_prefix(&key).to_string(),
-            scopes: spec.scopes.clone(),
+            scopes: scopes.to_string(),
             environment: spec.environment,
             tier: spec.tier.clone(),
             created_at: now,
@@ -215,16 +219,20 @@ impl Service {
 
     /// Creates a tenant and its first key, which holds every allowed scope,
     /// and its dashboard password if given (409 if another tenant signs in
-    /// with that email).
-    pub async fn create_tenant(&self, spec: TenantSpec) -> Result<CreatedTenant, ApiError> {
+    /// with that email); answers once the key is delivered.
+    pub async fn create_tenant(
+        &self,
+        spec: TenantSpec,
+    ) -> Result<Delivered<CreatedTenant>, ApiError> {
         let password_hash = match spec.password.clone() {
             Some(password) => Some(password.hash().await?),
             None => None,
         };
         let now = clock::now();
+        let all_scopes = self.policy.all_scopes();
         let first = KeySpec {
             name: FIRST_KEY_NAME.into(),
-            scopes: self.policy.all_scopes(),
+            scopes: Some(all_scopes.clone()),
             environment: Environment::Live,
             expires_at: None,
             tier: self.policy.default_tier().into(),
@@ -243,7 +251,7 @@ impl Service {
                 plan: self.plans.default_plan().name.clone(),
                 suspended: false,
             };
-            let Minted { key, new } = self.mint(org, &first, now)?;
+            let Minted { key, new } = self.mint(org, &first, &all_scopes, now)?;
             let answer = CreatedTenant {
                 tenant_id: org,
                 key_id: new.record.id,
@@ -268,17 +276,27 @@ impl Service {
         .ok_or_else(email_taken)?;
         info!(org_id = %created.tenant_id, key_id = %created.key_id,
               prefix = %created.api_key_prefix, "tenant created");
-        Ok(created)
+        Ok(self.delivered(created).await)
     }
 
-    /// Mints a key for `org`, within its plan (403 otherwise).
-    pub async fn create_key(&self, org: OrgId, spec: KeySpec) -> Result<CreatedKey, ApiError> {
+    /// Mints a key for `org`, within its plan (403 otherwise), holding the
+    /// scopes asked or, without, the plan's default key scopes; answers
+    /// once the key is delivered.
+    pub async fn create_key(
+        &self,
+        org: OrgId,
+        spec: KeySpec,
+    ) -> Result<Delivered<CreatedKey>, ApiError> {
         let plan = self.plan_of(org).await?;
         plan.check_tier(&spec.tier)?;
         check_limits(plan, spec.limits)?;
+        let scopes = match &spec.scopes {
+            Some(scopes) => scopes.clone(),
+            None => plan.default_key_scopes(&self.policy),
+        };
         let now = clock::now();
         let created = with_fresh_ids(|| {
-            let Minted { key, new } = self.mint(org, &spec, now)?;
+            let Minted { key, new } = self.mint(org, &spec, &scopes, now)?;
             let view = KeyView::from(&new.record);
             let stored = self.store.create_key(new);
             Ok(async move {
@@ -290,7 +308,7 @@ impl Service {
         })
         .await?;
         log_key("api key created", org, &created.key);
-        Ok(created)
+        Ok(self.delivered(created).await)
     }
 
     /// One key of `org`.
@@ -427,7 +445,8 @@ impl Service {
 
     /// Replaces a key of `org` by a new one with the same name, scopes,
     /// environment, tier, limits, owner, expiry and metadata; the old key dies now (`grace` 0) or
-    /// `grace` seconds from now. Without grace the answer is delivered.
+    /// `grace` seconds from now. The answer is delivered (the new key, and
+    /// without grace the old key's end).
     pub async fn rotate(
         &self,
         org: OrgId,
@@ -438,9 +457,10 @@ impl Service {
         let old = self.store.key(org, id).await?;
         let old = old.ok_or(ApiError::NotFound("API key"))?;
         self.plan_of(org).await?.check_tier(&old.tier)?;
+        let scopes = old.scopes;
         let spec = KeySpec {
             name: old.name,
-            scopes: old.scopes,
+            scopes: Some(scopes.clone()),
             environment: old.environment,
             expires_at: old.expires_at,
             tier: old.tier,
@@ -454,7 +474,7 @@ impl Service {
             _ => OldKeyFate::ExpireAt(now.saturating_add(grace)),
         };
         let rotated = with_fresh_ids(|| {
-            let Minted { key, new } = self.mint(org, &spec, now)?;
+            let Minted { key, new } = self.mint(org, &spec, &scopes, now)?;
             let view = KeyView::from(&new.record);
             let stored = self.store.rotate_key(org, id, new, fate, now);
             Ok(async move {
@@ -473,16 +493,10 @@ impl Service {
         .ok_or(ApiError::NotFound("API key"))?;
         log_key("api key rotated, new key", org, &rotated.created.key);
         log_key("api key rotated, old key", org, &rotated.previous_key);
-        Ok(match fate {
-            OldKeyFate::RevokeAt(_) => {
-                self.emit_key_revoked(org, &rotated.previous_key).await;
-                self.delivered(rotated).await
-            }
-            OldKeyFate::ExpireAt(_) => Delivered {
-                value: rotated,
-                propagated: None,
-            },
-        })
+        if let OldKeyFate::RevokeAt(_) = fate {
+            self.emit_key_revoked(org, &rotated.previous_key).await;
+        }
+        Ok(self.delivered(rotated).await)
     }
 }
 

@@ -105,6 +105,7 @@ async fn one_key_is_read_by_its_tenant_only() {
     let got = get(&server, &t.key, &key).await;
     let mut created = key.clone();
     created.as_object_mut().unwrap().remove("api_key");
+    created.as_object_mut().unwrap().remove("propagated");
     assert_eq!(got, created);
     assert_eq!(got["metadata"], json!({"user": "u-1"}));
     assert!(got.get("api_key").is_none() && got.get("key_hash").is_none());

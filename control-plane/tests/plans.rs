@@ -1,7 +1,8 @@
 //! Plans and the operator API (SPEC §10): a tenant never mints outside its
 //! plan, the operator moves it (API or CLI) with a token that no tenant key
 //! replaces, bad plans files stop the start naming what is wrong, and the
-//! management API answers 429 over the plan's rate.
+//! management API answers 429 over the plan's rate; a key created without
+//! `scopes` holds its plan's default key scopes.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -244,6 +245,10 @@ fn bad_plans_files_stop_the_start_naming_the_problem() {
             "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\nrate_limits = { per_minute = \"x\" }\n",
             "line 4",
         ),
+        (
+            "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\ndefault_key_scopes = [\"memory:delete\"]\n",
+            "default_key_scopes",
+        ),
     ];
     for (i, (text, named)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("plans{i}.toml"));
@@ -318,4 +323,53 @@ async fn the_management_api_is_limited_per_tenant_by_its_plan() {
         .call("GET", "/api/v1/auth/me", Some(&a.key), None)
         .await;
     assert_eq!(refilled.status, 200, "a token back after a second");
+}
+
+#[tokio::test]
+async fn a_key_created_without_scopes_holds_its_plans_default_key_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plans.toml");
+    let text = "[[plan]]\nname = \"free\"\ntiers = [\"free\"]\n\
+                [[plan]]\nname = \"pro\"\ntiers = [\"free\", \"pro\"]\n\
+                default_key_scopes = [\"users:read\", \"tenant:admin\"]\n";
+    std::fs::write(&file, text).unwrap();
+    let server = Server::start_with(&["--plans", file.to_str().unwrap()]).await;
+    let t = server.create_tenant("defaults").await;
+    let scopes_of = |v: &Value| v["scopes"].clone();
+    let every_but_admin = json!([
+        "memory:read",
+        "memory:write",
+        "users:read",
+        "users:write",
+        "conversations:read",
+        "conversations:write",
+        "tenant:read"
+    ]);
+    let named = server.create_key(&t.key, json!({"name": "x"})).await;
+    assert_eq!(scopes_of(&named), every_but_admin, "{named}");
+    let null = server
+        .create_key(&t.key, json!({"name": "y", "scopes": null}))
+        .await;
+    assert_eq!(scopes_of(&null), every_but_admin, "{null}");
+    let asked = json!({"name": "z", "scopes": ["memory:read"]});
+    assert_eq!(
+        scopes_of(&server.create_key(&t.key, asked).await),
+        json!(["memory:read"])
+    );
+    let empty = r#"{"name":"e","scopes":[]}"#;
+    let refused = server
+        .call("POST", "/api/v1/api-keys", Some(&t.key), Some(empty))
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["field"], "scopes");
+
+    server.set_plan(&t.id, "pro").await;
+    let on_pro = server.create_key(&t.key, json!({"name": "p"})).await;
+    assert_eq!(
+        scopes_of(&on_pro),
+        json!(["users:read", "tenant:admin"]),
+        "{on_pro}"
+    );
+    let stored = server.list_all(&t.key).await;
+    assert_eq!(stored.len(), 5, "the first key and four more");
 }

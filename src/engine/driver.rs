@@ -23,6 +23,7 @@ use crate::engine::fetch::{Ask, Fetcher, Outcome};
 use crate::engine::fetch_log::{FetchLog, Log};
 use crate::engine::followers::{self, Announcer, Role};
 use crate::engine::host::{Host, Level};
+use crate::engine::recheck::Recheck;
 use crate::engine::request::FeedRequest;
 use crate::engine::shared::SharedKeys;
 use crate::engine::sync::{self, Lease, Release, Synced};
@@ -162,6 +163,12 @@ impl Engine {
     /// True while this member holds the fetch lease.
     pub fn leads(&self) -> bool {
         self.leader
+    }
+
+    /// This member's second look at the shared head, for its requests
+    /// ([`crate::engine::recheck`]).
+    pub fn recheck(&self) -> Recheck {
+        Recheck::new(self.keys.clone())
     }
 
     /// The key set of the shared table (`None` before the first one).

@@ -21,6 +21,8 @@
 //! - [`fetch_log`]: the log lines of its outcomes, the same for both adapters;
 //! - [`sink`]: where fetched bodies go (the store, or straight into a table);
 //! - [`bootstrap`]: one member's own first table, straight from the control plane;
+//! - [`recheck`]: a member's second look at the shared head before a
+//!   refusal a newer table could lift;
 //! - [`request`]: the HTTP request a fetch sends;
 //! - [`usage`]: the usage reporter (batches of counts to the control plane).
 
@@ -30,6 +32,7 @@ pub mod fetch;
 pub mod fetch_log;
 pub mod followers;
 pub mod host;
+pub mod recheck;
 pub mod request;
 pub mod shared;
 pub mod sink;

@@ -44,16 +44,19 @@ async fn sign_in(browser: &Browser, stack: &Stack, email: &str, password: &str) 
     }
 }
 
-/// Creates a key on the create page; returns the key shown once.
+/// Creates a key on the create page with a name and a limit, leaving the
+/// scopes as the form starts (the defaults: every scope but `tenant:admin`);
+/// returns the key shown once.
 async fn create_key(browser: &Browser, stack: &Stack, name: &str, shot: Option<&str>) -> String {
     browser.goto(&stack.url("/dashboard/keys/new")).await;
+    let checked = browser
+        .execute("return [...document.querySelectorAll('input[name=scopes]:checked')].map(e => e.value).join(' ')")
+        .await;
+    assert_eq!(
+        checked,
+        "memory:read memory:write users:read users:write conversations:read conversations:write tenant:read"
+    );
     browser.fill("#key-name", name).await;
-    browser
-        .click("input[name=scopes][value='memory:read']")
-        .await;
-    browser
-        .click("input[name=scopes][value='memory:write']")
-        .await;
     browser.fill("input[name=per_minute]", "600").await;
     if let Some(shot) = shot {
         screenshot(browser, stack, shot).await;

@@ -25,6 +25,7 @@ use keygate::credential::{self, Extracted};
 use keygate::decision::{
     self, Allow, Decision, Deny, DenyReason, Identity, IdentityHeaders, Policy, Request,
 };
+use keygate::engine::recheck;
 use keygate::errors::ErrorFormat;
 use keygate::rules::path_only;
 use keygate::usage::Outcome;
@@ -148,8 +149,17 @@ pub fn decide(state: &State, id: u32, may_wait: bool) -> Step {
     let request = Request::from_headers(&headers);
     let (method, path) = (request.method, request.path);
     let now = state.clock_ms.get();
-    let table = state.fresh_table(now);
-    match policy.decide(table.as_deref(), &request, now / 1000) {
+    let mut table = state.fresh_table(now);
+    let mut decision = policy.decide(table.as_deref(), &request, now / 1000);
+    if matches!(&decision, Decision::Deny(d) if recheck::may_lift(policy, &request, d)) {
+        // This VM's table may lag the process's (SPEC §16): look once.
+        drop(decision);
+        drop(table);
+        state.catch_up();
+        table = state.fresh_table(now);
+        decision = policy.decide(table.as_deref(), &request, now / 1000);
+    }
+    match decision {
         Decision::Allow(a) => {
             match decision::own_limits(&mut SharedCounts, a.identity.as_ref(), now / 1000) {
                 Ok(None) => {}

@@ -69,6 +69,7 @@ impl Root {
         self.state
             .first_table_wait_ms
             .set(u64::from(feed.first_table_wait_ms));
+        *self.state.recheck.borrow_mut() = Some(engine.recheck());
         *self.engine.borrow_mut() = Some(engine);
         Ok(())
     }
@@ -339,11 +340,12 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.state.clock_ms.set(now);
-        let Some(changes) =
+        let Some(mut changes) =
             self.drive(|engine, table, member| engine.tick(&EnvoyHost, table, member))
         else {
             return;
         };
+        changes.table |= self.state.caught_up.take();
         self.apply(changes, now);
         self.settle(self.state.waiting.take_expired(now));
         self.pace_ticks(!self.state.waiting.is_empty());

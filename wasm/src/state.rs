@@ -1,12 +1,14 @@
 //! What a root context shares with the HTTP contexts it creates (one VM, one
 //! thread: `Rc` and `RefCell`).
 
+use crate::engine_host::EnvoyHost;
 use crate::host;
 use crate::stats::Stats;
 use crate::streams::Streams;
 use crate::usage::Usage;
 use crate::waiting::Waiting;
 use keygate::decision::Policy;
+use keygate::engine::recheck::Recheck;
 use keygate::table::KeyTable;
 use std::cell::{Cell, Ref, RefCell};
 use std::time::{Duration, UNIX_EPOCH};
@@ -37,6 +39,12 @@ pub struct State {
     pub stats: Stats,
     /// Usage counting (and, in the leader, reporting).
     pub usage: Usage,
+    /// A request's look at the shared head before a refusal a newer table
+    /// could lift; `None` until configured.
+    pub recheck: RefCell<Option<Recheck>>,
+    /// Set when a request brought the table forward: the next tick reacts
+    /// as to any table change (gauges, dead WebSockets).
+    pub caught_up: Cell<bool>,
 }
 
 impl State {
@@ -51,6 +59,22 @@ impl State {
     /// True while the last successful contact is recent enough to trust the table.
     pub fn is_fresh(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.contact_ms.get()) <= self.max_staleness_ms.get()
+    }
+
+    /// Brings this VM's table to the process's shared head if that is
+    /// newer (one shared-data read otherwise; SPEC §16); true when the
+    /// table changed.
+    pub fn catch_up(&self) -> bool {
+        let recheck = self.recheck.borrow();
+        let (Some(recheck), Ok(mut table)) = (recheck.as_ref(), self.table.try_borrow_mut()) else {
+            return false;
+        };
+        let Some(contact_ms) = recheck.catch_up(&EnvoyHost, &mut table) else {
+            return false;
+        };
+        self.contact_ms.set(contact_ms);
+        self.caught_up.set(true);
+        true
     }
 
     /// The table if it may be used at `now_ms` (loaded and not too stale).

@@ -130,7 +130,7 @@ pub(super) async fn sign_up(
         password: Some(Password::typed(form.get("password").to_string())),
     };
     let created = match draft.check() {
-        Ok(spec) => state.service.create_tenant(spec).await,
+        Ok(spec) => state.service.create_tenant(spec).await.map(|d| d.value),
         Err(e) => Err(e),
     };
     let created = match created {

@@ -99,9 +99,17 @@ async fn new_key_form(
     ))
 }
 
+/// The create form, starting with the tenant's default key scopes checked
+/// (so a name alone makes a working key).
 pub(super) async fn new_key_page(State(state): State<AppState>, headers: HeaderMap) -> Page {
     let signed = signed_in(&state, &headers).await?;
-    new_key_form(&state, &signed, &KeyForm::default(), None).await
+    let plan = state.service.plan_of(signed.org()).await?;
+    let defaults = plan.default_key_scopes(state.service.policy());
+    let form = KeyForm {
+        scopes: defaults.split(' ').map(str::to_string).collect(),
+        ..KeyForm::default()
+    };
+    new_key_form(&state, &signed, &form, None).await
 }
 
 impl KeyForm {
@@ -123,11 +131,14 @@ impl KeyForm {
     }
 
     /// The body `POST /api/v1/api-keys` would take for this form (blank
-    /// fields left out; a `datetime-local` expiry read as UTC).
+    /// fields left out, no scope checked as none asked: the defaults; a
+    /// `datetime-local` expiry read as UTC).
     fn as_json(&self) -> Value {
         let mut body = Map::new();
         body.insert("name".into(), json!(self.name));
-        body.insert("scopes".into(), json!(self.scopes));
+        if !self.scopes.is_empty() {
+            body.insert("scopes".into(), json!(self.scopes));
+        }
         let mut put = |field: &str, value: &str| {
             if !value.is_empty() {
                 body.insert(field.into(), json!(value));
@@ -199,7 +210,11 @@ pub(super) async fn create_key(
         .and_then(|bytes| KeyDraft::from_json(&bytes))
         .and_then(|draft| draft.check(state.service.policy(), clock::now()));
     let created = match checked {
-        Ok(spec) => state.service.create_key(signed.org(), spec).await,
+        Ok(spec) => state
+            .service
+            .create_key(signed.org(), spec)
+            .await
+            .map(|d| d.value),
         Err(e) => Err(e),
     };
     if let Ok(created) = &created {

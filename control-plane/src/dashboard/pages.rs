@@ -252,7 +252,7 @@ pub fn new_key(nav: &Nav, choices: &Choices, form: &KeyForm, error: Option<&str>
                         }
                     }
                 }
-                fieldset { legend { "Scopes" }
+                fieldset { legend { "Scopes (none checked: the default ones)" }
                     @for s in choices.scopes {
                         label.check {
                             input type="checkbox" name="scopes" value=(s) checked[form.scopes.contains(s)];
