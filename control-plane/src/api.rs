@@ -66,15 +66,23 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> 
     id.parse().map_err(|_| bad())
 }
 
-/// Registers a tenant; the answer holds its first key (every default scope), shown once.
+/// Registers a tenant; the answer holds its first key (every default scope),
+/// shown once. Limited per client address (`--signup-per-hour`), off with
+/// `--signup closed`.
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = TenantDraft,
     responses((status = 201, description = "The tenant and its first key", body = CreatedTenant),
-              (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody)))]
+              (status = 403, description = "Sign-up is closed", body = ErrorBody),
+              (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody),
+              (status = 429, description = "Too many sign-ups from this address, or password hashing busy (`retry-after`)", body = ErrorBody)))]
 async fn create_tenant(
     State(state): State<AppState>,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
+    let sign_up = state.sign_in.sign_up;
+    sign_up.check_open()?;
     let spec = TenantDraft::from_json(&body::bytes(body)?)?.check()?;
+    sign_up.admit(state.service.store(), &source).await?;
     let created = state.service.create_tenant(spec).await?;
     Ok(json(StatusCode::CREATED, &created))
 }
@@ -341,7 +349,7 @@ async fn store_password(
 ) -> Result<Tenant, ApiError> {
     let tenant = service.store().tenant(org).await?;
     let tenant = tenant.ok_or(ApiError::NotFound("Tenant"))?;
-    let hash = password.hash().await?;
+    let hash = password.hash(service.hashing()).await?;
     let set = service
         .store()
         .set_password(org, tenant.email.clone(), hash, clock::now())

@@ -40,7 +40,7 @@ mod routes;
 mod schemas;
 pub mod server;
 pub mod service;
-mod signin;
+pub mod signin;
 mod state;
 pub mod store;
 mod throttle;

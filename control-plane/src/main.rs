@@ -2,14 +2,16 @@
 //! (see `--help`); everything else is the library (`lib.rs`).
 
 use clap::Parser;
-use keygate_control_plane::cli::{Cli, Command};
+use keygate_control_plane::cli::{Cli, Command, SignUpMode};
 use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::dispatch::Schedule;
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::operator_token::{OperatorToken, TOKEN_ENV};
+use keygate_control_plane::password::{Hashing, HASH_WAIT};
 use keygate_control_plane::plans::Plans;
 use keygate_control_plane::policy::MintPolicy;
 use keygate_control_plane::service::Service;
+use keygate_control_plane::signin::signup::SignUp;
 use keygate_control_plane::store;
 use keygate_control_plane::{admin, server};
 use std::io::IsTerminal;
@@ -63,7 +65,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         _ => Duration::ZERO,
     };
     let delivery = Arc::new(Delivery::new(propagation));
-    let service = Arc::new(Service::new(store, policy, plans, delivery));
+    let mut service = Service::new(store, policy, plans, delivery);
+    if let Command::Serve(args) = &cli.command {
+        let at_once = usize::try_from(args.max_concurrent_hashes).unwrap_or(1);
+        service = service.with_hashing(Hashing::new(at_once, HASH_WAIT));
+    }
+    let service = Arc::new(service);
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {
@@ -81,6 +88,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 webhooks: Schedule {
                     backoff: args.webhook_backoff_seconds,
                     retry_for: args.webhook_retry_seconds,
+                },
+                sign_up: SignUp {
+                    open: args.signup == SignUpMode::Open,
+                    per_hour: args.signup_per_hour,
+                },
+                limits: server::Limits {
+                    header_timeout: Duration::from_secs(args.header_timeout_seconds),
+                    max_connections: usize::try_from(args.max_connections).unwrap_or(1),
                 },
             };
             return server::serve(service, endpoint, upkeep).await;

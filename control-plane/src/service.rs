@@ -14,6 +14,7 @@ use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::errors::ApiError;
 use crate::listing;
+use crate::password::Hashing;
 use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
 use crate::store::accounts::PasswordSet;
@@ -47,6 +48,8 @@ pub struct Service {
     policy: MintPolicy,
     plans: Plans,
     throttle: Throttle,
+    /// The bound on password hashes at once (crate::password).
+    hashing: Hashing,
     delivery: Arc<Delivery>,
     /// Woken when webhook deliveries were queued (crate::dispatch).
     events_queued: Arc<Notify>,
@@ -97,9 +100,20 @@ impl Service {
             policy,
             plans,
             throttle: Throttle::default(),
+            hashing: Hashing::default(),
             delivery,
             events_queued: Arc::default(),
         }
+    }
+
+    /// This service with `hashing` as its bound on password hashes.
+    pub fn with_hashing(self, hashing: Hashing) -> Service {
+        Service { hashing, ..self }
+    }
+
+    /// The bound on password hashes at once.
+    pub fn hashing(&self) -> &Hashing {
+        &self.hashing
     }
 
     pub fn plans(&self) -> &Plans {
@@ -202,7 +216,7 @@ impl Service {
     /// with that email).
     pub async fn create_tenant(&self, spec: TenantSpec) -> Result<CreatedTenant, ApiError> {
         let password_hash = match spec.password.clone() {
-            Some(password) => Some(password.hash().await?),
+            Some(password) => Some(password.hash(&self.hashing).await?),
             None => None,
         };
         let now = clock::now();

@@ -354,10 +354,14 @@ impl Stack {
                 .to_string(),
         ];
         args.extend(self.options.control_plane_args.iter().cloned());
-        Process::spawn(
+        // Every test signs up from 127.0.0.1 (tests/signup.rs sets its own
+        // limit with the flag, which wins).
+        let env = [("KEYGATE_SIGNUP_PER_HOUR", "1000000")];
+        Process::spawn_with_env(
             "keygate-control-plane",
             &release_bin("keygate-control-plane"),
             &args,
+            &env,
             dir.join(log),
         )
     }
@@ -485,6 +489,11 @@ impl Stack {
     /// Envoy's process id (for `/proc/<pid>/status`).
     pub fn envoy_pid(&self) -> u32 {
         self.envoy.pid()
+    }
+
+    /// The control plane's process id (for `/proc/<pid>/status`).
+    pub fn control_plane_pid(&self) -> Option<u32> {
+        self.control_plane.as_ref().map(Process::pid)
     }
 
     /// The sum of every sample of the metric `family` (all labels) on the

@@ -9,6 +9,7 @@ pub mod caps;
 pub mod events;
 pub mod postgres;
 pub mod sqlite;
+pub mod throttles;
 pub mod usage;
 
 use caps::{Caps, CapsChange, Crossing};
@@ -391,7 +392,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Durable storage of tenants, keys and the feed's revision log.
 ///
 /// A write is acknowledged (its future resolves) only once it is durable.
-pub trait Store: events::EventStore + accounts::Accounts + Send + Sync + 'static {
+pub trait Store:
+    events::EventStore + accounts::Accounts + throttles::Throttles + Send + Sync + 'static
+{
     /// Creates a tenant and its first key atomically.
     fn create_tenant(&self, tenant: Tenant, first_key: NewKey) -> StoreFuture<'_, ()>;
 

@@ -417,6 +417,8 @@ async fn launch(dir: &Path, database: &str, extra: &[String], operator: bool) ->
             .arg(database)
             .args(extra)
             .env("KEYGATE_FEED_TOKEN", FEED_TOKEN)
+            // Every test signs up from 127.0.0.1; tests/signup.rs sets its own.
+            .env("KEYGATE_SIGNUP_PER_HOUR", "1000000")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

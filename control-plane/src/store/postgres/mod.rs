@@ -14,6 +14,7 @@ mod caps;
 mod events;
 mod listen;
 mod queries;
+mod throttles;
 mod usage;
 
 use super::usage::{UsageBatch, UsageBucket, UsageQuery};
@@ -66,6 +67,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         9,
         include_str!("../../../migrations/postgres/0009_usage_fillfactor.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_throttles.sql"),
     ),
 ];
 /// Most connections of one replica.

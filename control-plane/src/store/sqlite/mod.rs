@@ -9,6 +9,7 @@ mod accounts;
 mod caps;
 mod events;
 mod queries;
+mod throttles;
 mod usage;
 mod writer;
 
@@ -51,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/sqlite/0008_dashboard.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_throttles.sql"),
     ),
 ];
 /// Read connections kept open between reads.
