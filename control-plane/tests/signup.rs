@@ -131,10 +131,23 @@ async fn parallel_guesses_get_no_more_checks_than_a_sequence() {
     let server = Server::start().await;
     let registered = sign_up(&server, "victim", "10.0.0.9").await;
     assert_eq!(registered.status, 201, "{}", registered.text());
-    let hashes_before = server.metric("keygate_password_hashes_total").await;
-    let sign_in = form(&server, "/dashboard/sign-in").await;
-    let (server, sign_in) = (&server, &sign_in);
+    // On PostgreSQL, half the guesses go to a replica: one count for both.
+    let replica = match server.on_postgres() {
+        true => Some(Server::start_on(server.database(), &[]).await),
+        false => None,
+    };
+    let servers: Vec<&Server> = [Some(&server), replica.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let hashes = |s: &'static str| join_all(servers.iter().map(move |server| server.metric(s)));
+    let before: u64 = hashes("keygate_password_hashes_total").await.iter().sum();
+    let mut forms = Vec::new();
+    for server in &servers {
+        forms.push(form(server, "/dashboard/sign-in").await);
+    }
     let guesses = (0..20).map(|n| {
+        let (server, sign_in) = (servers[n % servers.len()], &forms[n % servers.len()]);
         let wrong = format!("wrong password {n}");
         async move {
             let fields = [
@@ -147,28 +160,16 @@ async fn parallel_guesses_get_no_more_checks_than_a_sequence() {
     let replies = join_all(guesses).await;
     let checked = replies.iter().filter(|r| r.status == 401).count();
     let locked = replies.iter().filter(|r| r.status == 429).count();
-    let hashed = server.metric("keygate_password_hashes_total").await - hashes_before;
-    println!("20 parallel guesses: {checked} checked, {locked} locked, {hashed} hashes");
+    let after: u64 = hashes("keygate_password_hashes_total").await.iter().sum();
+    let hashed = after - before;
+    println!(
+        "20 parallel guesses on {} replica(s): {checked} checked, {locked} locked, {hashed} hashes",
+        servers.len()
+    );
     assert_eq!(checked + locked, 20);
     assert!(checked <= FREE_FAILURES + 1, "{checked} checked");
     // The unknown email's hash is made once, on first use: not here.
     assert!(hashed as usize <= FREE_FAILURES + 1, "{hashed} hashed");
-
-    // A replica on the same database sees the lock.
-    if server.on_postgres() {
-        let replica = Server::start_on(server.database(), &[]).await;
-        let sign_in = form(&replica, "/dashboard/sign-in").await;
-        let fields = [("email", "victim@example.test"), ("password", PASSWORD)];
-        let page = post_form(
-            &replica,
-            "/dashboard/sign-in",
-            &sign_in,
-            &fields,
-            "10.7.7.7",
-        )
-        .await;
-        assert_eq!(page.status, 429, "{}", page.text());
-    }
 }
 
 #[tokio::test]

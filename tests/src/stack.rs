@@ -375,6 +375,14 @@ impl Stack {
         self.start_control_plane().await;
     }
 
+    /// Kills the control plane and starts it again with `args` instead of
+    /// the extra arguments it started with.
+    pub async fn restart_control_plane_with(&mut self, args: &[&str]) {
+        self.stop_control_plane();
+        self.options.control_plane_args = args.iter().map(|a| a.to_string()).collect();
+        self.start_control_plane().await;
+    }
+
     /// Kills the control plane (an outage).
     pub fn stop_control_plane(&mut self) {
         if let Some(mut process) = self.control_plane.take() {
