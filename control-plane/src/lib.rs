@@ -26,6 +26,7 @@ pub mod drafts;
 pub mod errors;
 pub mod events;
 mod feed;
+pub mod hashing;
 mod ingest;
 mod listing;
 pub mod maintenance;
