@@ -5,6 +5,14 @@
 //! replica sees the lock), and a header timeout that never cuts a feed
 //! long-poll.
 
+// Test code: a failed unwrap or assertion is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{join_all, Reply, Server};
