@@ -2,8 +2,8 @@
 //! per-address sign-up limit and `--signup closed` (JSON for the API, a page
 //! for the dashboard), the sign-in throttle counted in the database before
 //! the hash (parallel guesses get no more checks than a sequence; another
-//! replica sees the lock), and a header timeout that never cuts a feed
-//! long-poll.
+//! replica sees the lock), a header timeout that never cuts a feed
+//! long-poll, and the connection cap.
 
 // Test code: a failed unwrap or assertion is how a test fails.
 #![allow(
@@ -18,6 +18,7 @@ mod common;
 use common::{join_all, Reply, Server};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 const PASSWORD: &str = "correct horse battery";
 /// Failures in a row before the first lock (crate::signin::throttle).
@@ -192,4 +193,28 @@ async fn the_header_timeout_never_cuts_a_long_poll() {
         start.elapsed() >= Duration::from_millis(2900),
         "held for the wait"
     );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_one() {
+    let server = Server::start_with(&["--max-connections", "2"]).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: cp\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let waiting = tokio::spawn({
+        let request = server.client.get(format!("{}/healthz", server.base));
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served over the cap");
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+    assert_eq!(status.unwrap().unwrap().unwrap(), 200);
 }
