@@ -81,9 +81,8 @@ async fn create_tenant(
 ) -> Answer {
     let sign_up = state.sign_in.sign_up;
     sign_up.check_open()?;
-    let spec = TenantDraft::from_json(&body::bytes(body)?)?.check()?;
-    sign_up.admit(state.service.store(), &source).await?;
-    let created = state.service.create_tenant(spec).await?;
+    let draft = TenantDraft::from_json(&body::bytes(body)?)?;
+    let created = sign_up.register(&state.service, draft, &source).await?;
     Ok(json(StatusCode::CREATED, &created))
 }
 
@@ -320,7 +319,8 @@ struct PasswordBody {
 #[utoipa::path(put, path = "/api/v1/auth/me/password", tag = "auth", request_body = PasswordBody,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "The password is set", body = PasswordSetView),
-              (status = 409, description = "Another tenant signs in with this email", body = ErrorBody)))]
+              (status = 409, description = "Another tenant signs in with this email", body = ErrorBody),
+              (status = 429, description = "Password hashing busy (`retry-after`)", body = ErrorBody)))]
 async fn set_password(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -144,19 +144,13 @@ pub(super) async fn sign_up(
     let form = Form::parse(body)?;
     form.check_csrf(session::cookie(&headers, FORM_COOKIE))?;
     let (name, email) = (form.get("name"), form.get("email"));
-    let sign_up = state.sign_in.sign_up;
     let draft = TenantDraft {
         name: Some(name.to_string()),
         email: Some(email.to_string()),
         password: Some(Password::typed(form.get("password").to_string())),
     };
-    let created = match sign_up.check_open().and_then(|()| draft.check()) {
-        Ok(spec) => match sign_up.admit(state.service.store(), &source).await {
-            Ok(()) => state.service.create_tenant(spec).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let sign_up = state.sign_in.sign_up;
+    let created = sign_up.register(&state.service, draft, &source).await;
     let again = |e: &ApiError, message: &str| {
         anonymous(&headers, e.status(), |csrf| {
             pages::sign_up(csrf, name, email, Some(message))

@@ -6,9 +6,12 @@
 
 use super::throttle::{now_ms, seconds};
 use crate::audit::Source;
+use crate::drafts::TenantDraft;
 use crate::errors::ApiError;
+use crate::service::Service;
 use crate::store::throttles::Rule;
 use crate::store::Store;
+use crate::views::CreatedTenant;
 
 /// Sign-ups per address an hour by default.
 pub const DEFAULT_PER_HOUR: u32 = 10;
@@ -60,5 +63,20 @@ impl SignUp {
             .map_err(|wait| ApiError::RateLimited {
                 retry_after: seconds(wait),
             })
+    }
+
+    /// Registers the tenant of `draft` from `source`: 403 when closed, 400
+    /// for bad input, 429 over the address's limit (counted only for good
+    /// input), else as crate::service creates it.
+    pub async fn register(
+        self,
+        service: &Service,
+        draft: TenantDraft,
+        source: &Source,
+    ) -> Result<CreatedTenant, ApiError> {
+        self.check_open()?;
+        let spec = draft.check()?;
+        self.admit(service.store(), source).await?;
+        service.create_tenant(spec).await
     }
 }
