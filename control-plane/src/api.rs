@@ -67,16 +67,23 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<KeyId, ApiError> 
 }
 
 /// Registers a tenant; the answer holds its first key (every default scope),
-/// shown once, and comes once the key is delivered to the Envoys (`propagated`).
+/// shown once, and comes once the key is delivered to the Envoys
+/// (`propagated`). Limited per client address (`--signup-per-hour`), off with
+/// `--signup closed`.
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = TenantDraft,
     responses((status = 201, description = "The tenant and its first key", body = Delivered<CreatedTenant>),
-              (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody)))]
+              (status = 403, description = "Sign-up is closed", body = ErrorBody),
+              (status = 409, description = "With `password`: another tenant signs in to the dashboard with this email", body = ErrorBody),
+              (status = 429, description = "Too many sign-ups from this address, or password hashing busy (`retry-after`)", body = ErrorBody)))]
 async fn create_tenant(
     State(state): State<AppState>,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let spec = TenantDraft::from_json(&body::bytes(body)?)?.check()?;
-    let created = state.service.create_tenant(spec).await?;
+    let sign_up = state.sign_in.sign_up;
+    sign_up.check_open()?;
+    let draft = TenantDraft::from_json(&body::bytes(body)?)?;
+    let created = sign_up.register(&state.service, draft, &source).await?;
     Ok(json(StatusCode::CREATED, &created))
 }
 
@@ -316,7 +323,8 @@ struct PasswordBody {
 #[utoipa::path(put, path = "/api/v1/auth/me/password", tag = "auth", request_body = PasswordBody,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "The password is set", body = PasswordSetView),
-              (status = 409, description = "Another tenant signs in with this email", body = ErrorBody)))]
+              (status = 409, description = "Another tenant signs in with this email", body = ErrorBody),
+              (status = 429, description = "Password hashing busy (`retry-after`)", body = ErrorBody)))]
 async fn set_password(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -345,7 +353,7 @@ async fn store_password(
 ) -> Result<Tenant, ApiError> {
     let tenant = service.store().tenant(org).await?;
     let tenant = tenant.ok_or(ApiError::NotFound("Tenant"))?;
-    let hash = password.hash().await?;
+    let hash = password.hash(service.hashing()).await?;
     let set = service
         .store()
         .set_password(org, tenant.email.clone(), hash, clock::now())

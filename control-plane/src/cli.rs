@@ -2,7 +2,7 @@
 //! directly (no API, no key needed) to bootstrap. Every flag has a
 //! `KEYGATE_*` environment variable.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use keygate::errors::ErrorFormat;
 use keygate::ids::{KeyId, OrgId};
 use keygate::key::KeyFormat;
@@ -157,6 +157,41 @@ pub struct ServeArgs {
     /// of the system's roots.
     #[arg(long, env = "KEYGATE_WEBHOOK_CA_FILE")]
     pub webhook_ca_file: Option<PathBuf>,
+    /// `open`: anyone may register a tenant (`POST /api/v1/tenants`, the
+    /// dashboard's sign-up); `closed`: 403, tenants come from the operator
+    /// API or the admin commands.
+    #[arg(long, env = "KEYGATE_SIGNUP", value_enum, default_value_t = SignUpMode::Open)]
+    pub signup: SignUpMode,
+    /// Sign-ups per client address an hour (the address Envoy forwards),
+    /// counted in the database for every replica; over it, 429 with
+    /// `retry-after`.
+    #[arg(long, env = "KEYGATE_SIGNUP_PER_HOUR", default_value_t = 10)]
+    pub signup_per_hour: u32,
+    /// Password hashes (argon2id, 19 MiB each) computed at once, for sign-up,
+    /// sign-in and password changes; the excess waits up to 2 s, then gets
+    /// 429 with `retry-after`.
+    #[arg(long, env = "KEYGATE_MAX_CONCURRENT_HASHES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_hashes: u32,
+    /// Seconds a connection has to send a complete request head, from its
+    /// start or from the end of its previous answer: a client that stalls,
+    /// or a keep-alive connection idle that long, is closed. Never cuts a
+    /// request being answered (a feed long-poll included).
+    #[arg(long, env = "KEYGATE_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
+    /// Connections served at once; further ones wait in the listen queue
+    /// until one closes.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+/// Whether strangers may register tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignUpMode {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Subcommand)]

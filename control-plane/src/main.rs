@@ -2,15 +2,17 @@
 //! (see `--help`); everything else is the library (`lib.rs`).
 
 use clap::Parser;
-use keygate_control_plane::cli::{Cli, Command};
+use keygate_control_plane::cli::{Cli, Command, SignUpMode};
 use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::dispatch::{self, Schedule};
 use keygate_control_plane::egress::Egress;
+use keygate_control_plane::hashing::{Hashing, HASH_WAIT};
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::operator_token::{OperatorToken, TOKEN_ENV};
 use keygate_control_plane::plans::Plans;
 use keygate_control_plane::policy::MintPolicy;
 use keygate_control_plane::service::Service;
+use keygate_control_plane::signin::signup::SignUp;
 use keygate_control_plane::store;
 use keygate_control_plane::{admin, server};
 use std::io::IsTerminal;
@@ -64,11 +66,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         _ => Duration::ZERO,
     };
     let delivery = Arc::new(Delivery::new(propagation));
-    let egress = match &cli.command {
-        Command::Serve(args) => Egress::new(args.webhook_allow_cidr.clone()),
-        _ => Egress::default(),
-    };
-    let service = Arc::new(Service::new(store, policy, plans, delivery).with_egress(egress));
+    let mut service = Service::new(store, policy, plans, delivery);
+    if let Command::Serve(args) = &cli.command {
+        let at_once = usize::try_from(args.max_concurrent_hashes).unwrap_or(1);
+        service = service
+            .with_hashing(Hashing::new(at_once, HASH_WAIT))
+            .with_egress(Egress::new(args.webhook_allow_cidr.clone()));
+    }
+    let service = Arc::new(service);
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {
@@ -89,6 +94,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                         retry_for: args.webhook_retry_seconds,
                     },
                     ca_file: args.webhook_ca_file,
+                },
+                sign_up: SignUp {
+                    open: args.signup == SignUpMode::Open,
+                    per_hour: args.signup_per_hour,
+                },
+                limits: server::Limits {
+                    header_timeout: Duration::from_secs(args.header_timeout_seconds),
+                    max_connections: usize::try_from(args.max_connections).unwrap_or(1),
                 },
             };
             return server::serve(service, endpoint, upkeep).await;

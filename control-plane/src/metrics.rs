@@ -12,6 +12,8 @@
 //!   replica's feed, as counted for delivered revocations (crate::delivery).
 //! - `keygate_propagation_timeouts_total`: revocations that answered after
 //!   the propagation timeout, some connected Envoy not reached.
+//! - `keygate_password_hashes_total`: argon2id hashes and checks computed
+//!   (sign-up, sign-in, password changes; crate::password).
 //!
 //! No authentication: nothing here is secret. The route is served on the
 //! control plane's own address, which Envoy does not forward (only
@@ -177,11 +179,25 @@ fn gauge(text: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(text, "{name} {value}");
 }
 
-/// The answer to `GET /metrics`, with `version` as the table version and
-/// the delivery figures.
-pub fn response(metrics: &FeedMetrics, version: u64, delivery: Propagation) -> Response {
+/// The answer to `GET /metrics`, with `version` as the table version, the
+/// delivery figures and the password hashes computed.
+pub fn response(
+    metrics: &FeedMetrics,
+    version: u64,
+    delivery: Propagation,
+    hashes: u64,
+) -> Response {
     let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))];
-    (content_type, metrics.render(version, delivery)).into_response()
+    let mut text = metrics.render(version, delivery);
+    let name = "keygate_password_hashes_total";
+    family(
+        &mut text,
+        name,
+        "counter",
+        "Password hashes and checks computed.",
+    );
+    let _ = writeln!(text, "{name} {hashes}");
+    (content_type, text).into_response()
 }
 
 #[cfg(test)]

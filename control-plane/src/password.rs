@@ -1,9 +1,8 @@
-//! Dashboard passwords: their rules, and argon2id hashing and checking
-//! (on a blocking thread: a hash takes tens of milliseconds by design).
+//! Dashboard passwords: their rules, and their argon2id hashing and
+//! checking, bounded by crate::hashing.
 
 use crate::errors::ApiError;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use crate::hashing::Hashing;
 use std::fmt;
 
 /// Fewest characters of a password.
@@ -53,44 +52,17 @@ impl Password {
         Password(value)
     }
 
-    /// The argon2id PHC string of this password, with a fresh salt.
-    pub async fn hash(self) -> Result<String, ApiError> {
-        blocking(move || {
-            let mut salt = [0u8; 16];
-            getrandom::fill(&mut salt).map_err(|_| "no randomness".to_string())?;
-            let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-            Argon2::default()
-                .hash_password(self.0.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .await
+    /// The argon2id PHC string of this password, with a fresh salt (429
+    /// if `hashing` has no turn free in time).
+    pub async fn hash(self, hashing: &Hashing) -> Result<String, ApiError> {
+        hashing.hash(self.0).await
     }
 
-    /// Whether this password matches the PHC string `stored`.
-    pub async fn verify(self, stored: String) -> Result<bool, ApiError> {
-        blocking(move || {
-            let parsed = PasswordHash::new(&stored).map_err(|e| e.to_string())?;
-            Ok(Argon2::default()
-                .verify_password(self.0.as_bytes(), &parsed)
-                .is_ok())
-        })
-        .await
+    /// Whether this password matches the PHC string `stored` (429 if
+    /// `hashing` has no turn free in time).
+    pub async fn verify(self, stored: String, hashing: &Hashing) -> Result<bool, ApiError> {
+        hashing.verify(self.0, stored).await
     }
-}
-
-/// Runs `work` on a blocking thread; a failure is logged and a 500.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, ApiError> {
-    let outcome = tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-    outcome.map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        ApiError::Internal
-    })
 }
 
 #[cfg(test)]
@@ -104,13 +76,15 @@ mod tests {
         assert!(Password::new("tab\tinside password".into(), "password").is_err());
         let p = Password::new("correct horse battery".into(), "password").unwrap();
         assert_eq!(format!("{p:?}"), "Password(***)");
-        let stored = p.hash().await.unwrap();
+        let hashing = Hashing::default();
+        let stored = p.hash(&hashing).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
         let right = Password::typed("correct horse battery".into());
-        assert!(right.verify(stored.clone()).await.unwrap());
+        assert!(right.verify(stored.clone(), &hashing).await.unwrap());
         assert!(!Password::typed("wrong".into())
-            .verify(stored)
+            .verify(stored, &hashing)
             .await
             .unwrap());
+        assert_eq!(hashing.done(), 3);
     }
 }

@@ -75,7 +75,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         envoys: delivery.connected(),
         timeouts: delivery.timeouts(),
     };
-    metrics::response(&state.feed.metrics, version, propagation)
+    let hashes = state.service.hashing().done();
+    metrics::response(&state.feed.metrics, version, propagation, hashes)
 }
 
 async fn not_found() -> ApiError {

@@ -2,6 +2,14 @@
 //! SIGINT or SIGTERM, then gives open requests (long-polls included) a short
 //! grace.
 //!
+//! What a client may hold is bounded ([`Limits`], SPEC §15): at most
+//! `max_connections` connections are served at once (the next wait in the
+//! listen queue), and a connection that does not complete a request head
+//! within `header_timeout` of its start or of its previous answer is
+//! closed (hyper's header-read timer: a stalled client and an idle
+//! keep-alive connection alike; a request being answered, such as a feed
+//! long-poll, is never cut).
+//!
 //! Its parsing limits are above Envoy's (60 KiB of headers, 100 headers), so
 //! a request Envoy lets through is never refused here for its size; what
 //! hyper refuses while parsing a request sent directly is answered in JSON
@@ -14,19 +22,21 @@ use crate::maintenance::{self, Upkeep};
 use crate::operator_token::OperatorToken;
 use crate::routes;
 use crate::service::Service;
+use crate::signin::signup::SignUp;
+use crate::signin::SignInState;
 use crate::state::AppState;
 use crate::unparsed::JsonRefusals;
 use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use keygate::errors::ErrorFormat;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OnceCell, Semaphore};
 use tower_layer::Layer;
 
 /// Shorter feed tokens get a warning.
@@ -52,6 +62,19 @@ pub struct Endpoint {
     pub operator: OperatorToken,
     /// When webhook deliveries are retried.
     pub webhooks: dispatch::Settings,
+    /// Who may sign up.
+    pub sign_up: SignUp,
+    /// What one client may hold.
+    pub limits: Limits,
+}
+
+/// What clients may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for a complete request head (idle keep-alive included).
+    pub header_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 /// Serves `service` at `endpoint` until stopped.
@@ -67,6 +90,8 @@ pub async fn serve(
         error_format,
         operator,
         webhooks,
+        sign_up,
+        limits,
     } = endpoint;
     if feed_token.len() < MIN_TOKEN_LEN {
         tracing::warn!("the feed token is shorter than {MIN_TOKEN_LEN} characters");
@@ -96,12 +121,15 @@ pub async fn serve(
         feed: Arc::new(FeedEndpoint::new(&feed_token, feed_page_keys, planes)),
         service,
         operator: Arc::new(operator),
-        sign_in: Arc::default(),
+        sign_in: Arc::new(SignInState {
+            sign_up,
+            unknown: OnceCell::new(),
+        }),
         error_format,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::select! {
-        () = accept(listener, app, error_format, stopped) => Ok(()),
+        () = accept(listener, app, error_format, limits, stopped) => Ok(()),
         () = async {
             stop_signal().await;
             tracing::info!("stopping");
@@ -116,19 +144,27 @@ async fn accept(
     listener: TcpListener,
     app: Router,
     format: ErrorFormat,
+    limits: Limits,
     stopped: watch::Receiver<bool>,
 ) {
     // Each connection holds a sender: `recv` ends once all have closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut stop = stopped.clone();
     loop {
+        // A free slot first: over the cap, connections wait in the backlog.
+        let accepted = async {
+            let slot = Arc::clone(&slots).acquire_owned().await;
+            (slot, listener.accept().await)
+        };
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            (slot, accepted) = accepted => match accepted {
                 Ok((stream, peer)) => {
                     let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
+                    let timeout = limits.header_timeout;
                     tokio::spawn(async move {
-                        connection(stream, peer, app, format, stopped).await;
-                        drop(open);
+                        connection(stream, peer, app, format, timeout, stopped).await;
+                        drop((open, slot));
                     });
                 }
                 // Out of file descriptors and the like: try again shortly.
@@ -152,6 +188,7 @@ async fn connection(
     peer: SocketAddr,
     app: Router,
     format: ErrorFormat,
+    header_timeout: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -159,7 +196,9 @@ async fn connection(
     let mut builder = http1::Builder::new();
     builder
         .max_header_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS);
+        .max_headers(MAX_HEADERS)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let app = Extension(ConnectInfo(peer)).layer(app);
     let conn = builder.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(conn);

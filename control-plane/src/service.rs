@@ -17,6 +17,7 @@ use crate::delivery::Delivery;
 use crate::drafts::{KeySpec, TenantSpec};
 use crate::egress::Egress;
 use crate::errors::ApiError;
+use crate::hashing::Hashing;
 use crate::listing;
 use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
@@ -51,6 +52,8 @@ pub struct Service {
     policy: MintPolicy,
     plans: Plans,
     throttle: Throttle,
+    /// The bound on password hashes at once (crate::password).
+    hashing: Hashing,
     delivery: Arc<Delivery>,
     /// Woken when webhook deliveries were queued (crate::dispatch).
     events_queued: Arc<Notify>,
@@ -103,6 +106,7 @@ impl Service {
             policy,
             plans,
             throttle: Throttle::default(),
+            hashing: Hashing::default(),
             delivery,
             events_queued: Arc::default(),
             egress: Arc::default(),
@@ -119,6 +123,16 @@ impl Service {
     /// Where webhooks may point.
     pub fn egress(&self) -> &Arc<Egress> {
         &self.egress
+    }
+
+    /// This service with `hashing` as its bound on password hashes.
+    pub fn with_hashing(self, hashing: Hashing) -> Service {
+        Service { hashing, ..self }
+    }
+
+    /// The bound on password hashes at once.
+    pub fn hashing(&self) -> &Hashing {
+        &self.hashing
     }
 
     pub fn plans(&self) -> &Plans {
@@ -225,7 +239,7 @@ impl Service {
         spec: TenantSpec,
     ) -> Result<Delivered<CreatedTenant>, ApiError> {
         let password_hash = match spec.password.clone() {
-            Some(password) => Some(password.hash().await?),
+            Some(password) => Some(password.hash(&self.hashing).await?),
             None => None,
         };
         let now = clock::now();

@@ -1,6 +1,6 @@
 //! The state every route shares, built once by crate::server: the service,
-//! the key table feed, the operator token, the dashboard's sign-in state and
-//! the error dialect; a handler extracts the part it needs.
+//! the key table feed, the operator token, the sign-up and sign-in state
+//! and the error dialect; a handler extracts the part it needs.
 
 use crate::feed::FeedEndpoint;
 use crate::operator_token::OperatorToken;
@@ -16,7 +16,7 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub feed: Arc<FeedEndpoint>,
     pub operator: Arc<OperatorToken>,
-    /// The dashboard's sign-in throttle (crate::signin).
+    /// Who may sign up, and the dashboard's sign-in (crate::signin).
     pub sign_in: Arc<SignInState>,
     /// The dialect of every JSON error (`--error-format`).
     pub error_format: ErrorFormat,

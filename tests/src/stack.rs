@@ -365,10 +365,14 @@ impl Stack {
             args.extend(["--webhook-allow-cidr".to_string(), cidr.clone()]);
         }
         args.extend(self.options.control_plane_args.iter().cloned());
-        Process::spawn(
+        // Every test signs up from 127.0.0.1 (tests/signup.rs sets its own
+        // limit with the flag, which wins).
+        let env = [("KEYGATE_SIGNUP_PER_HOUR", "1000000")];
+        Process::spawn_with_env(
             "keygate-control-plane",
             &release_bin("keygate-control-plane"),
             &args,
+            &env,
             dir.join(log),
         )
     }
@@ -387,6 +391,14 @@ impl Stack {
     pub async fn restart_control_plane_allowing(&mut self, cidrs: &[&str]) {
         self.stop_control_plane();
         self.options.webhook_allow = cidrs.iter().map(|c| c.to_string()).collect();
+        self.start_control_plane().await;
+    }
+
+    /// Kills the control plane and starts it again with `args` instead of
+    /// the extra arguments it started with.
+    pub async fn restart_control_plane_with(&mut self, args: &[&str]) {
+        self.stop_control_plane();
+        self.options.control_plane_args = args.iter().map(|a| a.to_string()).collect();
         self.start_control_plane().await;
     }
 
@@ -519,6 +531,11 @@ impl Stack {
     /// Envoy's process id (for `/proc/<pid>/status`).
     pub fn envoy_pid(&self) -> u32 {
         self.envoy.pid()
+    }
+
+    /// The control plane's process id (for `/proc/<pid>/status`).
+    pub fn control_plane_pid(&self) -> Option<u32> {
+        self.control_plane.as_ref().map(Process::pid)
     }
 
     /// The sum of every sample of the metric `family` (all labels) on the

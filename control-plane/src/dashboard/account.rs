@@ -1,5 +1,7 @@
-//! The dashboard's sign-in, sign-up and sign-out pages (a failed sign-in is
-//! slowed down by crate::signin and audited in the tenant's log).
+//! The dashboard's sign-in, sign-up and sign-out pages (sign-up is limited
+//! and a failed sign-in slowed down by crate::signin, whose refusals are
+//! shown as these pages with `retry-after`; a sign-in is audited in the
+//! tenant's log).
 
 use super::pages::{self, Nav};
 use super::session::{self, FORM_COOKIE, SESSION_COOKIE};
@@ -11,23 +13,23 @@ use crate::audit::Source;
 use crate::drafts::TenantDraft;
 use crate::errors::ApiError;
 use crate::password::Password;
-use crate::signin::SignInState;
+use crate::signin::throttle;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use keygate::ids::OrgId;
-use std::time::Instant;
 
 /// The hash an unknown email's password is checked against: of a random
 /// password, made once.
-async fn unknown_hash(sign_in: &SignInState) -> Result<String, ApiError> {
-    let hash = sign_in
+async fn unknown_hash(state: &AppState) -> Result<String, ApiError> {
+    let hash = state
+        .sign_in
         .unknown
         .get_or_try_init(|| async {
             let random = session::new_id().ok_or(ApiError::Internal)?;
-            Password::typed(random).hash().await
+            Password::typed(random).hash(state.service.hashing()).await
         })
         .await?;
     Ok(hash.clone())
@@ -72,39 +74,56 @@ pub(super) async fn sign_in(
     form.check_csrf(session::cookie(&headers, FORM_COOKIE))?;
     let email = form.get("email").trim().to_string();
     let address = source.0.clone();
-    let throttle = &state.sign_in.throttle;
     let again = |status, message: &str| {
         anonymous(&headers, status, |csrf| {
             pages::sign_in(csrf, &email, Some(message))
         })
     };
-    if let Err(wait) = throttle.check(&email, &address, Instant::now()) {
-        let seconds = wait.as_secs_f64().ceil().max(1.0);
-        let message = format!("Too many failed sign-ins: try again in {seconds} s.");
-        let mut page = again(StatusCode::TOO_MANY_REQUESTS, &message)?;
-        page.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
-        return Ok(page);
+    let store = state.service.store();
+    // Counted before the check: parallel guesses get no more checks.
+    if let Err(seconds) = throttle::reserve(store, &email, &address).await? {
+        let message = wait_message("Too many failed sign-ins", seconds);
+        return with_retry_after(again(StatusCode::TOO_MANY_REQUESTS, &message), seconds);
     }
-    let account = state.service.store().account(email.clone()).await?;
+    let account = store.account(email.clone()).await?;
     let typed = Password::typed(form.get("password").to_string());
     // An unknown email costs a hash check too: the time does not tell.
     let (org, stored) = match account {
         Some(account) => (Some(account.org), account.password_hash),
-        None => (None, unknown_hash(&state.sign_in).await?),
+        None => (None, unknown_hash(&state).await?),
+    };
+    let right = match typed.verify(stored, state.service.hashing()).await {
+        Err(ApiError::RateLimited { retry_after }) => {
+            let message = wait_message("Too many sign-ins at once", retry_after);
+            let page = again(StatusCode::TOO_MANY_REQUESTS, &message);
+            return with_retry_after(page, retry_after);
+        }
+        other => other?,
     };
     let org = match org {
-        Some(org) if typed.verify(stored).await? => org,
+        Some(org) if right => org,
         other => {
-            throttle.failed(&email, &address, Instant::now());
             record_sign_in(&state, other, &email, source, false).await;
             return again(StatusCode::UNAUTHORIZED, "Wrong email or password.");
         }
     };
-    throttle.succeeded(&email, &address);
+    throttle::succeeded(store, &email, &address).await?;
     record_sign_in(&state, Some(org), &email, source, true).await;
     let cookie = start_session(&state.service, org, &headers).await?;
     Ok(with_cookie(redirect(KEYS), &cookie))
+}
+
+/// "`what`: try again in `seconds` s."
+fn wait_message(what: &str, seconds: u64) -> String {
+    format!("{what}: try again in {seconds} s.")
+}
+
+/// `page` with a `retry-after` of `seconds`.
+fn with_retry_after(page: Page, seconds: u64) -> Page {
+    let mut page = page?;
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    Ok(page)
 }
 
 pub(super) async fn sign_up_page(State(state): State<AppState>, headers: HeaderMap) -> Page {
@@ -119,6 +138,7 @@ pub(super) async fn sign_up_page(State(state): State<AppState>, headers: HeaderM
 pub(super) async fn sign_up(
     State(state): State<AppState>,
     headers: HeaderMap,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Page {
     let form = Form::parse(body)?;
@@ -129,16 +149,22 @@ pub(super) async fn sign_up(
         email: Some(email.to_string()),
         password: Some(Password::typed(form.get("password").to_string())),
     };
-    let created = match draft.check() {
-        Ok(spec) => state.service.create_tenant(spec).await.map(|d| d.value),
-        Err(e) => Err(e),
+    let sign_up = state.sign_in.sign_up;
+    let created = sign_up.register(&state.service, draft, &source).await;
+    let created = created.map(|delivered| delivered.value);
+    let again = |e: &ApiError, message: &str| {
+        anonymous(&headers, e.status(), |csrf| {
+            pages::sign_up(csrf, name, email, Some(message))
+        })
     };
     let created = match created {
         Ok(created) => created,
-        Err(e @ (ApiError::Invalid { .. } | ApiError::Conflict(_))) => {
-            return anonymous(&headers, e.status(), |csrf| {
-                pages::sign_up(csrf, name, email, Some(&e.text()))
-            })
+        Err(e @ ApiError::RateLimited { retry_after }) => {
+            let message = wait_message("Too many sign-ups", retry_after);
+            return with_retry_after(again(&e, &message), retry_after);
+        }
+        Err(e @ (ApiError::Invalid { .. } | ApiError::Conflict(_) | ApiError::Forbidden(_))) => {
+            return again(&e, &e.text())
         }
         Err(e) => return Err(e.into()),
     };

@@ -1,93 +1,73 @@
-//! Slows down guessing passwords: failed sign-ins are counted per account
-//! (email) and per client address, in memory. After [`FREE_FAILURES`] in a
-//! row, each further failure locks that account or address for twice as
-//! long as the last (1 s, 2 s, 4 s … up to [`MAX_LOCK`]); while locked, a
-//! sign-in is refused without checking the password. A success clears the
-//! account's and the address's count.
+//! Slows down guessing passwords (SPEC §12, §15): sign-ins are counted per
+//! account (email) and per client address in the database
+//! (crate::store::throttles), so every replica counts the same. An attempt
+//! is counted as a failure BEFORE its password is checked, so a burst of
+//! parallel guesses gets no more checks than a sequence; a success clears
+//! the account's and the address's count. After [`FREE_FAILURES`] in a
+//! row, each further one locks that account or address for twice as long
+//! as the last (1 s, 2 s, 4 s … up to [`MAX_LOCK`]); while locked, a
+//! sign-in is refused without checking the password.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use crate::errors::ApiError;
+use crate::store::throttles::Rule;
+use crate::store::Store;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Failures in a row before the first lock.
 pub const FREE_FAILURES: u32 = 3;
 /// The longest lock.
 pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
-/// Entries kept before idle ones are dropped.
-const MAX_ENTRIES: usize = 100_000;
-/// An entry this long without a failure is forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// The throttle rows' scope.
+const SCOPE: &str = "sign_in";
+/// Characters of an email kept as a row's key.
+const MAX_EMAIL_CHARS: usize = 320;
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    locked_until: Instant,
+const RULE: Rule = Rule::Lockout {
+    free: FREE_FAILURES,
+    max_lock_ms: MAX_LOCK.as_millis() as u64,
+};
+
+/// Unix ms now.
+pub fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Failure counts by account and by address.
-#[derive(Debug, Default)]
-pub struct SignInThrottle {
-    entries: Mutex<HashMap<String, Failures>>,
+/// Whole seconds of `ms`, rounded up, at least 1 (a `retry-after`).
+pub fn seconds(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
 }
 
-fn account_key(email: &str) -> String {
-    format!("account:{}", email.trim().to_lowercase())
+/// The rows of a sign-in of `email` from `address`: the account's first.
+fn keys(email: &str, address: &str) -> [String; 2] {
+    let email: String = email
+        .trim()
+        .to_lowercase()
+        .chars()
+        .take(MAX_EMAIL_CHARS)
+        .collect();
+    [format!("account:{email}"), format!("address:{address}")]
 }
 
-fn address_key(address: &str) -> String {
-    format!("address:{address}")
-}
-
-/// The lock after the `count`-th failure in a row.
-fn lock_after(count: u32) -> Duration {
-    match count.checked_sub(FREE_FAILURES + 1) {
-        None => Duration::ZERO,
-        Some(extra) => Duration::from_secs(1u64 << extra.min(20)).min(MAX_LOCK),
-    }
-}
-
-impl SignInThrottle {
-    /// `Err(wait)` while `email` or `address` is locked.
-    pub fn check(&self, email: &str, address: &str, now: Instant) -> Result<(), Duration> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let wait = [account_key(email), address_key(address)]
-            .iter()
-            .filter_map(|k| entries.get(k))
-            .map(|f| f.locked_until.saturating_duration_since(now))
-            .max()
-            .unwrap_or_default();
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(wait)
+/// Counts a sign-in of `email` from `address` before its password is
+/// checked; `Err(seconds)` to wait while either is locked (uncounted).
+pub async fn reserve(
+    store: &dyn Store,
+    email: &str,
+    address: &str,
+) -> Result<Result<(), u64>, ApiError> {
+    for key in keys(email, address) {
+        if let Err(wait) = store.take(SCOPE, key, RULE, now_ms()).await? {
+            return Ok(Err(seconds(wait)));
         }
     }
+    Ok(Ok(()))
+}
 
-    /// Counts a failure of `email` from `address`.
-    pub fn failed(&self, email: &str, address: &str, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
-        }
-        for key in [account_key(email), address_key(address)] {
-            let f = entries.entry(key).or_insert(Failures {
-                count: 0,
-                last: now,
-                locked_until: now,
-            });
-            f.count = f.count.saturating_add(1);
-            f.last = now;
-            f.locked_until = now + lock_after(f.count);
-        }
-    }
-
-    /// Clears the counts of `email` and `address` after a success.
-    pub fn succeeded(&self, email: &str, address: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.remove(&account_key(email));
-        entries.remove(&address_key(address));
-    }
+/// Clears the counts of `email` and `address` after a success.
+pub async fn succeeded(store: &dyn Store, email: &str, address: &str) -> Result<(), ApiError> {
+    store.clear(SCOPE, keys(email, address).to_vec()).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -95,32 +75,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_grow_after_the_free_failures() {
-        let t = SignInThrottle::default();
-        let now = Instant::now();
-        for _ in 0..FREE_FAILURES {
-            assert!(t.check("A@x.test", "1.2.3.4", now).is_ok());
-            t.failed("a@x.test", "1.2.3.4", now);
-        }
-        assert!(t.check("a@x.test", "9.9.9.9", now).is_ok());
-        t.failed("a@x.test", "1.2.3.4", now);
+    fn keys_and_seconds() {
         assert_eq!(
-            t.check("a@x.test", "9.9.9.9", now),
-            Err(Duration::from_secs(1))
+            keys(" A@X.test ", "1.2.3.4"),
+            ["account:a@x.test".to_string(), "address:1.2.3.4".into()]
         );
-        assert_eq!(
-            t.check("b@x.test", "1.2.3.4", now),
-            Err(Duration::from_secs(1))
-        );
-        let later = now + Duration::from_secs(1);
-        assert!(t.check("a@x.test", "1.2.3.4", later).is_ok());
-        t.failed("a@x.test", "1.2.3.4", later);
-        assert_eq!(
-            t.check("a@x.test", "1.2.3.4", later),
-            Err(Duration::from_secs(2))
-        );
-        assert_eq!(lock_after(100), MAX_LOCK);
-        t.succeeded("a@x.test", "1.2.3.4");
-        assert!(t.check("a@x.test", "1.2.3.4", later).is_ok());
+        assert_eq!(keys(&"a".repeat(1000), "")[0].len(), 8 + MAX_EMAIL_CHARS);
+        assert_eq!((seconds(1), seconds(1000), seconds(1001)), (1, 1, 2));
     }
 }

@@ -427,6 +427,8 @@ async fn launch(dir: &Path, database: &str, extra: &[String], operator: bool) ->
             // The tests' receivers are on loopback (a test's own
             // `--webhook-allow-cidr` replaces this).
             .env("KEYGATE_WEBHOOK_ALLOW_CIDR", "127.0.0.0/8,::1/128")
+            // Every test signs up from 127.0.0.1; tests/signup.rs sets its own.
+            .env("KEYGATE_SIGNUP_PER_HOUR", "1000000")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -15,6 +15,7 @@ mod data_planes;
 mod events;
 mod listen;
 mod queries;
+mod throttles;
 mod usage;
 
 use super::usage::{UsageBatch, UsageBucket, UsageQuery};
@@ -67,6 +68,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         9,
         include_str!("../../../migrations/postgres/0009_usage_fillfactor.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_throttles.sql"),
     ),
     (
         11,

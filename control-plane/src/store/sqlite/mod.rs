@@ -10,6 +10,7 @@ mod caps;
 mod data_planes;
 mod events;
 mod queries;
+mod throttles;
 mod usage;
 mod writer;
 
@@ -52,6 +53,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/sqlite/0008_dashboard.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_throttles.sql"),
     ),
     (
         11,
