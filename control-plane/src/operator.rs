@@ -1,4 +1,5 @@
-//! The operator API of SPEC §10 under `/operator/v1`: list and read tenants,
+//! The operator API of SPEC §10 under `/operator/v1`: create, list and read
+//! tenants (creation is how tenants come when `--signup closed`, SPEC §15),
 //! set a tenant's plan; and the data planes of SPEC §15
 //! (crate::data_planes::api). It takes the operator token
 //! (crate::operator_token), never a tenant key; without a configured token
@@ -6,6 +7,7 @@
 
 use crate::audit::{self, Source, Who};
 use crate::body::{self, Fields};
+use crate::drafts::TenantDraft;
 use crate::errors::{json, ApiError};
 use crate::state::AppState;
 use crate::store::TenantPage;
@@ -27,7 +29,7 @@ const MAX_LIMIT: usize = 100;
 /// The operator routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/operator/v1/tenants", get(list))
+        .route("/operator/v1/tenants", get(list).post(create))
         .route("/operator/v1/tenants/{id}", get(one).patch(patch))
         .merge(crate::data_planes::api::routes())
 }
@@ -94,6 +96,20 @@ async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> An
         .then(|| data.last().map(|t| t.id.to_string()))
         .flatten();
     Ok(json(StatusCode::OK, &TenantList { data, next_cursor }))
+}
+
+/// `POST /operator/v1/tenants` `{"name","email","password"?}`: a tenant and
+/// its first key, as a sign-up makes them, whatever `--signup` and the
+/// per-address sign-up limit say.
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.operator.check(&headers)?;
+    let spec = TenantDraft::from_json(&body::bytes(body)?)?.check()?;
+    let created = state.service.create_tenant(spec).await?;
+    Ok(json(StatusCode::CREATED, &created))
 }
 
 /// `GET /operator/v1/tenants/{id}`.

@@ -133,6 +133,26 @@ async fn sign_up_is_limited_per_address_and_can_be_closed() {
     .await;
     assert_eq!(page.status, 403);
     assert!(page.text().contains("Sign-up is closed"), "{}", page.text());
+
+    // Closed, tenants come from the operator API, and their key works.
+    let created = closed
+        .operator("POST", "/operator/v1/tenants", Some(&tenant_body("d1")))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let key = created.json()["api_key"].as_str().unwrap().to_string();
+    let me = closed
+        .call("GET", "/api/v1/auth/me", Some(&key), None)
+        .await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    let keyless = closed
+        .call(
+            "POST",
+            "/operator/v1/tenants",
+            None,
+            Some(&tenant_body("d2")),
+        )
+        .await;
+    assert_ne!(keyless.status, 201, "{}", keyless.text());
 }
 
 #[tokio::test]
