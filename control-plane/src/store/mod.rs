@@ -10,6 +10,8 @@ pub mod events;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
+pub mod usage_fold;
+pub mod usage_group;
 
 use caps::{Caps, CapsChange, Crossing};
 use keygate::feed::{FeedEntry, FeedOp, KeySet, KeyStatus};

@@ -17,6 +17,7 @@ mod queries;
 mod usage;
 
 use super::usage::{UsageBatch, UsageBucket, UsageQuery};
+use super::usage_group::Groups;
 use super::{
     publish, FeedAnswer, Ingested, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate,
     PageAsk, Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
@@ -83,6 +84,8 @@ struct Inner {
     pool: Pool,
     version: watch::Sender<u64>,
     key_set: KeySet,
+    /// Usage batches waiting to be written together.
+    usage: Groups,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -112,6 +115,7 @@ impl PostgresStore {
                 pool,
                 version,
                 key_set,
+                usage: Groups::default(),
             }),
         };
         listen::spawn(config, store.clone());
@@ -308,7 +312,14 @@ impl Store for PostgresStore {
     }
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
-        Box::pin(self.write(move |w| Box::pin(async move { usage::ingest(w, &batch).await })))
+        let store = self.clone();
+        Box::pin(self.inner.usage.ingest(batch, move |batches| {
+            Box::pin(async move {
+                store
+                    .write(move |w| Box::pin(async move { usage::ingest(w, &batches).await }))
+                    .await
+            })
+        }))
     }
 
     fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {

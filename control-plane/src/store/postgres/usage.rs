@@ -1,15 +1,16 @@
-//! The usage SQL of the PostgreSQL store (crate::store::usage): a batch is
-//! a few array statements in the write transaction (rows in key order, so
-//! concurrent batches lock alike), queries on a pooled connection,
-//! compaction.
+//! The usage SQL of the PostgreSQL store (crate::store::usage): a group of
+//! batches is a few array statements in one write transaction (ids and rows
+//! in sorted order, so concurrent groups of several replicas lock alike),
+//! queries on a pooled connection, compaction.
 
 use super::queries::{int, sql_id, uint, Write};
 use crate::store::usage::{
     self, cutoffs, Granularity, UsageBatch, UsageBucket, UsageQuery, UsageScope, BATCH_RETENTION,
 };
-use crate::store::{Ingested, StoreError};
+use crate::store::{usage_fold, Ingested, StoreError};
 use deadpool_postgres::GenericClient;
-use std::collections::HashMap;
+use keygate::ids::KeyId;
+use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::ToSql;
 
 /// A count or cost as BIGINT (both are at most 2^53).
@@ -48,18 +49,33 @@ async fn tenants(w: &Write<'_>, keys: &[i64]) -> Result<HashMap<i64, i64>, Store
     Ok(tenants)
 }
 
-/// Counts `batch` unless its id is known.
-pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, StoreError> {
-    let fresh =
-        w.tx.execute(
-            "INSERT INTO usage_batches (batch_id, received_at) VALUES ($1, $2) \
-             ON CONFLICT (batch_id) DO NOTHING",
-            &[&batch.batch_id, &int(batch.received_at)?],
+/// Records the ids of `batches` the database has not seen; returns them.
+async fn record(w: &Write<'_>, batches: &[UsageBatch]) -> Result<HashSet<String>, StoreError> {
+    let (ids, times) = usage_fold::ids(batches);
+    let times = times.into_iter().map(int).collect::<Result<Vec<_>, _>>()?;
+    let rows =
+        w.tx.query(
+            "INSERT INTO usage_batches (batch_id, received_at) \
+             SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1 \
+             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
+            &[&ids, &times],
         )
         .await?;
-    if fresh == 0 {
-        return Ok(Ingested::Duplicate);
-    }
+    rows.iter()
+        .map(|row| Ok(row.try_get::<_, String>(0)?))
+        .collect()
+}
+
+/// Counts a group of batches in one transaction (crate::store::usage_fold):
+/// each batch unless its id is known; answers per batch, in order.
+pub async fn ingest(
+    w: &mut Write<'_>,
+    batches: &[UsageBatch],
+) -> Result<Vec<Ingested>, StoreError> {
+    let fresh = usage_fold::fresh(batches, &record(w, batches).await?);
+    let Some(batch) = usage_fold::merge(batches, &fresh) else {
+        return Ok(usage_fold::answers(batches, &fresh, |_| true, Vec::new()));
+    };
     let keys: Vec<i64> = batch.keys().iter().map(|k| sql_id(k.0)).collect();
     let tenants = tenants(w, &keys).await?;
     let mut columns = Columns::default();
@@ -105,11 +121,9 @@ pub async fn ingest(w: &mut Write<'_>, batch: &UsageBatch) -> Result<Ingested, S
         &[&used_keys, &used_at],
     )
     .await?;
-    let crossings = super::caps::fill(w, batch).await?;
-    Ok(Ingested::Applied {
-        unknown_keys: keys.len().saturating_sub(tenants.len()),
-        crossings,
-    })
+    let crossings = super::caps::fill(w, &batch).await?;
+    let known = |k: KeyId| tenants.contains_key(&sql_id(k.0));
+    Ok(usage_fold::answers(batches, &fresh, known, crossings))
 }
 
 /// The buckets of `query`.
