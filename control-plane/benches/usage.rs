@@ -1,6 +1,7 @@
-//! Benchmark of usage on the real control plane over loopback HTTP (issue
-//! 15): ingest of 100 Envoys' batches of 10,000 active keys each (one
-//! interval; once with no key capped, once with every active key capped,
+//! Benchmark of usage on the real control plane over loopback HTTP (issues
+//! 15 and 22): ingest of 100 Envoys' batches of 10,000 active keys each (one
+//! interval; 4 batches in flight, then all 100 at once as Envoys flushing
+//! together would; each with no key capped and with every active key capped,
 //! the worst case of the caps' work in the ingest transaction), and a 30-day hourly usage query of one key
 //! among 1,000,000 (each with hourly rows). The keys and hourly rows are
 //! seeded with bulk SQL, not through the API. SQLite by default;
@@ -26,8 +27,9 @@ use std::time::{Duration, Instant};
 const KEYS: u64 = 1_000_000;
 const ACTIVE_KEYS: u64 = 10_000;
 const ENVOYS: usize = 100;
-/// Batches in flight at once (Envoys report independently).
-const SENDERS: usize = 4;
+/// Batches in flight at once in each ingest row (Envoys report
+/// independently: a few at a time, or all at once when their flushes align).
+const SENDERS: [usize; 2] = [4, ENVOYS];
 const INTERVAL: Duration = Duration::from_secs(10);
 const HOURS: u64 = 30 * 24;
 const QUERIES: usize = 20;
@@ -115,6 +117,15 @@ async fn cap_active_keys(server: &Server) {
         .await;
 }
 
+/// The load average (1, 5, 15 minutes): other work on the machine.
+fn load() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// One Envoy's batch for one interval: every active key in this minute.
 fn batch(id: usize, key_set: &str, minute: u64) -> String {
     let keys: Vec<Value> = (1..=ACTIVE_KEYS)
@@ -129,7 +140,7 @@ fn batch(id: usize, key_set: &str, minute: u64) -> String {
 }
 
 /// One interval of every Envoy's batches (ids from `first_id` on).
-async fn ingest(server: &Server, first_id: usize, capped: &str) {
+async fn ingest(server: &Server, first_id: usize, senders: usize, capped: &str) {
     let key_set = server
         .feed("")
         .await
@@ -140,25 +151,35 @@ async fn ingest(server: &Server, first_id: usize, capped: &str) {
     let bodies: Vec<String> = (0..ENVOYS)
         .map(|e| batch(first_id + e, &key_set, minute))
         .collect();
+    // A client of its own per row: connections left idle by the row before
+    // (a minute or more) failed with ETIMEDOUT when reused.
+    let client = reqwest::Client::new();
     let mut latencies = Vec::new();
     let start = Instant::now();
     let sender = |s: usize| {
-        let bodies = &bodies;
+        let (bodies, client) = (&bodies, &client);
         async move {
             let mut times = Vec::new();
-            for body in bodies.iter().skip(s).step_by(SENDERS) {
+            for body in bodies.iter().skip(s).step_by(senders) {
                 let t = Instant::now();
-                let reply = server
-                    .call("POST", "/v1/usage", Some(FEED_TOKEN), Some(body))
+                let reply = client
+                    .post(format!("{}/v1/usage", server.base))
+                    .bearer_auth(FEED_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
                     .await;
-                assert_eq!(reply.status, 200, "{}", reply.text());
-                assert_eq!(reply.json()["unknown_keys"], 0);
+                // Say why a send failed (the connection, not the answer).
+                let reply = reply.unwrap_or_else(|e| panic!("{e:?} after {:?}", t.elapsed()));
+                assert_eq!(reply.status(), 200);
+                let answer: Value = serde_json::from_slice(&reply.bytes().await.unwrap()).unwrap();
+                assert_eq!(answer["unknown_keys"], 0);
                 times.push(t.elapsed());
             }
             times
         }
     };
-    for times in join_all((0..SENDERS).map(sender)).await {
+    for times in join_all((0..senders).map(sender)).await {
         latencies.extend(times);
     }
     let elapsed = start.elapsed();
@@ -166,8 +187,9 @@ async fn ingest(server: &Server, first_id: usize, capped: &str) {
     let key_rows = ENVOYS as u64 * ACTIVE_KEYS;
     println!(
         "ingest: {ENVOYS} batches x {ACTIVE_KEYS} keys (2 outcomes each, {capped}), \
-         {SENDERS} at a time: {key_rows} key rows in {elapsed:?} = {:.0} key rows/s \
-         ({:.0} outcome rows/s); batch p50 {:?} max {:?}; one {INTERVAL:?} interval {}",
+         {senders} at a time: {key_rows} key rows in {elapsed:?} = {:.0} key rows/s \
+         ({:.0} outcome rows/s); batch p50 {:?} max {:?}; one {INTERVAL:?} interval {}; \
+         load average {}",
         key_rows as f64 / elapsed.as_secs_f64(),
         2.0 * key_rows as f64 / elapsed.as_secs_f64(),
         latencies[latencies.len() / 2],
@@ -176,7 +198,8 @@ async fn ingest(server: &Server, first_id: usize, capped: &str) {
             "kept up"
         } else {
             "NOT kept up"
-        }
+        },
+        load()
     );
 }
 
@@ -221,8 +244,15 @@ async fn main() {
     let tenant = server.create_tenant("bench").await;
     let first_hour = now() / 3600 * 3600 - HOURS * 3600;
     seed(&server, sql_tenant(&tenant.id), first_hour).await;
-    ingest(&server, 0, "none capped").await;
-    cap_active_keys(&server).await;
-    ingest(&server, ENVOYS, "all capped").await;
+    let mut first_id = 0;
+    for capped in ["none capped", "all capped"] {
+        if capped == "all capped" {
+            cap_active_keys(&server).await;
+        }
+        for senders in SENDERS {
+            ingest(&server, first_id, senders, capped).await;
+            first_id += ENVOYS;
+        }
+    }
     query(&server, &tenant.key, first_hour).await;
 }

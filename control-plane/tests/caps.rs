@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{eventually, hash, now, snapshot, Server, FEED_TOKEN};
+use common::{eventually, hash, join_all, now, snapshot, Server, FEED_TOKEN};
 use keygate::feed::KeyStatus;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -88,6 +88,15 @@ async fn patch(server: &Server, admin: &str, id: &str, body: Value) -> common::R
 fn field(reply: &common::Reply) -> String {
     assert_eq!(reply.status, 400, "{}", reply.text());
     reply.json()["error"]["field"].as_str().unwrap().to_string()
+}
+
+/// How many times the log says key `id` crossed `percent` of a cap.
+fn crossings(server: &Server, id: &str, percent: u8) -> usize {
+    let percent = format!("percent={percent}");
+    let log = server.log();
+    log.lines()
+        .filter(|l| l.contains(CROSSED) && l.contains(id) && l.contains(&percent))
+        .count()
 }
 
 fn tomorrow() -> String {
@@ -273,14 +282,7 @@ async fn thresholds_are_handed_on_once_a_period() {
         json!({"quota": {"requests": 100, "refill": "monthly"}}),
     )
     .await;
-    let crossings = |percent: u8| {
-        let log = server.log();
-        log.lines()
-            .filter(|l| {
-                l.contains(CROSSED) && l.contains(&id) && l.contains(&format!("percent={percent}"))
-            })
-            .count()
-    };
+    let crossings = |percent| crossings(&server, &id, percent);
     report(&server, 1, &id, 79, 0).await;
     assert_eq!((crossings(80), crossings(100)), (0, 0));
     report(&server, 2, &id, 2, 0).await;
@@ -292,6 +294,25 @@ async fn thresholds_are_handed_on_once_a_period() {
     );
     report(&server, 4, &id, 14, 0).await;
     report(&server, 5, &id, 50, 0).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async { crossings(100) == 1 }).await,
+        "100 % announced"
+    );
+    assert_eq!((crossings(80), crossings(100)), (1, 1), "each once");
+}
+
+/// Concurrent batches folded into one write cross each threshold once and
+/// exhaust the key exactly at its quota.
+#[tokio::test]
+async fn concurrent_batches_cross_each_threshold_once() {
+    let server = Server::start().await;
+    let tenant = server.create_tenant("acme").await;
+    let quota = json!({"quota": {"requests": 100, "refill": "monthly"}});
+    let (id, key, _) = new_key(&server, &tenant.key, quota).await;
+    join_all((1..=25).map(|n| report(&server, n, &id, 4, 0))).await;
+    assert_eq!(view(&server, &tenant.key, &id).await["quota"]["used"], 100);
+    assert_eq!(status(&server, &key).await, KeyStatus::QuotaExhausted);
+    let crossings = |percent| crossings(&server, &id, percent);
     assert!(
         eventually(Duration::from_secs(5), || async { crossings(100) == 1 }).await,
         "100 % announced"

@@ -1,6 +1,7 @@
 //! Usage (SPEC §11, control-plane side): `POST /v1/usage` behind the feed
 //! token, checked whole (400 naming the field, nothing counted), counted
-//! once per batch id (also sent concurrently); the counts and cost in
+//! once per batch id (also sent concurrently, and folded with other batches
+//! of the same keys); the counts and cost in
 //! `GET /api/v1/api-keys/{id}/usage` and `GET /api/v1/usage` per minute,
 //! hour and day, tenant-isolated; `last_used_at` in every key view; minute
 //! rows past 48 h folded into hours by the upkeep. On either backend
@@ -222,6 +223,76 @@ async fn a_batch_is_counted_once_even_sent_concurrently() {
     let data = &usage(&server, &tenant.key, &path).await["data"];
     assert_eq!(data[0]["requests"], json!({"allowed": 6}));
     assert_eq!(data[0]["cost_micros"], 14);
+}
+
+/// Batches of the same keys arriving together are folded into one write
+/// (SPEC §18): each still counts once, answers for itself (its own unknown
+/// keys), and a resend is a duplicate, however the sends interleave.
+#[tokio::test]
+async fn concurrent_batches_of_the_same_keys_each_count_once() {
+    const BATCHES: u32 = 24;
+    let server = Server::start().await;
+    let tenant = server.create_tenant("acme").await;
+    let (one, two) = (
+        new_key(&server, &tenant.key, json!({})).await,
+        new_key(&server, &tenant.key, json!({})).await,
+    );
+    let set = key_set(&server).await;
+    let at = last_hour();
+    let unknown = "key_00000000000000fe";
+    let body = |n: u32| {
+        let mut rows = vec![
+            (at, one.as_str(), json!({"allowed": n}), 10),
+            (at + 60, two.as_str(), json!({"rate_limited": 1}), 0),
+        ];
+        if n.is_multiple_of(2) {
+            rows.push((at, unknown, json!({"allowed": 1}), 0));
+        }
+        batch(&batch_id(n), &set, &rows)
+    };
+    // Every batch sent twice, all at once.
+    let sends: Vec<(u32, String)> = (1..=BATCHES)
+        .chain(1..=BATCHES)
+        .map(|n| (n, body(n)))
+        .collect();
+    let replies = join_all(sends.iter().map(|(_, b)| ingest(&server, b))).await;
+    let mut counted = Vec::new();
+    for ((n, _), reply) in sends.iter().zip(&replies) {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if reply.json()["duplicate"] == false {
+            assert_eq!(
+                reply.json()["unknown_keys"],
+                u32::from(n.is_multiple_of(2)),
+                "batch {n}"
+            );
+            counted.push(*n);
+        }
+    }
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        (1..=BATCHES).collect::<Vec<_>>(),
+        "each batch counted once"
+    );
+    let again = join_all(sends.iter().map(|(_, b)| ingest(&server, b))).await;
+    assert!(again.iter().all(|r| r.json() == json!({"duplicate": true})));
+
+    let minutes = |key: &str| {
+        format!(
+            "/api/v1/api-keys/{key}/usage?{}",
+            window(at, at + 120, "minute")
+        )
+    };
+    let data = &usage(&server, &tenant.key, &minutes(&one)).await["data"];
+    assert_eq!(
+        data[0]["requests"],
+        json!({"allowed": BATCHES * (BATCHES + 1) / 2})
+    );
+    assert_eq!(data[0]["cost_micros"], BATCHES * 10);
+    let data = &usage(&server, &tenant.key, &minutes(&two)).await["data"];
+    assert_eq!(data[0]["requests"], json!({"rate_limited": BATCHES}));
+    let got = usage(&server, &tenant.key, &format!("/api/v1/api-keys/{one}")).await;
+    assert_eq!(got["last_used_at"], rfc3339(at));
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ pub mod postgres;
 pub mod sqlite;
 pub mod throttles;
 pub mod usage;
+pub mod usage_fold;
+pub mod usage_group;
 
 use caps::{Caps, CapsChange, Crossing};
 use keygate::feed::{FeedEntry, FeedOp, KeySet, KeyStatus};

@@ -1,7 +1,7 @@
-//! The caps SQL of the PostgreSQL store (crate::store::caps): a batch's
-//! capped keys locked (in the batch's key order, one index probe each) and
-//! filled in the ingest transaction,
-//! and the refill of exhausted keys.
+//! The caps SQL of the PostgreSQL store (crate::store::caps): the capped
+//! keys of a group of usage batches locked (in key order, one index probe
+//! each) and filled in the ingest transaction, and the refill of exhausted
+//! keys.
 
 use super::queries::{add_revision, id_of, sql_id, Write};
 use crate::store::caps::{self, Capped, Caps, Crossing};

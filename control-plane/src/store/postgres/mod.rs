@@ -19,6 +19,7 @@ mod throttles;
 mod usage;
 
 use super::usage::{UsageBatch, UsageBucket, UsageQuery};
+use super::usage_group::Groups;
 use super::{
     publish, FeedAnswer, Ingested, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate,
     PageAsk, Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
@@ -93,6 +94,8 @@ struct Inner {
     pool: Pool,
     version: watch::Sender<u64>,
     key_set: KeySet,
+    /// Usage batches waiting to be written together.
+    usage: Groups,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -122,6 +125,7 @@ impl PostgresStore {
                 pool,
                 version,
                 key_set,
+                usage: Groups::default(),
             }),
         };
         listen::spawn(config, store.clone());
@@ -318,7 +322,14 @@ impl Store for PostgresStore {
     }
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
-        Box::pin(self.write(move |w| Box::pin(async move { usage::ingest(w, &batch).await })))
+        let store = self.clone();
+        Box::pin(self.inner.usage.ingest(batch, move |batches| {
+            Box::pin(async move {
+                store
+                    .write(move |w| Box::pin(async move { usage::ingest(w, &batches).await }))
+                    .await
+            })
+        }))
     }
 
     fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {

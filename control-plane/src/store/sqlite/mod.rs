@@ -15,6 +15,7 @@ mod usage;
 mod writer;
 
 use super::usage::{UsageBatch, UsageBucket, UsageQuery};
+use super::usage_group::Groups;
 use super::{
     FeedAnswer, Ingested, KeyPage, KeyPatch, KeyQuery, KeyRecord, NewKey, OldKeyFate, PageAsk,
     Patched, Store, StoreError, StoreFuture, Tenant, TenantPage,
@@ -80,6 +81,8 @@ struct Inner {
     writer: Writer,
     version: watch::Sender<u64>,
     key_set: KeySet,
+    /// Usage batches waiting to be written together.
+    usage: Groups,
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -141,6 +144,7 @@ impl SqliteStore {
                 writer,
                 version,
                 key_set,
+                usage: Groups::default(),
             }),
         })
     }
@@ -283,7 +287,10 @@ impl Store for SqliteStore {
     }
 
     fn ingest_usage(&self, batch: UsageBatch) -> StoreFuture<'_, Ingested> {
-        self.write(move |conn| usage::ingest(conn, &batch))
+        let store = self.clone();
+        Box::pin(self.inner.usage.ingest(batch, move |batches| {
+            Box::pin(async move { store.write(move |conn| usage::ingest(conn, &batches)).await })
+        }))
     }
 
     fn refill_caps(&self, now: u64) -> StoreFuture<'_, usize> {

@@ -1,14 +1,15 @@
-//! The usage SQL of the SQLite store (crate::store::usage): ingest in the
-//! writer's transaction, queries on a reader, compaction.
+//! The usage SQL of the SQLite store (crate::store::usage): ingest of a
+//! group of batches in the writer's transaction, queries on a reader,
+//! compaction.
 
 use super::caps;
 use super::queries::sql_id;
 use crate::store::usage::{
     self, cutoffs, Granularity, UsageBatch, UsageBucket, UsageQuery, UsageScope, BATCH_RETENTION,
 };
-use crate::store::{Ingested, StoreError};
+use crate::store::{usage_fold, Ingested, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A count, time or cost as SQLite's integer (all are far below 2^63).
 fn int(value: u64) -> i64 {
@@ -19,16 +20,30 @@ fn uint(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Counts `batch` unless its id is known.
-pub fn ingest(conn: &Connection, batch: &UsageBatch) -> Result<Ingested, StoreError> {
-    let fresh = conn.execute(
+/// Records the ids of `batches` the database has not seen; returns them.
+fn record(conn: &Connection, batches: &[UsageBatch]) -> Result<HashSet<String>, StoreError> {
+    let mut insert = conn.prepare_cached(
         "INSERT INTO usage_batches (batch_id, received_at) VALUES (?1, ?2) \
          ON CONFLICT (batch_id) DO NOTHING",
-        params![batch.batch_id, int(batch.received_at)],
     )?;
-    if fresh == 0 {
-        return Ok(Ingested::Duplicate);
+    let mut recorded = HashSet::new();
+    let (ids, times) = usage_fold::ids(batches);
+    for (id, at) in ids.into_iter().zip(times) {
+        if insert.execute(params![id, int(at)])? > 0 {
+            recorded.insert(id.to_string());
+        }
     }
+    Ok(recorded)
+}
+
+/// Counts a group of batches in the writer's transaction
+/// (crate::store::usage_fold): each batch unless its id is known; answers
+/// per batch, in order.
+pub fn ingest(conn: &Connection, batches: &[UsageBatch]) -> Result<Vec<Ingested>, StoreError> {
+    let fresh = usage_fold::fresh(batches, &record(conn, batches)?);
+    let Some(batch) = usage_fold::merge(batches, &fresh) else {
+        return Ok(usage_fold::answers(batches, &fresh, |_| true, Vec::new()));
+    };
     let mut tenant_of = conn.prepare_cached(
         "SELECT tenant_id, caps IS NOT NULL, caps, exhausted FROM api_keys WHERE id = ?1",
     )?;
@@ -75,12 +90,9 @@ pub fn ingest(conn: &Connection, batch: &UsageBatch) -> Result<Ingested, StoreEr
     for (key, at) in batch.last_used() {
         used.execute(params![sql_id(key.0), int(at)])?;
     }
-    let unknown_keys = tenants.values().filter(|t| t.is_none()).count();
-    let crossings = caps::fill(conn, batch, capped)?;
-    Ok(Ingested::Applied {
-        unknown_keys,
-        crossings,
-    })
+    let crossings = caps::fill(conn, &batch, capped)?;
+    let known = |k| matches!(tenants.get(&k), Some(Some(_)));
+    Ok(usage_fold::answers(batches, &fresh, known, crossings))
 }
 
 /// The buckets of `query`.
