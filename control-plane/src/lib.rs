@@ -29,6 +29,7 @@ pub mod errors;
 pub mod events;
 mod feed;
 mod ingest;
+pub mod leaks;
 mod listing;
 pub mod maintenance;
 mod metrics;

@@ -6,6 +6,9 @@ use keygate_control_plane::cli::{Cli, Command};
 use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::dispatch::{self, Schedule};
 use keygate_control_plane::egress::Egress;
+use keygate_control_plane::leaks::report::ScanningKeys;
+use keygate_control_plane::leaks::spikes::SpikeRule;
+use keygate_control_plane::leaks::LeakWatch;
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::operator_token::{OperatorToken, TOKEN_ENV};
 use keygate_control_plane::plans::Plans;
@@ -68,7 +71,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => Egress::new(args.webhook_allow_cidr.clone()),
         _ => Egress::default(),
     };
-    let service = Arc::new(Service::new(store, policy, plans, delivery).with_egress(egress));
+    let watch = match &cli.command {
+        Command::Serve(args) => LeakWatch {
+            keys: ScanningKeys::load(&args.secret_scanning_key)?,
+            spikes: SpikeRule {
+                factor: args.spike_factor,
+                min_requests: args.spike_min_requests,
+                every: args.spike_check_seconds,
+            },
+        },
+        _ => LeakWatch::default(),
+    };
+    let service = Service::new(store, policy, plans, delivery)
+        .with_egress(egress)
+        .with_leak_watch(watch);
+    let service = Arc::new(service);
     let printed = match cli.command {
         Command::Serve(args) => {
             let upkeep = Upkeep {

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod caps;
 pub mod data_planes;
 pub mod events;
+pub mod leaks;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
@@ -393,7 +394,13 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///
 /// A write is acknowledged (its future resolves) only once it is durable.
 pub trait Store:
-    events::EventStore + accounts::Accounts + data_planes::DataPlaneStore + Send + Sync + 'static
+    events::EventStore
+    + accounts::Accounts
+    + data_planes::DataPlaneStore
+    + leaks::LeakStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Creates a tenant and its first key atomically.
     fn create_tenant(&self, tenant: Tenant, first_key: NewKey) -> StoreFuture<'_, ()>;
