@@ -14,7 +14,8 @@ impl LeakStore for PostgresStore {
             let client = connection(&self.inner.pool).await?;
             let row = client
                 .query_opt(
-                    "SELECT leak_policy FROM tenants WHERE id = $1",
+                    "SELECT COALESCE(s.leak_policy, 'revoke') FROM tenants AS t \
+                     LEFT JOIN tenant_settings AS s ON s.tenant_id = t.id WHERE t.id = $1",
                     &[&sql_id(org.0)],
                 )
                 .await?;
@@ -28,7 +29,9 @@ impl LeakStore for PostgresStore {
             Box::pin(async move {
                 let changed =
                     w.tx.execute(
-                        "UPDATE tenants SET leak_policy = $1 WHERE id = $2",
+                        "INSERT INTO tenant_settings (tenant_id, leak_policy) \
+                         SELECT id, $1 FROM tenants WHERE id = $2 \
+                         ON CONFLICT (tenant_id) DO UPDATE SET leak_policy = excluded.leak_policy",
                         &[&policy.as_str(), &sql_id(org.0)],
                     )
                     .await?;

@@ -21,7 +21,10 @@ impl LeakStore for SqliteStore {
     fn leak_policy(&self, org: OrgId) -> StoreFuture<'_, Option<LeakPolicy>> {
         self.read(move |conn| {
             let name: Option<String> = conn
-                .prepare_cached("SELECT leak_policy FROM tenants WHERE id = ?1")?
+                .prepare_cached(
+                    "SELECT COALESCE(s.leak_policy, 'revoke') FROM tenants AS t \
+                     LEFT JOIN tenant_settings AS s ON s.tenant_id = t.id WHERE t.id = ?1",
+                )?
                 .query_row([sql_id(org.0)], |row| row.get(0))
                 .optional()?;
             Ok(name.map(|n| LeakPolicy::named(&n).unwrap_or_default()))
@@ -31,7 +34,11 @@ impl LeakStore for SqliteStore {
     fn set_leak_policy(&self, org: OrgId, policy: LeakPolicy) -> StoreFuture<'_, bool> {
         self.write(move |conn| {
             let changed = conn
-                .prepare_cached("UPDATE tenants SET leak_policy = ?1 WHERE id = ?2")?
+                .prepare_cached(
+                    "INSERT INTO tenant_settings (tenant_id, leak_policy) \
+                     SELECT id, ?1 FROM tenants WHERE id = ?2 \
+                     ON CONFLICT (tenant_id) DO UPDATE SET leak_policy = excluded.leak_policy",
+                )?
                 .execute(params![policy.as_str(), sql_id(org.0)])?;
             Ok(changed > 0)
         })
