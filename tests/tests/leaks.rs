@@ -39,26 +39,36 @@ async fn a_signed_report_revokes_a_live_key_at_envoy_and_tells_the_tenant() {
     .await;
     let admin = stack.tenant().api_key.clone();
     let hook = json!({"url": receiver.url, "events": ["key.leaked"]});
-    let hook = stack.call(Method::POST, "/api/v1/webhooks", &admin, hook).await;
+    let hook = stack
+        .call(Method::POST, "/api/v1/webhooks", &admin, hook)
+        .await;
     hook.expect(201);
     let secret = hook.str("secret").to_string();
     let created = stack
         .create_key(&admin, json!({"name": "pushed", "scopes": ["memory:read"]}))
         .await;
-    let (id, key) = (created.str("id").to_string(), created.str("api_key").to_string());
+    let (id, key) = (
+        created.str("id").to_string(),
+        created.str("api_key").to_string(),
+    );
     stack.wait_key_works(&key).await;
     let body = scanning::report(&[&key], FOUND_AT);
 
     let forged = report(&stack, &forger, &body).await;
     forged.expect(401);
-    assert_eq!(forged.json["error"]["type"], "unauthorized", "{}", forged.text);
+    assert_eq!(
+        forged.json["error"]["type"], "unauthorized",
+        "{}",
+        forged.text
+    );
     stack.get("/keygate/ready", &key).await.expect(200);
 
     let start = Instant::now();
     let answer = report(&stack, &github, &body).await;
     answer.expect(200);
     let answered = start.elapsed();
-    let label = json!([{"token_raw": key, "token_type": "keygate_api_key", "label": "true_positive"}]);
+    let label =
+        json!([{"token_raw": key, "token_type": "keygate_api_key", "label": "true_positive"}]);
     assert_eq!(answer.json, label);
     let (refused, delay) = stack
         .wait_steady("/keygate/ready", &key, 401, Duration::from_secs(10))

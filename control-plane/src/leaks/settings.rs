@@ -44,7 +44,7 @@ pub struct SettingsView {
 struct SettingsDraft {
     /// `revoke` (a reported live key is revoked) or `notify` (it is left;
     /// the audit log and a `key.leaked` event tell).
-    #[schema(pattern = "^(revoke|notify)$")]
+    #[schema(pattern = "^(revoke|notify)$", nullable = false)]
     leak_policy: Option<String>,
 }
 
