@@ -4,7 +4,8 @@
 //! `false_positive`, revokes the live key (policy `revoke`) or leaves it
 //! (`notify`), records the audit entry and sends a signed `key.leaked`
 //! naming the report's url and source; a forged, unsigned or unknown-key
-//! report is a 401 and a body not in the partner format a 400; the
+//! report is a 401, a body over 1 MiB a 413 and a body not in the partner
+//! format a 400; the
 //! token is never logged. And a key's hour of 1,000+ requests beside a
 //! low 7-day history sends exactly one `key.usage.spike`, a busy key's
 //! usual hour none.
@@ -149,6 +150,13 @@ async fn signed_reports_label_tokens_and_follow_the_leak_policy() {
     let reply = send(&server, &tampered, &github.headers(&body)).await;
     assert_refused(&reply, 401, "unauthorized");
     assert!(revoked_at(&server, &revoking, &revoked_id).await.is_null());
+    // Over 1 MiB: refused whole, signed or not.
+    let huge = scanning::report(&[&"x".repeat(1 << 20)], FOUND_AT);
+    assert_refused(
+        &send(&server, &huge, &github.headers(&huge)).await,
+        413,
+        "invalid_request",
+    );
     // Signed, but not the partner format.
     for (bad, field) in [
         (r#"{"token":"x"}"#, "body"),
