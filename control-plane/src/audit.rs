@@ -47,6 +47,10 @@ pub const SIGN_IN_FAILED: &str = "dashboard.sign_in_failed";
 pub const DATA_PLANE_CREATE: &str = "data_plane.create";
 pub const DATA_PLANE_ROTATE: &str = "data_plane.rotate";
 pub const DATA_PLANE_REVOKE: &str = "data_plane.revoke";
+/// A live key reported by secret scanning (crate::leaks::report).
+pub const KEY_LEAKED: &str = "api_key.leaked";
+/// The tenant's settings changed (crate::leaks::settings).
+pub const SETTINGS_CHANGE: &str = "tenant.settings_change";
 /// Every action an entry may have (the `action` filter takes these).
 pub const ACTIONS: &[&str] = &[
     KEY_CREATE,
@@ -64,6 +68,8 @@ pub const ACTIONS: &[&str] = &[
     DATA_PLANE_CREATE,
     DATA_PLANE_ROTATE,
     DATA_PLANE_REVOKE,
+    KEY_LEAKED,
+    SETTINGS_CHANGE,
 ];
 /// The actor of the operator API and of the admin CLI.
 pub const OPERATOR: &str = "operator";
@@ -342,6 +348,10 @@ pub enum ActionName {
     DataPlaneRotate,
     #[schema(rename = "data_plane.revoke")]
     DataPlaneRevoke,
+    #[schema(rename = "api_key.leaked")]
+    KeyLeaked,
+    #[schema(rename = "tenant.settings_change")]
+    SettingsChange,
 }
 
 impl AuditDraft {

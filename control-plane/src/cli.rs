@@ -185,6 +185,29 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// A public key secret scanning reports may be signed with, as
+    /// `ID=PEM-FILE` (the `Github-Public-Key-Identifier` and a PEM P-256
+    /// SPKI key; repeatable, or comma-separated in the variable); without
+    /// one every report is refused.
+    #[arg(
+        long = "secret-scanning-key",
+        env = "KEYGATE_SECRET_SCANNING_KEYS",
+        value_delimiter = ','
+    )]
+    pub secret_scanning_key: Vec<String>,
+    /// A key's requests in an hour are a spike above this many times its
+    /// usual hourly requests over the past 7 days.
+    #[arg(long, env = "KEYGATE_SPIKE_FACTOR", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub spike_factor: u64,
+    /// The fewest requests in an hour that may be a spike.
+    #[arg(long, env = "KEYGATE_SPIKE_MIN_REQUESTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub spike_min_requests: u64,
+    /// Seconds between two looks for usage spikes.
+    #[arg(long, env = "KEYGATE_SPIKE_CHECK_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub spike_check_seconds: u64,
 }
 
 /// Whether strangers may register tenants.

@@ -1,4 +1,4 @@
-//! Webhook events (SPEC §11): their types, their JSON payloads
+//! Webhook events (SPEC §11, §17): their types, their JSON payloads
 //! (`{"id","type","created_at","data"}`), their signature, and queueing them
 //! for delivery to the tenant's webhooks (crate::dispatch sends them).
 //!
@@ -11,6 +11,7 @@ use crate::errors::ApiError;
 use crate::service::Service;
 use crate::store::caps::Crossing;
 use crate::store::events::{Event, ExpiringKey};
+use crate::store::leaks::HourCount;
 use crate::store::{Store, StoreError};
 use crate::views::KeyView;
 use hmac::{Hmac, Mac};
@@ -24,8 +25,18 @@ pub const QUOTA_THRESHOLD: &str = "key.quota.threshold";
 pub const KEY_REVOKED: &str = "key.revoked";
 /// A key expires within [`EXPIRY_NOTICE`].
 pub const KEY_EXPIRING: &str = "key.expiring";
+/// A key was reported leaked by secret scanning (crate::leaks::report).
+pub const KEY_LEAKED: &str = "key.leaked";
+/// A key's requests in an hour spiked (crate::leaks::spikes).
+pub const KEY_USAGE_SPIKE: &str = "key.usage.spike";
 /// Every event type a webhook may take.
-pub const EVENT_TYPES: &[&str] = &[QUOTA_THRESHOLD, KEY_REVOKED, KEY_EXPIRING];
+pub const EVENT_TYPES: &[&str] = &[
+    QUOTA_THRESHOLD,
+    KEY_REVOKED,
+    KEY_EXPIRING,
+    KEY_LEAKED,
+    KEY_USAGE_SPIKE,
+];
 /// How long before its expiry a key's `key.expiring` event goes out (seconds).
 pub const EXPIRY_NOTICE: u64 = 7 * 86_400;
 /// The header of the signature.
@@ -153,6 +164,36 @@ impl Service {
             ("revoked_at", json!(key.revoked_at)),
         );
         queue(self, event(org, KEY_REVOKED, data, clock::now())).await
+    }
+
+    /// Queues `key.leaked` for a key of `org` reported leaked: the key, and
+    /// `found` (the report's `url` and `source`, and whether it was revoked).
+    pub async fn emit_key_leaked(&self, org: OrgId, key: &KeyView, found: Value) -> usize {
+        let mut data = key_data(
+            key.id,
+            &key.name,
+            &key.api_key_prefix,
+            key.external_id.as_deref(),
+            ("revoked_at", json!(key.revoked_at)),
+        );
+        if let (Value::Object(data), Value::Object(found)) = (&mut data, found) {
+            data.extend(found);
+        }
+        queue(self, event(org, KEY_LEAKED, data, clock::now())).await
+    }
+
+    /// Queues `key.usage.spike` for a key whose requests in the hour
+    /// starting at `hour` spiked beside its `usual` hourly requests.
+    pub async fn emit_usage_spike(&self, busy: &HourCount, hour: u64, usual: u64) -> usize {
+        tracing::warn!(org_id = %busy.org, key_id = %busy.key_id, requests = busy.requests,
+                       usual, "key usage spike");
+        let data = json!({
+            "key_id": busy.key_id,
+            "hour": clock::rfc3339(hour),
+            "requests": busy.requests,
+            "usual_hourly_requests": usual,
+        });
+        queue(self, event(busy.org, KEY_USAGE_SPIKE, data, clock::now())).await
     }
 }
 

@@ -30,6 +30,7 @@ pub mod events;
 mod feed;
 pub mod hashing;
 mod ingest;
+pub mod leaks;
 mod listing;
 pub mod maintenance;
 mod metrics;

@@ -7,6 +7,9 @@ use keygate_control_plane::delivery::Delivery;
 use keygate_control_plane::dispatch::{self, Schedule};
 use keygate_control_plane::egress::Egress;
 use keygate_control_plane::hashing::{Hashing, HASH_WAIT};
+use keygate_control_plane::leaks::report::ScanningKeys;
+use keygate_control_plane::leaks::spikes::SpikeRule;
+use keygate_control_plane::leaks::LeakWatch;
 use keygate_control_plane::maintenance::Upkeep;
 use keygate_control_plane::operator_token::{OperatorToken, TOKEN_ENV};
 use keygate_control_plane::plans::Plans;
@@ -69,9 +72,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     let mut service = Service::new(store, policy, plans, delivery);
     if let Command::Serve(args) = &cli.command {
         let at_once = usize::try_from(args.max_concurrent_hashes).unwrap_or(1);
+        let watch = LeakWatch {
+            keys: ScanningKeys::load(&args.secret_scanning_key)?,
+            spikes: SpikeRule {
+                factor: args.spike_factor,
+                min_requests: args.spike_min_requests,
+                every: args.spike_check_seconds,
+            },
+        };
         service = service
             .with_hashing(Hashing::new(at_once, HASH_WAIT))
-            .with_egress(Egress::new(args.webhook_allow_cidr.clone()));
+            .with_egress(Egress::new(args.webhook_allow_cidr.clone()))
+            .with_leak_watch(watch);
     }
     let service = Arc::new(service);
     let printed = match cli.command {

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the management API, generated from the
 //! handlers' path annotations (crate::api, crate::webhooks, crate::audit)
-//! and the request and response types (crate::drafts, crate::views,
+//! crate::leaks) and the request and response types (crate::drafts, crate::views,
 //! crate::errors), served by its own route at [`PATH`]. Every operation
 //! also lists the refusals of SPEC §4 it can meet on its way through Envoy
 //! and the control plane ([`Refusals`]), and the served document names this
@@ -56,6 +56,9 @@ pub const API_KEY: &str = "api_key";
         crate::webhooks::remove,
         crate::webhooks::deliveries,
         crate::audit::audit_log,
+        crate::leaks::report::report,
+        crate::leaks::settings::read,
+        crate::leaks::settings::change,
     ),
     components(schemas(ErrorBody, EnvironmentName, StatusName, crate::audit::ActionName)),
     modifiers(&Security, &Refusals),
@@ -248,6 +251,9 @@ mod tests {
             ("/api/v1/webhooks/{id}", "delete"),
             ("/api/v1/webhooks/{id}/deliveries", "get"),
             ("/api/v1/audit-log", "get"),
+            ("/api/v1/secret-scanning", "post"),
+            ("/api/v1/tenant/settings", "get"),
+            ("/api/v1/tenant/settings", "patch"),
         ];
         let paths = doc["paths"].as_object().unwrap();
         let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

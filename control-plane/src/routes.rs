@@ -11,6 +11,7 @@ use crate::dashboard;
 use crate::errors::{self, json, ApiError};
 use crate::feed;
 use crate::ingest;
+use crate::leaks;
 use crate::metrics::{self, Propagation};
 use crate::openapi;
 use crate::operator;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(operator::routes())
         .merge(webhooks::routes())
         .merge(audit::routes())
+        .merge(leaks::routes())
         .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -18,6 +18,7 @@
 use crate::data_planes::Registry;
 use crate::dispatch;
 use crate::feed::FeedEndpoint;
+use crate::leaks::spikes;
 use crate::maintenance::{self, Upkeep};
 use crate::operator_token::OperatorToken;
 use crate::routes;
@@ -104,6 +105,7 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())?;
     maintenance::spawn(service.shared_store(), upkeep);
+    spikes::spawn(Arc::clone(&service));
     let wake = Arc::clone(service.events_queued());
     let egress = Arc::clone(service.egress());
     dispatch::spawn(service.shared_store(), wake, egress, &webhooks)?;

@@ -18,6 +18,7 @@ use crate::drafts::{KeySpec, TenantSpec};
 use crate::egress::Egress;
 use crate::errors::ApiError;
 use crate::hashing::Hashing;
+use crate::leaks::LeakWatch;
 use crate::listing;
 use crate::plans::{Plan, Plans};
 use crate::policy::MintPolicy;
@@ -59,6 +60,8 @@ pub struct Service {
     events_queued: Arc<Notify>,
     /// Where webhooks may point (crate::egress).
     egress: Arc<Egress>,
+    /// Secret scanning keys and the spike rule (crate::leaks).
+    leak_watch: Arc<LeakWatch>,
 }
 
 /// A freshly generated key, before it is stored.
@@ -110,7 +113,20 @@ impl Service {
             delivery,
             events_queued: Arc::default(),
             egress: Arc::default(),
+            leak_watch: Arc::default(),
         }
+    }
+
+    /// This service, taking secret scanning reports and looking for usage
+    /// spikes as `watch` says (default: no reports taken).
+    pub fn with_leak_watch(mut self, watch: LeakWatch) -> Service {
+        self.leak_watch = Arc::new(watch);
+        self
+    }
+
+    /// How leaked keys are found (crate::leaks).
+    pub fn leak_watch(&self) -> &LeakWatch {
+        &self.leak_watch
     }
 
     /// This service, with webhooks limited by `egress` (default: public

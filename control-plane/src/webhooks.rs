@@ -67,6 +67,10 @@ enum EventName {
     KeyRevoked,
     #[schema(rename = "key.expiring")]
     KeyExpiring,
+    #[schema(rename = "key.leaked")]
+    KeyLeaked,
+    #[schema(rename = "key.usage.spike")]
+    KeyUsageSpike,
 }
 
 /// A webhook as listed: never its secret.

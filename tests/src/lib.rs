@@ -32,6 +32,7 @@ mod plans;
 mod process;
 pub mod receiver;
 mod reported;
+pub mod scanning;
 mod stack;
 pub mod subprotocols;
 mod time;

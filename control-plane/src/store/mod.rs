@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod caps;
 pub mod data_planes;
 pub mod events;
+pub mod leaks;
 pub mod postgres;
 pub mod sqlite;
 pub mod throttles;
@@ -400,6 +401,7 @@ pub trait Store:
     + accounts::Accounts
     + data_planes::DataPlaneStore
     + throttles::Throttles
+    + leaks::LeakStore
     + Send
     + Sync
     + 'static

@@ -13,6 +13,7 @@ mod accounts;
 mod caps;
 mod data_planes;
 mod events;
+mod leaks;
 mod listen;
 mod queries;
 mod throttles;
@@ -77,6 +78,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         11,
         include_str!("../../../migrations/postgres/0011_data_planes.sql"),
+    ),
+    (
+        15,
+        include_str!("../../../migrations/postgres/0015_leaks.sql"),
     ),
 ];
 /// Most connections of one replica.

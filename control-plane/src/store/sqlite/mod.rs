@@ -9,6 +9,7 @@ mod accounts;
 mod caps;
 mod data_planes;
 mod events;
+mod leaks;
 mod queries;
 mod throttles;
 mod usage;
@@ -62,6 +63,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         11,
         include_str!("../../../migrations/sqlite/0011_data_planes.sql"),
+    ),
+    (
+        15,
+        include_str!("../../../migrations/sqlite/0015_leaks.sql"),
     ),
 ];
 /// Read connections kept open between reads.
