@@ -684,7 +684,8 @@ impl SnapshotBuilder {
     /// A builder for a snapshot of about `expected_keys` keys. The hint sizes
     /// the table once, when the first page arrives (plus 1/32 for later
     /// deltas); it is capped at 4M keys and ignored for a one-page snapshot.
-    /// A low hint costs reallocations (a brief 2x peak) as the pages come.
+    /// Without one (0), the first page predicts the size. A low hint costs
+    /// reallocations (a brief 2x peak) as the pages come.
     pub fn new(expected_keys: usize) -> Self {
         SnapshotBuilder {
             table: KeyTable::default(),
