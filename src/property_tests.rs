@@ -369,3 +369,39 @@ proptest! {
         prop_assert!(paged.memory_bytes() <= whole.memory_bytes());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases() / 50))]
+
+    /// Without a size hint (a VM's own first table, native), a snapshot big
+    /// enough to be sized from its first page's share of the hash space
+    /// holds exactly the model's keys, whatever the split, and keeps no
+    /// more memory than one built from a single body.
+    #[test]
+    fn unhinted_big_snapshots_match_a_model(
+        ids in prop::collection::btree_set(any::<u16>(), 1100..3000),
+        first in 1024..1100usize,
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let model: HashMap<u16, u64> = ids.iter().map(|&id| (id, u64::from(id))).collect();
+        let mut entries: Vec<_> = model.iter().map(|(&id, &x)| keyed(id, x)).collect();
+        entries.sort_by_key(|e| e.hash);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| first + c.index(entries.len() - first)).collect();
+        bounds.extend([0, first, entries.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut builder = SnapshotBuilder::new(0);
+        for (i, w) in bounds.windows(2).enumerate() {
+            let more = i + 2 < bounds.len();
+            builder.add_page(&encode_snapshot_page(KS, 3, &entries[w[0]..w[1]], more)).unwrap();
+        }
+        let paged = builder.finish().unwrap();
+        let whole = whole(3, &model);
+        prop_assert_eq!(paged.len(), model.len());
+        prop_assert!(paged.memory_bytes() <= whole.memory_bytes());
+        for id in (0..=u16::MAX).step_by(7).chain(ids.iter().copied()) {
+            let got = paged.get(&spread_hash(id)).map(|r| r.key_id.0);
+            prop_assert_eq!(got, model.get(&id).copied());
+        }
+    }
+}

@@ -52,6 +52,10 @@ const MAX_TIERS: usize = u8::MAX as usize + 1;
 /// The snapshot size hint is never trusted beyond this many keys (4x the
 /// 1M-key target); a larger table still loads, growing as its pages come.
 const MAX_EXPECTED_KEYS: usize = 1 << 22;
+/// Fewest keys in a snapshot's first page to predict its size from
+/// ([`SnapshotBuilder::size_from_density`]); smaller first pages grow the
+/// table as it comes.
+const MIN_DENSITY_KEYS: usize = 1024;
 /// Fewest pending changes (overlay keys plus tombstones) that trigger a merge.
 #[cfg(not(any(test, fuzzing)))]
 const MIN_MERGE: usize = 4096;
@@ -680,7 +684,8 @@ impl SnapshotBuilder {
     /// A builder for a snapshot of about `expected_keys` keys. The hint sizes
     /// the table once, when the first page arrives (plus 1/32 for later
     /// deltas); it is capped at 4M keys and ignored for a one-page snapshot.
-    /// A low hint costs reallocations (a brief 2x peak) as the pages come.
+    /// Without one (0), the first page predicts the size. A low hint costs
+    /// reallocations (a brief 2x peak) as the pages come.
     pub fn new(expected_keys: usize) -> Self {
         SnapshotBuilder {
             table: KeyTable::default(),
@@ -773,6 +778,9 @@ impl SnapshotBuilder {
             table.base.push(entry);
         }
         reader.finish()?;
+        if header.more && self.expected == 0 {
+            self.size_from_density();
+        }
         self.version = Some(
             self.version
                 .map_or(header.version, |v| v.min(header.version)),
@@ -781,6 +789,29 @@ impl SnapshotBuilder {
             self.progress = Progress::Complete;
         }
         Ok(())
+    }
+
+    /// Without a hint, sizes the table once, after its first page, from how
+    /// much of the hash space the keys so far cover: hashes are uniform, so
+    /// `n` keys up to prefix `p` predict `n * 2^128 / p` in all (within about
+    /// `1/sqrt(n)`: 0.8% for a 16384-key page). The table then grows by
+    /// copies (a 2x peak, kept for good by a wasm VM's memory) only when the
+    /// prediction was low; the excess is given back by [`Self::finish`], and
+    /// pages never touched cost no resident memory.
+    fn size_from_density(&mut self) {
+        let (Some(last), n) = (self.last, self.table.base.len()) else {
+            return;
+        };
+        if n < MIN_DENSITY_KEYS {
+            return;
+        }
+        let covered = (u128::from_be_bytes(last) as f64 + 1.0) / 2f64.powi(128);
+        let predicted = (n as f64 / covered).min(MAX_EXPECTED_KEYS as f64) as usize;
+        self.expected = predicted;
+        // The snapshot's 1/32 slack plus 1/32 for the prediction's error.
+        let want = predicted + predicted / 16;
+        let base = &mut self.table.base;
+        base.reserve_exact(want.saturating_sub(base.len()));
     }
 
     /// Makes room for a page of `keys` keys. The first page sizes the table
@@ -1145,6 +1176,40 @@ mod tests {
             assert!(t.base.capacity() <= 1000 + 1000 / 32);
             assert_holds(&t, &all);
         }
+    }
+
+    #[test]
+    fn without_a_hint_the_first_page_sizes_the_table_once() {
+        let all: Vec<_> = (0..60_000).map(spread).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|e| e.hash);
+        for page_keys in [1024, 4096, 16384] {
+            let mut b = SnapshotBuilder::new(0);
+            let mut capacities = Vec::new();
+            let pages: Vec<_> = sorted.chunks(page_keys).collect();
+            for (i, page) in pages.iter().enumerate() {
+                let more = i + 1 < pages.len();
+                b.add_page(&encode_snapshot_page(KS, 1, page, more))
+                    .unwrap();
+                capacities.push(b.table.base.capacity());
+            }
+            // Sized once, after the first page, for every key and the slack.
+            assert!(
+                capacities.iter().all(|&c| c == capacities[0]),
+                "{page_keys}"
+            );
+            let first = capacities[0];
+            assert!(first >= 60_000 + 60_000 / 32, "{page_keys}: {first}");
+            assert!(first <= 60_000 + 60_000 / 8, "{page_keys}: {first}");
+            let t = b.finish().unwrap();
+            assert!(t.base.capacity() <= 60_000 + 60_000 / 32);
+            assert_holds(&t, &all);
+        }
+        // A small first page predicts nothing: the table grows as pages come.
+        let mut b = SnapshotBuilder::new(0);
+        b.add_page(&encode_snapshot_page(KS, 1, &sorted[..100], true))
+            .unwrap();
+        assert!(b.table.base.capacity() < 200);
     }
 
     #[test]

@@ -4,23 +4,28 @@
 //! have either (a new `vm_id` after a reload, a cold start) need not wait
 //! for the election and the leader's first fetch: it asks for a snapshot
 //! itself at once, in parallel, and retries often while requests wait.
-//! Every page is asked with `wait=0`, so no long-poll is held, and kept in
-//! a private [`MemoryShared`], then loaded into this VM's own table; from then
-//! on the VM follows shared data like any other, and the leader's long-poll
-//! stays the Envoy's only feed stream. Pure logic over the fetch loop of
+//! Every page is asked with `wait=0`, so no long-poll is held, and goes
+//! straight into this VM's table as it comes (a [`TableSink`]: no page is
+//! kept, so the VM's memory, which never shrinks, peaks at the table and
+//! one page, not at the table plus every page); from then on the VM follows
+//! shared data like any other, and the leader's long-poll stays the Envoy's
+//! only feed stream. Pure logic over the fetch loop of
 //! [`crate::engine::fetch`] (unit-tested natively).
 
 use crate::engine::fetch::{Ask, Fetcher, Outcome};
-use crate::engine::shared::{MemoryShared, SharedKeys};
-use crate::engine::sync;
+use crate::engine::sink::{TablePaging, TableSink};
 use crate::table::KeyTable;
+use std::fmt;
 
 /// One VM's own snapshot fetch.
-#[derive(Debug)]
 pub struct Bootstrap {
-    fetcher: Fetcher,
-    store: MemoryShared,
-    keys: SharedKeys,
+    fetcher: Fetcher<TablePaging>,
+}
+
+impl fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bootstrap").finish_non_exhaustive()
+    }
 }
 
 impl Bootstrap {
@@ -28,8 +33,6 @@ impl Bootstrap {
     pub fn new(retry_ms: u64) -> Bootstrap {
         Bootstrap {
             fetcher: Fetcher::new(0, retry_ms),
-            store: MemoryShared::default(),
-            keys: SharedKeys::new("bootstrap"),
         }
     }
 
@@ -40,7 +43,7 @@ impl Bootstrap {
 
     /// What the next request asks for (a snapshot, or its next page).
     pub fn ask(&self) -> Ask {
-        self.fetcher.ask(None)
+        self.fetcher.ask_from(None)
     }
 
     pub fn started(&mut self, token: u32, ask: &Ask, now_ms: u64) {
@@ -63,21 +66,14 @@ impl Bootstrap {
         body: &[u8],
         now_ms: u64,
     ) -> (Outcome, Option<KeyTable>) {
-        let outcome = self
-            .fetcher
-            .on_response(&self.store, &self.keys, status, body, now_ms);
+        // No table of its own yet: a delta is refused (a snapshot comes next).
+        let mut sink = TableSink::new(None);
+        let outcome = self.fetcher.on_answer(&mut sink, status, body, now_ms);
         let table = match outcome {
-            Outcome::Snapshot { .. } => self.load(),
+            Outcome::Snapshot { .. } => sink.into_table(),
             _ => None,
         };
         (outcome, table)
-    }
-
-    fn load(&self) -> Option<KeyTable> {
-        let head = sync::read_head(&self.store, &self.keys)?;
-        let mut table = None;
-        sync::catch_up(&self.store, &self.keys, &head, &mut table);
-        table
     }
 }
 

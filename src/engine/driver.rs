@@ -322,6 +322,10 @@ impl Engine {
         let Some(head) = sync::read_head(host, &self.keys) else {
             return;
         };
+        // The store has a table now: this member's own fetch stops, and its
+        // half-built table goes before the shared one is built (a VM's
+        // memory keeps its high-water mark: both at once would stay).
+        self.bootstrap = None;
         changes.contact_ms = Some(head.contact_ms);
         let synced = sync::catch_up(host, &self.keys, &head, table);
         let stuck = match synced {

@@ -5,7 +5,7 @@ use crate::config::FilterConfig;
 use crate::engine::fetch_log::FAILURES_LOGGED_EVERY;
 use crate::engine::shared::{MemoryShared, SharedData};
 use crate::engine::sync::tests::{entry, KS};
-use crate::feed::{encode_delta, encode_snapshot, FeedOp};
+use crate::feed::{encode_delta, encode_snapshot, encode_snapshot_page, FeedOp};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
@@ -163,6 +163,38 @@ fn a_waiting_member_fetches_its_own_first_table_without_a_long_poll() {
     assert_eq!(changes.contact_ms, Some(20));
     assert!(changes.table && changes.fetched == 1);
     assert_eq!(host.logged("fetched by this VM directly"), 1);
+}
+
+#[test]
+fn a_shared_table_ends_the_members_own_fetch_before_it_loads() {
+    let host = Fake(Rc::default());
+    let mut main = Engine::new(host.at(0), feed(), 1);
+    let mut worker = Engine::new(host.at(0), feed(), 2);
+    let (mut main_table, mut table) = (None, None);
+    let waiting = Member {
+        serves: true,
+        waiting: true,
+    };
+    main.tick(host.at(10), &mut main_table, IDLE);
+    worker.tick(host.at(10), &mut table, waiting);
+    let (own, _) = host.last_call();
+    let first = encode_snapshot_page(KS, 3, &[entry(1)], true);
+    worker.on_response(host.at(20), &mut table, waiting, own, answer(first));
+    let (own, path) = host.last_call();
+    assert!(path.contains("wait=0&after="), "{path}");
+    main.tick(host.at(CLAIM_GRACE_MS), &mut main_table, IDLE);
+    let (lead, _) = host.last_call();
+    let shared = encode_snapshot(KS, 5, &[entry(1), entry(2)]);
+    main.on_response(host.at(210), &mut main_table, IDLE, lead, answer(shared));
+    // A request arrives: the member loads the shared table, and its own
+    // half-built one is gone (not kept beside it).
+    let changes = worker.follow(host.at(220), &mut table);
+    assert!(changes.table);
+    assert_eq!(table.as_ref().map(KeyTable::version), Some(5));
+    let last = encode_snapshot_page(KS, 3, &[entry(2)], false);
+    let changes = worker.on_response(host.at(230), &mut table, waiting, own, answer(last));
+    assert_eq!((changes.fetched, changes.table), (0, false), "not read");
+    assert_eq!(host.logged("fetched by this VM directly"), 0);
 }
 
 #[test]

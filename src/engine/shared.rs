@@ -1,8 +1,7 @@
 //! Where one feed's shared state lives: the [`SharedData`] trait and its key names.
 //!
 //! Shared data is a process-wide key/value map with compare-and-swap (Envoy's
-//! shared data for the wasm adapter, this VM's memory for a bootstrap
-//! fetch, an in-memory map in tests). [`SharedKeys`] names every value one
+//! shared data for the wasm adapter, an in-memory map in tests). [`SharedKeys`] names every value one
 //! feed keeps there; [`crate::engine::sync`] and
 //! [`crate::engine::followers`] say what the values mean.
 
