@@ -27,6 +27,7 @@ pub mod drafts;
 pub mod errors;
 pub mod events;
 mod feed;
+mod feed_cache;
 mod ingest;
 mod listing;
 pub mod maintenance;
