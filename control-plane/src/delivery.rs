@@ -169,11 +169,27 @@ impl Delivery {
         self.timeouts.load(Ordering::Relaxed)
     }
 
-    /// Keeps in `pending` the ids that have not acknowledged `version`
-    /// (each wake looks at those only).
+    /// Keeps in `pending` the ids that have not acknowledged `version`.
     fn unreached(&self, pending: &mut Vec<String>, version: u64) {
         let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.retain(|id| clients.get(id).is_none_or(|c| c.acked < version));
+        pending.retain(|id| !Self::has_reached(&clients, id, version));
+    }
+
+    /// Drops from the end of `pending` the ids that acknowledged `version`,
+    /// up to the first that has not: a wake costs what it removes, not a
+    /// scan of every client (10,000 acknowledgements wake the wait often).
+    fn pop_reached(&self, pending: &mut Vec<String>, version: u64) {
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        while pending
+            .last()
+            .is_some_and(|id| Self::has_reached(&clients, id, version))
+        {
+            pending.pop();
+        }
+    }
+
+    fn has_reached(clients: &HashMap<String, Client>, id: &str, version: u64) -> bool {
+        clients.get(id).is_some_and(|c| c.acked >= version)
     }
 
     /// Waits until every client connected now has acknowledged `version`,
@@ -193,7 +209,7 @@ impl Delivery {
         let envoys = pending.len();
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            self.unreached(&mut pending, version);
+            self.pop_reached(&mut pending, version);
             if pending.is_empty() {
                 return Propagated {
                     envoys,
