@@ -12,8 +12,11 @@
 //! that database and a fresh Envoy (`--concurrency 2`, the wasm filter, then
 //! the native module when built) is timed from its spawn until
 //! `keygate_table_keys` says 1M and the probe key passes on eight fresh
-//! connections in a row (every worker has the table). Last, the bench reads
-//! every page itself: the control plane's share of the load time.
+//! connections in a row (every worker has the table); the first Envoy finds
+//! no page built for the version, the second (native) finds them all in the
+//! control plane's cache. Then the bench reads every page itself (the
+//! control plane's share of the load time), and a herd of 100 clients (98
+//! of the bench's, 2 Envoys) starts at once after a change moved the version.
 
 use crate::control_plane::{create_key, create_tenant, ControlPlane, Postgres};
 use crate::envoy::{self, Envoy, Filter};
@@ -215,6 +218,7 @@ fn row(bench: &Bench, backend: &str, database: &Database<'_>) -> io::Result<()> 
         load(bench, &cp, database, &probe, "native", &native)?;
     }
     println!("    {}", read_pages(cp.addr)?);
+    herd(bench, &cp, &probe, &wasm)?;
     Ok(())
 }
 
@@ -254,10 +258,11 @@ fn load(
         Database::Postgres(url) => postmaster(url),
         Database::Sqlite(_) => None,
     };
-    let (cpu0, server0, pages0) = (
+    let (cpu0, server0, pages0, built0) = (
         stats::cpu_time(pid)?,
         server.map(server_cpu),
         snapshot_answers(cp.addr),
+        bodies_built(cp.addr),
     );
     let mut launch = bench.launch(2);
     launch.cpus = bench.all_cpus.as_deref();
@@ -280,13 +285,14 @@ fn load(
     );
     println!(
         "      control plane: {:.2} s of CPU while serving it ({:.0}% of one core over the load), \
-RSS {} before -> {} after, peak {}; {} snapshot pages served{server_cpu}",
+RSS {} before -> {} after, peak {}; {} snapshot pages served, {} built{server_cpu}",
         cpu.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / every.as_secs_f64(),
         mib(idle_rss),
         mib(rss),
         mib(peak),
-        snapshot_answers(cp.addr).saturating_sub(pages0)
+        snapshot_answers(cp.addr).saturating_sub(pages0),
+        bodies_built(cp.addr).saturating_sub(built0)
     );
     Ok(())
 }
@@ -326,13 +332,25 @@ fn wait_loaded(e: &Envoy, probe: &str, filter: &Filter<'_>) -> io::Result<(Durat
 }
 
 /// The bench itself reads every snapshot page on one keep-alive connection
-/// (after Envoy did: the last pages come from the control plane's body
-/// cache); the whole read and the median page.
+/// (after Envoy did: from the control plane's cache); the whole read and
+/// the median page.
 fn read_pages(cp: SocketAddr) -> io::Result<String> {
+    let t0 = Instant::now();
+    let (times, keys) = read_table(cp)?;
+    Ok(format!(
+        "the bench reading the same {} pages ({keys} keys) on one connection: {}, median page {}",
+        times.len(),
+        stats::show(t0.elapsed()),
+        stats::show(stats::percentile(&times, 50.0))
+    ))
+}
+
+/// Reads and checks every page of a snapshot, as a filter does, on one
+/// keep-alive connection; each page's time and the keys.
+fn read_table(cp: SocketAddr) -> io::Result<(Vec<Duration>, usize)> {
     let auth = format!("Bearer {FEED_TOKEN}");
     let mut conn = Conn::connect(cp)?;
     let (mut after, mut times, mut keys) = (None::<[u8; 32]>, Vec::new(), 0);
-    let t0 = Instant::now();
     loop {
         let path = match after {
             Some(hash) => format!("{}?since=0&after={}", PATH, hex(&hash)),
@@ -345,16 +363,71 @@ fn read_pages(cp: SocketAddr) -> io::Result<String> {
             .map_err(|e| io::Error::other(format!("bad snapshot page: {e:?}")))?;
         keys += page.keys;
         if !page.more {
-            break;
+            return Ok((times, keys));
         }
         after = page.last_hash;
     }
-    Ok(format!(
-        "the bench reading the same {} pages ({keys} keys) on one connection: {}, median page {}",
-        times.len(),
-        stats::show(t0.elapsed()),
-        stats::show(stats::percentile(&times, 50.0))
-    ))
+}
+
+/// Feed clients of the herd row: the bench's own, plus [`HERD_ENVOYS`].
+const HERD: usize = 100;
+/// Real Envoys (wasm) in the herd.
+const HERD_ENVOYS: usize = 2;
+
+/// A rolling restart: the version moves (a new tenant: the pages of the
+/// old version are of no use), then [`HERD`] clients start at once, the
+/// bench's own (one thread and connection each, reading and checking every
+/// page) and [`HERD_ENVOYS`] fresh Envoys; when each holds the table.
+fn herd(bench: &Bench, cp: &ControlPlane, probe: &str, filter: &Filter<'_>) -> io::Result<()> {
+    create_tenant(cp.addr)?;
+    stats::settle("herd", bench.options.patience)?;
+    let own = HERD - HERD_ENVOYS;
+    let (pid, built0) = (cp.guard.pid(), bodies_built(cp.addr));
+    let cpu0 = stats::cpu_time(pid)?;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(own + 1));
+    let clients: Vec<_> = (0..own)
+        .map(|_| {
+            let (start, addr) = (std::sync::Arc::clone(&start), cp.addr);
+            thread::spawn(move || {
+                start.wait();
+                let t0 = Instant::now();
+                read_table(addr).map(|(_, keys)| (t0.elapsed(), keys))
+            })
+        })
+        .collect();
+    let mut launch = bench.launch(2);
+    launch.cpus = bench.all_cpus.as_deref();
+    let envoys = (0..HERD_ENVOYS)
+        .map(|i| Envoy::spawn(&launch, &format!("cp-1m-herd-{i}"), filter))
+        .collect::<io::Result<Vec<_>>>()?;
+    start.wait();
+    let mut times = Vec::new();
+    for client in clients {
+        let (took, keys) = client
+            .join()
+            .map_err(|_| io::Error::other("a herd client panicked"))??;
+        if keys < KEYS_1M {
+            return Err(io::Error::other(format!("a herd client got {keys} keys")));
+        }
+        times.push(took);
+    }
+    let mut envoy_times = Vec::new();
+    for mut e in envoys {
+        e.wait_live(Duration::from_secs(60))?;
+        envoy_times.push(stats::show(wait_loaded(&e, probe, filter)?.1));
+    }
+    let cpu = stats::cpu_time(pid)?.saturating_sub(cpu0);
+    println!(
+        "    herd after a change: {own} feed clients of the bench and {HERD_ENVOYS} Envoys (wasm) starting \
+together; the bench's clients hold the table after p50 {} / max {}, the Envoys (spawn -> every worker \
+passing) after {}; control plane {:.2} s of CPU, {} bodies built",
+        stats::show(stats::percentile(&times, 50.0)),
+        stats::show(stats::percentile(&times, 100.0)),
+        envoy_times.join(", "),
+        cpu.as_secs_f64(),
+        bodies_built(cp.addr).saturating_sub(built0)
+    );
+    Ok(())
 }
 
 /// The feed's path.
@@ -364,13 +437,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The control plane's count of snapshot answers (pages), from `/metrics`.
-fn snapshot_answers(cp: SocketAddr) -> u64 {
+/// A sample of the control plane's `/metrics` (0 when absent).
+fn metric(cp: SocketAddr, sample: &str) -> u64 {
     let text = http::once(cp, "GET", "/metrics", &[], None)
         .map(|r| r.text())
         .unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("keygate_feed_requests_total{answer=\"snapshot\"} "))
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The control plane's count of snapshot answers (pages).
+fn snapshot_answers(cp: SocketAddr) -> u64 {
+    metric(cp, "keygate_feed_requests_total{answer=\"snapshot\"}")
+}
+
+/// The control plane's count of feed answers read and encoded.
+fn bodies_built(cp: SocketAddr) -> u64 {
+    metric(cp, "keygate_feed_bodies_built_total")
 }

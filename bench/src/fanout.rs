@@ -93,18 +93,21 @@ host: {cp}\r\nauthorization: Bearer {FEED_TOKEN}\r\n\r\n"
     }
 }
 
-/// Starts `n` filters on a thread of their own; their answer times.
+/// Starts `n` filters on a thread of their own; their answer times, and
+/// the thread's id (for its CPU time).
 fn start_filters(
     cp: SocketAddr,
     n: usize,
     since: u64,
     key_set: String,
-) -> io::Result<mpsc::Receiver<Instant>> {
+) -> io::Result<(mpsc::Receiver<Instant>, u32)> {
     let (tx, rx) = mpsc::channel();
+    let (tid_tx, tid_rx) = mpsc::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     thread::spawn(move || {
+        let _ = tid_tx.send(thread_id());
         runtime.block_on(async move {
             for id in 0..n {
                 tokio::spawn(filter(cp, id, since, key_set.clone(), tx.clone()));
@@ -116,16 +119,37 @@ fn start_filters(
             std::future::pending::<()>().await
         })
     });
-    Ok(rx)
+    let tid = tid_rx
+        .recv()
+        .map_err(|_| io::Error::other("the polling thread did not start"))??;
+    Ok((rx, tid))
+}
+
+/// The calling thread's id (`/proc/thread-self` is `<pid>/task/<tid>`).
+fn thread_id() -> io::Result<u32> {
+    std::fs::read_link("/proc/thread-self")?
+        .file_name()
+        .and_then(|n| n.to_str()?.parse().ok())
+        .ok_or_else(|| io::Error::other("no thread id in /proc/thread-self"))
+}
+
+/// `keygate_feed_bodies_built_total` of the control plane.
+fn built(cp: SocketAddr) -> io::Result<u64> {
+    metric(cp, "keygate_feed_bodies_built_total")
+}
+
+/// A sample of the control plane's `/metrics` (0 when absent).
+fn metric(cp: SocketAddr, name: &str) -> io::Result<u64> {
+    let r = http::once(cp, "GET", "/metrics", &[], None)?;
+    Ok(r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0))
 }
 
 /// `keygate_feed_envoys` of the control plane.
 fn envoys(cp: SocketAddr) -> io::Result<u64> {
-    let r = http::once(cp, "GET", "/metrics", &[], None)?;
-    Ok(r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix("keygate_feed_envoys ")?.trim().parse().ok())
-        .unwrap_or(0))
+    metric(cp, "keygate_feed_envoys")
 }
 
 /// Waits (up to 2 minutes) until `n` Envoys are connected to the feed of `cp`.
@@ -164,7 +188,7 @@ fn fanout_row(
     thread::sleep(Duration::from_millis(500));
     let (since, key_set) = feed_head(poll.addr)?;
     let idle_rss = stats::memory(poll.guard.pid(), "VmRSS")?;
-    let answers = start_filters(poll.addr, n, since, key_set)?;
+    let (answers, client_thread) = start_filters(poll.addr, n, since, key_set)?;
     wait_envoys(poll.addr, n)?;
     thread::sleep(Duration::from_secs(1));
     let held_rss = stats::memory(poll.guard.pid(), "VmRSS")?;
@@ -177,7 +201,9 @@ fn fanout_row(
     );
     }
     let (mut after_answer, mut after_first, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut costs = Costs::default();
     for (id, _) in &keys {
+        let before = Cost::now(poll, client_thread)?;
         let sent = Instant::now();
         let r = api(
             cp.addr,
@@ -210,6 +236,12 @@ fn fanout_row(
             ms(last)
         );
         }
+        costs.add(
+            &before,
+            &Cost::now(poll, client_thread)?,
+            first,
+            last - first,
+        );
         deletes.push(answered);
         after_answer.extend(times.iter().map(|t| t.saturating_sub(answered)));
         after_first.extend(times.iter().map(|t| t.saturating_sub(first)));
@@ -226,7 +258,67 @@ fn fanout_row(
     line("DELETE sent -> its 200", &deletes);
     line("first poll answered (~commit) -> each answer", &after_first);
     line("DELETE 200 -> each answer (0 = before it)", &after_answer);
+    if n > 1 {
+        costs.print();
+    }
     Ok(())
+}
+
+/// What the process side of one revocation cost so far: the control
+/// plane's CPU, the bench's polling thread's CPU, the feed's builds.
+struct Cost {
+    server: Duration,
+    client: Duration,
+    built: u64,
+}
+
+impl Cost {
+    fn now(cp: &ControlPlane, client_thread: u32) -> io::Result<Cost> {
+        Ok(Cost {
+            server: stats::cpu_time(cp.guard.pid())?,
+            client: stats::cpu_time(client_thread)?,
+            built: built(cp.addr)?,
+        })
+    }
+}
+
+/// Where each revocation's time went, one sample per revocation.
+#[derive(Default)]
+struct Costs {
+    /// DELETE sent -> first poll answered: commit, wake, one read and encode.
+    first: Vec<Duration>,
+    /// First -> last poll answered: writing every answer, the client reading them.
+    spread: Vec<Duration>,
+    server: Vec<Duration>,
+    client: Vec<Duration>,
+    built: Vec<u64>,
+}
+
+impl Costs {
+    fn add(&mut self, before: &Cost, after: &Cost, first: Duration, spread: Duration) {
+        self.first.push(first);
+        self.spread.push(spread);
+        self.server.push(after.server.saturating_sub(before.server));
+        self.client.push(after.client.saturating_sub(before.client));
+        self.built.push(after.built.saturating_sub(before.built));
+    }
+
+    fn print(&self) {
+        let median = |v: &[Duration]| ms(percentile(v, 50.0));
+        let mut built = self.built.clone();
+        built.sort_unstable();
+        println!(
+            "    breakdown per revocation (median): DELETE sent -> first answer {} (commit, one wake, \
+one read + encode); first -> last answer {} (every answer written and read back); \
+CPU: control plane {}, the bench's polling thread {} (parsing answers, sending re-polls); \
+feed bodies built per change: {:?}",
+            median(&self.first),
+            median(&self.spread),
+            median(&self.server),
+            median(&self.client),
+            built
+        );
+    }
 }
 
 /// The fan-out rows, SQLite then PostgreSQL.

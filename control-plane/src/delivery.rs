@@ -64,6 +64,10 @@ pub struct Delivery {
     /// Bumped whenever a client acknowledges or leaves.
     changed: watch::Sender<u64>,
     timeout: Duration,
+    /// When `open` last dropped the clients gone for good: once per
+    /// [`LINGER`], not on every request (10,000 clients re-polling after a
+    /// change would sweep the map 10,000 times).
+    swept: Mutex<Instant>,
 }
 
 /// An open feed request; dropping it (answer sent, or the client gone)
@@ -102,6 +106,7 @@ impl Delivery {
             timeouts: AtomicU64::new(0),
             changed: watch::channel(0).0,
             timeout,
+            swept: Mutex::new(Instant::now()),
         }
     }
 
@@ -118,8 +123,18 @@ impl Delivery {
     /// returned guard drops.
     pub fn open(self: &Arc<Self>, client: &str, acked: u64, plane: Option<u64>) -> Open {
         let now = Instant::now();
+        let sweep = {
+            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = now.saturating_duration_since(*swept) >= LINGER;
+            if due {
+                *swept = now;
+            }
+            due
+        };
         self.update(|clients| {
-            clients.retain(|_, c| c.connected(now));
+            if sweep {
+                clients.retain(|_, c| c.connected(now));
+            }
             let c = clients.entry(client.to_string()).or_insert(Client {
                 acked: 0,
                 open: 0,
@@ -154,12 +169,27 @@ impl Delivery {
         self.timeouts.load(Ordering::Relaxed)
     }
 
-    /// Of `ids`, how many acknowledged `version`.
-    fn reached(&self, ids: &[String], version: u64) -> usize {
+    /// Keeps in `pending` the ids that have not acknowledged `version`.
+    fn unreached(&self, pending: &mut Vec<String>, version: u64) {
         let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.iter()
-            .filter(|id| clients.get(*id).is_some_and(|c| c.acked >= version))
-            .count()
+        pending.retain(|id| !Self::has_reached(&clients, id, version));
+    }
+
+    /// Drops from the end of `pending` the ids that acknowledged `version`,
+    /// up to the first that has not: a wake costs what it removes, not a
+    /// scan of every client (10,000 acknowledgements wake the wait often).
+    fn pop_reached(&self, pending: &mut Vec<String>, version: u64) {
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        while pending
+            .last()
+            .is_some_and(|id| Self::has_reached(&clients, id, version))
+        {
+            pending.pop();
+        }
+    }
+
+    fn has_reached(clients: &HashMap<String, Client>, id: &str, version: u64) -> bool {
+        clients.get(id).is_some_and(|c| c.acked >= version)
     }
 
     /// Waits until every client connected now has acknowledged `version`,
@@ -168,7 +198,7 @@ impl Delivery {
     pub async fn wait(&self, version: u64) -> Propagated {
         let mut changed = self.changed.subscribe();
         let now = Instant::now();
-        let ids: Vec<String> = {
+        let mut pending: Vec<String> = {
             let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
             clients
                 .iter()
@@ -176,21 +206,23 @@ impl Delivery {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
+        let envoys = pending.len();
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let reached = self.reached(&ids, version);
-            if reached == ids.len() {
+            self.pop_reached(&mut pending, version);
+            if pending.is_empty() {
                 return Propagated {
-                    envoys: ids.len(),
-                    reached,
+                    envoys,
+                    reached: envoys,
                 };
             }
             let moved = tokio::time::timeout_at(deadline, changed.changed()).await;
             if !matches!(moved, Ok(Ok(()))) {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.unreached(&mut pending, version);
                 return Propagated {
-                    envoys: ids.len(),
-                    reached: self.reached(&ids, version),
+                    envoys,
+                    reached: envoys - pending.len(),
                 };
             }
         }

@@ -4,8 +4,12 @@
 //! A filter at the current version is held (long-poll, `wait` seconds) and
 //! answered as soon as a write commits; otherwise it gets a delta from its
 //! version or a snapshot, one page (`after` a key hash, at most `page_keys`
-//! keys) per request. Encoded bodies are cached per (since, after, version),
-//! so every Envoy waking on the same change costs one database read. Every
+//! keys) per request. Each answer is read and encoded once per (key set,
+//! view, since, after, version) and shared by every request asking it
+//! (crate::feed_cache): every Envoy waking on the same change costs one
+//! database read, and a snapshot page being served starts building the
+//! next one, so a table's pages are built once per version however many
+//! Envoys load it. Every
 //! answer and every held long-poll is counted (crate::metrics); a snapshot
 //! page counts as a snapshot.
 //!
@@ -23,9 +27,10 @@
 use crate::data_planes::{view, Access, Registry};
 use crate::delivery;
 use crate::errors::ApiError;
+use crate::feed_cache::{Answer, AnswerCache, Slot};
 use crate::metrics::{self, FeedMetrics};
 use crate::service::Service;
-use crate::store::{FeedAnswer, PageAsk, Store};
+use crate::store::{FeedAnswer, PageAsk};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -33,16 +38,18 @@ use axum::response::{IntoResponse, Response};
 use keygate::credential::bearer_token;
 use keygate::feed::{self, KeySet, Reader, CONTENT_TYPE};
 use keygate::key;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Route of the feed.
 pub const PATH: &str = "/v1/key-table";
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT: u64 = 60;
-/// Encoded bodies kept.
-const CACHED_BODIES: usize = 8;
+/// Body bytes the answer cache holds at most: the pages of a 1M-key
+/// table (about 68 MB) and the deltas of the moment.
+pub const CACHE_BYTES: usize = 128 << 20;
 const X_KEYGATE_VERSION: HeaderName = HeaderName::from_static("x-keygate-version");
 const X_KEYGATE_KEY_SET: HeaderName = HeaderName::from_static("x-keygate-key-set");
 /// The message of a refused token.
@@ -56,25 +63,8 @@ pub struct FeedEndpoint {
     planes: Arc<Registry>,
     /// Most keys in one snapshot page (at least 1).
     page_keys: usize,
-    cache: Mutex<VecDeque<Cached>>,
+    cache: AnswerCache,
     pub metrics: FeedMetrics,
-}
-
-/// What a cached body answers: a base version (0: a snapshot) and, for a
-/// snapshot, the hash its page starts after, as seen by `view` (0: every
-/// key; else the data plane limited to some tenants). The page size is the
-/// feed's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    since: u64,
-    after: Option<[u8; 32]>,
-    view: u64,
-}
-
-struct Cached {
-    slot: Slot,
-    version: u64,
-    body: Bytes,
 }
 
 /// What one request asks.
@@ -124,7 +114,7 @@ impl FeedEndpoint {
             token_hash: key::hash(token),
             planes,
             page_keys: page_keys.max(1),
-            cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES)),
+            cache: AnswerCache::new(CACHE_BYTES),
             metrics: FeedMetrics::default(),
         }
     }
@@ -153,85 +143,98 @@ impl FeedEndpoint {
             })
     }
 
-    fn cached(&self, slot: Slot, version: u64) -> Option<Bytes> {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .iter()
-            .find(|c| c.slot == slot && c.version == version)
-            .map(|c| c.body.clone())
-    }
-
-    fn remember(&self, slot: Slot, version: u64, body: Bytes) {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHED_BODIES {
-            cache.pop_front();
-        }
-        cache.push_back(Cached {
-            slot,
-            version,
-            body,
-        });
-    }
-
-    /// The body for a filter at `since` (a snapshot page after `after`)
+    /// The answer for a filter at `since` (a snapshot page after `after`)
     /// with `access`, while the store says `current`: `None` when it is
-    /// unchanged.
+    /// unchanged. Built once per slot (crate::feed_cache).
     async fn body(
-        &self,
-        store: &dyn Store,
+        self: &Arc<Self>,
+        service: &Arc<Service>,
         since: u64,
         after: Option<[u8; 32]>,
         current: u64,
         access: &Access,
-    ) -> Result<Option<(u64, Bytes)>, ApiError> {
-        let view = access.tenants().and(access.plane()).unwrap_or(0);
-        let slot = Slot { since, after, view };
-        if let Some(body) = self.cached(slot, current) {
-            return Ok(Some((current, body)));
-        }
-        let page = PageAsk {
+    ) -> Result<Answer, ApiError> {
+        let slot = Slot {
+            key_set: service.store().key_set(),
+            view: match access {
+                Access::Plane { tenants, .. } => tenants.clone(),
+                Access::Shared => None,
+            },
+            since,
             after,
+            version: current,
+        };
+        self.answer(service, slot).await
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        service: &Arc<Service>,
+        slot: Slot,
+    ) -> Result<Answer, ApiError> {
+        self.cache
+            .get_or_build(&slot, || self.build(service, &slot))
+            .await
+    }
+
+    /// Reads and encodes the answer of `slot`; a snapshot page with more
+    /// to follow starts building the next one.
+    async fn build(
+        self: &Arc<Self>,
+        service: &Arc<Service>,
+        slot: &Slot,
+    ) -> Result<Answer, ApiError> {
+        let store = service.store();
+        let page = PageAsk {
+            after: slot.after,
             keys: self.page_keys,
         };
-        let answer = match access.tenants() {
-            Some(tenants) => view::read(store, since, page, tenants).await?,
-            None => store.feed(since, page).await?,
+        let answer = match &slot.view {
+            Some(tenants) => view::read(store, slot.since, page, tenants).await?,
+            None => store.feed(slot.since, page).await?,
         };
-        let (version, body) = match answer {
-            FeedAnswer::Unchanged(_) => return Ok(None),
-            FeedAnswer::Delta { base, version, ops } => (
+        self.metrics.built();
+        let key_set = store.key_set();
+        Ok(match answer {
+            FeedAnswer::Unchanged(_) => None,
+            FeedAnswer::Delta { base, version, ops } => Some((
                 version,
-                Bytes::from(feed::encode_delta(store.key_set(), base, version, &ops)),
-            ),
-            // Every stale base gets the same first page: encode and keep it once.
+                Bytes::from(feed::encode_delta(key_set, base, version, &ops)),
+            )),
             FeedAnswer::SnapshotPage {
                 version,
                 entries,
                 more,
             } => {
-                let page = Slot {
+                let next = entries.last().filter(|_| more).map(|e| Slot {
                     since: 0,
-                    after,
-                    view,
-                };
-                match self.cached(page, version) {
-                    Some(body) => (version, body),
-                    None => {
-                        let key_set = store.key_set();
-                        let encoded = tokio::task::spawn_blocking(move || {
-                            feed::encode_snapshot_page(key_set, version, &entries, more)
-                        });
-                        let body = Bytes::from(encoded.await.map_err(|_| ApiError::Internal)?);
-                        self.remember(page, version, body.clone());
-                        (version, body)
-                    }
+                    after: Some(e.hash),
+                    ..slot.clone()
+                });
+                let encoded = tokio::task::spawn_blocking(move || {
+                    feed::encode_snapshot_page(key_set, version, &entries, more)
+                });
+                let body = Bytes::from(encoded.await.map_err(|_| ApiError::Internal)?);
+                if let Some(next) = next {
+                    self.read_ahead(service, next, body.len());
                 }
+                Some((version, body))
             }
-        };
-        if since != 0 {
-            self.remember(slot, version, body.clone());
+        })
+    }
+
+    /// Builds the page of `next` while its client reads this one, if a page
+    /// like this one (`bytes`) fits in the cache and the version is the newest.
+    fn read_ahead(self: &Arc<Self>, service: &Arc<Service>, next: Slot, bytes: usize) {
+        if !self.cache.has_room(next.version, bytes) {
+            return;
         }
-        Ok(Some((version, body)))
+        let (feed, service) = (Arc::clone(self), Arc::clone(service));
+        let task: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            // A failure is the next request's to report.
+            let _ = feed.answer(&service, next).await;
+        });
+        tokio::spawn(task);
     }
 }
 
@@ -358,8 +361,8 @@ pub async fn key_table(
 
 /// The answer to one feed request, and what it counts as.
 async fn respond(
-    service: &Service,
-    feed: &FeedEndpoint,
+    service: &Arc<Service>,
+    feed: &Arc<FeedEndpoint>,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(metrics::Answer, Response), ApiError> {
@@ -401,7 +404,7 @@ async fn respond(
     let answer = if ask.since != 0 && ask.since == current {
         None
     } else {
-        feed.body(store, ask.since, ask.after, current, &access)
+        feed.body(service, ask.since, ask.after, current, &access)
             .await?
     };
     Ok(match answer {

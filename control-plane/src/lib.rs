@@ -28,6 +28,7 @@ pub mod egress;
 pub mod errors;
 pub mod events;
 mod feed;
+mod feed_cache;
 pub mod hashing;
 mod ingest;
 pub mod leaks;

@@ -72,6 +72,8 @@ pub struct FeedMetrics {
     bad_request: AtomicU64,
     error: AtomicU64,
     waiting: AtomicU64,
+    /// Answers read from the store and encoded (the rest came from the cache).
+    built: AtomicU64,
 }
 
 /// One held long-poll: counted in `waiting` until dropped, whether the wait
@@ -102,6 +104,11 @@ impl FeedMetrics {
         self.counter(answer).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one answer read from the store and encoded.
+    pub fn built(&self) {
+        self.built.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a long-poll as held until the guard drops.
     pub fn wait(&self) -> Waiting<'_> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -126,6 +133,14 @@ impl FeedMetrics {
                 answer.label()
             );
         }
+        family(
+            &mut text,
+            "keygate_feed_bodies_built_total",
+            "counter",
+            "Feed answers read from the store and encoded; the other answers share them.",
+        );
+        let built = self.built.load(Ordering::Relaxed);
+        let _ = writeln!(text, "keygate_feed_bodies_built_total {built}");
         let waiting = self.waiting.load(Ordering::Relaxed);
         gauge(
             &mut text,

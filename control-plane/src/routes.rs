@@ -54,14 +54,22 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Logs every request: method, path (never the query, which may hold a
-/// key), status and duration.
+/// key), status and duration. A feed answer (200 or 304) logs at debug:
+/// 10,000 Envoys long-polling would write 10,000 lines per change, a fifth
+/// of the control plane's CPU in the 10k fan-out bench.
 async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let start = Instant::now();
     let response = next.run(request).await;
-    tracing::info!(%method, %path, status = response.status().as_u16(),
-                   ms = start.elapsed().as_millis() as u64, "request");
+    let status = response.status();
+    let ms = start.elapsed().as_millis() as u64;
+    let routine = path == feed::PATH && (status.is_success() || status == StatusCode::NOT_MODIFIED);
+    if routine {
+        tracing::debug!(%method, %path, status = status.as_u16(), ms, "request");
+    } else {
+        tracing::info!(%method, %path, status = status.as_u16(), ms, "request");
+    }
     response
 }
 
