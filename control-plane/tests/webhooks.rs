@@ -488,13 +488,7 @@ async fn deliveries_go_over_https_to_a_receiver_of_the_given_ca() {
     let tenant = server.create_tenant("tls").await;
     let hook = webhook(&server, &tenant, &receiver.url, &["key.revoked"]).await;
     let hook = hook["id"].as_str().unwrap();
-    let id = key(
-        &server,
-        &tenant,
-        json!({"name": "a", "scopes": ["memory:read"]}),
-    )
-    .await;
-    revoke(&server, &tenant, &id).await;
+    revoke_new_key(&server, &tenant, "a").await;
     let failed = tried(&server, &tenant, hook).await;
     println!("untrusted receiver: {}", failed["last_error"]);
     assert!(failed["last_error"].is_string(), "{failed}");
@@ -509,13 +503,7 @@ async fn deliveries_go_over_https_to_a_receiver_of_the_given_ca() {
             ca,
         ])
         .await;
-    let id = key(
-        &server,
-        &tenant,
-        json!({"name": "b", "scopes": ["memory:read"]}),
-    )
-    .await;
-    revoke(&server, &tenant, &id).await;
+    let id = revoke_new_key(&server, &tenant, "b").await;
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json()["data"]["key_id"], id.as_str());
@@ -532,13 +520,7 @@ async fn a_loopback_webhook_is_not_sent_to_once_loopback_is_not_allowed() {
     server
         .restart_with(&["--webhook-allow-cidr", "192.0.2.0/24"])
         .await;
-    let id = key(
-        &server,
-        &tenant,
-        json!({"name": "a", "scopes": ["memory:read"]}),
-    )
-    .await;
-    revoke(&server, &tenant, &id).await;
+    revoke_new_key(&server, &tenant, "a").await;
     let refused = tried(&server, &tenant, hook).await;
     assert_eq!(refused["last_error"], "url resolves to a private address");
     assert_eq!(
@@ -552,6 +534,19 @@ async fn revoke(server: &Server, tenant: &Tenant, id: &str) {
     let path = format!("/api/v1/api-keys/{id}");
     let reply = server.call("DELETE", &path, Some(&tenant.key), None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Creates a `memory:read` key named `name` for `tenant` and revokes it
+/// (one `key.revoked` event); returns its id.
+async fn revoke_new_key(server: &Server, tenant: &Tenant, name: &str) -> String {
+    let id = key(
+        server,
+        tenant,
+        json!({"name": name, "scopes": ["memory:read"]}),
+    )
+    .await;
+    revoke(server, tenant, &id).await;
+    id
 }
 
 /// Waits until the latest delivery of `hook` was tried; returns it.
@@ -597,13 +592,7 @@ async fn a_tenant_whose_receivers_never_answer_does_not_delay_another() {
     }
     webhook(&server, &other, &receiver.url, &["key.revoked"]).await;
     for name in ["a", "b", "c", "d"] {
-        let id = key(
-            &server,
-            &stuck,
-            json!({"name": name, "scopes": ["memory:read"]}),
-        )
-        .await;
-        revoke(&server, &stuck, &id).await;
+        revoke_new_key(&server, &stuck, name).await;
     }
     let start = Instant::now();
     while accepted.load(Ordering::SeqCst) < 8 {
