@@ -31,9 +31,11 @@ async fn strangers_cannot_starve_keys_reach_the_operator_api_or_spoof_names() {
     let key = stack.create_key(&stack.tenant().api_key, body).await;
     let key = key.str("api_key").to_string();
 
-    keyless_floods_leave_keyed_requests_alone(&stack, &key).await;
+    // Before the flood: these send keyless requests, which the flood leaves
+    // in an empty keyless bucket (429) until it refills.
     the_operator_api_is_only_on_its_own_listener(&stack).await;
     underscored_header_names_are_refused(&stack, &key).await;
+    keyless_floods_leave_keyed_requests_alone(&stack, &key).await;
 }
 
 /// A flood of keyless CORS preflights spends the anonymous budget (the
